@@ -1,0 +1,13 @@
+"""Errors that mean "the input is wrong", as opposed to a bug. The CLI prints them as one line, exit 2."""
+
+
+class Sam3VideoError(Exception):
+    """Base class of the errors sam3video raises on purpose."""
+
+
+class InputError(Sam3VideoError, ValueError):
+    """Bad user input: an image, prompt, box, video or path that cannot be used, and why."""
+
+
+class CheckpointError(Sam3VideoError, RuntimeError):
+    """A checkpoint that cannot be found, downloaded, read or loaded into the model, and what to do."""

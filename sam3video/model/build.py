@@ -1,0 +1,214 @@
+"""Configs -> ``Sam3Image``. A config is data: a TOML/JSON file, a dict, or the name of a bundled preset.
+
+Key names are those of the official parity generator's ``SIZES`` (``resolution``, ``vit_dim``,
+``d_model`` ...), so any size the official code can be built at can be built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch.nn as nn
+
+from .decoder import TransformerDecoder, TransformerDecoderLayer
+from .encoder import TransformerEncoderFusion, TransformerEncoderLayer, TransformerWrapper
+from .geometry_encoders import SequenceGeometryEncoder
+from .model_misc import MLP, MultiheadAttention
+from .necks import Sam3DualViTDetNeck
+from .position_encoding import PositionEmbeddingSine
+from .sam3_image import Sam3Image
+from .scoring import DotProductScoring
+from .segmentation import PixelDecoder, UniversalSegmentationHead
+from .text_encoder import VETextEncoder
+from .tokenizer import SimpleTokenizer
+from .vitdet import ViT
+from .vl_combiner import SAM3VLBackbone
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESETS = ("sam3", "tiny", "demo")
+# Keys the official parity config carries that say nothing about the architecture.
+_INFORMATIONAL_KEYS = {"name", "seed", "parameters"}
+
+
+@dataclass(frozen=True)
+class Sam3Config:
+    """Every size of a SAM 3 image model. Defaults are the official full model (``configs/sam3.toml``)."""
+
+    resolution: int = 1008
+    patch_size: int = 14
+    pretrain_img_size: int = 336
+    vit_dim: int = 1024
+    vit_depth: int = 32
+    vit_heads: int = 16
+    vit_mlp_ratio: float = 4.625
+    vit_window: int = 24
+    vit_global_blocks: tuple[int, ...] = (7, 15, 23, 31)
+    d_model: int = 256
+    heads: int = 8
+    ffn: int = 2048
+    enc_layers: int = 6
+    dec_layers: int = 6
+    num_queries: int = 200
+    text_width: int = 1024
+    text_heads: int = 16
+    text_layers: int = 24
+    context_length: int = 32
+    geo_layers: int = 3
+    scoring_hidden: int = 2048
+    neck_scales: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    scalp: int = 1
+    # Ours (not in the official SIZES): regularisation used in training only.
+    dropout: float = 0.1
+    drop_path_rate: float = 0.1
+    name: str = field(default="custom", compare=False)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Sam3Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known - _INFORMATIONAL_KEYS)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        kwargs = {k: v for k, v in values.items() if k in known}
+        for key in ("vit_global_blocks", "neck_scales"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
+    """A ``Sam3Config`` from a preset name (``sam3``, ``tiny``, ``demo``), a .toml/.json path or a dict."""
+    if isinstance(config, Sam3Config):
+        return config
+    if isinstance(config, dict):
+        return Sam3Config.from_dict(config)
+    text_config = str(config)
+    if text_config in PRESETS:
+        data = resources.files("sam3video.configs").joinpath(f"{text_config}.toml").read_text()
+        return Sam3Config.from_dict({"name": text_config, **tomllib.loads(data)})
+    path = Path(text_config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path} (or use one of: {', '.join(PRESETS)})")
+    if path.suffix == ".json":
+        values = json.loads(path.read_text())
+    elif path.suffix == ".toml":
+        values = tomllib.loads(path.read_text())
+    else:
+        raise ValueError(f"config must be a .toml or .json file: {path}")
+    values.setdefault("name", path.stem)
+    return Sam3Config.from_dict(values)
+
+
+def _attention(c: Sam3Config, dropout: float, batch_first: bool = False) -> MultiheadAttention:
+    return MultiheadAttention(c.d_model, c.heads, dropout=dropout, batch_first=batch_first)
+
+
+def _build_backbone(c: Sam3Config) -> SAM3VLBackbone:
+    vit = ViT(
+        img_size=c.resolution, pretrain_img_size=c.pretrain_img_size, patch_size=c.patch_size,
+        embed_dim=c.vit_dim, depth=c.vit_depth, num_heads=c.vit_heads, mlp_ratio=c.vit_mlp_ratio,
+        norm_layer="LayerNorm", drop_path_rate=c.drop_path_rate, qkv_bias=True, use_abs_pos=True,
+        tile_abs_pos=True, global_att_blocks=c.vit_global_blocks, rel_pos_blocks=(), use_rope=True,
+        use_interp_rope=True, window_size=c.vit_window, pretrain_use_cls_token=True,
+        retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
+        bias_patch_embed=False,
+    )
+    neck = Sam3DualViTDetNeck(
+        position_encoding=_position_encoding(c, precompute_resolution=c.resolution), d_model=c.d_model,
+        scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=False,
+    )
+    text = VETextEncoder(
+        tokenizer=SimpleTokenizer(), d_model=c.d_model, width=c.text_width, heads=c.text_heads,
+        layers=c.text_layers, context_length=c.context_length,
+    )
+    return SAM3VLBackbone(visual=neck, text=text, scalp=c.scalp)
+
+
+def _position_encoding(c: Sam3Config, precompute_resolution=None) -> PositionEmbeddingSine:
+    return PositionEmbeddingSine(
+        num_pos_feats=c.d_model, normalize=True, scale=None, temperature=10000,
+        precompute_resolution=precompute_resolution,
+    )
+
+
+def _build_transformer(c: Sam3Config) -> TransformerWrapper:
+    encoder_layer = TransformerEncoderLayer(
+        activation="relu", d_model=c.d_model, dim_feedforward=c.ffn, dropout=c.dropout,
+        pos_enc_at_attn=True, pos_enc_at_cross_attn_keys=False, pos_enc_at_cross_attn_queries=False,
+        pre_norm=True, self_attention=_attention(c, c.dropout, batch_first=True),
+        cross_attention=_attention(c, c.dropout, batch_first=True),
+    )
+    encoder = TransformerEncoderFusion(
+        layer=encoder_layer, num_layers=c.enc_layers, d_model=c.d_model, num_feature_levels=1,
+        frozen=False, use_act_checkpoint=False, add_pooled_text_to_img_feat=False,
+        pool_text_with_mask=True,
+    )
+    decoder_layer = TransformerDecoderLayer(
+        activation="relu", d_model=c.d_model, dim_feedforward=c.ffn, dropout=c.dropout,
+        cross_attention=_attention(c, c.dropout), n_heads=c.heads, use_text_cross_attention=True,
+    )
+    decoder = TransformerDecoder(
+        layer=decoder_layer, num_layers=c.dec_layers, num_queries=c.num_queries,
+        return_intermediate=True, box_refine=True, num_o2m_queries=0, dac=True, boxRPB="log",
+        d_model=c.d_model, frozen=False, interaction_layer=None, dac_use_selfatt_ln=True,
+        resolution=c.resolution, stride=c.patch_size, use_act_checkpoint=False, presence_token=True,
+    )
+    return TransformerWrapper(encoder=encoder, decoder=decoder, d_model=c.d_model)
+
+
+def _build_heads(c: Sam3Config):
+    scoring = DotProductScoring(
+        d_model=c.d_model, d_proj=c.d_model,
+        prompt_mlp=MLP(
+            input_dim=c.d_model, hidden_dim=c.scoring_hidden, output_dim=c.d_model, num_layers=2,
+            dropout=c.dropout, residual=True, out_norm=nn.LayerNorm(c.d_model),
+        ),
+    )
+    segmentation_head = UniversalSegmentationHead(
+        hidden_dim=c.d_model, upsampling_stages=3, aux_masks=False, presence_head=False,
+        dot_product_scorer=None, act_ckpt=False, cross_attend_prompt=_attention(c, 0.0),
+        pixel_decoder=PixelDecoder(
+            num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=c.d_model,
+        ),
+    )
+    geometry_layer = TransformerEncoderLayer(
+        activation="relu", d_model=c.d_model, dim_feedforward=c.ffn, dropout=c.dropout,
+        pos_enc_at_attn=False, pre_norm=True, self_attention=_attention(c, c.dropout),
+        pos_enc_at_cross_attn_queries=False, pos_enc_at_cross_attn_keys=True,
+        cross_attention=_attention(c, c.dropout),
+    )
+    geometry_encoder = SequenceGeometryEncoder(
+        pos_enc=_position_encoding(c), encode_boxes_as_points=False, points_direct_project=True,
+        points_pool=True, points_pos_enc=True, boxes_direct_project=True, boxes_pool=True,
+        boxes_pos_enc=True, d_model=c.d_model, num_layers=c.geo_layers, layer=geometry_layer,
+        use_act_ckpt=False, add_cls=True, add_post_encode_proj=True,
+    )
+    return scoring, segmentation_head, geometry_encoder
+
+
+def build_model(config: "str | Path | dict | Sam3Config" = "sam3") -> Sam3Image:
+    """A randomly initialised ``Sam3Image`` in eval mode. ``config``: preset name, file path or dict.
+
+    Build under ``torch.device("meta")`` to get the structure without allocating weights.
+    """
+    c = load_config(config)
+    scoring, segmentation_head, geometry_encoder = _build_heads(c)
+    model = Sam3Image(
+        backbone=_build_backbone(c), transformer=_build_transformer(c),
+        input_geometry_encoder=geometry_encoder, segmentation_head=segmentation_head,
+        num_feature_levels=1, o2m_mask_predict=True, dot_prod_scoring=scoring,
+        use_instance_query=False, multimask_output=True,
+    )
+    model.config = c
+    return model.eval()

@@ -1,0 +1,201 @@
+"""Checkpoints: the official ``sam3.pt`` (local or from the Hugging Face hub) and plain state dicts.
+
+Accepted layouts (always read with ``torch.load(..., weights_only=True)``):
+- the official release: a dict, maybe under ``"model"``, with keys ``detector.*`` (the image model)
+  and ``tracker.*`` (SAM 2-style tracker, not used here): ``detector.`` is kept and stripped;
+- a plain state dict of ``Sam3Image``, or ``{"model": state_dict, "config": {...}}`` as we save them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .build import Sam3Config, build_model, load_config
+from .sam3_image import Sam3Image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HUB_ID = "facebook/sam3"
+HUB_FILENAME = "sam3.pt"
+DETECTOR_PREFIX = "detector."
+HOW_TO_GET_WEIGHTS = (
+    "the SAM 3 weights are gated: accept the licence at https://huggingface.co/facebook/sam3, "
+    "log in (`hf auth login` or HF_TOKEN=...), or download sam3.pt and pass --checkpoint PATH"
+)
+
+
+@dataclass
+class LoadReport:
+    """What a checkpoint held besides the image model's weights."""
+
+    source: str
+    num_loaded: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)  # prefix -> number of tensors skipped
+
+    def __str__(self) -> str:
+        skipped = ", ".join(f"{n} {prefix}*" for prefix, n in sorted(self.left_out.items()))
+        return f"loaded {self.num_loaded} tensors from {self.source}" + (f"; left out {skipped}" if skipped else "")
+
+
+def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
+    """``auto`` (or None) -> cuda if available, else mps, else cpu; anything else as given."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise CheckpointError(f"unknown device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' requested but CUDA is not available (use --device cpu)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CheckpointError("device 'mps' requested but MPS is not available (use --device cpu)")
+    return device
+
+
+def is_hub_id(checkpoint: str) -> bool:
+    """``owner/name`` that is not an existing local path."""
+    parts = checkpoint.split("/")
+    return len(parts) == 2 and all(parts) and not os.path.exists(checkpoint) and not checkpoint.endswith(".pt")
+
+
+def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILENAME) -> Path:
+    """Path of ``filename`` from hub repo ``repo_id`` (cached by huggingface_hub; uses HF_TOKEN)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except GatedRepoError:
+        raise CheckpointError(f"access to {repo_id} is gated; {HOW_TO_GET_WEIGHTS}") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"hub repository {repo_id} not found (or not visible without login); "
+                              f"{HOW_TO_GET_WEIGHTS}") from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"hub repository {repo_id} has no file {filename}") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"cannot download {repo_id}/{filename}: offline and not in the local cache; "
+                              f"{HOW_TO_GET_WEIGHTS}") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"cannot download {repo_id}/{filename} ({type(e).__name__}); "
+                              f"{HOW_TO_GET_WEIGHTS}") from None
+
+
+def read_checkpoint(path: "str | Path") -> dict:
+    """The raw object saved in ``path`` (a dict), read safely on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint ({reason})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return obj
+
+
+def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The image model's state dict from an official or plain checkpoint, and what was left out."""
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    report = LoadReport(source=source)
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith(DETECTOR_PREFIX) for k in tensors):
+        kept = {}
+        for key, value in tensors.items():
+            if key.startswith(DETECTOR_PREFIX):
+                kept[key[len(DETECTOR_PREFIX):]] = value
+            else:
+                prefix = key.split(".", 1)[0] + "."
+                report.left_out[prefix] = report.left_out.get(prefix, 0) + 1
+        tensors = kept
+    report.num_loaded = len(tensors)
+    return tensors, report
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Raise ``CheckpointError`` naming the first few missing/unexpected/mis-shaped keys, with counts."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+            problems.append(f"{len(items)} {label} ({shown})")
+    if problems:
+        raise CheckpointError("checkpoint does not fit the model config: " + "; ".join(problems))
+
+
+def _to_model_dtype(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Real floating tensors to fp32 (checkpoints may be stored in fp16/bf16); complex/int unchanged."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def load_model(
+    checkpoint: "str | Path | None" = None,
+    config: "str | Path | dict | Sam3Config | None" = None,
+    device: "str | torch.device | None" = "auto",
+) -> Sam3Image:
+    """A ``Sam3Image`` in eval mode with weights from ``checkpoint``, on ``device``.
+
+    ``checkpoint``: a local file (official ``sam3.pt`` layout or a plain state dict) or a hub id
+    (``owner/name``, file ``sam3.pt``); None means the official ``facebook/sam3``. ``config``: preset
+    name, file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size.
+    """
+    device = resolve_device(device)
+    checkpoint = str(checkpoint) if checkpoint is not None else DEFAULT_HUB_ID
+    path = download_checkpoint(checkpoint) if is_hub_id(checkpoint) else Path(checkpoint)
+    obj = read_checkpoint(path)
+    if config is None:
+        config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
+    cfg = load_config(config)
+    state_dict, report = extract_state_dict(obj, source=str(path))
+    with torch.device("meta"):
+        model = build_model(cfg)
+    check_state_dict(model, state_dict)
+    model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
+    _materialise_non_persistent_buffers(model, cfg)
+    logger.info("%s", report)
+    model.load_report = report
+    return model.to(device).eval()
+
+
+def _materialise_non_persistent_buffers(model: torch.nn.Module, cfg: Sam3Config) -> None:
+    """Buffers that are not saved in checkpoints are still on the meta device: take them from a
+    CPU build of the same config's module (they are deterministic functions of the config)."""
+    meta = [name for name, b in model.named_buffers() if b.is_meta]
+    if not meta:
+        return
+    reference = dict(build_model(cfg).named_buffers())
+    for name in meta:
+        module_name, _, buffer_name = name.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        module._buffers[buffer_name] = reference[name]
