@@ -143,7 +143,7 @@ class Sam3Processor:
         if not prompt.strip():
             raise InputError("empty prompt: give a noun phrase, or exemplar boxes with add_geometric_prompt")
         tokenizer = self.model.backbone.language_backbone.tokenizer
-        num_tokens = len(tokenizer.encode(prompt)) + 2  # with start and end tokens
+        num_tokens = tokenizer.count_tokens(prompt)  # with start and end tokens
         if num_tokens > self.context_length:
             warnings.warn(
                 f"prompt has {num_tokens} tokens; truncated to the model's {self.context_length}",

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +81,9 @@ def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILEN
 
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
+        raise CheckpointError(f"cannot download {repo_id}/{filename}: offline and not in the local cache; "
+                              f"{HOW_TO_GET_WEIGHTS}") from None
     except GatedRepoError:
         raise CheckpointError(f"access to {repo_id} is gated; {HOW_TO_GET_WEIGHTS}") from None
     except RepositoryNotFoundError:
@@ -90,9 +91,6 @@ def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILEN
                               f"{HOW_TO_GET_WEIGHTS}") from None
     except EntryNotFoundError:
         raise CheckpointError(f"hub repository {repo_id} has no file {filename}") from None
-    except LocalEntryNotFoundError:
-        raise CheckpointError(f"cannot download {repo_id}/{filename}: offline and not in the local cache; "
-                              f"{HOW_TO_GET_WEIGHTS}") from None
     except (HfHubHTTPError, OSError) as e:
         raise CheckpointError(f"cannot download {repo_id}/{filename} ({type(e).__name__}); "
                               f"{HOW_TO_GET_WEIGHTS}") from None
@@ -109,7 +107,7 @@ def read_checkpoint(path: "str | Path") -> dict:
 
             return load_file(str(path), device="cpu")
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # torch.load raises many types (KeyError, UnpicklingError, RuntimeError ...)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint ({reason})") from None
     if not isinstance(obj, dict):
@@ -182,20 +180,22 @@ def load_model(
         model = build_model(cfg)
     check_state_dict(model, state_dict)
     model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
-    _materialise_non_persistent_buffers(model, cfg)
+    _materialise_non_persistent_buffers(model)
     logger.info("%s", report)
     model.load_report = report
     return model.to(device).eval()
 
 
-def _materialise_non_persistent_buffers(model: torch.nn.Module, cfg: Sam3Config) -> None:
-    """Buffers that are not saved in checkpoints are still on the meta device: take them from a
-    CPU build of the same config's module (they are deterministic functions of the config)."""
-    meta = [name for name, b in model.named_buffers() if b.is_meta]
-    if not meta:
-        return
-    reference = dict(build_model(cfg).named_buffers())
-    for name in meta:
+def _materialise_non_persistent_buffers(model: torch.nn.Module) -> None:
+    """Buffers not saved in checkpoints (the text encoder's causal mask) are still on the meta device
+    after an ``assign`` load: rebuild them on the CPU from the module that owns them."""
+    for name, buffer in list(model.named_buffers()):
+        if not buffer.is_meta:
+            continue
         module_name, _, buffer_name = name.rpartition(".")
-        module = model.get_submodule(module_name) if module_name else model
-        module._buffers[buffer_name] = reference[name]
+        module = model.get_submodule(module_name)
+        if buffer_name == "attn_mask" and hasattr(module, "build_causal_mask"):
+            with torch.device("cpu"):
+                module._buffers[buffer_name] = module.build_causal_mask()
+        else:
+            raise CheckpointError(f"checkpoint does not fit the model config: no value for buffer {name}")

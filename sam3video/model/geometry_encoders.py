@@ -115,11 +115,10 @@ class Prompt:
         self.mask_labels = labels_or_positive(mask_labels, n_mask)
         self.mask_mask = mask_or_valid(mask_mask, n_mask)
 
-        for name, n, dims in (("box", n_box, 3), ("point", n_point, 3), ("mask", n_mask, None)):
+        for name, n in (("box", n_box), ("point", n_point), ("mask", n_mask)):
             emb, labels, mask = (getattr(self, f"{name}_{s}") for s in ("embeddings", "labels", "mask"))
             if emb is not None:
                 assert list(emb.shape[:2]) == [n, bs], f"wrong {name} embeddings shape {tuple(emb.shape)}"
-                assert dims is None or emb.ndim == dims, f"wrong {name} embeddings shape {tuple(emb.shape)}"
             assert list(labels.shape) == [n, bs], f"wrong {name} labels shape {tuple(labels.shape)}"
             assert list(mask.shape) == [bs, n], f"wrong {name} mask shape {tuple(mask.shape)}"
             for t in (emb, labels, mask):
@@ -162,8 +161,11 @@ class Prompt:
             raise NotImplementedError("Only one mask per prompt is supported.")
         n, bs = masks.shape[:2]
         self.mask_embeddings = masks
-        self.mask_labels = torch.ones(n, bs, device=masks.device, dtype=torch.long) if labels is None else labels
-        self.mask_mask = torch.zeros(bs, n, device=masks.device, dtype=torch.bool) if attn_mask is None else attn_mask
+        if labels is None:
+            labels = torch.ones(n, bs, device=masks.device, dtype=torch.long)
+        if attn_mask is None:
+            attn_mask = torch.zeros(bs, n, device=masks.device, dtype=torch.bool)
+        self.mask_labels, self.mask_mask = labels, attn_mask
 
     def clone(self) -> "Prompt":
         """A copy of the box and point prompts (like the official clone, mask prompts are dropped)."""
@@ -272,7 +274,9 @@ class SequenceGeometryEncoder(nn.Module):
             x, y = points.unbind(-1)
             enc_x, enc_y = self.pos_enc._encode_xy(x.flatten(), y.flatten())
             # Note the [x, y] order here, unlike the [y, x] order of box encodings.
-            enc = torch.cat([enc_x.view(n_points, bs, -1), enc_y.view(n_points, bs, -1)], dim=-1)
+            enc_x = enc_x.view(n_points, bs, enc_x.shape[-1])
+            enc_y = enc_y.view(n_points, bs, enc_y.shape[-1])
+            enc = torch.cat([enc_x, enc_y], dim=-1)
             embed = self._add(embed, self.points_pos_enc_project(enc))
         return self.label_embed(points_labels.long()) + embed, points_mask
 
@@ -295,7 +299,7 @@ class SequenceGeometryEncoder(nn.Module):
         if self.boxes_pos_enc_project is not None:
             cx, cy, w, h = boxes.unbind(-1)
             enc = self.pos_enc.encode_boxes(cx.flatten(), cy.flatten(), w.flatten(), h.flatten())
-            embed = self._add(embed, self.boxes_pos_enc_project(enc.view(n_boxes, bs, -1)))
+            embed = self._add(embed, self.boxes_pos_enc_project(enc.view(n_boxes, bs, enc.shape[-1])))
         return self.label_embed(boxes_labels.long()) + embed, boxes_mask
 
     def forward(
@@ -311,7 +315,8 @@ class SequenceGeometryEncoder(nn.Module):
         img_sizes: matching (H, W). Returns (tokens (L, B, d), padding mask (B, L), True = pad), where
         L = N_points + N_boxes (+ 1 CLS) and the valid tokens of each row come first.
         """
-        points, points_mask, points_labels = geo_prompt.point_embeddings, geo_prompt.point_mask, geo_prompt.point_labels
+        points, points_mask = geo_prompt.point_embeddings, geo_prompt.point_mask
+        points_labels = geo_prompt.point_labels
         boxes, boxes_mask, boxes_labels = geo_prompt.box_embeddings, geo_prompt.box_mask, geo_prompt.box_labels
         seq_img_feats = img_feats[-1]  # (H*W, B, d)
         seq_img_pos = img_pos_embeds[-1] if img_pos_embeds is not None else torch.zeros_like(seq_img_feats)
@@ -338,7 +343,9 @@ class SequenceGeometryEncoder(nn.Module):
         final_embeds, final_mask = self._encode_points(points, points_mask, points_labels, img_map)
         if not self.encode_boxes_as_points:
             boxes_embeds, boxes_mask = self._encode_boxes(boxes, boxes_mask, boxes_labels, img_map)
-            final_embeds, final_mask = concat_padded_sequences(final_embeds, final_mask, boxes_embeds, boxes_mask)
+            final_embeds, final_mask = concat_padded_sequences(
+                final_embeds, final_mask, boxes_embeds, boxes_mask
+            )
 
         bs = final_embeds.shape[1]
         if self.cls_embed is not None:

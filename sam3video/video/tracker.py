@@ -1,0 +1,263 @@
+"""Multi-object tracker: ByteTrack's two score passes plus re-identification of lost tracks.
+
+Per frame (``Tracker.update``):
+1. each track's box is predicted with a constant-velocity model (smoothed per-frame change of its
+   centre and size); its last mask is shifted by the predicted centre motion;
+2. confident detections (score >= ``high_score_threshold``) are matched to all tracks on
+   ``1 - overlap``, overlap = weighted mask IoU (shifted mask) and box IoU (predicted box);
+3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack);
+4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
+   embedding cosine distance (``data["embedding"]``, if present) and distance to the predicted centre
+   inside a gate that grows with the time lost;
+5. confident, unmatched detections that overlap no same-class track start tentative tracks, confirmed
+   after ``min_hits`` consecutive matched frames. A tentative track that misses a frame is dropped.
+Only same-class pairs match. Only detections of confirmed tracks are reported, from the frame of
+confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per tracker, and given
+at confirmation, so reported ids have no gaps. Frame indices are 0-based.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sam3video.detections import Detections
+from sam3video.errors import InputError
+from sam3video.video.association import associate, box_iou, mask_iou
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Thresholds of :class:`Tracker`, tuned for ~30 fps video. Scores and IoUs are in [0, 1]."""
+
+    high_score_threshold: float = 0.5  # at or above: first pass and re-identification
+    low_score_threshold: float = 0.1  # in [low, high): second pass only; below low: ignored
+    new_track_threshold: float = 0.6  # minimum score of a detection that starts a track
+    mask_weight: float = 0.5  # weight of mask IoU in the first-pass overlap (box-only: box IoU only)
+    box_weight: float = 0.5  # weight of predicted-box IoU in the first-pass overlap
+    min_match_iou: float = 0.2  # first pass: pairs with a smaller overlap never match
+    min_low_match_iou: float = 0.5  # second pass: pairs with a smaller box IoU never match
+    new_track_max_iou: float = 0.3  # a detection overlapping a same-class track this much starts none
+    min_hits: int = 3  # consecutive matched frames before a track is confirmed (1: at once)
+    lost_track_buffer_s: float = 1.0  # how long a lost track is kept (converted with the fps)
+    reid_max_cost: float = 0.5  # re-identification: pairs costing more never match
+    reid_appearance_weight: float = 0.7  # cost = w * (1 - cos) + (1 - w) * distance / gate
+    reid_max_embedding_distance: float = 0.4  # pairs with 1 - cosine similarity above never match
+    reid_gate_diagonals: float = 1.0  # gate radius, in track box diagonals, after one lost frame
+    reid_gate_growth_per_s: float = 10.0  # gate growth, in box diagonals per second lost
+    velocity_momentum: float = 0.6  # EMA weight of the previous velocity
+    embedding_momentum: float = 0.9  # EMA weight of the previous embedding
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_score_threshold <= self.high_score_threshold <= 1:
+            raise InputError("tracker thresholds need 0 <= low_score_threshold <= high_score_threshold <= 1")
+        if self.new_track_threshold < self.high_score_threshold:
+            raise InputError("tracker new_track_threshold must be >= high_score_threshold")
+        if self.min_hits < 1 or self.lost_track_buffer_s < 0 or self.mask_weight + self.box_weight <= 0:
+            raise InputError("tracker needs min_hits >= 1, lost_track_buffer_s >= 0, mask_weight + box_weight > 0")
+
+
+class TrackState(str, enum.Enum):
+    TENTATIVE = "tentative"
+    CONFIRMED = "confirmed"
+    LOST = "lost"
+
+
+@dataclass
+class Track:
+    """One tracked object. ``id`` is -1 until confirmed; ``box`` (4,) xyxy and ``mask`` (H, W) bool|None
+    are the last observed; ``velocity`` (4,) is the change of (cx, cy, w, h) per frame."""
+
+    id: int
+    class_id: int
+    box: np.ndarray
+    mask: np.ndarray | None
+    embedding: np.ndarray | None
+    first_frame: int
+    last_frame: int
+    hits: int = 1
+    age: int = 0  # frames since the track started
+    frames_since_seen: int = 0
+    state: TrackState = TrackState.TENTATIVE
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+
+    def predict(self, frame_index: int) -> np.ndarray:
+        """(4,) xyxy box predicted at ``frame_index`` by constant velocity."""
+        c = _to_cxcywh(self.box) + self.velocity * (frame_index - self.last_frame)
+        return _to_xyxy(np.concatenate([c[:2], np.maximum(c[2:], 1.0)]))
+
+
+class Tracker:
+    """``update(detections, frame_index) -> reported detections with tracker_id``; ``reset()``."""
+
+    def __init__(self, config: TrackerConfig | None = None, fps: float = 30.0) -> None:
+        if not fps > 0:
+            raise InputError(f"tracker fps must be > 0, got {fps}")
+        self.config = config or TrackerConfig()
+        self.fps = float(fps)
+        self.lost_buffer_frames = max(1, round(self.config.lost_track_buffer_s * self.fps))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks; the next confirmed track gets id 1."""
+        self._tracks: list[Track] = []
+        self._next_id = 1
+        self._frame: int | None = None
+
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        """The live tracks (tentative, confirmed, lost), oldest first. Read only."""
+        return tuple(self._tracks)
+
+    def update(self, detections: Detections, frame_index: int) -> Detections:
+        """Track one frame; returns the detections of confirmed tracks, in input order, with tracker_id."""
+        if self._frame is not None and frame_index <= self._frame:
+            raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; call reset() between videos")
+        self._frame = frame_index
+        cfg, dets, tracks = self.config, detections, self._tracks
+        score = dets.confidence
+        high = np.flatnonzero(score >= cfg.high_score_threshold)
+        low = np.flatnonzero((score >= cfg.low_score_threshold) & (score < cfg.high_score_threshold))
+        emb = _normalize(dets.data["embedding"]) if "embedding" in dets.data else None
+        boxes = np.stack([t.predict(frame_index) for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
+        biou = box_iou(boxes, dets.xyxy)
+        overlap = self._overlap(dets, boxes, biou, frame_index)
+        same = np.array([t.class_id for t in tracks], np.int64)[:, None] == dets.class_id[None, :]
+
+        all_tracks = np.arange(len(tracks))
+        pairs, left, _ = _match(all_tracks, high, 1 - overlap, same, 1 - cfg.min_match_iou)
+        old = np.array([t.state != TrackState.TENTATIVE for t in tracks], bool)
+        pairs2, left, _ = _match(left[old[left]], low, 1 - biou, same, 1 - cfg.min_low_match_iou)
+        free = np.setdiff1d(high, [d for _, d in pairs])
+        reid = self._reid_cost(left, free, dets, emb, boxes, frame_index)
+        pairs3, _, _ = _match(left, free, reid, same, cfg.reid_max_cost)
+
+        matched = dict(pairs + pairs2 + pairs3)
+        for ti, di in matched.items():
+            self._hit(tracks[ti], dets, di, emb, frame_index)
+        for ti, track in enumerate(tracks):
+            track.age = frame_index - track.first_frame
+            if ti not in matched:
+                track.frames_since_seen = frame_index - track.last_frame
+                if track.state == TrackState.CONFIRMED:
+                    track.state = TrackState.LOST
+        self._tracks = [t for t in tracks if t.frames_since_seen == 0 or (
+            t.state == TrackState.LOST and t.frames_since_seen <= self.lost_buffer_frames)]
+        born = self._start_tracks(dets, np.setdiff1d(free, list(matched.values())), overlap, same, emb, frame_index)
+
+        report = {di: tracks[ti].id for ti, di in matched.items() if tracks[ti].state == TrackState.CONFIRMED}
+        report.update({di: t.id for t, di in born if t.state == TrackState.CONFIRMED})
+        rows = np.array(sorted(report), np.int64)
+        out = dets[rows]
+        out.tracker_id = np.array([report[r] for r in rows], np.int64)
+        return out
+
+    def _overlap(self, dets: Detections, boxes: np.ndarray, biou: np.ndarray, frame_index: int) -> np.ndarray:
+        """(T, N) first-pass overlap: weighted mask and box IoU, or box IoU where a mask is missing."""
+        cfg, tracks = self.config, self._tracks
+        if dets.mask is None or not tracks or any(t.mask is None for t in tracks):
+            return biou
+        if tracks[0].mask.shape != dets.mask.shape[1:]:
+            raise InputError(f"mask size changed from {tracks[0].mask.shape} to {dets.mask.shape[1:]}")
+        moved = np.stack([_shift(t.mask, *(_centre(b) - _centre(t.box))) for t, b in zip(tracks, boxes)])
+        miou = mask_iou(moved, dets.mask)
+        return (cfg.mask_weight * miou + cfg.box_weight * biou) / (cfg.mask_weight + cfg.box_weight)
+
+    def _reid_cost(self, ti: np.ndarray, di: np.ndarray, dets: Detections, emb: np.ndarray | None,
+                   boxes: np.ndarray, frame_index: int) -> np.ndarray:
+        """(T, N) re-identification cost, inf outside the motion gate or the embedding limit."""
+        cfg = self.config
+        cost = np.full((len(self._tracks), len(dets)), np.inf, np.float32)
+        for t in ti:
+            track = self._tracks[t]
+            lost = frame_index - track.last_frame
+            diag = float(np.hypot(*(track.box[2:] - track.box[:2])))
+            gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + cfg.reid_gate_growth_per_s * (lost - 1) / self.fps)
+            motion = np.linalg.norm(_centre(dets.xyxy[di]) - _centre(boxes[t]), axis=-1) / gate
+            row = np.where(motion <= 1, motion, np.inf)
+            if emb is not None and track.embedding is not None:
+                dist = 1 - emb[di] @ track.embedding
+                w = cfg.reid_appearance_weight
+                row = np.where(dist <= cfg.reid_max_embedding_distance, w * dist + (1 - w) * row, np.inf)
+            cost[t, di] = row
+        return cost
+
+    def _hit(self, track: Track, dets: Detections, di: int, emb, frame_index: int) -> None:
+        """Update ``track`` with detection ``di`` seen at ``frame_index``."""
+        cfg = self.config
+        step = (_to_cxcywh(dets.xyxy[di]) - _to_cxcywh(track.box)) / (frame_index - track.last_frame)
+        m = cfg.velocity_momentum if track.hits > 1 else 0.0
+        track.velocity = (m * track.velocity + (1 - m) * step).astype(np.float32)
+        track.box = dets.xyxy[di].copy()
+        track.mask = None if dets.mask is None else dets.mask[di].copy()
+        if emb is not None:
+            e = emb[di] if track.embedding is None else (
+                cfg.embedding_momentum * track.embedding + (1 - cfg.embedding_momentum) * emb[di])
+            track.embedding = _normalize(e)
+        track.hits += 1
+        track.last_frame, track.frames_since_seen = frame_index, 0
+        if track.state == TrackState.LOST or track.hits >= cfg.min_hits:
+            self._confirm(track)
+
+    def _confirm(self, track: Track) -> None:
+        if track.id < 0:
+            track.id, self._next_id = self._next_id, self._next_id + 1
+        track.state = TrackState.CONFIRMED
+
+    def _start_tracks(self, dets, free, overlap, same, emb, frame_index: int) -> list[tuple[Track, int]]:
+        """Start tentative tracks from confident detections ``free`` that overlap no same-class track
+        (``overlap`` (T, N) of the tracks before this frame). Returns [(track, detection index)]."""
+        cfg, born = self.config, []
+        for di in free:
+            if dets.confidence[di] < cfg.new_track_threshold or np.any(overlap[same[:, di], di] >= cfg.new_track_max_iou):
+                continue
+            track = Track(
+                id=-1, class_id=int(dets.class_id[di]), box=dets.xyxy[di].copy(),
+                mask=None if dets.mask is None else dets.mask[di].copy(),
+                embedding=None if emb is None else emb[di].copy(), first_frame=frame_index, last_frame=frame_index)
+            if cfg.min_hits <= 1:
+                self._confirm(track)
+            self._tracks.append(track)
+            born.append((track, int(di)))
+        return born
+
+
+def _match(ti: np.ndarray, di: np.ndarray, cost: np.ndarray, same: np.ndarray, max_cost: float):
+    """Associate tracks ``ti`` with detections ``di`` on rows/columns of (T, N) ``cost`` (same class only).
+    Returns ([(track, det)], unmatched tracks, unmatched detections) in full-matrix indices."""
+    ti, di = np.asarray(ti, np.int64), np.asarray(di, np.int64)
+    sub = np.where(same[np.ix_(ti, di)], cost[np.ix_(ti, di)], np.inf)
+    matches, left_t, left_d = associate(sub, max_cost)
+    pairs = [(int(ti[a]), int(di[b])) for a, b in matches]
+    return pairs, ti[left_t], di[left_d]
+
+
+def _to_cxcywh(box: np.ndarray) -> np.ndarray:
+    box = np.asarray(box, np.float32)
+    return np.concatenate([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], axis=-1)
+
+
+def _to_xyxy(c: np.ndarray) -> np.ndarray:
+    return np.concatenate([c[..., :2] - c[..., 2:] / 2, c[..., :2] + c[..., 2:] / 2], axis=-1).astype(np.float32)
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return (np.asarray(box[..., :2]) + np.asarray(box[..., 2:])) / 2
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``mask`` (H, W) moved by (dx, dy) pixels, rounded; pixels moved in are False."""
+    dx, dy = int(round(dx)), int(round(dy))
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    if abs(dx) < w and abs(dy) < h:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
