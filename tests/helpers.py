@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,19 +38,25 @@ def write_video(
     fps: float = 30.0,
     timestamps: Sequence[float] | None = None,
     codec: str | None = None,
+    size: tuple[int, int] = (128, 64),
 ) -> Path:
     """Encode RGB uint8 (H, W, 3) frames (H, W even) to ``path``; the container follows the suffix.
 
     ``timestamps`` (seconds, increasing) gives each frame its own presentation time, for variable
-    frame rate videos; by default frame ``i`` is shown at ``i / fps``.
+    frame rate videos; by default frame ``i`` is shown at ``i / fps``. ``size`` (width, height) is
+    used only when ``frames`` is empty (a valid video with zero frames).
     """
     path = Path(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    height, width = first.shape[:2] if first is not None else size[::-1]
     codec = codec or _codec_for(path.suffix.lower())
     rate = Fraction(fps).limit_denominator(1001)
     time_base = Fraction(1, 1000) if timestamps is not None else 1 / rate
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = width, height
         stream.time_base = time_base
         stream.codec_context.time_base = time_base
         if codec == "libx264":
@@ -58,9 +65,8 @@ def write_video(
             stream.options = {"crf": "10", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
         else:
             stream.bit_rate = 8_000_000
-        for i, image in enumerate(frames):
-            if i == 0:
-                stream.height, stream.width = image.shape[:2]
+        container.start_encoding()
+        for i, image in enumerate(itertools.chain([first] if first is not None else [], frames)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.time_base = time_base
             frame.pts = round(timestamps[i] / time_base) if timestamps is not None else i

@@ -77,3 +77,19 @@ def rasterize(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width), np.uint8)
     fill(canvas, vertices, 1)
     return canvas.astype(bool)
+
+
+def pixel_bounds(vertices: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) integer pixel region, possibly outside the image, holding every pixel the
+    polygon can cover (x1, y1 exclusive)."""
+    low = np.floor(vertices.min(axis=0)).astype(int) - 1
+    high = np.ceil(vertices.max(axis=0)).astype(int) + 1
+    return int(low[0]), int(low[1]), int(high[0]), int(high[1])
+
+
+def pixel_count(vertices: np.ndarray) -> int:
+    """Pixels the polygon covers on an unbounded image (its unoccluded, unclipped area in pixels)."""
+    x0, y0, x1, y1 = pixel_bounds(vertices)
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    fill(canvas, vertices - np.array([x0, y0], np.float64), 1)
+    return int(np.count_nonzero(canvas))

@@ -31,9 +31,11 @@ _SEPARATOR = re.compile(r"\s*,\s*|\s+")
 
 
 def tracked(detections: Detections) -> Detections:
-    """The detections that carry a tracker id >= 1 (none if ``tracker_id`` is None)."""
+    """The detections that carry a tracker id >= 1 (none if ``tracker_id`` is None); ``tracker_id`` is set."""
     if detections.tracker_id is None:
-        return detections[np.zeros(len(detections), bool)]
+        none = detections[np.zeros(len(detections), bool)]
+        none.tracker_id = np.zeros(0, np.int64)
+        return none
     return detections[detections.tracker_id >= 1]
 
 

@@ -22,7 +22,15 @@ from .model_misc import MLP, get_activation_fn, get_clones, inverse_sigmoid
 
 
 def _attend(attn: nn.Module, query, key, value, attn_mask=None, key_padding_mask=None) -> Tensor:
-    """Output of an ``nn.MultiheadAttention`` without attention weights."""
+    """Output of an ``nn.MultiheadAttention`` without attention weights. A boolean padding mask next to
+    an additive float mask becomes additive too (what torch does internally, minus its warning)."""
+    if (
+        key_padding_mask is not None and key_padding_mask.dtype == torch.bool
+        and attn_mask is not None and attn_mask.is_floating_point()
+    ):
+        key_padding_mask = torch.zeros_like(key_padding_mask, dtype=attn_mask.dtype).masked_fill(
+            key_padding_mask, float("-inf")
+        )
     return attn(
         query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False
     )[0]
@@ -148,7 +156,9 @@ class TransformerDecoderLayer(nn.Module):
             _with_pos(memory, memory_pos),
             memory,
             attn_mask=cross_attn_mask,
-            key_padding_mask=memory_key_padding_mask.transpose(0, 1) if memory_key_padding_mask is not None else None,
+            key_padding_mask=(
+                memory_key_padding_mask.transpose(0, 1) if memory_key_padding_mask is not None else None
+            ),
         )
         tgt = self.norm1(tgt + self.dropout1(tgt2))
         tgt = self.forward_ffn(tgt)
@@ -216,7 +226,6 @@ class TransformerDecoder(nn.Module):
         self.return_intermediate = return_intermediate
         self.bbox_embed = MLP(d_model, d_model, 4, 3)
         self.query_embed = nn.Embedding(tot_num_queries, d_model)
-        self.use_instance_query = False
         self.use_normed_output_consistently = use_normed_output_consistently
         self.box_refine = box_refine
         nn.init.constant_(self.bbox_embed.layers[-1].weight.data, 0)
@@ -230,8 +239,6 @@ class TransformerDecoder(nn.Module):
             n_input = 4 if boxRPB == "both" else 2
             self.boxRPB_embed_x = MLP(n_input, d_model, attn.num_heads, 2)
             self.boxRPB_embed_y = MLP(n_input, d_model, attn.num_heads, 2)
-        self.resolution = resolution
-        self.stride = stride
 
         if frozen:
             for p in self.parameters():
@@ -349,7 +356,9 @@ class TransformerDecoder(nn.Module):
 
             if self.boxRPB != "none":
                 assert spatial_shapes.shape[0] == 1, "only single scale support implemented"
-                memory_mask = self._get_rpb_matrix(reference_boxes, (spatial_shapes[0, 0], spatial_shapes[0, 1]))
+                memory_mask = self._get_rpb_matrix(
+                    reference_boxes, (spatial_shapes[0, 0], spatial_shapes[0, 1])
+                )
                 memory_mask = memory_mask.flatten(0, 1)  # B*heads, Q, HW
 
             output, presence_out = layer(
@@ -374,7 +383,8 @@ class TransformerDecoder(nn.Module):
             )
 
             # box refinement: the head predicts a delta in logit space
-            delta_unsig = self.bbox_embed(self.norm(output) if self.use_normed_output_consistently else output)
+            normed = self.norm(output) if self.use_normed_output_consistently else output
+            delta_unsig = self.bbox_embed(normed)
             new_reference_points = (delta_unsig + inverse_sigmoid(reference_boxes)).sigmoid()
             reference_boxes = new_reference_points.detach()
             if layer_idx != self.num_layers - 1:

@@ -113,7 +113,9 @@ class TransformerEncoderLayer(nn.Module):
         tgt = tgt + self.dropout1(tgt2)
         if dac:
             tgt = torch.cat((tgt, other_tgt), dim=0)
-        tgt2 = self._cross_attend(self.norm2(tgt), memory, memory_mask, memory_key_padding_mask, pos, query_pos)
+        tgt2 = self._cross_attend(
+            self.norm2(tgt), memory, memory_mask, memory_key_padding_mask, pos, query_pos
+        )
         tgt = tgt + self.dropout2(tgt2)
         tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
         return tgt + self.dropout3(tgt2)
@@ -186,7 +188,7 @@ class TransformerEncoder(nn.Module):
         Returns (src_flatten, mask_flatten or None, lvl_pos_embed_flatten, level_start_index,
         valid_ratios (B, levels, 2), spatial_shapes (levels, 2)).
         """
-        assert len(srcs) == self.num_feature_levels, "mismatch between expected and received # of feature levels"
+        assert len(srcs) == self.num_feature_levels, "mismatch between expected and received feature levels"
         if masks is None:
             masks = [None] * len(srcs)
         has_mask = masks[0] is not None
@@ -208,8 +210,12 @@ class TransformerEncoder(nn.Module):
         if has_mask:
             valid_ratios = torch.stack([get_valid_ratio(m) for m in masks], 1)
         else:
-            valid_ratios = torch.ones((src_flatten.shape[0], self.num_feature_levels, 2), device=src_flatten.device)
-        return src_flatten, mask_flatten, lvl_pos_embed_flatten, level_start_index, valid_ratios, spatial_shapes
+            valid_ratios = torch.ones(
+                (src_flatten.shape[0], self.num_feature_levels, 2), device=src_flatten.device
+            )
+        return (
+            src_flatten, mask_flatten, lvl_pos_embed_flatten, level_start_index, valid_ratios, spatial_shapes
+        )
 
     def forward(
         self,

@@ -3,14 +3,16 @@
 Per frame (``Tracker.update``):
 1. each track's box is predicted with a constant-velocity model (smoothed per-frame change of its
    centre and size); its last mask is shifted by the predicted centre motion;
-2. confident detections (score >= ``high_score_threshold``) are matched to all tracks on
-   ``1 - overlap``, overlap = weighted mask IoU (shifted mask) and box IoU (predicted box);
+2. confident detections (score >= ``high_score_threshold``) are matched to the confirmed and lost
+   tracks, then to the tentative ones, on ``1 - overlap``; overlap = weighted mask IoU (shifted last
+   mask) and box IoU (predicted box), box IoU alone for box-only detections;
 3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack);
 4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
    embedding cosine distance (``data["embedding"]``, if present) and distance to the predicted centre
    inside a gate that grows with the time lost;
-5. confident, unmatched detections that overlap no same-class track start tentative tracks, confirmed
-   after ``min_hits`` consecutive matched frames. A tentative track that misses a frame is dropped.
+5. unmatched detections with score >= ``new_track_threshold`` that overlap no same-class track (matched
+   now, or not lost) start tentative tracks, confirmed after ``min_hits`` consecutive matched frames.
+   A tentative track that misses a frame is dropped; a lost one is dropped after the lost buffer.
 Only same-class pairs match. Only detections of confirmed tracks are reported, from the frame of
 confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per tracker, and given
 at confirmation, so reported ids have no gaps. Frame indices are 0-based.
@@ -112,9 +114,11 @@ class Tracker:
         return tuple(self._tracks)
 
     def update(self, detections: Detections, frame_index: int) -> Detections:
-        """Track one frame; returns the detections of confirmed tracks, in input order, with tracker_id."""
+        """Track one frame (0-based ``frame_index``, increasing); returns the detections of confirmed
+        tracks, rows of ``detections`` in input order, with ``tracker_id`` set."""
         if self._frame is not None and frame_index <= self._frame:
-            raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; call reset() between videos")
+            raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; "
+                             "call reset() between videos")
         self._frame = frame_index
         cfg, dets, tracks = self.config, detections, self._tracks
         score = dets.confidence
@@ -123,18 +127,20 @@ class Tracker:
         emb = _normalize(dets.data["embedding"]) if "embedding" in dets.data else None
         boxes = np.stack([t.predict(frame_index) for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
         biou = box_iou(boxes, dets.xyxy)
-        overlap = self._overlap(dets, boxes, biou, frame_index)
+        overlap = self._overlap(dets, boxes, biou)
         same = np.array([t.class_id for t in tracks], np.int64)[:, None] == dets.class_id[None, :]
+        tentative = np.array([t.state == TrackState.TENTATIVE for t in tracks], bool)
+        live = np.array([t.state != TrackState.LOST for t in tracks], bool)
 
-        all_tracks = np.arange(len(tracks))
-        pairs, left, _ = _match(all_tracks, high, 1 - overlap, same, 1 - cfg.min_match_iou)
-        old = np.array([t.state != TrackState.TENTATIVE for t in tracks], bool)
-        pairs2, left, _ = _match(left[old[left]], low, 1 - biou, same, 1 - cfg.min_low_match_iou)
-        free = np.setdiff1d(high, [d for _, d in pairs])
+        # Established (confirmed, lost) tracks pick first among confident detections, then tentative ones.
+        pairs, left, free = _match(np.flatnonzero(~tentative), high, 1 - overlap, same, 1 - cfg.min_match_iou)
+        pairs_t, _, free = _match(np.flatnonzero(tentative), free, 1 - overlap, same, 1 - cfg.min_match_iou)
+        pairs_low, left, _ = _match(left, low, 1 - biou, same, 1 - cfg.min_low_match_iou)
         reid = self._reid_cost(left, free, dets, emb, boxes, frame_index)
-        pairs3, _, _ = _match(left, free, reid, same, cfg.reid_max_cost)
+        pairs_reid, _, free = _match(left, free, reid, same, cfg.reid_max_cost)
 
-        matched = dict(pairs + pairs2 + pairs3)
+        matched = dict(pairs + pairs_t + pairs_low + pairs_reid)
+        live[list(matched)] = True  # tracks that block new ones: matched now or not lost before
         for ti, di in matched.items():
             self._hit(tracks[ti], dets, di, emb, frame_index)
         for ti, track in enumerate(tracks):
@@ -145,7 +151,7 @@ class Tracker:
                     track.state = TrackState.LOST
         self._tracks = [t for t in tracks if t.frames_since_seen == 0 or (
             t.state == TrackState.LOST and t.frames_since_seen <= self.lost_buffer_frames)]
-        born = self._start_tracks(dets, np.setdiff1d(free, list(matched.values())), overlap, same, emb, frame_index)
+        born = self._start_tracks(dets, free, overlap, same & live[:, None], emb, frame_index)
 
         report = {di: tracks[ti].id for ti, di in matched.items() if tracks[ti].state == TrackState.CONFIRMED}
         report.update({di: t.id for t, di in born if t.state == TrackState.CONFIRMED})
@@ -154,7 +160,7 @@ class Tracker:
         out.tracker_id = np.array([report[r] for r in rows], np.int64)
         return out
 
-    def _overlap(self, dets: Detections, boxes: np.ndarray, biou: np.ndarray, frame_index: int) -> np.ndarray:
+    def _overlap(self, dets: Detections, boxes: np.ndarray, biou: np.ndarray) -> np.ndarray:
         """(T, N) first-pass overlap: weighted mask and box IoU, or box IoU where a mask is missing."""
         cfg, tracks = self.config, self._tracks
         if dets.mask is None or not tracks or any(t.mask is None for t in tracks):
@@ -207,8 +213,9 @@ class Tracker:
         track.state = TrackState.CONFIRMED
 
     def _start_tracks(self, dets, free, overlap, same, emb, frame_index: int) -> list[tuple[Track, int]]:
-        """Start tentative tracks from confident detections ``free`` that overlap no same-class track
-        (``overlap`` (T, N) of the tracks before this frame). Returns [(track, detection index)]."""
+        """Start tentative tracks from confident detections ``free`` that overlap no track where ``same``
+        (T, N) is set (same class, not lost); ``overlap`` (T, N) is of the tracks before this frame.
+        Returns [(track, detection index)]."""
         cfg, born = self.config, []
         for di in free:
             if dets.confidence[di] < cfg.new_track_threshold or np.any(overlap[same[:, di], di] >= cfg.new_track_max_iou):

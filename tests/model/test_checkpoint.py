@@ -29,6 +29,11 @@ def test_loads_official_layout(tmp_path, official_layout, tiny_model):
         assert torch.equal(got, expected), name
     assert not model.training
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    # the non-persistent causal mask of the text encoder is rebuilt: text features are right
+    with torch.inference_mode():
+        got = model.backbone.forward_text(["a red circle"])["language_features"]
+        expected = tiny_model.backbone.forward_text(["a red circle"])["language_features"]
+    assert torch.equal(got, expected)
 
 
 def test_loads_plain_state_dict_with_saved_config(tmp_path, parity_state_dict):

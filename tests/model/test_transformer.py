@@ -117,9 +117,9 @@ def run(transformer, scoring, inp, apply_dac, use_img_mask=False):
     tgt = transformer.decoder.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
     hs, ref, pres, pfeat = transformer.decoder(
         tgt=tgt, memory=enc["memory"], memory_key_padding_mask=enc["padding_mask"], pos=enc["pos_embed"],
-        reference_boxes=None, level_start_index=enc["level_start_index"], spatial_shapes=enc["spatial_shapes"],
-        valid_ratios=enc["valid_ratios"], tgt_mask=None, memory_text=prompt, text_attention_mask=mask,
-        apply_dac=apply_dac,
+        reference_boxes=None, level_start_index=enc["level_start_index"],
+        spatial_shapes=enc["spatial_shapes"], valid_ratios=enc["valid_ratios"], tgt_mask=None,
+        memory_text=prompt, text_attention_mask=mask, apply_dac=apply_dac,
     )
     scores = scoring(hs.transpose(1, 2), prompt, mask)
     out = {"enc_" + k: v for k, v in enc.items() if torch.is_tensor(v)}
@@ -160,7 +160,9 @@ def test_eval_parity(tiny, golden, case, use_img_mask):
 def test_geometry_layer_parity(tiny, golden):
     inp = golden["inputs"]
     with torch.no_grad():
-        out = tiny[2](tgt=inp["geo_tgt"], memory=inp["img"], tgt_key_padding_mask=inp["geo_mask"], pos=inp["img_pos"])
+        out = tiny[2](
+            tgt=inp["geo_tgt"], memory=inp["img"], tgt_key_padding_mask=inp["geo_mask"], pos=inp["img_pos"]
+        )
     assert_close({"out": out}, golden["geo"])
 
 

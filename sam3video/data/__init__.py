@@ -1,0 +1,2 @@
+"""Synthetic data: a world of moving flat shapes with exact ground truth (``synthetic``), its writers
+(``writers``) and single-frame training examples (``training``); ``train/`` trains the demo model."""

@@ -1,0 +1,210 @@
+"""Synthetic clips on disk: the video, per-prompt MOT/MOTS ground truth and ``meta.json``.
+
+Layout of a clip folder::
+
+    video.mp4                      H.264 (libx264, yuv420p, crf 18, veryfast) when available, else MPEG-4 Part 2
+    gt/<prompt_slug>/gt.txt        MOTChallenge: frame,id,x,y,w,h,1,1,visibility
+    gt/<prompt_slug>/gt.mots.txt   MOTS: frame id class_id height width rle
+    meta.json                      seed, config, objects, prompts (written last: marks a complete folder)
+
+Frames and ids are 1-based in the files. Boxes: x, y = top-left pixel (0-based, like ``Detections``),
+w, h in pixels, the tight box of the visible mask. ``visibility`` in (0, 1] is the visible fraction
+(the 9th column of MOT17). RLE: COCO compressed RLE (pycocotools) of the visible mask; masks of one
+frame never overlap. Every file is written to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import ExitStack, contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import av
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from sam3video.data.concepts import PROMPTS, prompt_slug
+from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig, generate_clip
+from sam3video.errors import InputError
+
+VIDEO_NAME = "video.mp4"
+META_NAME = "meta.json"
+MOT_NAME = "gt.txt"
+MOTS_NAME = "gt.mots.txt"
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it to ``final`` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def mot_lines(truth: FrameTruth, prompt: str) -> list[str]:
+    """MOTChallenge lines of the objects of one frame that match ``prompt``."""
+    lines = []
+    for o in truth.matching(prompt):
+        x0, y0, x1, y1 = o.box
+        lines.append(f"{truth.frame_index + 1},{o.object_id},{x0},{y0},{x1 - x0},{y1 - y0},1,1,{o.visibility:.4f}")
+    return lines
+
+
+def mask_to_rle(mask: np.ndarray) -> str:
+    """COCO compressed RLE counts string of an (H, W) bool mask."""
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def mots_lines(truth: FrameTruth, prompt: str, class_id: int = 1, rles: dict[int, str] | None = None) -> list[str]:
+    """MOTS lines (COCO RLE of the visible masks) of the objects of one frame that match ``prompt``;
+    ``rles`` caches object id -> RLE string across prompts of the same frame (filled in place)."""
+    rles = {} if rles is None else rles
+    height, width = truth.label_map.shape
+    lines = []
+    for o in truth.matching(prompt):
+        if o.object_id not in rles:
+            rles[o.object_id] = mask_to_rle(o.mask)
+        lines.append(f"{truth.frame_index + 1} {o.object_id} {class_id} {height} {width} {rles[o.object_id]}")
+    return lines
+
+
+class _VideoWriter:
+    """Encodes RGB frames to an mp4 with PyAV; use as a context manager around a temporary path."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 18,
+                 preset: str = "veryfast") -> None:
+        self._container = av.open(str(path), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001)
+        if "libx264" in av.codecs_available:
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.options = {"crf": str(crf), "preset": preset}
+        else:
+            self._stream = self._container.add_stream("mpeg4", rate=rate)
+            self._stream.options = {"qscale": "2"}
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+
+    def write(self, image: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        self._container.mux(self._stream.encode(frame))
+
+    def __enter__(self) -> "_VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+
+def clip_meta(clip: Clip, prompts: Iterable[str]) -> dict[str, Any]:
+    """What ``meta.json`` holds: enough to regenerate the clip (seed + config) and to read the GT."""
+    width, height = clip.size
+    return {
+        "seed": clip.seed,
+        "config": clip.config.to_dict(),
+        "num_frames": clip.num_frames,
+        "fps": clip.fps,
+        "width": width,
+        "height": height,
+        "background_kind": clip.background_kind,
+        "blur_sigma": clip.blur_sigma,
+        "objects": [o.to_dict() for o in clip.objects],
+        "prompts": {p: {"slug": prompt_slug(p), "object_ids": [o.object_id for o in clip.objects_matching(p)]}
+                    for p in prompts},
+        "conventions": "frames and ids 1-based in gt files; x,y = 0-based top-left pixel; "
+                       "masks = visible parts; see sam3video.data.dataset",
+    }
+
+
+def write_clip(
+    clip: Clip,
+    out_dir: str | os.PathLike,
+    prompts: Iterable[str] = PROMPTS,
+    crf: int = 18,
+    mots_class_id: int = 1,
+    video: bool = True,
+) -> Path:
+    """Write ``clip`` into ``out_dir`` (see the module docstring for the layout); returns the folder."""
+    out = Path(out_dir)
+    prompts = list(dict.fromkeys(prompts))
+    slugs = [prompt_slug(p) for p in prompts]
+    if len(set(slugs)) != len(slugs):
+        raise InputError(f"prompts {prompts} give clashing folder names {slugs}")
+    mot: dict[str, list[str]] = {p: [] for p in prompts}
+    mots: dict[str, list[str]] = {p: [] for p in prompts}
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:  # on exit: the encoder is flushed first, then the file renamed
+        writer = None
+        if video:
+            tmp_video = stack.enter_context(atomic_path(out / VIDEO_NAME))
+            writer = stack.enter_context(_VideoWriter(tmp_video, *clip.size, clip.fps, crf))
+        for _, image, truth in clip.frames():
+            if writer is not None:
+                writer.write(image)
+            rles: dict[int, str] = {}
+            for p in prompts:
+                mot[p] += mot_lines(truth, p)
+                mots[p] += mots_lines(truth, p, mots_class_id, rles)
+    for p, slug in zip(prompts, slugs):
+        _write_text(out / "gt" / slug / MOT_NAME, "".join(line + "\n" for line in mot[p]))
+        _write_text(out / "gt" / slug / MOTS_NAME, "".join(line + "\n" for line in mots[p]))
+    _write_text(out / META_NAME, json.dumps(clip_meta(clip, prompts), indent=1))
+    return out
+
+
+def write_benchmark(
+    out_root: str | os.PathLike,
+    seeds: Iterable[int],
+    config: WorldConfig | None = None,
+    prompts: Iterable[str] = PROMPTS,
+    crf: int = 18,
+) -> list[Path]:
+    """Write one clip per seed into ``out_root/clip_<seed>``; returns the clip folders."""
+    root = Path(out_root)
+    prompts = list(prompts)
+    return [write_clip(generate_clip(seed, config), root / f"clip_{seed:05d}", prompts, crf) for seed in seeds]
+
+
+def load_clip(clip_dir: str | os.PathLike) -> Clip:
+    """Regenerate the ``Clip`` written in ``clip_dir`` from its ``meta.json`` (seed + config)."""
+    path = Path(clip_dir) / META_NAME
+    if not path.is_file():
+        raise InputError(f"{path} not found: not a synthetic clip folder")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    return generate_clip(int(meta["seed"]), WorldConfig.from_dict(meta["config"]))
+
+
+def read_mot(path: str | os.PathLike) -> np.ndarray:
+    """(N, 9) float64 rows of a MOTChallenge text file (empty file -> (0, 9))."""
+    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    return rows.reshape(-1, 9) if rows.size else np.zeros((0, 9))
+
+
+def read_mots(path: str | os.PathLike) -> dict[int, dict[int, np.ndarray]]:
+    """MOTS file -> {frame (1-based): {object id: (H, W) bool mask}}."""
+    frames: dict[int, dict[int, np.ndarray]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        frame, obj, _, height, width, counts = line.split(" ", 5)
+        rle = {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
+        frames.setdefault(int(frame), {})[int(obj)] = mask_utils.decode(rle).astype(bool)
+    return frames

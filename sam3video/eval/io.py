@@ -1,0 +1,251 @@
+"""Strict readers of MOTChallenge box files and MOTS mask files, for evaluation.
+
+MOT (boxes), one instance per line, commas (or blanks) between fields, at least 6 numeric fields:
+``frame,id,x,y,w,h[,conf,class,visibility,...]`` — frames 1-based, ``x, y`` the top-left corner and
+``w, h`` the size in pixels. In ground truth a row whose ``conf`` (7th field) is 0 is not evaluated
+(MOTChallenge's "ignore" flag; synthetic ground truth writes 1). In predictions ``conf`` is a score.
+
+MOTS (masks), one instance per line, blanks between exactly 6 fields: ``frame id class_id h w rle`` —
+frames 1-based, ``rle`` pycocotools' compressed run-length string of an ``h x w`` mask in column-major
+order. Ground-truth rows of class ``MOTS_IGNORE_CLASS`` (10) are ignore regions, as in MOTSChallenge.
+
+Every problem raises ``InputError`` naming the file and the line. These readers are separate from the
+exporters in ``sam3video.export`` on purpose (they check someone else's files); both follow the same format.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from sam3video.errors import InputError
+
+MOT_MIN_FIELDS = 6
+MOTS_FIELDS = 6
+MOTS_IGNORE_CLASS = 10
+MOT_CONF_COLUMN = 6  # 0-based index of ``conf`` in a MOT line
+RLE_CHARS = frozenset(chr(c) for c in range(48, 112))  # pycocotools' compressed RLE alphabet
+_MOT_SPLIT = re.compile(r"\s*,\s*|\s+")
+
+
+@dataclass(frozen=True)
+class TrackTable:
+    """The instances of one file; row ``r`` is one instance in one frame, rows sorted by frame.
+
+    ``frames`` (R,) int64 1-based; ``ids`` (R,) int64; ``lines`` (R,) int64, 1-based line numbers in
+    ``path``; ``class_ids`` (R,) int64 (MOT: 8th field, -1 when absent); MOT only: ``boxes`` (R, 4)
+    float64 ``x, y, w, h`` in pixels and ``confidence`` (R,) float64; MOTS only: ``rles``, R pycocotools
+    RLE dicts ``{"size": [h, w], "counts": bytes}`` and ``image_size`` ``(h, w)`` (None for an empty file).
+    """
+
+    path: Path
+    kind: str
+    frames: np.ndarray
+    ids: np.ndarray
+    lines: np.ndarray
+    class_ids: np.ndarray
+    boxes: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    rles: tuple[dict, ...] | None = None
+    image_size: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def num_frames(self) -> int:
+        """The last frame that has an instance (1-based), 0 for an empty file."""
+        return int(self.frames.max()) if len(self.frames) else 0
+
+    def select(self, keep: np.ndarray) -> "TrackTable":
+        """The rows where the boolean ``keep`` (R,) is true."""
+        keep = np.asarray(keep, bool)
+        return replace(
+            self,
+            frames=self.frames[keep],
+            ids=self.ids[keep],
+            lines=self.lines[keep],
+            class_ids=self.class_ids[keep],
+            boxes=None if self.boxes is None else self.boxes[keep],
+            confidence=None if self.confidence is None else self.confidence[keep],
+            rles=None if self.rles is None else tuple(r for r, k in zip(self.rles, keep) if k),
+        )
+
+    def frame_slices(self, num_frames: int) -> list[slice]:
+        """For frames 1..num_frames, the slice of rows in each (rows are sorted by frame)."""
+        bounds = np.searchsorted(self.frames, np.arange(1, num_frames + 2), side="left")
+        return [slice(int(bounds[t]), int(bounds[t + 1])) for t in range(num_frames)]
+
+
+def _where(path: Path, lineno: int, line: str) -> str:
+    text = line.strip()
+    return f"{path}:{lineno}: " + "{}" + f" (line: {text[:80]!r}{'...' if len(text) > 80 else ''})"
+
+
+def _content_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of ``path`` with their 1-based numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read it as text ({err})") from None
+    return [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def detect_kind(path: str | Path) -> str | None:
+    """``"mots"`` if the first line ends in a non-numeric RLE field, ``"mot"`` if not, None if empty."""
+    lines = _content_lines(Path(path))
+    if not lines:
+        return None
+    fields = lines[0][1].split()
+    if len(fields) == MOTS_FIELDS and "," not in lines[0][1] and not _is_number(fields[-1]):
+        return "mots"
+    return "mot"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_unique(path: Path, frames: np.ndarray, ids: np.ndarray, lines: np.ndarray) -> None:
+    """An id may appear only once per frame."""
+    seen: dict[tuple[int, int], int] = {}
+    for frame, track_id, lineno in zip(frames.tolist(), ids.tolist(), lines.tolist()):
+        first = seen.setdefault((frame, track_id), lineno)
+        if first != lineno:
+            raise InputError(f"{path}:{lineno}: id {track_id} appears twice in frame {frame} "
+                             f"(also on line {first})")
+
+
+def _sorted_table(**columns) -> TrackTable:
+    order = np.argsort(columns["frames"], kind="stable")
+    for key in ("frames", "ids", "lines", "class_ids", "boxes", "confidence"):
+        if columns.get(key) is not None:
+            columns[key] = columns[key][order]
+    if columns.get("rles") is not None:
+        columns["rles"] = tuple(columns["rles"][i] for i in order)
+    return TrackTable(**columns)
+
+
+def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
+    """Read a MOTChallenge box file; with ``is_gt`` rows whose ``conf`` field is 0 are dropped."""
+    path = Path(path)
+    rows, linenos = [], []
+    for lineno, line in _content_lines(path):
+        where = _where(path, lineno, line)
+        fields = _MOT_SPLIT.split(line.strip())
+        if fields and fields[-1] == "":  # a trailing comma
+            fields = fields[:-1]
+        if len(fields) < MOT_MIN_FIELDS:
+            raise InputError(where.format(f"expected at least {MOT_MIN_FIELDS} fields "
+                                          f"frame,id,x,y,w,h, got {len(fields)}"))
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            bad = next(f for f in fields if not _is_number(f))
+            raise InputError(where.format(f"field {bad!r} is not a number")) from None
+        frame, track_id, x, y, w, h = values[:MOT_MIN_FIELDS]
+        if not all(math.isfinite(v) for v in values[:MOT_MIN_FIELDS]):
+            raise InputError(where.format("frame, id and box must be finite numbers"))
+        if frame != int(frame) or frame < 1:
+            raise InputError(where.format(f"frame must be an integer >= 1 (frames are 1-based), got {fields[0]}"))
+        if track_id != int(track_id) or track_id < 0:
+            raise InputError(where.format(f"id must be an integer >= 0, got {fields[1]}"))
+        if w < 0 or h < 0:
+            raise InputError(where.format(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}"))
+        rows.append(values[:MOT_MIN_FIELDS] + [values[6] if len(values) > 6 else 1.0,
+                                              values[7] if len(values) > 7 else -1.0])
+        linenos.append(lineno)
+    table = np.asarray(rows, np.float64).reshape(-1, MOT_MIN_FIELDS + 2)
+    lines = np.asarray(linenos, np.int64)
+    if is_gt:
+        keep = table[:, MOT_CONF_COLUMN] != 0
+        table, lines = table[keep], lines[keep]
+    frames, ids = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
+    _check_unique(path, frames, ids, lines)
+    return _sorted_table(path=path, kind="mot", frames=frames, ids=ids, lines=lines,
+                         class_ids=table[:, 7].astype(np.int64), boxes=table[:, 2:6].copy(),
+                         confidence=table[:, MOT_CONF_COLUMN].copy())
+
+
+def _parse_mots_line(path: Path, lineno: int, line: str) -> tuple[int, int, int, int, int, str]:
+    where = _where(path, lineno, line)
+    fields = line.split()
+    if len(fields) != MOTS_FIELDS:
+        raise InputError(where.format(f"expected {MOTS_FIELDS} fields 'frame id class_id h w rle', got {len(fields)}"))
+    try:
+        frame, track_id, class_id, h, w = (int(f) for f in fields[:5])
+    except ValueError:
+        raise InputError(where.format("frame, id, class_id, h and w must be integers")) from None
+    if frame < 1:
+        raise InputError(where.format(f"frame must be >= 1 (frames are 1-based), got {frame}"))
+    if track_id < 0 or h <= 0 or w <= 0:
+        raise InputError(where.format("id must be >= 0, and h and w > 0"))
+    if not set(fields[5]) <= RLE_CHARS:
+        raise InputError(where.format("the mask is not a compressed RLE string (characters '0'..'o')"))
+    return frame, track_id, class_id, h, w, fields[5]
+
+
+def read_mots(path: str | Path, *, allow_overlap: bool = False) -> TrackTable:
+    """Read a MOTS mask file; masks of one frame must not overlap unless ``allow_overlap``."""
+    from pycocotools import mask as mask_utils
+
+    path = Path(path)
+    frames, ids, classes, linenos, rles = [], [], [], [], []
+    size = None
+    for lineno, line in _content_lines(path):
+        frame, track_id, class_id, h, w, counts = _parse_mots_line(path, lineno, line)
+        if size is None:
+            size = (h, w)
+        elif (h, w) != size:
+            raise InputError(_where(path, lineno, line).format(
+                f"mask size {h}x{w} differs from {size[0]}x{size[1]} on earlier lines"))
+        rle = {"size": [h, w], "counts": counts.encode("ascii")}
+        if mask_utils.area(rle) > h * w:
+            raise InputError(_where(path, lineno, line).format(f"the RLE covers more than {h}x{w} pixels"))
+        frames.append(frame)
+        ids.append(track_id)
+        classes.append(class_id)
+        linenos.append(lineno)
+        rles.append(rle)
+    table = _sorted_table(path=path, kind="mots", frames=np.asarray(frames, np.int64),
+                          ids=np.asarray(ids, np.int64), lines=np.asarray(linenos, np.int64),
+                          class_ids=np.asarray(classes, np.int64), rles=tuple(rles), image_size=size)
+    _check_unique(path, table.frames, table.ids, table.lines)
+    if not allow_overlap:
+        _check_no_overlap(table)
+    return table
+
+
+def _check_no_overlap(table: TrackTable) -> None:
+    """MOTS masks of one frame are disjoint: the union's area equals the sum of the areas."""
+    from pycocotools import mask as mask_utils
+
+    for rows in table.frame_slices(table.num_frames):
+        rles = list(table.rles[rows])
+        if len(rles) < 2:
+            continue
+        union = mask_utils.area(mask_utils.merge(rles, intersect=False))
+        if union != int(np.sum(mask_utils.area(rles))):
+            lines = ", ".join(str(n) for n in table.lines[rows])
+            raise InputError(f"{table.path}: masks overlap in frame {int(table.frames[rows.start])} "
+                             f"(lines {lines}); MOTS masks of one frame must be disjoint")
+
+
+def read_tracks(path: str | Path, kind: str, *, is_gt: bool = False, allow_overlap: bool = False) -> TrackTable:
+    """Read ``path`` as ``kind`` ("mot" or "mots")."""
+    if kind == "mot":
+        return read_mot(path, is_gt=is_gt)
+    if kind == "mots":
+        return read_mots(path, allow_overlap=allow_overlap)
+    raise InputError(f"unknown file kind {kind!r}: expected 'mot' or 'mots'")

@@ -1,0 +1,184 @@
+"""MOTS mask tracks: ``tracks.mots.txt`` writer and reader (the format TrackEval's MOTS readers load).
+
+One line per tracked object per frame, space separated::
+
+    frame id class_id img_height img_width rle
+
+- ``frame``: ``frame_index + first_frame``. TrackEval's ``MOTSChallenge`` reads frames 1-based (the
+  default, ``first_frame=1``, like ``tracks.txt``); its ``KittiMOTS`` reads them 0-based
+  (``first_frame=0``). A frame id outside the sequence makes TrackEval stop with "invalid timesteps".
+- ``id``: the ``tracker_id`` as is — the same id as in ``tracks.txt``, the overlay and the summary.
+  TrackEval treats tracker ids as opaque labels (unique per frame, relabelled contiguously), so the
+  KITTI ground-truth habit ``class_id * 1000 + instance`` is not needed and not used.
+- ``class_id``: prompt index + ``class_offset`` (default 1: the first prompt is class 1). TrackEval
+  keeps only the rows whose class equals the evaluated class (MOTSChallenge: pedestrian = 2;
+  KITTI-MOTS: car = 1, pedestrian = 2; 10 marks ignore regions in ground truth), so to score the
+  prompt "person" against MOTS pedestrians write with ``class_offset`` such that it maps to 2.
+- ``rle``: COCO compressed RLE ``counts`` of the (H, W) mask, from pycocotools (column-major).
+
+Masks in one frame must not overlap (TrackEval raises "Tracker has overlapping masks"). The writer
+therefore calls :func:`make_disjoint`: a pixel claimed by several masks goes to the detection with the
+highest confidence (ties: the earlier detection). An object left with an empty mask is not written.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..detections import Detections
+from ..errors import InputError
+from .atomic import atomic_open
+from .mot import _FrameOrder, tracked
+
+MOTS_COLUMNS = 6
+_RLE_FIRST_CHAR, _RLE_LAST_CHAR = "0", "o"  # COCO compressed RLE uses chr(48 + 6-bit group)
+
+
+def make_disjoint(masks: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks with every pixel kept only by its most confident claimant.
+
+    Ties in confidence go to the lower index. Returns a new array; masks may become empty.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    out = np.zeros_like(masks)
+    claimed = np.zeros(masks.shape[1:], dtype=bool)
+    for i in np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable"):
+        out[i] = masks[i] & ~claimed
+        claimed |= masks[i]
+    return out
+
+
+def encode_rle(masks: np.ndarray) -> list[str]:
+    """COCO compressed RLE ``counts`` strings of (N, H, W) bool masks."""
+    if len(masks) == 0:
+        return []
+    stacked = np.asfortranarray(np.moveaxis(np.asarray(masks, dtype=np.uint8), 0, -1))  # (H, W, N)
+    return [rle["counts"].decode("ascii") for rle in mask_utils.encode(stacked)]
+
+
+class MOTSWriter:
+    """Context manager writing ``(frame_index, Detections)`` with masks as a MOTS file, atomically.
+
+    >>> with MOTSWriter("tracks.mots.txt") as w:
+    ...     for frame_index, dets in results:
+    ...         w.write(frame_index, dets)
+
+    Only detections with a ``tracker_id`` >= 1 are written; their masks are made disjoint first (see
+    the module docstring). Lines of a frame are sorted by id.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, first_frame: int = 1, class_offset: int = 1) -> None:
+        self.path = Path(path)
+        self.first_frame = first_frame
+        self.class_offset = class_offset
+        self._stack: ExitStack | None = None
+        self._file = None
+        self._order = _FrameOrder()
+        self.num_lines = 0
+
+    def __enter__(self) -> "MOTSWriter":
+        self._stack = ExitStack()
+        self._file = self._stack.enter_context(atomic_open(self.path, "w"))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._stack, self._file = self._stack, None, None
+        return stack.__exit__(exc_type, exc, tb)
+
+    def write(self, frame_index: int, detections: Detections) -> None:
+        """Append one frame (0-based ``frame_index``, strictly increasing). Needs ``detections.mask``."""
+        if self._file is None:
+            raise RuntimeError("MOTSWriter.write called outside its with-block")
+        frame = self._order.check(frame_index) + self.first_frame
+        dets = tracked(detections)
+        if len(dets) == 0:
+            return
+        if dets.mask is None:
+            raise ValueError("MOTSWriter needs detections with masks (detections.mask is None)")
+        order = np.argsort(dets.tracker_id, kind="stable")
+        dets = dets[order]
+        masks = make_disjoint(dets.mask, dets.confidence)
+        keep = masks.reshape(len(masks), -1).any(axis=1)
+        height, width = masks.shape[1:]
+        for i, counts in zip(np.flatnonzero(keep), encode_rle(masks[keep])):
+            class_id = int(dets.class_id[i]) + self.class_offset
+            self._file.write(f"{frame} {int(dets.tracker_id[i])} {class_id} {height} {width} {counts}\n")
+            self.num_lines += 1
+
+
+def _decode_line(line: str, path: Path, lineno: int) -> tuple[int, int, int, np.ndarray]:
+    """(frame, id, class, (H, W) bool mask) of one line; ``InputError`` naming file and line if malformed."""
+    fields = line.split()
+    if len(fields) != MOTS_COLUMNS:
+        raise InputError(
+            f"{path}:{lineno}: expected {MOTS_COLUMNS} space-separated fields "
+            f"(frame id class_id img_height img_width rle), got {len(fields)}"
+        )
+    try:
+        frame, track_id, class_id, height, width = (int(f) for f in fields[:5])
+    except ValueError:
+        raise InputError(f"{path}:{lineno}: frame, id, class_id, height and width must be integers") from None
+    if height <= 0 or width <= 0:
+        raise InputError(f"{path}:{lineno}: image size must be positive, got {height}x{width}")
+    counts = fields[5]
+    rle = {"size": [height, width], "counts": counts.encode("ascii", "replace")}
+    mask = None
+    if all(_RLE_FIRST_CHAR <= c <= _RLE_LAST_CHAR for c in counts):
+        try:
+            mask = mask_utils.decode(rle)
+        except Exception:  # pycocotools raises a bare Exception for a bad RLE
+            pass
+    # pycocotools rejects counts that run past H*W but not ones that stop short (the rest is garbage);
+    # the encoding of a mask is unique, so re-encoding must give back the same string.
+    if mask is None or mask.max(initial=0) > 1 or mask_utils.encode(np.asfortranarray(mask))["counts"] != rle["counts"]:
+        raise InputError(f"{path}:{lineno}: rle is not a valid COCO RLE of a {height}x{width} mask")
+    return frame, track_id, class_id, mask.astype(bool)
+
+
+def read_mots(path: str | os.PathLike, *, first_frame: int = 1, class_offset: int = 1) -> dict[int, Detections]:
+    """A MOTS file as ``{frame_index (0-based): Detections}``, only for frames that have rows.
+
+    ``frame_index = frame - first_frame``; ``class_id = class - class_offset`` (pass ``class_offset=0``
+    for the classes as written); ``tracker_id`` from ``id``; ``mask`` decoded with pycocotools;
+    ``xyxy`` the mask's bounding box (zeros if empty); ``confidence`` 1 (MOTS has no score).
+    A malformed line, a frame before ``first_frame`` or mixed image sizes within a frame raise
+    ``InputError`` naming the file and line.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"MOTS file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read MOTS file {path}: {error}") from None
+    frames: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        frame, track_id, class_id, mask = _decode_line(line, path, lineno)
+        if frame < first_frame:
+            raise InputError(f"{path}:{lineno}: frame {frame} is before the first frame {first_frame}")
+        rows = frames.setdefault(frame - first_frame, [])
+        if rows and rows[0][2].shape != mask.shape:
+            raise InputError(f"{path}:{lineno}: image size {mask.shape} differs from {rows[0][2].shape} in this frame")
+        rows.append((track_id, class_id, mask))
+    return {index: _to_detections(rows, class_offset) for index, rows in sorted(frames.items())}
+
+
+def _to_detections(rows: list[tuple[int, int, np.ndarray]], class_offset: int) -> Detections:
+    masks = np.stack([m for _, _, m in rows])
+    xyxy = np.zeros((len(rows), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+        if len(ys):
+            xyxy[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)  # x1, y1 exclusive
+    return Detections(
+        xyxy=xyxy, confidence=np.ones(len(rows), np.float32),
+        class_id=np.array([c for _, c, _ in rows], np.int64) - class_offset,
+        mask=masks, tracker_id=np.array([t for t, _, _ in rows], np.int64),
+    )

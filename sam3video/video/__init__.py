@@ -1,0 +1,1 @@
+"""Video side of sam3video: frame loading, per-video sessions, association, tracking and the frame loop."""

@@ -1,0 +1,163 @@
+"""Per-frame detection: all prompts of a frame in one batched ``forward_grounding``, then post-processing.
+
+Post-processing (each step a named ``DetectionConfig`` field): score = sigmoid(logit) x sigmoid(presence);
+keep score >= ``low_score_threshold`` (ByteTrack's second pass uses the low band, the tracker decides);
+masks resized to the frame and thresholded at logit 0; specks smaller than ``min_component_area`` and
+holes smaller than ``max_hole_area`` (fractions of the frame) removed with scipy.ndimage; mask NMS per
+prompt; boxes from the mask extent (the predicted box when the mask is empty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ..detections import Detections
+from ..model.box_ops import box_cxcywh_to_xyxy
+from ..model.geometry_encoders import Prompt
+from ..model.sam3_image import FindStage, Sam3Image
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    score_threshold: float = 0.5  # a detection is "confident" (reported / may start a track)
+    low_score_threshold: float = 0.1  # below this a detection is dropped before tracking
+    nms_iou_threshold: float = 0.5  # mask IoU above which the lower-scoring detection of a prompt goes
+    min_component_area: float = 2e-4  # connected components smaller than this fraction of the frame go
+    max_hole_area: float = 2e-4  # holes smaller than this fraction of the frame are filled
+    max_detections: int = 50  # per prompt and frame, highest scores first
+
+
+def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:
+    """Text features of all prompts, computed once per run (``language_features`` (L, P, d) ...)."""
+    with torch.inference_mode():
+        return model.backbone.forward_text(prompts, device=model.device)
+
+
+def geometric_prompt_for(model: Sam3Image, boxes_by_prompt: list[list[tuple[np.ndarray, bool]]]) -> Prompt:
+    """A ``Prompt`` for P prompts: boxes_by_prompt[p] lists (cxcywh normalised (4,), positive) pairs."""
+    num_prompts = len(boxes_by_prompt)
+    num_boxes = max((len(b) for b in boxes_by_prompt), default=0)
+    device = model.device
+    boxes = torch.zeros(num_boxes, num_prompts, 4, device=device)
+    labels = torch.zeros(num_boxes, num_prompts, dtype=torch.bool, device=device)
+    padding = torch.ones(num_prompts, num_boxes, dtype=torch.bool, device=device)
+    for p, items in enumerate(boxes_by_prompt):
+        for i, (box, positive) in enumerate(items):
+            boxes[i, p] = torch.as_tensor(box, dtype=torch.float32, device=device)
+            labels[i, p] = bool(positive)
+            padding[p, i] = False
+    return Prompt(box_embeddings=boxes, box_mask=padding, box_labels=labels)
+
+
+def run_frame(
+    model: Sam3Image, frame_index: int, backbone_out: dict, text_out: dict, geometric_prompt: Prompt
+) -> dict:
+    """``forward_grounding`` of every prompt on frame ``frame_index`` (batched over prompts).
+
+    ``backbone_out`` holds ``img_batch_all_stages`` (lazy frames) or cached features with ``id_mapping``.
+    """
+    num_prompts = text_out["language_features"].shape[1]
+    find = FindStage(
+        img_ids=torch.full((num_prompts,), frame_index, dtype=torch.long, device=model.device),
+        text_ids=torch.arange(num_prompts, device=model.device),
+    )
+    with torch.inference_mode():
+        return model.forward_grounding({**backbone_out, **text_out}, find, geometric_prompt)
+
+
+def _clean_mask(mask: np.ndarray, min_area: int, max_hole: int) -> np.ndarray:
+    if min_area > 0:
+        labels, count = ndimage.label(mask)
+        if count > 1 or (count == 1 and mask.sum() < min_area):
+            sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+            mask = np.isin(labels, 1 + np.flatnonzero(sizes >= min_area))
+    if max_hole > 0:
+        holes = ndimage.binary_fill_holes(mask) & ~mask
+        if holes.any():
+            labels, count = ndimage.label(holes)
+            sizes = ndimage.sum_labels(holes, labels, index=np.arange(1, count + 1))
+            mask = mask | np.isin(labels, 1 + np.flatnonzero(sizes < max_hole))
+    return mask
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS on (N, H, W) bool masks, highest score first."""
+    order = np.argsort(-scores, kind="stable")
+    flat = masks.reshape(len(masks), -1).astype(np.float32)
+    areas = flat.sum(1)
+    inter = flat @ flat.T
+    iou = inter / np.maximum(areas[:, None] + areas[None, :] - inter, 1e-6)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) xyxy pixel boxes (x1, y1 exclusive); zeros for empty masks."""
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        if len(xs):
+            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return boxes
+
+
+def pooled_embeddings(features: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    """Mask-pooled, L2-normalised features: (d, h, w) and (N, H, W) bool -> (N, d) float32."""
+    if len(masks) == 0:
+        return np.zeros((0, features.shape[0]), np.float32)
+    weights = F.interpolate(masks[:, None].float(), size=features.shape[-2:], mode="area")[:, 0]
+    weights = weights / weights.flatten(1).sum(1).clamp(min=1e-6)[:, None, None]
+    pooled = torch.einsum("nhw,dhw->nd", weights, features.float())
+    return F.normalize(pooled, dim=1).cpu().numpy()
+
+
+def postprocess(
+    outputs: dict, frame_size: tuple[int, int], config: DetectionConfig, features: torch.Tensor | None = None
+) -> Detections:
+    """Model outputs for P prompts on one frame -> ``Detections`` in frame pixels, class_id = prompt index.
+
+    ``features`` (d, h, w): image features to mask-pool into ``data["embedding"]`` (appearance).
+    """
+    height, width = frame_size
+    scores = outputs["pred_logits"].sigmoid()[..., 0] * outputs["presence_logit_dec"].sigmoid()  # (P, Q)
+    frame_area = height * width
+    parts = []
+    for p in range(scores.shape[0]):
+        keep = torch.nonzero(scores[p] >= config.low_score_threshold)[:, 0]
+        keep = keep[torch.argsort(-scores[p, keep], stable=True)][: config.max_detections]
+        if len(keep) == 0:
+            continue
+        logits = F.interpolate(outputs["pred_masks"][p, keep][:, None], size=(height, width),
+                               mode="bilinear", align_corners=False)[:, 0]
+        masks = np.stack([
+            _clean_mask(m, int(config.min_component_area * frame_area), int(config.max_hole_area * frame_area))
+            for m in (logits > 0).cpu().numpy()
+        ])
+        score = scores[p, keep].float().cpu().numpy()
+        kept = mask_nms(masks, score, config.nms_iou_threshold)
+        masks, score, keep = masks[kept], score[kept], keep[kept.tolist()]
+        boxes = masks_to_boxes(masks)
+        empty = ~masks.any(axis=(1, 2))
+        if empty.any():
+            predicted = box_cxcywh_to_xyxy(outputs["pred_boxes"][p, keep]).float().cpu().numpy()
+            boxes[empty] = predicted[empty] * np.array([width, height, width, height], np.float32)
+        data = {"query": outputs["queries"][p, keep].float().cpu().numpy()}
+        if features is not None:
+            data["embedding"] = pooled_embeddings(features, torch.from_numpy(masks))
+        parts.append(Detections(xyxy=boxes, confidence=score, class_id=np.full(len(keep), p), mask=masks,
+                                data=data))
+    if not parts:
+        empty = Detections.empty(height, width)
+        empty.data = {"query": np.zeros((0, outputs["queries"].shape[-1]), np.float32)}
+        if features is not None:
+            empty.data["embedding"] = np.zeros((0, features.shape[0]), np.float32)
+        return empty
+    return Detections.merge(parts)

@@ -1,0 +1,445 @@
+"""Frame loading: video files, image folders, numpy arrays and frame iterables -> a lazy stream of ``Frame``.
+
+Conventions: images are (H, W, 3) uint8 RGB; timestamps are presentation times in seconds from the
+start of the stream, so variable frame rate videos keep their timing; fps is a float (29.97 stays
+29.97); ``Frame.index`` counts output frames from 0, ``Frame.source_index`` counts source frames from 0.
+Files are decoded forward, one frame at a time, with decord, PyAV or OpenCV (the first installed one
+that can open the file); nothing holds the whole video in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import itertools
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from sam3video.errors import InputError
+
+BACKENDS = ("decord", "pyav", "opencv")  # "auto" tries them in this order
+_BACKEND_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2"}
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+DEFAULT_SOURCE_FPS = 30.0  # frame rate assumed for arrays, iterables and folders
+MAX_WINDOW_SECONDS = 30.0  # clips are processed in windows of at most this length
+TIME_TOLERANCE = 1e-3  # seconds; Matroska/WebM store millisecond timestamps
+
+VideoSource = Union[str, os.PathLike, np.ndarray, Iterable[Any]]
+_Stamp = tuple[int, float, Callable[[], np.ndarray]]  # (source_index, timestamp, lazy RGB image)
+_EMPTY = object()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a source before decoding it; ``None`` where the source does not say."""
+
+    source: str
+    backend: str  # "decord" | "pyav" | "opencv" | "folder" | "array" | "iterable"
+    fps: float  # average frame rate of the source
+    num_frames: int | None  # as the container reports it (OpenCV may estimate it from the duration)
+    width: int
+    height: int
+    duration: float | None  # seconds
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One output frame."""
+
+    index: int  # 0-based position in the output stream (after start and fps subsampling)
+    source_index: int  # 0-based position in the source
+    timestamp: float  # presentation time in seconds
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    window: int  # 0-based window of at most ``window_seconds``, counted from the first output frame
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which source frames the output keeps and how it is cut into windows; validated on creation.
+
+    ``fps``: keep a frame when its timestamp reaches the next multiple of ``1 / fps`` (counted from
+    the first kept frame or ``start``), so variable frame rate sources subsample by time, not stride.
+    ``start``/``end``: seconds, ``end`` exclusive. Timestamps within ``tolerance`` of a grid point or
+    boundary count as on it.
+    """
+
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+    window_seconds: float = MAX_WINDOW_SECONDS
+    tolerance: float = TIME_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not self.fps > 0:
+            raise InputError(f"fps must be > 0, got {self.fps}")
+        if not 0 < self.window_seconds <= MAX_WINDOW_SECONDS:
+            raise InputError(f"window_seconds must be in (0, {MAX_WINDOW_SECONDS:g}], got {self.window_seconds}")
+        if self.start is not None and not self.start >= 0:
+            raise InputError(f"start must be >= 0 seconds, got {self.start}")
+        if self.end is not None and not self.end > (self.start or 0.0):
+            raise InputError(f"start ({self.start or 0.0:g} s) must be before end ({self.end:g} s)")
+
+
+def sample(stamps: Iterable[tuple[int, float, Any]], sampling: Sampling, source: str = "video") -> Iterator[tuple[int, int, float, int, Any]]:
+    """``(source_index, timestamp, payload)`` in presentation order -> kept ``(index, source_index, timestamp, window, payload)``.
+
+    Lazy: it yields each kept frame before reading the next one. Raises InputError if nothing is kept.
+    """
+    tol, origin, next_t = sampling.tolerance, sampling.start, -math.inf
+    count, last_t = 0, None
+    for source_index, t, payload in stamps:
+        last_t = t
+        if sampling.start is not None and t < sampling.start - tol:
+            continue
+        if sampling.end is not None and t >= sampling.end - tol:
+            break
+        if t < next_t - tol:
+            continue
+        origin = t if origin is None else origin
+        if sampling.fps is not None:
+            next_t = origin + (math.floor((t - origin + tol) * sampling.fps) + 1) / sampling.fps
+        yield count, source_index, t, math.floor((t - origin + tol) / sampling.window_seconds), payload
+        count += 1
+    if count == 0 and last_t is None:
+        raise InputError(f"{source}: no frames could be decoded")
+    if count == 0:
+        raise InputError(f"{source}: no frame between start={sampling.start} s and end={sampling.end} s (last frame at {last_t:.3f} s)")
+
+
+def iter_windows(frames: Iterable[Frame]) -> Iterator[tuple[int, Iterator[Frame]]]:
+    """Group consecutive frames by ``Frame.window``: yields ``(window, frames of that window)``, lazily.
+
+    Like ``itertools.groupby``: consume a window's frames before asking for the next window.
+    """
+    for window, group in itertools.groupby(frames, key=lambda frame: frame.window):
+        yield window, group
+
+
+@dataclass(frozen=True)
+class VideoReader:
+    """A source opened for reading: ``info`` is probed up front, iterating decodes ``Frame``s lazily.
+
+    File, folder and array sources can be iterated again (each pass decodes from the start); an
+    iterator source can be iterated once.
+    """
+
+    info: VideoInfo
+    sampling: Sampling
+    num_output_frames: int | None  # expected output frames (exact for constant frame rate), None if unknown
+    _stamps: Callable[[], Iterator[_Stamp]]
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, source_index, t, window, read in sample(self._stamps(), self.sampling, self.info.source):
+            yield Frame(index, source_index, float(t), read(), window)
+
+
+def available_backends() -> tuple[str, ...]:
+    """The video backends that are installed, in the order ``backend="auto"`` tries them."""
+    return tuple(name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]) is not None)
+
+
+def open_video(
+    source: VideoSource,
+    backend: str = "auto",
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    window_seconds: float = MAX_WINDOW_SECONDS,
+    source_fps: float | None = None,
+) -> VideoReader:
+    """Open a video file or URL, a folder of JPEG/PNG frames, a (T, H, W, 3) uint8 RGB array, or an
+    iterable of (H, W, 3) uint8 RGB frames (or ``(timestamp_seconds, frame)`` pairs).
+
+    ``backend`` ("auto" | "decord" | "pyav" | "opencv") applies to files only. ``fps``, ``start``,
+    ``end``, ``window_seconds``: see ``Sampling``. ``source_fps`` is the frame rate of sources without
+    their own timing (arrays, iterables, folders; default 30). Raises InputError for unusable input.
+    """
+    if backend != "auto" and backend not in BACKENDS:
+        raise InputError(f"unknown video backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    if source_fps is not None and not source_fps > 0:
+        raise InputError(f"source_fps must be > 0, got {source_fps}")
+    sampling = Sampling(fps=fps, start=start, end=end, window_seconds=window_seconds)
+    rate = float(source_fps or DEFAULT_SOURCE_FPS)
+    if isinstance(source, np.ndarray):
+        info, stamps = _open_array(source, rate)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if "://" in path:
+            info, stamps = _open_file(path, backend)
+        elif not os.path.exists(path):
+            raise InputError(f"no such file or folder: {path}")
+        elif os.path.isdir(path):
+            info, stamps = _open_folder(path, rate)
+        else:
+            info, stamps = _open_file(path, backend)
+    elif isinstance(source, Iterable):
+        info, stamps = _open_iterable(source, rate)
+    else:
+        raise InputError(f"cannot read video from a {type(source).__name__}; give a path, an array or an iterable of frames")
+    if sampling.start is not None and info.duration is not None and sampling.start >= info.duration:
+        raise InputError(f"start={sampling.start:g} s is beyond the end of {info.source} ({info.duration:.3f} s)")
+    return VideoReader(info, sampling, _expected_output(info, sampling), stamps)
+
+
+def _expected_output(info: VideoInfo, sampling: Sampling) -> int | None:
+    """Output frames for nominal timestamps ``i / fps``: exact for constant frame rate sources."""
+    if info.num_frames is None or (sampling.fps, sampling.start, sampling.end) == (None, None, None):
+        return info.num_frames
+    nominal = ((i, i / info.fps, None) for i in range(info.num_frames))
+    try:
+        return sum(1 for _ in sample(nominal, sampling))
+    except InputError:
+        return 0
+
+
+def _check_image(image: Any, where: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"{where}: expected an (H, W, 3) uint8 RGB image, got a {got}")
+    if size is not None and image.shape[:2] != size:
+        raise InputError(f"{where}: size {image.shape[1]}x{image.shape[0]} differs from the first frame's {size[1]}x{size[0]}")
+    return image
+
+
+# ---- arrays, iterables, folders -------------------------------------------------------------------
+
+
+def _open_array(array: np.ndarray, fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or array.shape[0] == 0:
+        raise InputError(f"expected a (T, H, W, 3) uint8 RGB array with T >= 1, got {array.dtype} {array.shape}")
+    t, h, w = array.shape[:3]
+    info = VideoInfo("<array>", "array", fps, t, w, h, t / fps)
+    return info, lambda: ((i, i / fps, functools.partial(array.__getitem__, i)) for i in range(t))
+
+
+def _split_item(item: Any, i: int, fps: float) -> tuple[float, Any]:
+    """An iterable's item: a frame (shown at ``i / fps``) or a ``(timestamp_seconds, frame)`` pair."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (int, float)):
+        return float(item[0]), item[1]
+    return i / fps, item
+
+
+def _given(image: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: image
+
+
+def _open_iterable(frames: Iterable[Any], fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+    num_frames = len(frames) if isinstance(frames, Sized) else None
+    items = iter(frames)
+    first = next(items, _EMPTY)
+    if first is _EMPTY:
+        raise InputError("the frame iterable is empty")
+    height, width = _check_image(_split_item(first, 0, fps)[1], "frame 0").shape[:2]
+    timed = isinstance(first, tuple)  # its own timestamps: the duration is not num_frames / fps
+    duration = num_frames / fps if num_frames is not None and not timed else None
+    info = VideoInfo("<iterable>", "iterable", fps, num_frames, width, height, duration)
+    passes = itertools.count()
+
+    def stamps() -> Iterator[_Stamp]:
+        first_pass = next(passes) == 0
+        if not first_pass and items is frames:
+            raise InputError("an iterator of frames can be read only once")
+        for i, item in enumerate(itertools.chain([first], items) if first_pass else frames):
+            t, image = _split_item(item, i, fps)
+            yield i, t, _given(_check_image(image, f"frame {i}", (height, width)))
+
+    return info, stamps
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort key putting frame2 before frame10: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", name)]
+
+
+def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise InputError(f"cannot read image {path}: {error}") from None
+    return _check_image(array, str(path), size)
+
+
+def _open_folder(folder: str, fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+    paths = sorted(
+        (p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: _natural_key(p.name),
+    )
+    if not paths:
+        raise InputError(f"no JPEG or PNG images in folder {folder}")
+    first = _read_image(paths[0], None)
+    size = first.shape[:2]
+    info = VideoInfo(folder, "folder", fps, len(paths), size[1], size[0], len(paths) / fps)
+    return info, lambda: ((i, i / fps, functools.partial(_read_image, p, size)) for i, p in enumerate(paths))
+
+
+# ---- video files ----------------------------------------------------------------------------------
+
+
+def _open_file(path: str, backend: str) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+    """Probe ``path`` with the forced backend, or with each installed one in turn for "auto"."""
+    installed = available_backends()
+    if backend != "auto" and backend not in installed:
+        raise InputError(f"video backend {backend!r} is not installed (pip install {_BACKEND_MODULES[backend]}); installed: {', '.join(installed) or 'none'}")
+    names = installed if backend == "auto" else (backend,)
+    if not names:
+        raise InputError("no video backend installed: pip install av (or decord, opencv-python-headless)")
+    errors = []
+    for name in names:
+        probe, stamps = _FILE_BACKENDS[name]
+        try:
+            info = probe(path)
+        except InputError as error:
+            errors.append(str(error))
+            continue
+        return info, functools.partial(stamps, path, info.fps)
+    raise InputError(errors[0] if len(errors) == 1 else f"{errors[0]} (also tried: {'; '.join(errors[1:])})")
+
+
+def _info(path: str, backend: str, fps: float, num_frames: int | None, width: int, height: int, duration: float | None) -> VideoInfo:
+    if not (fps > 0 and math.isfinite(fps)):
+        fps = DEFAULT_SOURCE_FPS  # no usable rate in the container; timestamps still drive sampling
+    num_frames = num_frames if num_frames and num_frames > 0 else None
+    if duration is None and num_frames is not None:
+        duration = num_frames / fps
+    return VideoInfo(path, backend, float(fps), num_frames, int(width), int(height), duration)
+
+
+def _pyav_open(path: str):
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise InputError(f"not a readable video: {path} ({error})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"no video stream with frames in {path}")
+    return container
+
+
+def _pyav_probe(path: str) -> VideoInfo:
+    import av
+
+    with _pyav_open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as error:
+            raise InputError(f"cannot decode {path} ({error})") from None
+        if first is None:
+            raise InputError(f"no decodable frames in {path}")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / 1e6 if container.duration else None
+        return _info(path, "pyav", float(rate or 0), stream.frames, first.width, first.height, duration)
+
+
+def _pyav_stamps(path: str, fps: float) -> Iterator[_Stamp]:
+    import av
+
+    with _pyav_open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        t = -1 / fps
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                t = frame.time - offset if frame.time is not None else t + 1 / fps
+                yield i, t, functools.partial(frame.to_ndarray, format="rgb24")
+        except av.error.FFmpegError as error:
+            raise InputError(f"cannot decode {path} ({error})") from None
+
+
+def _opencv_open(path: str):
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(f"not a readable video: {path} (OpenCV cannot open it)")
+    return capture
+
+
+def _opencv_probe(path: str) -> VideoInfo:
+    import cv2
+
+    capture = _opencv_open(path)
+    try:
+        if not capture.grab():
+            raise InputError(f"no decodable frames in {path}")
+        get = capture.get
+        num_frames = int(get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = get(cv2.CAP_PROP_FPS)
+        return _info(path, "opencv", fps, num_frames, get(cv2.CAP_PROP_FRAME_WIDTH), get(cv2.CAP_PROP_FRAME_HEIGHT), None)
+    finally:
+        capture.release()
+
+
+def _opencv_stamps(path: str, fps: float) -> Iterator[_Stamp]:
+    import cv2
+
+    def retrieve(capture, i: int) -> np.ndarray:  # valid until the next grab
+        ok, bgr = capture.retrieve()
+        if not ok:
+            raise InputError(f"cannot decode frame {i} of {path}")
+        return bgr
+
+    capture = _opencv_open(path)
+    try:
+        for i in itertools.count():
+            if not capture.grab():
+                return
+            yield i, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, functools.partial(retrieve, capture, i)
+    finally:
+        capture.release()
+
+
+def _decord_open(path: str):
+    import decord
+
+    try:
+        return decord.VideoReader(path, ctx=decord.cpu(0))
+    except Exception as error:  # noqa: BLE001 - decord raises bare RuntimeError/DECORDError
+        raise InputError(f"not a readable video: {path} (decord: {str(error).splitlines()[0][:120]})") from None
+
+
+def _decord_probe(path: str) -> VideoInfo:
+    reader = _decord_open(path)
+    if len(reader) == 0:
+        raise InputError(f"no decodable frames in {path}")
+    height, width = reader[0].shape[:2]
+    return _info(path, "decord", reader.get_avg_fps(), len(reader), width, height, None)
+
+
+def _decord_stamps(path: str, fps: float) -> Iterator[_Stamp]:
+    reader = _decord_open(path)
+    times = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
+    position = [0]  # next frame the decoder returns
+
+    def read(i: int) -> np.ndarray:
+        if i > position[0]:
+            reader.skip_frames(i - position[0])
+        position[0] = i + 1
+        return reader.next().asnumpy()
+
+    return ((i, float(t), functools.partial(read, i)) for i, t in enumerate(times))
+
+
+_FILE_BACKENDS: dict[str, tuple[Callable[[str], VideoInfo], Callable[[str, float], Iterator[_Stamp]]]] = {
+    "decord": (_decord_probe, _decord_stamps),
+    "pyav": (_pyav_probe, _pyav_stamps),
+    "opencv": (_opencv_probe, _opencv_stamps),
+}

@@ -1,0 +1,199 @@
+"""``VideoPredictor``: the frame loop. Prompts in, a generator of tracked per-frame results out.
+
+    predictor = VideoPredictor(model)
+    for result in predictor.track("clip.mp4", prompts=["dog"]):
+        result.frame_index, result.detections.tracker_id, result.detections.mask
+
+The model stays stateless; a ``TrackingSession`` (typed) holds what one run needs: encoded prompts,
+exemplar memory, the tracker, the feature cache and timings. Frames are decoded lazily; windows of at
+most ``window_seconds`` bound the per-window frame cache, while the tracker (and so every id) carries
+across window boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..detections import Detections
+from ..errors import InputError
+from ..model.sam3_image import Sam3Image
+from ..processor import VISUAL_PROMPT
+from .cache import FeatureCache, LazyFrames
+from .detect import DetectionConfig, encode_prompts, geometric_prompt_for, pooled_embeddings, postprocess, run_frame
+from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
+from .loader import Frame, VideoInfo, iter_windows, open_video
+from .tracker import Tracker, TrackerConfig
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Everything tunable in a run; every threshold lives in one of the nested configs."""
+
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
+    frame_cache: int = 4  # preprocessed frames kept per window
+    feature_cache: int = 2  # frames whose backbone features are kept (LRU)
+    lookahead: int = 4  # frames decoded ahead in a background thread
+    frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
+
+
+@dataclass
+class FrameResult:
+    """One frame of the output stream. ``frame_index`` 0-based; ``image`` (H, W, 3) uint8 RGB."""
+
+    frame_index: int
+    timestamp: float
+    window: int
+    detections: Detections
+    image: np.ndarray
+
+
+@dataclass
+class TrackingSession:
+    """Per-run state, created by ``VideoPredictor.start_session``."""
+
+    class_names: list[str]
+    text_out: dict
+    exemplars: ExemplarMemory
+    tracker: Tracker
+    features: FeatureCache
+    info: VideoInfo | None = None
+    frames_done: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
+
+
+class VideoPredictor:
+    """Runs a ``Sam3Image`` over a video and tracks every instance of the prompted concepts."""
+
+    def __init__(self, model: Sam3Image, config: TrackingConfig | None = None):
+        self.model = model.eval()
+        self.config = config or TrackingConfig()
+        self.resolution = model.config.resolution
+
+    def start_session(self, prompts: Iterable[str], exemplars: Iterable[Exemplar] = (), fps: float = 30.0
+                      ) -> TrackingSession:
+        """Validate and encode the prompts (once per run); with exemplars and no prompt, the text is
+        "visual" as in the official code, and the exemplars alone define the concept."""
+        prompts, exemplars = list(prompts), list(exemplars)
+        for prompt in prompts:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise InputError("empty prompt: give a noun phrase such as --prompt dog")
+        if not prompts and not exemplars:
+            raise InputError("nothing to track: give --prompt TEXT and/or --exemplar FRAME:X1,Y1,X2,Y2")
+        if len(set(prompts)) != len(prompts):
+            raise InputError(f"duplicate prompts: {prompts}")
+        prompts = prompts or [VISUAL_PROMPT]
+        memory = ExemplarMemory(exemplars, prompts, self.config.exemplar)
+        for exemplar in exemplars:
+            memory.classes_of(exemplar)  # validates exemplar.prompt
+        return TrackingSession(
+            class_names=prompts,
+            text_out=encode_prompts(self.model, prompts),
+            exemplars=memory,
+            tracker=Tracker(self.config.tracker, fps=fps),
+            features=FeatureCache(self.config.feature_cache),
+        )
+
+    def _preprocess(self, frame: Frame) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
+        from torchvision.transforms.v2 import functional as TF
+
+        chw = torch.from_numpy(frame.image).permute(2, 0, 1)
+        x = TF.resize(chw, [self.resolution, self.resolution], antialias=True).float().div_(255.0)
+        x = (x - 0.5) / 0.5
+        return x.half() if self.config.frames_fp16 else x
+
+    def track(
+        self,
+        source,
+        prompts: Iterable[str] = (),
+        exemplars: Iterable[Exemplar] = (),
+        *,
+        backend: str = "auto",
+        fps: float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        window_seconds: float = 30.0,
+        session: TrackingSession | None = None,
+    ) -> Iterator[FrameResult]:
+        """Yield a ``FrameResult`` per output frame. ``source``: see ``loader.open_video``.
+
+        Pass ``session`` to inspect timings and tracks afterwards (``start_session`` makes one).
+        """
+        reader = open_video(source, backend=backend, fps=fps, start=start, end=end, window_seconds=window_seconds)
+        info = reader.info
+        exemplars = list(exemplars)
+        for exemplar in exemplars:
+            check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
+        session = session or self.start_session(prompts, exemplars, fps=fps or info.fps)
+        session.info = info
+        for _, frames in iter_windows(reader):
+            session.features.clear()  # cached rows refer to this window's frame positions
+            lazy = LazyFrames(frames, self._preprocess, capacity=self.config.frame_cache,
+                              lookahead=self.config.lookahead)
+            try:
+                yield from self._track_window(lazy, session)
+            finally:
+                lazy.close()
+
+    def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
+        local = 0
+        while True:
+            try:
+                frame, _ = lazy.get(local)
+            except IndexError:
+                if lazy.exhausted:
+                    return
+                raise
+            yield self._step(lazy, local, frame, session)
+            local += 1
+
+    def _step(self, lazy: LazyFrames, local: int, frame: Frame, session: TrackingSession) -> FrameResult:
+        height, width = frame.image.shape[:2]
+        memory, timings = session.exemplars, session.timings
+        track_boxes = {t.id: t.box for t in session.tracker.tracks if t.id > 0}
+        boxes = memory.boxes_for_frame(frame.index, width, height, track_boxes)
+
+        start = time.perf_counter()
+        backbone_out = session.features.get(frame.index) or {"img_batch_all_stages": lazy}
+        outputs = run_frame(self.model, local, backbone_out, session.text_out, geometric_prompt_for(self.model, boxes))
+        computed = outputs["prev_encoder_out"]["backbone_out"]
+        session.features.put(frame.index, computed)
+        row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
+        features = computed["backbone_fpn"][0][row]
+        timings["detect"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        detections = postprocess(outputs, (height, width), self.config.detection, features)
+        if memory.on_frame(frame.index):
+            self._learn_exemplars(local, frame, session, features)
+        detections = memory.filter(detections, self.config.detection.score_threshold)
+        timings["postprocess"] += time.perf_counter() - start
+
+        start = time.perf_counter()
+        tracked = session.tracker.update(detections, frame.index)
+        memory.attach_tracks(frame.index, tracked)
+        timings["track"] += time.perf_counter() - start
+        session.frames_done += 1
+        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image)
+
+    def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor) -> None:
+        """Prototypes of this frame's exemplars, from a text-only pass on the cached features."""
+        height, width = frame.image.shape[:2]
+        no_boxes = geometric_prompt_for(self.model, [[] for _ in session.class_names])
+        cached = session.features.get(frame.index)
+        outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
+        text_only = postprocess(outputs, (height, width), self.config.detection, features)
+        box_embeddings = {}
+        for exemplar in session.exemplars.on_frame(frame.index):
+            x0, y0, x1, y1 = (int(round(v)) for v in exemplar.box)
+            box_mask = torch.zeros(1, height, width, dtype=torch.bool)
+            box_mask[0, max(y0, 0):max(y1, y0 + 1), max(x0, 0):max(x1, x0 + 1)] = True
+            box_embeddings[exemplar.box] = pooled_embeddings(features, box_mask)[0]
+        session.exemplars.learn(frame.index, text_only, box_embeddings)

@@ -1,0 +1,209 @@
+"""Tracker on scripted detections: boxes (and masks) on a 64x96 canvas, ground truth carried in data["gt"]."""
+
+import numpy as np
+import pytest
+
+from sam3video.detections import Detections
+from sam3video.errors import InputError
+from sam3video.video.tracker import Tracker, TrackerConfig, TrackState
+
+H, W = 64, 96
+EMB = np.eye(8, dtype=np.float32)  # object k's embedding: EMB[k]
+
+
+def obj(gt, x, y, size=14, score=0.9, cls=0):
+    return dict(gt=gt, box=(x, y, x + size, y + size), score=score, cls=cls)
+
+
+def frame(objs, masks=True, embeddings=False) -> Detections:
+    """Detections of ``objs``; masks are ellipses inscribed in the boxes, clipped to the canvas."""
+    boxes = np.array([o["box"] for o in objs], np.float32).reshape(-1, 4)
+    mask = None
+    if masks:
+        yy, xx = np.mgrid[:H, :W] + 0.5
+        c, r = (boxes[:, None, None, :2] + boxes[:, None, None, 2:]) / 2, (boxes[:, None, None, 2:] - boxes[:, None, None, :2]) / 2
+        mask = ((xx - c[..., 0]) / r[..., 0]) ** 2 + ((yy - c[..., 1]) / r[..., 1]) ** 2 <= 1
+    data = {"gt": np.array([o["gt"] for o in objs], np.int64)}
+    if embeddings:
+        data["embedding"] = EMB[data["gt"]] + 0.05
+    return Detections(boxes, [o["score"] for o in objs], [o["cls"] for o in objs], mask=mask, data=data)
+
+
+def run(frames, tracker=None, masks=True, embeddings=False, **config):
+    """Track the scripted ``frames`` (lists of objs); returns one {gt: tracker_id} dict per frame."""
+    tracker = tracker or Tracker(TrackerConfig(**config), fps=30.0)
+    out = []
+    for i, objs in enumerate(frames):
+        result = tracker.update(frame(objs, masks, embeddings), i)
+        assert result.tracker_id is not None and len(result.tracker_id) == len(result)
+        out.append(dict(zip(result.data["gt"].tolist(), result.tracker_id.tolist())))
+    return out
+
+
+def ids_of(out, gt):
+    return {f[gt] for f in out if gt in f}
+
+
+both = pytest.mark.parametrize("masks", [True, False], ids=["masks", "boxes"])
+
+
+@both
+@pytest.mark.parametrize("occlude", [False, True], ids=["visible", "occluded"])
+@pytest.mark.parametrize("embeddings", [False, True], ids=["motion", "embedding"])
+def test_crossing_objects_keep_their_ids(masks, occlude, embeddings):
+    # Opposite directions, 2 px apart vertically, 5 px/frame: without motion prediction ids swap.
+    frames = []
+    for i in range(20):
+        a, b = obj(0, 2 + 5 * i, 20), obj(1, 80 - 5 * i, 22)
+        overlapping = abs(a["box"][0] - b["box"][0]) < 14
+        frames.append([a] if occlude and overlapping else [a, b])
+    assert sum(len(f) == 1 for f in frames) == (3 if occlude else 0)
+    out = run(frames, masks=masks, embeddings=embeddings)
+    assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2}
+    assert out[-1] == {0: 1, 1: 2}
+
+
+@both
+@pytest.mark.parametrize("reid", [True, False], ids=["reid", "motion-only"])
+def test_occluded_object_keeps_its_id(masks, reid):
+    frames = [[obj(0, 5 + 3 * i, 25)] if not 8 <= i < 14 else [] for i in range(24)]
+    out = run(frames, masks=masks, reid_max_cost=0.5 if reid else -1.0)  # -1: re-identification off
+    assert all(out[i] == {} for i in range(8, 14))
+    assert ids_of(out, 0) == {1} and out[-1] == {0: 1}
+
+
+@both
+def test_hot_start_reports_from_confirmation_without_back_fill(masks):
+    out = run([[obj(0, 30, 20)]] * 5, masks=masks, min_hits=3)
+    assert out == [{}, {}, {0: 1}, {0: 1}, {0: 1}]
+    assert run([[obj(0, 30, 20)]] * 2, masks=masks, min_hits=1) == [{0: 1}, {0: 1}]
+
+
+@both
+def test_short_false_positives_create_no_track(masks):
+    frames = [[obj(0, 10, 10)] for _ in range(12)]
+    frames[4] = frames[4] + [obj(1, 60, 40)]  # one frame
+    frames[7] = frames[7] + [obj(2, 60, 40)]  # two frames, then a gap, then one again
+    frames[8] = frames[8] + [obj(2, 60, 40)]
+    frames[10] = frames[10] + [obj(2, 60, 40)]
+    tracker = Tracker()
+    out = run(frames, tracker=tracker, masks=masks)
+    assert ids_of(out, 1) == set() and ids_of(out, 2) == set()
+    assert ids_of(out, 0) == {1}
+    assert [t.state for t in tracker.tracks] == [TrackState.CONFIRMED]  # the tentative one missed frame 11
+
+
+def _leave_and_return(gap):
+    """Object 0 walks right out of the canvas, is gone ``gap`` frames, walks back in from the right;
+    object 1 (a distractor) stands still the whole time."""
+    still = obj(1, 10, 40)
+    frames = [[obj(0, 40 + 4 * i, 10), still] for i in range(10)]  # last box x in [76, 90]
+    frames += [[still] for _ in range(gap)]
+    frames += [[obj(0, 82 - 4 * i, 12), still] for i in range(8)]
+    return frames
+
+
+@both
+def test_reentry_within_buffer_keeps_id(masks):
+    out = run(_leave_and_return(gap=12), masks=masks, embeddings=True)
+    assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2}
+
+
+@both
+def test_reentry_after_buffer_gets_new_id(masks):
+    out = run(_leave_and_return(gap=40), masks=masks, embeddings=True, lost_track_buffer_s=1.0)
+    assert ids_of(out, 1) == {2}
+    assert ids_of(out, 0) == {1, 3} and out[-1][0] == 3
+
+
+def test_reid_rejects_a_different_embedding():
+    frames = [[obj(0, 40, 20)] for _ in range(6)] + [[] for _ in range(3)]
+    frames += [[obj(3, 44, 20)] for _ in range(6)]  # a different object where the lost one was
+    out = run(frames, embeddings=True, min_match_iou=0.99)  # only re-identification may re-find
+    assert ids_of(out, 0) == {1} and ids_of(out, 3) == {2}
+
+
+@both
+def test_low_score_detections_continue_but_never_start_tracks(masks):
+    frames = [[obj(0, 10 + 2 * i, 10, score=0.9 if i < 5 else 0.3), obj(1, 60, 40, score=0.3)] for i in range(12)]
+    out = run(frames, masks=masks)
+    assert all(f.get(0) == 1 for f in out[2:])  # frames 5.. carry score 0.3: second pass
+    assert ids_of(out, 1) == set()
+
+
+def test_low_score_detection_does_not_steal_a_distant_track():
+    frames = [[obj(0, 10, 10)] for _ in range(5)] + [[obj(1, 60, 40, score=0.3)] for _ in range(3)]
+    out = run(frames)
+    assert out[5:] == [{}, {}, {}]
+
+
+def test_two_trackers_do_not_share_ids():
+    a, b = Tracker(), Tracker()
+    two = [[obj(0, 10, 10), obj(1, 60, 40)]] * 4
+    one = [[obj(0, 30, 20)]] * 4
+    out_a, out_b = [], []
+    for i in range(4):  # interleaved
+        out_a.append(a.update(frame(two[i]), i).tracker_id.tolist())
+        out_b.append(b.update(frame(one[i]), i).tracker_id.tolist())
+    assert out_a[-1] == [1, 2] and out_b[-1] == [1]
+
+
+def test_reset_restarts_ids_and_frames():
+    tracker = Tracker()
+    first = run([[obj(0, 10, 10), obj(1, 60, 40)]] * 4, tracker=tracker)
+    assert first[-1] == {0: 1, 1: 2}
+    with pytest.raises(InputError, match="frame_index must increase"):
+        tracker.update(frame([]), 2)
+    tracker.reset()
+    assert tracker.tracks == ()
+    assert run([[obj(1, 60, 40)]] * 4, tracker=tracker)[-1] == {1: 1}
+
+
+@both
+def test_class_ids_never_mix(masks):
+    # Two classes at the same place both get tracks; a class change at one place is a new track.
+    frames = [[obj(0, 30, 20, cls=0), obj(1, 30, 20, cls=1)] for _ in range(5)]
+    frames += [[obj(2, 30, 20, cls=2)] for _ in range(5)]
+    tracker = Tracker()
+    out = run(frames, tracker=tracker, masks=masks)
+    assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2} and ids_of(out, 2) == {3}
+    assert sorted((t.class_id, t.state) for t in tracker.tracks) == [
+        (0, TrackState.LOST), (1, TrackState.LOST), (2, TrackState.CONFIRMED)]
+
+
+def test_empty_frames_and_everything_lost():
+    tracker = Tracker()
+    assert len(tracker.update(Detections.empty(), 0)) == 0
+    empty_with_masks = tracker.update(Detections.empty(H, W), 1)
+    assert len(empty_with_masks) == 0 and empty_with_masks.tracker_id.shape == (0,)
+    frames = [[]] * 2 + [[obj(0, 10, 10), obj(1, 60, 40)]] * 4 + [[]] * 3 + [[obj(0, 10, 10), obj(1, 60, 40)]] * 2
+    out = run(frames)
+    assert out[5] == {0: 1, 1: 2} and out[6:9] == [{}, {}, {}] and out[-1] == {0: 1, 1: 2}
+
+
+def test_same_input_gives_same_ids_and_rows_carry_through():
+    rng = np.random.default_rng(1)
+    frames = [[obj(k, *rng.uniform(0, 70, 2), score=rng.uniform(0.05, 1)) for k in range(6)] for _ in range(15)]
+    first, second = run(frames), run(frames)
+    assert first == second
+    det = frame(frames[3])
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    result = tracker.update(det, 0)
+    keep = result.data["gt"]  # reported rows are input rows, untouched and in input order
+    np.testing.assert_array_equal(result.xyxy, det.xyxy[keep])
+    np.testing.assert_array_equal(result.mask, det.mask[keep])
+    assert list(keep) == sorted(keep)
+
+
+def test_frame_gaps_and_fps_buffer():
+    assert Tracker(fps=10.0).lost_buffer_frames == 10
+    assert Tracker(TrackerConfig(lost_track_buffer_s=0.5), fps=29.97).lost_buffer_frames == 15
+    tracker = Tracker()
+    ids = [tracker.update(frame([obj(0, 5 + 2 * i, 20)]), i * 2).tracker_id.tolist() for i in range(6)]
+    assert ids[2:] == [[1]] * 4  # every other frame: velocity per frame, ids stable
+
+
+@pytest.mark.parametrize("bad", [dict(low_score_threshold=0.6), dict(new_track_threshold=0.3), dict(min_hits=0)])
+def test_bad_config_is_an_input_error(bad):
+    with pytest.raises(InputError):
+        TrackerConfig(**bad)
