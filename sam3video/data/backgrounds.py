@@ -37,10 +37,11 @@ def background_colours(
 
 
 def _coords(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) pixel coordinate along a random direction."""
+    """(H, W) float32 pixel coordinate along a random direction."""
     theta = rng.uniform(0.0, np.pi)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    return xs * np.float32(np.cos(theta)) + ys * np.float32(np.sin(theta))
+    xs = np.arange(width, dtype=np.float32) * np.float32(np.cos(theta))
+    ys = np.arange(height, dtype=np.float32) * np.float32(np.sin(theta))
+    return ys[:, None] + xs[None, :]
 
 
 def _flat(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,8 +71,9 @@ def _stripes(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
 def _checker(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     cell = int(rng.integers(8, 41))
     oy, ox = rng.integers(0, cell, size=2)
-    ys, xs = np.mgrid[0:height, 0:width]
-    return (((ys + oy) // cell + (xs + ox) // cell) % 2).astype(np.float32)
+    rows = (np.arange(height) + oy) // cell
+    cols = (np.arange(width) + ox) // cell
+    return ((rows[:, None] + cols[None, :]) % 2).astype(np.float32)
 
 
 _PATTERNS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
@@ -90,5 +92,8 @@ def make_background(
     if kind not in _PATTERNS:
         raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
     first, second = background_colours(rng, contrast)
-    mix = _PATTERNS[kind](height, width, rng)[..., None]
-    return first * (1.0 - mix) + second * mix
+    mix = _PATTERNS[kind](height, width, rng)
+    out = np.empty((height, width, 3), np.float32)
+    for channel in range(3):  # per channel: much faster than broadcasting over a trailing axis of 3
+        out[..., channel] = first[channel] + (second[channel] - first[channel]) * mix
+    return out

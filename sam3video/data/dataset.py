@@ -194,8 +194,10 @@ def load_clip(clip_dir: str | os.PathLike) -> Clip:
 
 def read_mot(path: str | os.PathLike) -> np.ndarray:
     """(N, 9) float64 rows of a MOTChallenge text file (empty file -> (0, 9))."""
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
-    return rows.reshape(-1, 9) if rows.size else np.zeros((0, 9))
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        return np.zeros((0, 9))
+    return np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]).reshape(-1, 9)
 
 
 def read_mots(path: str | os.PathLike) -> dict[int, dict[int, np.ndarray]]:

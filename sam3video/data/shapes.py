@@ -1,8 +1,9 @@
 """Shape outlines and their rasterisation.
 
 An outline is a (K, 2) float array of (x, y) pixel vertices. Rasterisation uses ``cv2.fillPoly`` with
-sub-pixel vertices (4 fractional bits) and no anti-aliasing, so masks have hard, reproducible edges;
-parts outside the image are clipped.
+sub-pixel vertices (4 fractional bits) and no anti-aliasing, so masks have hard, reproducible edges.
+A polygon is rasterised on its own canvas and then cropped to the image (cv2's own clipping can move
+edge pixels near the border), so a partly visible object shows exactly the crop of its whole raster.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def fill(canvas: np.ndarray, vertices: np.ndarray, value: int) -> None:
 
 
 def rasterize(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) bool mask of one polygon on its own, clipped to the image."""
-    canvas = np.zeros((height, width), np.uint8)
-    fill(canvas, vertices, 1)
-    return canvas.astype(bool)
+    """(H, W) bool mask of one polygon on its own: the crop of its unclipped ``raster`` to the image."""
+    mask = np.zeros((height, width), bool)
+    paste(mask, *raster(vertices), True)
+    return mask
 
 
 def pixel_bounds(vertices: np.ndarray) -> tuple[int, int, int, int]:
@@ -87,9 +88,23 @@ def pixel_bounds(vertices: np.ndarray) -> tuple[int, int, int, int]:
     return int(low[0]), int(low[1]), int(high[0]), int(high[1])
 
 
-def pixel_count(vertices: np.ndarray) -> int:
-    """Pixels the polygon covers on an unbounded image (its unoccluded, unclipped area in pixels)."""
+def raster(vertices: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The polygon rasterised on its own canvas, never clipped: ``(x0, y0, mask)`` where ``mask``
+    (h, w) bool covers pixels x0..x0 + w - 1, y0..y0 + h - 1 (which may lie outside any image).
+    Rasterisation is exact under integer translation, so a frame shows the crop of this mask."""
     x0, y0, x1, y1 = pixel_bounds(vertices)
     canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
     fill(canvas, vertices - np.array([x0, y0], np.float64), 1)
-    return int(np.count_nonzero(canvas))
+    return x0, y0, canvas.astype(bool)
+
+
+def paste(target: np.ndarray, x0: int, y0: int, mask: np.ndarray, value: int | bool) -> None:
+    """Set ``target`` (H, W) to ``value`` where ``mask`` (placed with its top-left at x0, y0) is True;
+    the parts of ``mask`` outside ``target`` are dropped (in place)."""
+    height, width = target.shape[:2]
+    fx0, fy0 = max(x0, 0), max(y0, 0)
+    fx1, fy1 = min(x0 + mask.shape[1], width), min(y0 + mask.shape[0], height)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return
+    crop = mask[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    target[fy0:fy1, fx0:fx1][crop] = value

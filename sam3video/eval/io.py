@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,30 +82,35 @@ class TrackTable:
         return [slice(int(bounds[t]), int(bounds[t + 1])) for t in range(num_frames)]
 
 
-def _where(path: Path, lineno: int, line: str) -> str:
+def _bad_line(path: Path, lineno: int, line: str, problem: str) -> InputError:
+    """``InputError("<path>:<line>: <problem> (line: '<text>')")``."""
     text = line.strip()
-    return f"{path}:{lineno}: " + "{}" + f" (line: {text[:80]!r}{'...' if len(text) > 80 else ''})"
+    shown = repr(text[:80]) + ("..." if len(text) > 80 else "")
+    return InputError(f"{path}:{lineno}: {problem} (line: {shown})")
 
 
-def _content_lines(path: Path) -> list[tuple[int, str]]:
-    """The non-blank lines of ``path`` with their 1-based numbers."""
+def _content_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` with their 1-based numbers, read lazily."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield lineno, line
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read it as text ({err})") from None
-    return [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def detect_kind(path: str | Path) -> str | None:
     """``"mots"`` if the first line ends in a non-numeric RLE field, ``"mot"`` if not, None if empty."""
-    lines = _content_lines(Path(path))
-    if not lines:
+    first = next(_content_lines(Path(path)), None)
+    if first is None:
         return None
-    fields = lines[0][1].split()
-    if len(fields) == MOTS_FIELDS and "," not in lines[0][1] and not _is_number(fields[-1]):
+    line = first[1]
+    fields = line.split()
+    if len(fields) == MOTS_FIELDS and "," not in line and not _is_number(fields[-1]):
         return "mots"
     return "mot"
 
@@ -137,37 +143,39 @@ def _sorted_table(**columns) -> TrackTable:
     return TrackTable(**columns)
 
 
+def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
+    """``[frame, id, x, y, w, h, conf, class]`` of one MOT line (conf 1 and class -1 when absent)."""
+    def bad(problem: str) -> InputError:
+        return _bad_line(path, lineno, line, problem)
+
+    fields = _MOT_SPLIT.split(line.strip())
+    if fields[-1] == "":  # a trailing comma
+        fields = fields[:-1]
+    if len(fields) < MOT_MIN_FIELDS:
+        raise bad(f"expected at least {MOT_MIN_FIELDS} fields frame,id,x,y,w,h, got {len(fields)}")
+    not_numbers = [f for f in fields if not _is_number(f)]
+    if not_numbers:
+        raise bad(f"field {not_numbers[0]!r} is not a number")
+    values = [float(f) for f in fields]
+    frame, track_id, _, _, w, h = values[:MOT_MIN_FIELDS]
+    if not all(math.isfinite(v) for v in values[:MOT_MIN_FIELDS]):
+        raise bad("frame, id and box must be finite numbers")
+    if frame != int(frame) or frame < 1:
+        raise bad(f"frame must be an integer >= 1 (frames are 1-based), got {fields[0]}")
+    if track_id != int(track_id) or track_id < 0:
+        raise bad(f"id must be an integer >= 0, got {fields[1]}")
+    if w < 0 or h < 0:
+        raise bad(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}")
+    extra = values[MOT_MIN_FIELDS:MOT_MIN_FIELDS + 2]
+    return values[:MOT_MIN_FIELDS] + extra + [1.0, -1.0][len(extra):]
+
+
 def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
     """Read a MOTChallenge box file; with ``is_gt`` rows whose ``conf`` field is 0 are dropped."""
     path = Path(path)
-    rows, linenos = [], []
-    for lineno, line in _content_lines(path):
-        where = _where(path, lineno, line)
-        fields = _MOT_SPLIT.split(line.strip())
-        if fields and fields[-1] == "":  # a trailing comma
-            fields = fields[:-1]
-        if len(fields) < MOT_MIN_FIELDS:
-            raise InputError(where.format(f"expected at least {MOT_MIN_FIELDS} fields "
-                                          f"frame,id,x,y,w,h, got {len(fields)}"))
-        try:
-            values = [float(f) for f in fields]
-        except ValueError:
-            bad = next(f for f in fields if not _is_number(f))
-            raise InputError(where.format(f"field {bad!r} is not a number")) from None
-        frame, track_id, x, y, w, h = values[:MOT_MIN_FIELDS]
-        if not all(math.isfinite(v) for v in values[:MOT_MIN_FIELDS]):
-            raise InputError(where.format("frame, id and box must be finite numbers"))
-        if frame != int(frame) or frame < 1:
-            raise InputError(where.format(f"frame must be an integer >= 1 (frames are 1-based), got {fields[0]}"))
-        if track_id != int(track_id) or track_id < 0:
-            raise InputError(where.format(f"id must be an integer >= 0, got {fields[1]}"))
-        if w < 0 or h < 0:
-            raise InputError(where.format(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}"))
-        rows.append(values[:MOT_MIN_FIELDS] + [values[6] if len(values) > 6 else 1.0,
-                                              values[7] if len(values) > 7 else -1.0])
-        linenos.append(lineno)
-    table = np.asarray(rows, np.float64).reshape(-1, MOT_MIN_FIELDS + 2)
-    lines = np.asarray(linenos, np.int64)
+    parsed = [(lineno, _parse_mot_line(path, lineno, line)) for lineno, line in _content_lines(path)]
+    table = np.asarray([values for _, values in parsed], np.float64).reshape(-1, MOT_MIN_FIELDS + 2)
+    lines = np.asarray([lineno for lineno, _ in parsed], np.int64)
     if is_gt:
         keep = table[:, MOT_CONF_COLUMN] != 0
         table, lines = table[keep], lines[keep]
@@ -179,20 +187,23 @@ def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
 
 
 def _parse_mots_line(path: Path, lineno: int, line: str) -> tuple[int, int, int, int, int, str]:
-    where = _where(path, lineno, line)
+    """``(frame, id, class_id, h, w, rle)`` of one MOTS line."""
+    def bad(problem: str) -> InputError:
+        return _bad_line(path, lineno, line, problem)
+
     fields = line.split()
     if len(fields) != MOTS_FIELDS:
-        raise InputError(where.format(f"expected {MOTS_FIELDS} fields 'frame id class_id h w rle', got {len(fields)}"))
+        raise bad(f"expected {MOTS_FIELDS} fields 'frame id class_id h w rle', got {len(fields)}")
     try:
         frame, track_id, class_id, h, w = (int(f) for f in fields[:5])
     except ValueError:
-        raise InputError(where.format("frame, id, class_id, h and w must be integers")) from None
+        raise bad("frame, id, class_id, h and w must be integers") from None
     if frame < 1:
-        raise InputError(where.format(f"frame must be >= 1 (frames are 1-based), got {frame}"))
+        raise bad(f"frame must be >= 1 (frames are 1-based), got {frame}")
     if track_id < 0 or h <= 0 or w <= 0:
-        raise InputError(where.format("id must be >= 0, and h and w > 0"))
+        raise bad("id must be >= 0, and h and w > 0")
     if not set(fields[5]) <= RLE_CHARS:
-        raise InputError(where.format("the mask is not a compressed RLE string (characters '0'..'o')"))
+        raise bad("the mask is not a compressed RLE string (characters '0'..'o')")
     return frame, track_id, class_id, h, w, fields[5]
 
 
@@ -208,11 +219,10 @@ def read_mots(path: str | Path, *, allow_overlap: bool = False) -> TrackTable:
         if size is None:
             size = (h, w)
         elif (h, w) != size:
-            raise InputError(_where(path, lineno, line).format(
-                f"mask size {h}x{w} differs from {size[0]}x{size[1]} on earlier lines"))
+            raise _bad_line(path, lineno, line, f"mask size {h}x{w} differs from {size[0]}x{size[1]} above")
         rle = {"size": [h, w], "counts": counts.encode("ascii")}
         if mask_utils.area(rle) > h * w:
-            raise InputError(_where(path, lineno, line).format(f"the RLE covers more than {h}x{w} pixels"))
+            raise _bad_line(path, lineno, line, f"the RLE covers more than {h}x{w} pixels")
         frames.append(frame)
         ids.append(track_id)
         classes.append(class_id)
@@ -242,7 +252,9 @@ def _check_no_overlap(table: TrackTable) -> None:
                              f"(lines {lines}); MOTS masks of one frame must be disjoint")
 
 
-def read_tracks(path: str | Path, kind: str, *, is_gt: bool = False, allow_overlap: bool = False) -> TrackTable:
+def read_tracks(
+    path: str | Path, kind: str, *, is_gt: bool = False, allow_overlap: bool = False
+) -> TrackTable:
     """Read ``path`` as ``kind`` ("mot" or "mots")."""
     if kind == "mot":
         return read_mot(path, is_gt=is_gt)

@@ -135,7 +135,8 @@ def _contiguous(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]
 def sequence_data(gt: TrackTable, pred: TrackTable) -> dict:
     """TrackEval's per-sequence ``data`` dict for one ground-truth and one prediction table."""
     if gt.kind == "mots" and None not in (gt.image_size, pred.image_size) and gt.image_size != pred.image_size:
-        raise InputError(f"mask size {pred.image_size} in {pred.path} differs from {gt.image_size} in {gt.path}")
+        raise InputError(f"mask size {pred.image_size} in {pred.path} differs from {gt.image_size} "
+                         f"in {gt.path}")
     num_timesteps = max(gt.num_frames, pred.num_frames)
     is_ignore = gt.class_ids == MOTS_IGNORE_CLASS if gt.kind == "mots" else np.zeros(len(gt), bool)
     regions, gt = gt.select(is_ignore), gt.select(~is_ignore)
@@ -160,7 +161,7 @@ def sequence_data(gt: TrackTable, pred: TrackTable) -> dict:
     }
 
 
-def _summarise(name: str, raw: dict, pair: SequencePair | None = None) -> SequenceResult:
+def _summarise(name: str, raw: dict, alphas: np.ndarray, pair: SequencePair | None = None) -> SequenceResult:
     """TrackEval's raw results -> flat metrics (alpha arrays averaged, as TrackEval's summaries do)."""
     hota, values = raw["HOTA"], {}
     for key in HOTA_KEYS:
@@ -168,7 +169,7 @@ def _summarise(name: str, raw: dict, pair: SequencePair | None = None) -> Sequen
     for metric, keys in (("CLEAR", CLEAR_KEYS), ("Identity", IDENTITY_KEYS), ("Count", COUNT_KEYS)):
         for key in keys:
             values[key] = int(raw[metric][key]) if key in INTEGER_KEYS else float(raw[metric][key])
-    by_alpha = {"alpha": [round(float(a), 2) for a in np.arange(0.05, 0.99, 0.05)]}
+    by_alpha = {"alpha": [round(float(a), 2) for a in alphas]}
     by_alpha.update({k: [float(v) for v in hota[k]] for k in ("HOTA", "DetA", "AssA", "LocA")})
     return SequenceResult(name, values, by_alpha, None if pair is None else str(pair.gt),
                           None if pair is None else str(pair.pred))
@@ -194,6 +195,7 @@ def evaluate_pairs(pairs: list[SequencePair], kind: str, *, iou_threshold: float
                    allow_mask_overlap: bool = False) -> EvalResult:
     """Evaluate paired files of one ``kind`` ("mot" or "mots") with TrackEval."""
     metrics = _metric_objects(iou_threshold)
+    alphas = metrics["HOTA"].array_labels
     raw: dict[str, dict] = {name: {} for name in metrics}
     results = []
     for pair in pairs:
@@ -203,9 +205,9 @@ def evaluate_pairs(pairs: list[SequencePair], kind: str, *, iou_threshold: float
         per_seq = {name: m.eval_sequence(data) for name, m in metrics.items()}
         for name in metrics:
             raw[name][pair.name] = per_seq[name]
-        results.append(_summarise(pair.name, per_seq, pair))
+        results.append(_summarise(pair.name, per_seq, alphas, pair))
     combined = {name: m.combine_sequences(raw[name]) for name, m in metrics.items()}
-    return EvalResult(kind, tuple(results), _summarise(COMBINED, combined), LIBRARY,
+    return EvalResult(kind, tuple(results), _summarise(COMBINED, combined, alphas), LIBRARY,
                       metadata.version(LIBRARY), iou_threshold)
 
 

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -70,7 +71,8 @@ def annotate(
 
     Colour per track id (``color_for``), or per ``class_id + 1`` when untracked. A mask pixel becomes
     ``(1 - mask_alpha) * pixel + mask_alpha * colour``; masks are blended in detection order.
-    ``class_names[class_id]`` names the prompt (the id itself if missing). The input is not modified.
+    Labels are drawn after all boxes, least confident first. ``class_names[class_id]`` names the prompt
+    (the id itself if missing). The input is not modified.
     """
     frame = np.array(frame_rgb, dtype=np.uint8, order="C", copy=True)
     if frame.ndim != 3 or frame.shape[2] != 3:
@@ -83,10 +85,12 @@ def annotate(
         for mask, color in zip(detections.mask, colors):
             blended = (1.0 - mask_alpha) * frame[mask] + mask_alpha * np.asarray(color, np.float32)
             frame[mask] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    for i, color in enumerate(colors):
-        x0, y0, x1, y1 = (int(round(float(v))) for v in detections.xyxy[i])
-        cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), color, box_thickness)
-        _draw_label(frame, _label(detections, i, class_names), x0, y0, color, font_scale, text_thickness)
+    corners = np.rint(detections.xyxy).astype(int)
+    for (x0, y0, x1, y1), color in zip(corners, colors):
+        cv2.rectangle(frame, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), color, box_thickness)
+    for i in np.argsort(detections.confidence, kind="stable"):  # the most confident label ends on top
+        x0, y0 = int(corners[i, 0]), int(corners[i, 1])
+        _draw_label(frame, _label(detections, i, class_names), x0, y0, colors[i], font_scale, text_thickness)
     return frame
 
 
@@ -99,14 +103,12 @@ def _as_fraction(fps: float | Fraction) -> Fraction:
 
 def _pick_codec(codec: str | None) -> str:
     """``codec`` if given, else libx264 when this PyAV/FFmpeg build can encode it, else mpeg4."""
-    import av
-
     if codec is not None:
         return codec
     try:
         av.codec.Codec("libx264", "w")
         return "libx264"
-    except Exception:  # av.codec.codec.UnknownCodecError; its location differs across PyAV versions
+    except ValueError:  # UnknownCodecError (a ValueError): FFmpeg built without libx264
         return "mpeg4"
 
 
@@ -120,7 +122,9 @@ class OverlayWriter:
     ``fps`` (float or Fraction) is stored as a Fraction (30000/1001 stays NTSC). yuv420p needs even
     sizes: an odd width or height is padded by repeating the last column/row, so the video is
     ``output_size`` = (width rounded up to even, height rounded up to even). ``codec`` None picks
-    libx264 (``crf`` quality) and falls back to mpeg4 (``mpeg4_bit_rate``) when libx264 is missing.
+    libx264 (``crf`` quality) and falls back to mpeg4 (``mpeg4_bit_rate``) when libx264 is missing;
+    after ``__enter__`` ``codec`` is the encoder in use. ``container_format`` is the FFmpeg muxer
+    (given explicitly because the temporary file's name has no usable suffix).
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class OverlayWriter:
         height: int,
         *,
         codec: str | None = None,
+        container_format: str = "mp4",
         crf: int = 20,
         mpeg4_bit_rate: int = 8_000_000,
     ) -> None:
@@ -141,18 +146,17 @@ class OverlayWriter:
         self.width, self.height = int(width), int(height)
         self.output_size = (self.width + self.width % 2, self.height + self.height % 2)
         self.codec, self.crf, self.mpeg4_bit_rate = codec, crf, mpeg4_bit_rate
+        self.container_format = container_format
         self.num_frames = 0
         self._stack: ExitStack | None = None
         self._container = self._stream = None
 
     def __enter__(self) -> "OverlayWriter":
-        import av
-
         self._stack = ExitStack()
         temp = self._stack.enter_context(atomic_path(self.path))
         codec = _pick_codec(self.codec)
         try:
-            self._container = av.open(str(temp), mode="w", format=self.path.suffix.lstrip(".") or "mp4")
+            self._container = av.open(str(temp), mode="w", format=self.container_format)
             stream = self._container.add_stream(codec, rate=self.rate)
             stream.width, stream.height = self.output_size
             stream.pix_fmt = "yuv420p"
@@ -163,18 +167,17 @@ class OverlayWriter:
         except BaseException as error:
             self._finish(error)
             raise
-        self._stream, self.codec = stream, codec
+        self._stream, self.codec = stream, codec  # self.codec: the encoder actually used
         return self
 
     def write(self, frame_rgb: np.ndarray) -> None:
         """Encode one (height, width, 3) uint8 RGB frame."""
-        import av
-
         if self._stream is None:
             raise RuntimeError("OverlayWriter.write called outside its with-block")
         frame = np.asarray(frame_rgb)
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+            expected = (self.height, self.width, 3)
+            raise ValueError(f"expected a {expected} uint8 frame, got {frame.shape} {frame.dtype}")
         pad_y, pad_x = self.output_size[1] - self.height, self.output_size[0] - self.width
         if pad_x or pad_y:
             frame = np.pad(frame, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")

@@ -1,4 +1,4 @@
-"""Frame loading: video files, image folders, numpy arrays and frame iterables -> a lazy stream of ``Frame``.
+"""Frame loading: video files, image folders, numpy arrays, frame iterables -> a lazy stream of Frame.
 
 Conventions: images are (H, W, 3) uint8 RGB; timestamps are presentation times in seconds from the
 start of the stream, so variable frame rate videos keep their timing; fps is a float (29.97 stays
@@ -9,15 +9,16 @@ that can open the file); nothing holds the whole video in memory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import importlib
 import importlib.util
 import itertools
 import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -27,6 +28,7 @@ from sam3video.errors import InputError
 
 BACKENDS = ("decord", "pyav", "opencv")  # "auto" tries them in this order
 _BACKEND_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2"}
+_BACKEND_PACKAGES = {"decord": "decord", "pyav": "av", "opencv": "opencv-python-headless"}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DEFAULT_SOURCE_FPS = 30.0  # frame rate assumed for arrays, iterables and folders
 MAX_WINDOW_SECONDS = 30.0  # clips are processed in windows of at most this length
@@ -34,6 +36,7 @@ TIME_TOLERANCE = 1e-3  # seconds; Matroska/WebM store millisecond timestamps
 
 VideoSource = Union[str, os.PathLike, np.ndarray, Iterable[Any]]
 _Stamp = tuple[int, float, Callable[[], np.ndarray]]  # (source_index, timestamp, lazy RGB image)
+_Opened = tuple["VideoInfo", Callable[[], Iterator[_Stamp]]]  # info, and a fresh stamp stream per call
 _EMPTY = object()
 
 
@@ -50,9 +53,9 @@ class VideoInfo:
     duration: float | None  # seconds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
-    """One output frame."""
+    """One output frame (compared by identity: it holds an image)."""
 
     index: int  # 0-based position in the output stream (after start and fps subsampling)
     source_index: int  # 0-based position in the source
@@ -81,15 +84,19 @@ class Sampling:
         if self.fps is not None and not self.fps > 0:
             raise InputError(f"fps must be > 0, got {self.fps}")
         if not 0 < self.window_seconds <= MAX_WINDOW_SECONDS:
-            raise InputError(f"window_seconds must be in (0, {MAX_WINDOW_SECONDS:g}], got {self.window_seconds}")
+            limit = f"(0, {MAX_WINDOW_SECONDS:g}]"
+            raise InputError(f"window_seconds must be in {limit}, got {self.window_seconds}")
         if self.start is not None and not self.start >= 0:
             raise InputError(f"start must be >= 0 seconds, got {self.start}")
         if self.end is not None and not self.end > (self.start or 0.0):
             raise InputError(f"start ({self.start or 0.0:g} s) must be before end ({self.end:g} s)")
 
 
-def sample(stamps: Iterable[tuple[int, float, Any]], sampling: Sampling, source: str = "video") -> Iterator[tuple[int, int, float, int, Any]]:
-    """``(source_index, timestamp, payload)`` in presentation order -> kept ``(index, source_index, timestamp, window, payload)``.
+def sample(
+    stamps: Iterable[tuple[int, float, Any]], sampling: Sampling, source: str = "video"
+) -> Iterator[tuple[int, int, float, int, Any]]:
+    """Select frames: ``(source_index, timestamp, payload)`` in presentation order -> the kept ones
+    as ``(index, source_index, timestamp, window, payload)``.
 
     Lazy: it yields each kept frame before reading the next one. Raises InputError if nothing is kept.
     """
@@ -111,7 +118,8 @@ def sample(stamps: Iterable[tuple[int, float, Any]], sampling: Sampling, source:
     if count == 0 and last_t is None:
         raise InputError(f"{source}: no frames could be decoded")
     if count == 0:
-        raise InputError(f"{source}: no frame between start={sampling.start} s and end={sampling.end} s (last frame at {last_t:.3f} s)")
+        span = f"start={sampling.start} s and end={sampling.end} s"
+        raise InputError(f"{source}: no frame between {span} (last frame at {last_t:.3f} s)")
 
 
 def iter_windows(frames: Iterable[Frame]) -> Iterator[tuple[int, Iterator[Frame]]]:
@@ -133,17 +141,18 @@ class VideoReader:
 
     info: VideoInfo
     sampling: Sampling
-    num_output_frames: int | None  # expected output frames (exact for constant frame rate), None if unknown
-    _stamps: Callable[[], Iterator[_Stamp]]
+    num_output_frames: int | None  # expected (exact for constant frame rate); None if unknown
+    _stamps: Callable[[], Iterator[_Stamp]] = field(repr=False)
 
     def __iter__(self) -> Iterator[Frame]:
-        for index, source_index, t, window, read in sample(self._stamps(), self.sampling, self.info.source):
+        kept = sample(self._stamps(), self.sampling, self.info.source)
+        for index, source_index, t, window, read in kept:
             yield Frame(index, source_index, float(t), read(), window)
 
 
 def available_backends() -> tuple[str, ...]:
     """The video backends that are installed, in the order ``backend="auto"`` tries them."""
-    return tuple(name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]) is not None)
+    return tuple(name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]))
 
 
 def open_video(
@@ -183,9 +192,11 @@ def open_video(
     elif isinstance(source, Iterable):
         info, stamps = _open_iterable(source, rate)
     else:
-        raise InputError(f"cannot read video from a {type(source).__name__}; give a path, an array or an iterable of frames")
+        kind = type(source).__name__
+        raise InputError(f"cannot read video from a {kind}; give a path, an array or frames")
     if sampling.start is not None and info.duration is not None and sampling.start >= info.duration:
-        raise InputError(f"start={sampling.start:g} s is beyond the end of {info.source} ({info.duration:.3f} s)")
+        where = f"{info.source} ({info.duration:.3f} s)"
+        raise InputError(f"start={sampling.start:g} s is beyond the end of {where}")
     return VideoReader(info, sampling, _expected_output(info, sampling), stamps)
 
 
@@ -201,20 +212,26 @@ def _expected_output(info: VideoInfo, sampling: Sampling) -> int | None:
 
 
 def _check_image(image: Any, where: str, size: tuple[int, int] | None = None) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+    """``image`` if it is an (H, W, 3) uint8 array (of ``size`` (H, W) if given), else InputError."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{where}: expected an (H, W, 3) uint8 RGB image, got a {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        got = f"{image.dtype} array of shape {image.shape}"
         raise InputError(f"{where}: expected an (H, W, 3) uint8 RGB image, got a {got}")
     if size is not None and image.shape[:2] != size:
-        raise InputError(f"{where}: size {image.shape[1]}x{image.shape[0]} differs from the first frame's {size[1]}x{size[0]}")
+        got, want = f"{image.shape[1]}x{image.shape[0]}", f"{size[1]}x{size[0]}"
+        raise InputError(f"{where}: size {got} differs from the first frame's {want}")
     return image
 
 
 # ---- arrays, iterables, folders -------------------------------------------------------------------
 
 
-def _open_array(array: np.ndarray, fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+def _open_array(array: np.ndarray, fps: float) -> _Opened:
+    """Frames are views of ``array``, shown at ``i / fps``."""
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8 or array.shape[0] == 0:
-        raise InputError(f"expected a (T, H, W, 3) uint8 RGB array with T >= 1, got {array.dtype} {array.shape}")
+        got = f"{array.dtype} {array.shape}"
+        raise InputError(f"expected a (T, H, W, 3) uint8 RGB array with T >= 1, got {got}")
     t, h, w = array.shape[:3]
     info = VideoInfo("<array>", "array", fps, t, w, h, t / fps)
     return info, lambda: ((i, i / fps, functools.partial(array.__getitem__, i)) for i in range(t))
@@ -222,7 +239,7 @@ def _open_array(array: np.ndarray, fps: float) -> tuple[VideoInfo, Callable[[], 
 
 def _split_item(item: Any, i: int, fps: float) -> tuple[float, Any]:
     """An iterable's item: a frame (shown at ``i / fps``) or a ``(timestamp_seconds, frame)`` pair."""
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (int, float)):
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], numbers.Real):
         return float(item[0]), item[1]
     return i / fps, item
 
@@ -231,7 +248,8 @@ def _given(image: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: image
 
 
-def _open_iterable(frames: Iterable[Any], fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+def _open_iterable(frames: Iterable[Any], fps: float) -> _Opened:
+    """The first item is read now (for the frame size); the rest as the caller iterates."""
     num_frames = len(frames) if isinstance(frames, Sized) else None
     items = iter(frames)
     first = next(items, _EMPTY)
@@ -270,30 +288,36 @@ def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     return _check_image(array, str(path), size)
 
 
-def _open_folder(folder: str, fps: float) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+def _open_folder(folder: str, fps: float) -> _Opened:
+    """JPEG/PNG files of ``folder`` in natural order, shown at ``i / fps``; read one at a time."""
     paths = sorted(
         (p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
         key=lambda p: _natural_key(p.name),
     )
     if not paths:
         raise InputError(f"no JPEG or PNG images in folder {folder}")
-    first = _read_image(paths[0], None)
-    size = first.shape[:2]
+    size = _read_image(paths[0], None).shape[:2]
     info = VideoInfo(folder, "folder", fps, len(paths), size[1], size[0], len(paths) / fps)
-    return info, lambda: ((i, i / fps, functools.partial(_read_image, p, size)) for i, p in enumerate(paths))
+
+    def stamps() -> Iterator[_Stamp]:
+        for i, path in enumerate(paths):
+            yield i, i / fps, functools.partial(_read_image, path, size)
+
+    return info, stamps
 
 
 # ---- video files ----------------------------------------------------------------------------------
 
 
-def _open_file(path: str, backend: str) -> tuple[VideoInfo, Callable[[], Iterator[_Stamp]]]:
+def _open_file(path: str, backend: str) -> _Opened:
     """Probe ``path`` with the forced backend, or with each installed one in turn for "auto"."""
     installed = available_backends()
     if backend != "auto" and backend not in installed:
-        raise InputError(f"video backend {backend!r} is not installed (pip install {_BACKEND_MODULES[backend]}); installed: {', '.join(installed) or 'none'}")
+        hint = f"pip install {_BACKEND_PACKAGES[backend]}; installed: {', '.join(installed) or 'none'}"
+        raise InputError(f"video backend {backend!r} is not installed ({hint})")
     names = installed if backend == "auto" else (backend,)
     if not names:
-        raise InputError("no video backend installed: pip install av (or decord, opencv-python-headless)")
+        raise InputError("no video backend installed: pip install av (or opencv-python-headless)")
     errors = []
     for name in names:
         probe, stamps = _FILE_BACKENDS[name]
@@ -303,16 +327,17 @@ def _open_file(path: str, backend: str) -> tuple[VideoInfo, Callable[[], Iterato
             errors.append(str(error))
             continue
         return info, functools.partial(stamps, path, info.fps)
-    raise InputError(errors[0] if len(errors) == 1 else f"{errors[0]} (also tried: {'; '.join(errors[1:])})")
+    raise InputError(errors[0] if len(errors) == 1 else f"{errors[0]}; also: {'; '.join(errors[1:])}")
 
 
-def _info(path: str, backend: str, fps: float, num_frames: int | None, width: int, height: int, duration: float | None) -> VideoInfo:
+def _info(path: str, backend: str, fps: float, num_frames: int | None, size, duration=None) -> VideoInfo:
+    """VideoInfo from a backend's report, ``size`` (width, height); no rate: 30 fps, no count: None."""
     if not (fps > 0 and math.isfinite(fps)):
         fps = DEFAULT_SOURCE_FPS  # no usable rate in the container; timestamps still drive sampling
     num_frames = num_frames if num_frames and num_frames > 0 else None
     if duration is None and num_frames is not None:
         duration = num_frames / fps
-    return VideoInfo(path, backend, float(fps), num_frames, int(width), int(height), duration)
+    return VideoInfo(path, backend, float(fps), num_frames, int(size[0]), int(size[1]), duration)
 
 
 def _pyav_open(path: str):
@@ -321,7 +346,8 @@ def _pyav_open(path: str):
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise InputError(f"not a readable video: {path} ({error})") from None
+        reason = getattr(error, "strerror", None) or error
+        raise InputError(f"not a readable video: {path} ({reason})") from None
     if not container.streams.video:
         container.close()
         raise InputError(f"no video stream with frames in {path}")
@@ -329,82 +355,81 @@ def _pyav_open(path: str):
 
 
 def _pyav_probe(path: str) -> VideoInfo:
-    import av
-
+    """Container metadata, plus the first frame decoded to prove the stream is readable."""
     with _pyav_open(path) as container:
         stream = container.streams.video[0]
-        try:
-            first = next(container.decode(stream), None)
-        except av.error.FFmpegError as error:
-            raise InputError(f"cannot decode {path} ({error})") from None
+        first = next(_pyav_decode(path, container), None)
         if first is None:
             raise InputError(f"no decodable frames in {path}")
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate or 0
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
         else:
             duration = container.duration / 1e6 if container.duration else None
-        return _info(path, "pyav", float(rate or 0), stream.frames, first.width, first.height, duration)
+        height, width = first[2]().shape[:2]
+        return _info(path, "pyav", float(rate), stream.frames, (width, height), duration)
+
+
+def _pyav_decode(path: str, container, fps: float = DEFAULT_SOURCE_FPS) -> Iterator[_Stamp]:
+    import av
+
+    stream = container.streams.video[0]
+    offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    t = -1 / fps
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            t = frame.time - offset if frame.time is not None else t + 1 / fps  # from the stream start
+            yield i, t, functools.partial(frame.to_ndarray, format="rgb24")
+    except av.error.FFmpegError as error:
+        raise InputError(f"cannot decode {path} ({error})") from None
 
 
 def _pyav_stamps(path: str, fps: float) -> Iterator[_Stamp]:
-    import av
-
     with _pyav_open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        t = -1 / fps
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                t = frame.time - offset if frame.time is not None else t + 1 / fps
-                yield i, t, functools.partial(frame.to_ndarray, format="rgb24")
-        except av.error.FFmpegError as error:
-            raise InputError(f"cannot decode {path} ({error})") from None
+        container.streams.video[0].thread_type = "AUTO"
+        yield from _pyav_decode(path, container, fps)
 
 
-def _opencv_open(path: str):
+@contextlib.contextmanager
+def _opencv_capture(path: str) -> Iterator[Any]:
     import cv2
 
     capture = cv2.VideoCapture(path)
-    if not capture.isOpened():
+    try:
+        if not capture.isOpened():
+            raise InputError(f"not a readable video: {path} (OpenCV cannot open it)")
+        yield capture
+    finally:
         capture.release()
-        raise InputError(f"not a readable video: {path} (OpenCV cannot open it)")
-    return capture
 
 
 def _opencv_probe(path: str) -> VideoInfo:
     import cv2
 
-    capture = _opencv_open(path)
-    try:
+    with _opencv_capture(path) as capture:
         if not capture.grab():
             raise InputError(f"no decodable frames in {path}")
         get = capture.get
-        num_frames = int(get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = get(cv2.CAP_PROP_FPS)
-        return _info(path, "opencv", fps, num_frames, get(cv2.CAP_PROP_FRAME_WIDTH), get(cv2.CAP_PROP_FRAME_HEIGHT), None)
-    finally:
-        capture.release()
+        size = get(cv2.CAP_PROP_FRAME_WIDTH), get(cv2.CAP_PROP_FRAME_HEIGHT)
+        return _info(path, "opencv", get(cv2.CAP_PROP_FPS), int(get(cv2.CAP_PROP_FRAME_COUNT)), size)
 
 
 def _opencv_stamps(path: str, fps: float) -> Iterator[_Stamp]:
+    """Timestamps from CAP_PROP_POS_MSEC; skipped frames are grabbed, not converted; BGR -> RGB."""
     import cv2
 
-    def retrieve(capture, i: int) -> np.ndarray:  # valid until the next grab
-        ok, bgr = capture.retrieve()
-        if not ok:
-            raise InputError(f"cannot decode frame {i} of {path}")
-        return bgr
+    with _opencv_capture(path) as capture:
 
-    capture = _opencv_open(path)
-    try:
+        def retrieve(i: int) -> np.ndarray:  # valid until the next grab
+            ok, bgr = capture.retrieve()
+            if not ok:
+                raise InputError(f"cannot decode frame {i} of {path}")
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
         for i in itertools.count():
             if not capture.grab():
                 return
-            yield i, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, functools.partial(retrieve, capture, i)
-    finally:
-        capture.release()
+            yield i, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, functools.partial(retrieve, i)
 
 
 def _decord_open(path: str):
@@ -413,7 +438,8 @@ def _decord_open(path: str):
     try:
         return decord.VideoReader(path, ctx=decord.cpu(0))
     except Exception as error:  # noqa: BLE001 - decord raises bare RuntimeError/DECORDError
-        raise InputError(f"not a readable video: {path} (decord: {str(error).splitlines()[0][:120]})") from None
+        reason = str(error).splitlines()[0][:120]
+        raise InputError(f"not a readable video: {path} (decord: {reason})") from None
 
 
 def _decord_probe(path: str) -> VideoInfo:
@@ -421,13 +447,14 @@ def _decord_probe(path: str) -> VideoInfo:
     if len(reader) == 0:
         raise InputError(f"no decodable frames in {path}")
     height, width = reader[0].shape[:2]
-    return _info(path, "decord", reader.get_avg_fps(), len(reader), width, height, None)
+    return _info(path, "decord", reader.get_avg_fps(), len(reader), (width, height))
 
 
 def _decord_stamps(path: str, fps: float) -> Iterator[_Stamp]:
+    """Timestamps come from decord's index; frames are decoded forward, skipped ones not converted."""
     reader = _decord_open(path)
     times = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0].astype(np.float64)
-    position = [0]  # next frame the decoder returns
+    position = [0]  # the frame reader.next() returns
 
     def read(i: int) -> np.ndarray:
         if i > position[0]:
@@ -438,7 +465,8 @@ def _decord_stamps(path: str, fps: float) -> Iterator[_Stamp]:
     return ((i, float(t), functools.partial(read, i)) for i, t in enumerate(times))
 
 
-_FILE_BACKENDS: dict[str, tuple[Callable[[str], VideoInfo], Callable[[str, float], Iterator[_Stamp]]]] = {
+_Probe = Callable[[str], VideoInfo]
+_FILE_BACKENDS: dict[str, tuple[_Probe, Callable[[str, float], Iterator[_Stamp]]]] = {
     "decord": (_decord_probe, _decord_stamps),
     "pyav": (_pyav_probe, _pyav_stamps),
     "opencv": (_opencv_probe, _opencv_stamps),

@@ -104,7 +104,8 @@ class VideoPredictor:
         """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
         from torchvision.transforms.v2 import functional as TF
 
-        chw = torch.from_numpy(frame.image).permute(2, 0, 1)
+        image = frame.image if frame.image.flags.writeable else frame.image.copy()  # e.g. memory-mapped
+        chw = torch.from_numpy(image).permute(2, 0, 1)
         x = TF.resize(chw, [self.resolution, self.resolution], antialias=True).float().div_(255.0)
         x = (x - 0.5) / 0.5
         return x.half() if self.config.frames_fp16 else x

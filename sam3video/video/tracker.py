@@ -58,7 +58,8 @@ class TrackerConfig:
         if self.new_track_threshold < self.high_score_threshold:
             raise InputError("tracker new_track_threshold must be >= high_score_threshold")
         if self.min_hits < 1 or self.lost_track_buffer_s < 0 or self.mask_weight + self.box_weight <= 0:
-            raise InputError("tracker needs min_hits >= 1, lost_track_buffer_s >= 0, mask_weight + box_weight > 0")
+            raise InputError("tracker needs min_hits >= 1, lost_track_buffer_s >= 0 and "
+                             "mask_weight + box_weight > 0")
 
 
 class TrackState(str, enum.Enum):
@@ -167,7 +168,9 @@ class Tracker:
             return biou
         if tracks[0].mask.shape != dets.mask.shape[1:]:
             raise InputError(f"mask size changed from {tracks[0].mask.shape} to {dets.mask.shape[1:]}")
-        moved = np.stack([_shift(t.mask, *(_centre(b) - _centre(t.box))) for t, b in zip(tracks, boxes)])
+        moved = np.zeros((len(tracks), *dets.mask.shape[1:]), bool)
+        for out, track, box in zip(moved, tracks, boxes):
+            _shift(track.mask, *(_centre(box) - _centre(track.box)), out=out)
         miou = mask_iou(moved, dets.mask)
         return (cfg.mask_weight * miou + cfg.box_weight * biou) / (cfg.mask_weight + cfg.box_weight)
 
@@ -180,7 +183,8 @@ class Tracker:
             track = self._tracks[t]
             lost = frame_index - track.last_frame
             diag = float(np.hypot(*(track.box[2:] - track.box[:2])))
-            gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + cfg.reid_gate_growth_per_s * (lost - 1) / self.fps)
+            growth = cfg.reid_gate_growth_per_s * (lost - 1) / self.fps
+            gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + growth)
             motion = np.linalg.norm(_centre(dets.xyxy[di]) - _centre(boxes[t]), axis=-1) / gate
             row = np.where(motion <= 1, motion, np.inf)
             if emb is not None and track.embedding is not None:
@@ -218,12 +222,15 @@ class Tracker:
         Returns [(track, detection index)]."""
         cfg, born = self.config, []
         for di in free:
-            if dets.confidence[di] < cfg.new_track_threshold or np.any(overlap[same[:, di], di] >= cfg.new_track_max_iou):
+            if dets.confidence[di] < cfg.new_track_threshold:
+                continue
+            if np.any(overlap[same[:, di], di] >= cfg.new_track_max_iou):
                 continue
             track = Track(
                 id=-1, class_id=int(dets.class_id[di]), box=dets.xyxy[di].copy(),
                 mask=None if dets.mask is None else dets.mask[di].copy(),
-                embedding=None if emb is None else emb[di].copy(), first_frame=frame_index, last_frame=frame_index)
+                embedding=None if emb is None else emb[di].copy(),
+                first_frame=frame_index, last_frame=frame_index)
             if cfg.min_hits <= 1:
                 self._confirm(track)
             self._tracks.append(track)
@@ -247,7 +254,8 @@ def _to_cxcywh(box: np.ndarray) -> np.ndarray:
 
 
 def _to_xyxy(c: np.ndarray) -> np.ndarray:
-    return np.concatenate([c[..., :2] - c[..., 2:] / 2, c[..., :2] + c[..., 2:] / 2], axis=-1).astype(np.float32)
+    half = c[..., 2:] / 2
+    return np.concatenate([c[..., :2] - half, c[..., :2] + half], axis=-1).astype(np.float32)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -259,12 +267,10 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``mask`` (H, W) moved by (dx, dy) pixels, rounded; pixels moved in are False."""
+def _shift(mask: np.ndarray, dx: float, dy: float, out: np.ndarray) -> None:
+    """Write ``mask`` (H, W) moved by (dx, dy) pixels, rounded, into the all-False ``out`` (H, W)."""
     dx, dy = int(round(dx)), int(round(dy))
     h, w = mask.shape
-    out = np.zeros_like(mask)
     if abs(dx) < w and abs(dy) < h:
         out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
             mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out

@@ -21,7 +21,8 @@ def frame(objs, masks=True, embeddings=False) -> Detections:
     mask = None
     if masks:
         yy, xx = np.mgrid[:H, :W] + 0.5
-        c, r = (boxes[:, None, None, :2] + boxes[:, None, None, 2:]) / 2, (boxes[:, None, None, 2:] - boxes[:, None, None, :2]) / 2
+        lo, hi = boxes[:, None, None, :2], boxes[:, None, None, 2:]
+        c, r = (lo + hi) / 2, (hi - lo) / 2
         mask = ((xx - c[..., 0]) / r[..., 0]) ** 2 + ((yy - c[..., 1]) / r[..., 1]) ** 2 <= 1
     data = {"gt": np.array([o["gt"] for o in objs], np.int64)}
     if embeddings:
@@ -203,7 +204,38 @@ def test_frame_gaps_and_fps_buffer():
     assert ids[2:] == [[1]] * 4  # every other frame: velocity per frame, ids stable
 
 
+def test_track_states_for_inspection():
+    tracker = Tracker(TrackerConfig(min_hits=2, lost_track_buffer_s=0.1), fps=30.0)  # buffer: 3 frames
+    seen = []
+    for i, objs in enumerate([[obj(0, 10, 10)]] * 3 + [[]] * 4):
+        tracker.update(frame(objs), i)
+        seen.append([(t.id, t.state.value, t.hits, t.age, t.frames_since_seen) for t in tracker.tracks])
+    assert seen == [
+        [(-1, "tentative", 1, 0, 0)], [(1, "confirmed", 2, 1, 0)], [(1, "confirmed", 3, 2, 0)],
+        [(1, "lost", 3, 3, 1)], [(1, "lost", 3, 4, 2)], [(1, "lost", 3, 5, 3)], []]
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update(frame([obj(2, 10, 10)], embeddings=True), 0)
+    (track,) = tracker.tracks
+    assert track.mask.shape == (H, W) and track.mask.sum() > 0
+    np.testing.assert_allclose(np.linalg.norm(track.embedding), 1, rtol=1e-6)
+    np.testing.assert_array_equal(track.box, [10, 10, 24, 24])
+
+
 @pytest.mark.parametrize("bad", [dict(low_score_threshold=0.6), dict(new_track_threshold=0.3), dict(min_hits=0)])
 def test_bad_config_is_an_input_error(bad):
     with pytest.raises(InputError):
         TrackerConfig(**bad)
+
+
+@pytest.mark.parametrize("dx, dy", [(3, -2), (-5, 4), (0, 0), (200, 0)])
+def test_mask_shift_fills_with_false(dx, dy):
+    from sam3video.video.tracker import _shift
+
+    mask = np.random.default_rng(0).random((H, W)) < 0.5
+    out = np.zeros_like(mask)
+    _shift(mask, dx + 0.3, dy - 0.3, out=out)  # rounded to whole pixels
+    expected = np.zeros_like(mask)
+    if abs(dx) < W:
+        expected[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+            np.roll(mask, (dy, dx), axis=(0, 1))[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)]
+    np.testing.assert_array_equal(out, expected)

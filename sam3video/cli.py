@@ -1,0 +1,252 @@
+"""The ``sam3video`` command: ``track``, ``eval`` and ``render`` subcommands.
+
+Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem), 1 internal error,
+130 interrupted (Ctrl-C; no output file is left half-written under its final name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import Sam3VideoError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+TRACK_EXAMPLES = """examples:
+  sam3video track clip.mp4 --prompt dog
+  sam3video track clip.mp4 --prompt dog --prompt cat --out runs/pets --fps 10
+  sam3video track frames/ --prompt "red circle" --exemplar 0:40,30,90,80 --exemplar 0:150,20,200,70:neg
+  sam3video track clip.mp4 --checkpoint sam3.pt --device cuda --prompt person --no-render
+
+The default weights are the official facebook/sam3 (gated: accept the licence on the hub and log in,
+or pass --checkpoint PATH to a downloaded sam3.pt).
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_track_parser(sub) -> None:
+    p = sub.add_parser("track", help="track every instance of a concept in a video",
+                       description="Detect, segment and track every instance of the prompted concepts.",
+                       epilog=TRACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", help="video file, folder of JPEG/PNG frames, or .npy array (T, H, W, 3)")
+    p.add_argument("--prompt", action="append", default=[], help="noun phrase to track (repeatable)")
+    p.add_argument("--exemplar", action="append", default=[], metavar="FRAME:X1,Y1,X2,Y2[:neg]",
+                   help="exemplar box in pixels on a 0-based output frame (repeatable)")
+    p.add_argument("--exemplars", metavar="FILE", help="JSON list of {frame, box: [x1,y1,x2,y2], label, prompt}")
+    p.add_argument("--out", help="output directory (default: runs/<video stem>)")
+    model = p.add_argument_group("model")
+    model.add_argument("--checkpoint", help="sam3.pt path or hub id (default: facebook/sam3)")
+    model.add_argument("--config", help="model config: preset (sam3, tiny) or file (default: from the checkpoint)")
+    model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    video = p.add_argument_group("video")
+    video.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
+    video.add_argument("--fps", type=_positive_float, help="subsample to this frame rate")
+    video.add_argument("--start", type=float, help="start time in seconds")
+    video.add_argument("--end", type=float, help="end time in seconds (exclusive)")
+    video.add_argument("--window-seconds", type=_positive_float, default=30.0, help="window length, <= 30 s")
+    thresholds = p.add_argument_group("thresholds")
+    thresholds.add_argument("--score-threshold", type=_unit_float, default=0.5,
+                            help="confident detection: reported, may start a track (default 0.5)")
+    thresholds.add_argument("--low-score-threshold", type=_unit_float, default=0.1,
+                            help="weaker detections only continue tracks (default 0.1)")
+    thresholds.add_argument("--new-track-threshold", type=_unit_float, default=None,
+                            help="score to start a track (default: max(0.6, --score-threshold))")
+    thresholds.add_argument("--nms-iou", type=_unit_float, default=0.5, help="mask NMS IoU (default 0.5)")
+    thresholds.add_argument("--min-hits", type=int, default=3, help="frames before a track is reported")
+    thresholds.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept")
+    p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _tracking_config(args):
+    from .video.detect import DetectionConfig
+    from .video.predictor import TrackingConfig
+    from .video.tracker import TrackerConfig
+
+    if args.min_hits < 1:
+        raise _usage("--min-hits must be >= 1")
+    if args.lost_buffer < 0:
+        raise _usage("--lost-buffer must be >= 0")
+    if args.low_score_threshold > args.score_threshold:
+        raise _usage("--low-score-threshold must not exceed --score-threshold")
+    new_track = args.new_track_threshold
+    new_track = max(0.6, args.score_threshold) if new_track is None else max(new_track, args.score_threshold)
+    return TrackingConfig(
+        detection=DetectionConfig(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
+                                  nms_iou_threshold=args.nms_iou),
+        tracker=TrackerConfig(high_score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
+                              new_track_threshold=new_track, min_hits=args.min_hits,
+                              lost_track_buffer_s=args.lost_buffer),
+    )
+
+
+def _usage(message: str) -> Sam3VideoError:
+    from .errors import InputError
+
+    return InputError(message)
+
+
+def _load_source(video: str):
+    """A path as is, except ``.npy`` files which are loaded as (T, H, W, 3) arrays (memory-mapped)."""
+    import numpy as np
+
+    from .errors import InputError
+
+    if video.endswith(".npy"):
+        if not os.path.isfile(video):
+            raise InputError(f"no such file: {video}")
+        try:
+            return np.load(video, mmap_mode="r")
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read {video} as a numpy array: {e}") from None
+    return video
+
+
+def run_track(args) -> int:
+    from .model.checkpoint import load_model
+    from .video.exemplars import load_exemplars, parse_exemplar
+    from .video.loader import open_video
+    from .video.outputs import prepare_out_dir, write_outputs
+    from .video.predictor import VideoPredictor
+
+    config = _tracking_config(args)
+    exemplars = [parse_exemplar(text) for text in args.exemplar]
+    if args.exemplars:
+        exemplars += load_exemplars(args.exemplars)
+    source = _load_source(args.video)
+    reader = open_video(source, backend=args.backend, fps=args.fps, start=args.start, end=args.end,
+                        window_seconds=args.window_seconds)  # fail fast on bad video input
+    info = reader.info
+    out_dir = prepare_out_dir(args.out or Path("runs") / Path(args.video.rstrip("/")).stem)
+    model = load_model(args.checkpoint, args.config, args.device)
+    predictor = VideoPredictor(model, config)
+    session = predictor.start_session(args.prompt, exemplars, fps=args.fps or info.fps)
+    results = predictor.track(source, exemplars=exemplars, backend=args.backend, fps=args.fps, start=args.start,
+                              end=args.end, window_seconds=args.window_seconds, session=session)
+    if not args.quiet:
+        results = _progress(results, reader.num_output_frames)
+    summary = {
+        "input": {"source": str(args.video), "backend": info.backend, "fps": info.fps, "width": info.width,
+                  "height": info.height, "num_frames": info.num_frames},
+        "model": {"checkpoint": args.checkpoint or "facebook/sam3", "config": model.config.to_dict(),
+                  "device": str(model.device)},
+        "prompts": session.class_names,
+        "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}
+                      for e in exemplars],
+        "config": {"detection": vars(config.detection), "tracker": vars(config.tracker),
+                   "exemplar": vars(config.exemplar), "fps": args.fps, "start": args.start, "end": args.end,
+                   "window_seconds": args.window_seconds},
+    }
+    summary["timings"] = session.timings
+    summary = write_outputs(results, out_dir, session.class_names, fps=args.fps or info.fps,
+                            frame_size=(info.height, info.width), render=not args.no_render, summary=summary)
+    print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
+          f"{summary['timings']['frames_per_s']} frames/s -> {out_dir}/")
+    return EXIT_OK
+
+
+def _progress(results, total):
+    from tqdm import tqdm
+
+    with tqdm(results, total=total, unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
+        yield from bar
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="HOTA / MOTA / IDF1 of MOT or MOTS files against ground truth",
+                       description="Evaluate tracks with TrackEval's HOTA, CLEAR and Identity metrics. "
+                                   "GT and PRED are files, or folders of sequences <seq>/gt.txt and "
+                                   "<seq>/tracks.txt (see README).")
+    p.add_argument("--gt", required=True, nargs="+", help="ground-truth file(s) or folder")
+    p.add_argument("--pred", required=True, nargs="+", help="prediction file(s) or folder")
+    p.add_argument("--kind", default="auto", choices=["auto", "mot", "mots"])
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def run_eval_command(args) -> int:
+    from .eval import format_table, run_eval
+    from .export.atomic import atomic_open
+
+    gt = args.gt[0] if len(args.gt) == 1 else args.gt
+    pred = args.pred[0] if len(args.pred) == 1 else args.pred
+    result = run_eval(gt, pred, kind=args.kind)
+    print(format_table(result))
+    if args.json:
+        with atomic_open(args.json, "w") as f:
+            json.dump(result.to_json(), f, indent=2)
+    return EXIT_OK
+
+
+def add_render_parser(sub) -> None:
+    p = sub.add_parser("render", help="re-render overlay.mp4 from a run's saved outputs",
+                       description="Draw the saved masks (tracks.mots.txt) or boxes (tracks.txt) of a run "
+                                   "over its video.")
+    p.add_argument("run_dir", help="output folder of `sam3video track` (holds summary.json)")
+    p.add_argument("--video", help="the input video (default: the one named in summary.json)")
+    p.add_argument("--out", help="overlay file (default: RUN_DIR/overlay.mp4)")
+    p.add_argument("--boxes-only", action="store_true", help="draw tracks.txt boxes, not masks")
+
+
+def run_render(args) -> int:
+    from .video.render import render_run
+
+    out = render_run(args.run_dir, video=args.video, out=args.out, boxes_only=args.boxes_only)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="sam3video", description="Video concept tracking with SAM 3.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_track_parser(sub)
+    add_eval_parser(sub)
+    add_render_parser(sub)
+    return parser
+
+
+COMMANDS = {"track": run_track, "eval": run_eval_command, "render": run_render}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 through argparse
+    try:
+        return COMMANDS[args.command](args)
+    except Sam3VideoError as e:
+        print(f"sam3video {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"sam3video {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so in one line, full traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"sam3video {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
