@@ -85,19 +85,19 @@ class Sam3Criterion:
                 for name, value in terms.items():
                     total = total + scale * getattr(self.w, name) * value
                     if last:
-                        logs[f"{name}{suffix}"] = float(value)
+                        logs[f"{name}{suffix}"] = float(value.detach())
             if "presence_logit_dec" in layer:
                 presence = F.binary_cross_entropy_with_logits(layer["presence_logit_dec"].view(-1), has_target)
                 total = total + self.w.presence_loss * presence
                 if last:
-                    logs["presence_loss"] = float(presence)
+                    logs["presence_loss"] = float(presence.detach())
                     logs["presence_acc"] = float(((layer["presence_logit_dec"].view(-1) > 0).float()
                                                   == has_target).float().mean())
         if "semantic_seg" in outputs:
             semantic = self._semantic_term(outputs["semantic_seg"], targets)
             total = total + self.w.loss_semantic * semantic
-            logs["loss_semantic"] = float(semantic)
-        logs["loss"] = float(total)
+            logs["loss_semantic"] = float(semantic.detach())
+        logs["loss"] = float(total.detach())
         return total, logs
 
     def _box_and_class_terms(self, logits, pred_boxes, boxes, match, has_target, num_boxes) -> dict:

@@ -1,0 +1,126 @@
+"""Batches for training the demo model: synthetic frames, text prompts, exemplar boxes, exact targets.
+
+Each image carries ``prompts_per_image`` prompts (the backbone runs once for all of them): a positive
+prompt, hard negatives (same colour or shape as something visible) and, now and then, a word the demo
+world never shows ("dog"), so that the presence token learns to say "absent". With probability
+``exemplar_prob`` a prompt gets exemplar boxes instead, in the two ways SAM 3 uses them:
+- ``"visual"`` + a positive box on one object: the targets are every object of that colour and shape;
+- a shape prompt (``"circle"``) + a negative box on one instance: the targets are the instances that do
+  not share the marked one's colour (and optionally a positive box on one of them).
+Boxes are normalised cx, cy, w, h (the model's convention); masks are resized to the mask head's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.concepts import TARGET_SHAPES
+from ..data.synthetic import WorldConfig
+from ..data.training import sample_training_example
+from ..model.geometry_encoders import Prompt
+
+UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
+                 "horse", "boat", "bicycle", "flower", "book", "clock", "banana", "pizza", "shoe")
+VISUAL = "visual"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    resolution: int = 224
+    mask_size: int = 64  # the mask head's output size at this resolution
+    prompts_per_image: int = 2
+    positive_prob: float = 0.6
+    unknown_word_prob: float = 0.1
+    exemplar_prob: float = 0.2
+    world: WorldConfig = WorldConfig(duration_s=2.0)
+
+
+def curriculum_world(step: int, easy_steps: int, base: WorldConfig) -> WorldConfig:
+    """Few, large objects first; the full world after ``easy_steps``."""
+    if step >= easy_steps:
+        return base
+    return replace(base, num_targets=(1, 3), num_distractors=(0, 1), radius_px=(18.0, 40.0), crossing_pairs=(0, 1))
+
+
+def _box_cxcywh(box_xyxy, width: int, height: int) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+
+
+def _targets(objs, width: int, height: int, mask_size: int) -> dict:
+    boxes = torch.tensor([_box_cxcywh(o.box, width, height) for o in objs], dtype=torch.float32).reshape(-1, 4)
+    masks = [cv2.resize(o.mask.astype(np.float32), (mask_size, mask_size), interpolation=cv2.INTER_AREA)
+             for o in objs]
+    masks = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, mask_size, mask_size)
+    return {"boxes": boxes, "masks": masks}
+
+
+def _exemplar_query(example, rng, width, height, mask_size):
+    """(prompt, [(box cxcywh, positive)], targets) built from exemplar boxes, or None if not possible."""
+    objects = example.truth.objects
+    targets_of = [o for o in objects if o.shape in TARGET_SHAPES]
+    if not targets_of:
+        return None
+    marked = targets_of[int(rng.integers(len(targets_of)))]
+    if rng.random() < 0.5:  # the concept is given by one positive box only
+        objs = [o for o in objects if (o.colour, o.shape) == (marked.colour, marked.shape)]
+        return VISUAL, [(_box_cxcywh(marked.box, width, height), True)], _targets(objs, width, height, mask_size)
+    same_shape = [o for o in objects if o.shape == marked.shape]
+    objs = [o for o in same_shape if o.colour != marked.colour]
+    boxes = [(_box_cxcywh(marked.box, width, height), False)]
+    if objs and rng.random() < 0.5:
+        boxes.append((_box_cxcywh(objs[int(rng.integers(len(objs)))].box, width, height), True))
+    return marked.shape, boxes, _targets(objs, width, height, mask_size)
+
+
+def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig, world: WorldConfig) -> dict:
+    """A batch: ``images`` (I, 3, R, R) normalised; per query ``prompts``, ``img_ids``, ``targets``;
+    ``geometric_prompt`` for all queries (I x prompts_per_image of them)."""
+    images, prompts, img_ids, targets, boxes = [], [], [], [], []
+    for i in range(num_images):
+        example = sample_training_example(rng, world, positive_prob=config.positive_prob)
+        height, width = example.image.shape[:2]
+        resized = cv2.resize(example.image, (config.resolution, config.resolution), interpolation=cv2.INTER_AREA)
+        images.append(torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).sub(0.5).div(0.5))
+        queries = [(example.prompt, [], _targets(example.truth.matching(example.prompt), width, height,
+                                                config.mask_size))]
+        for negative in example.negative_prompts[: config.prompts_per_image - 1]:
+            if rng.random() < config.unknown_word_prob:
+                negative = str(rng.choice(UNKNOWN_WORDS))
+            queries.append((negative, [], _targets([], width, height, config.mask_size)))
+        if rng.random() < config.exemplar_prob:
+            query = _exemplar_query(example, rng, width, height, config.mask_size)
+            if query is not None:
+                queries[-1] = query
+        while len(queries) < config.prompts_per_image:
+            queries.append((str(rng.choice(UNKNOWN_WORDS)), [], _targets([], width, height, config.mask_size)))
+        for prompt, query_boxes, query_targets in queries[: config.prompts_per_image]:
+            prompts.append(prompt)
+            img_ids.append(i)
+            targets.append(query_targets)
+            boxes.append(query_boxes)
+    return {
+        "images": torch.stack(images),
+        "prompts": prompts,
+        "img_ids": torch.tensor(img_ids),
+        "targets": targets,
+        "geometric_prompt": geometric_prompt(boxes),
+    }
+
+
+def geometric_prompt(boxes_per_query: list[list[tuple[list[float], bool]]]) -> Prompt:
+    """Padded boxes for B queries: box_embeddings (N, B, 4), box_mask (B, N) True = padding, labels (N, B)."""
+    num_queries, num_boxes = len(boxes_per_query), max((len(b) for b in boxes_per_query), default=0)
+    embeddings = torch.zeros(num_boxes, num_queries, 4)
+    labels = torch.zeros(num_boxes, num_queries, dtype=torch.bool)
+    padding = torch.ones(num_queries, num_boxes, dtype=torch.bool)
+    for q, items in enumerate(boxes_per_query):
+        for n, (box, positive) in enumerate(items):
+            embeddings[n, q] = torch.tensor(box)
+            labels[n, q] = positive
+            padding[q, n] = False
+    return Prompt(box_embeddings=embeddings, box_mask=padding, box_labels=labels)

@@ -1,0 +1,192 @@
+"""Train the demo model (a small SAM 3) on the synthetic world; seeded, resumable, logged.
+
+    python -m sam3video.train.train --out runs/train_demo --steps 20000        # starts or resumes
+    python -m sam3video.train.train --out runs/train_demo --export sam3video/assets/demo.pt
+
+Every ``--eval-every`` steps: precision / recall / F1 of boxes (IoU >= 0.5, score >= 0.5) and presence
+accuracy on held-out frames (seeds never used in training), appended to ``OUT/metrics.csv``.
+Checkpoints (``OUT/last.pt``: model, optimiser, step, RNG state) are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..export.atomic import atomic_path
+from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
+from ..model.build import build_model, load_config
+from ..model.sam3_image import FindStage
+from .data import DataConfig, curriculum_world, sample_batch
+from .losses import LossWeights, Sam3Criterion
+
+HELD_OUT_SEED = 10**9  # training draws seeds from its own generator; evaluation from this one
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int, floor: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to ``floor * base_lr`` at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def forward(model, batch: dict) -> dict:
+    text_out = model.backbone.forward_text(batch["prompts"], device=model.device)
+    backbone_out = {**model.backbone.forward_image(batch["images"]), **text_out}
+    find = FindStage(img_ids=batch["img_ids"], text_ids=torch.arange(len(batch["prompts"])))
+    return model.forward_grounding(backbone_out, find, batch["geometric_prompt"])
+
+
+@torch.no_grad()
+def evaluate(model, batches: list[dict], score_threshold: float = 0.5) -> dict:
+    """Detection precision / recall / F1 at IoU 0.5 and presence accuracy over fixed held-out batches."""
+    was_training = model.training
+    model.eval()
+    tp = fp = fn = 0
+    presence_right = presence_total = 0
+    for batch in batches:
+        out = forward(model, batch)
+        scores = out["pred_logits"].sigmoid()[..., 0] * out["presence_logit_dec"].sigmoid()
+        for q, target in enumerate(batch["targets"]):
+            keep = scores[q] >= score_threshold
+            pred = box_cxcywh_to_xyxy(out["pred_boxes"][q, keep])
+            gt = box_cxcywh_to_xyxy(target["boxes"])
+            matched = 0
+            if len(pred) and len(gt):
+                iou = box_iou(pred, gt)[0]
+                order = torch.argsort(scores[q, keep], descending=True)
+                used = set()
+                for p in order.tolist():
+                    best = iou[p].clone()
+                    best[list(used)] = -1
+                    if best.numel() and best.max() >= 0.5:
+                        used.add(int(best.argmax()))
+                        matched += 1
+            tp += matched
+            fp += len(pred) - matched
+            fn += len(gt) - matched
+            presence_right += int((out["presence_logit_dec"][q, 0] > 0).item() == (len(gt) > 0))
+            presence_total += 1
+    model.train(was_training)
+    precision = tp / max(tp + fp, 1)
+    recall = tp / max(tp + fn, 1)
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / max(precision + recall, 1e-9),
+            "presence_acc": presence_right / max(presence_total, 1)}
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator, config: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "config": config}, tmp)
+
+
+def export_weights(checkpoint: Path, out: Path) -> None:
+    """The shipped demo weights: fp16 model state dict + config, loadable with ``weights_only=True``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    with atomic_path(out) as tmp:
+        torch.save({"model": half, "config": state["config"]["model"], "step": state["step"]}, tmp)
+
+
+def train(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    model_config = load_config(args.config)
+    model = build_model(model_config).train()
+    data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
+                             // model_config.patch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    rng = np.random.default_rng(args.seed)
+    step = 0
+    last = out / "last.pt"
+    config = {"model": model_config.to_dict(), "args": vars(args), "data": asdict(data_config)}
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed from {last} at step {step}")
+    elif args.init:
+        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
+        print(f"initialised from {args.init}")
+    criterion = Sam3Criterion(LossWeights())
+    held_out_rng = np.random.default_rng(HELD_OUT_SEED)
+    held_out = [sample_batch(held_out_rng, 8, data_config, data_config.world) for _ in range(args.eval_batches)]
+    metrics_path = out / "metrics.csv"
+    new_file = not metrics_path.exists()
+    with open(metrics_path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new_file:
+            writer.writerow(["step", "loss", "lr", "precision", "recall", "f1", "presence_acc", "elapsed_s"])
+        start, running = time.time(), {}
+        while step < args.steps:
+            lr = lr_at(step, args.lr, args.warmup, args.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            world = curriculum_world(step, args.easy_steps, data_config.world)
+            batch = sample_batch(rng, args.images_per_batch, data_config, world)
+            loss, logs = criterion(forward(model, batch), batch["targets"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+            step += 1
+            for k, v in logs.items():
+                running[k] = 0.98 * running.get(k, v) + 0.02 * v
+            if step % args.log_every == 0:
+                shown = " ".join(f"{k}={running[k]:.3f}" for k in ("loss", "loss_ce", "presence_loss",
+                                                                     "loss_bbox", "loss_giou", "loss_dice",
+                                                                     "loss_semantic", "presence_acc") if k in running)
+                print(f"step {step} lr={lr:.2e} {shown} ({(time.time() - start) / 60:.1f} min)", flush=True)
+            if step % args.eval_every == 0 or step == args.steps:
+                metrics = evaluate(model, held_out)
+                writer.writerow([step, f"{running['loss']:.4f}", f"{lr:.3e}"] +
+                                [f"{metrics[k]:.4f}" for k in ("precision", "recall", "f1", "presence_acc")] +
+                                [f"{time.time() - start:.0f}"])
+                f.flush()
+                print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
+                save_checkpoint(last, model, optimizer, step, rng, config)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/train_demo")
+    parser.add_argument("--config", default="demo", help="model config (default: the demo preset)")
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--images-per-batch", type=int, default=4, help="each with 2 prompts")
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--easy-steps", type=int, default=2000, help="curriculum: few large objects first")
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches of 8 images")
+    parser.add_argument("--init", help="start from these weights (e.g. the shipped demo.pt)")
+    parser.add_argument("--export", metavar="PATH", help="write the fp16 demo weights from OUT/last.pt and exit")
+    args = parser.parse_args(argv)
+    if args.export:
+        export_weights(Path(args.out) / "last.pt", Path(args.export))
+        print(f"wrote {args.export}")
+        return
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
