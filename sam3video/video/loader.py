@@ -318,16 +318,19 @@ def _open_file(path: str, backend: str) -> _Opened:
     names = installed if backend == "auto" else (backend,)
     if not names:
         raise InputError("no video backend installed: pip install av (or opencv-python-headless)")
-    errors = []
+    errors: dict[str, str] = {}
     for name in names:
         probe, stamps = _FILE_BACKENDS[name]
         try:
             info = probe(path)
         except InputError as error:
-            errors.append(str(error))
+            errors[name] = str(error)
             continue
         return info, functools.partial(stamps, path, info.fps)
-    raise InputError(errors[0] if len(errors) == 1 else f"{errors[0]}; also: {'; '.join(errors[1:])}")
+    # One reason, the most telling: "no frames" beats "unreadable"; PyAV's wording beats decord's log lines.
+    reasons = sorted(errors.items(), key=lambda item: ("frames" not in item[1], item[0] != "pyav"))
+    tried = f" (tried {', '.join(errors)})" if len(errors) > 1 else ""
+    raise InputError(reasons[0][1] + tried)
 
 
 def _info(path: str, backend: str, fps: float, num_frames: int | None, size, duration=None) -> VideoInfo:

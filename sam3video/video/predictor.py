@@ -121,13 +121,16 @@ class VideoPredictor:
         start: float | None = None,
         end: float | None = None,
         window_seconds: float = 30.0,
+        source_fps: float | None = None,
         session: TrackingSession | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield a ``FrameResult`` per output frame. ``source``: see ``loader.open_video``.
+        """Yield a ``FrameResult`` per output frame. ``source``, ``fps``, ``start``, ``end``,
+        ``window_seconds``, ``source_fps`` (frame rate of arrays, iterables, folders): see ``open_video``.
 
         Pass ``session`` to inspect timings and tracks afterwards (``start_session`` makes one).
         """
-        reader = open_video(source, backend=backend, fps=fps, start=start, end=end, window_seconds=window_seconds)
+        reader = open_video(source, backend=backend, fps=fps, start=start, end=end, window_seconds=window_seconds,
+                            source_fps=source_fps)
         info = reader.info
         exemplars = list(exemplars)
         for exemplar in exemplars:

@@ -1,0 +1,134 @@
+"""End to end: `sam3video track` on a generated clip with the tiny model, every output, every exit code."""
+
+import json
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from sam3video.cli import main
+from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.export import read_mot, read_mots
+from tests.conftest import PARITY
+from tests.helpers import write_video
+
+LOW = ["--score-threshold", "0", "--low-score-threshold", "0", "--new-track-threshold", "0", "--min-hits", "1"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, parity_state_dict):
+    """A 1 s synthetic clip (mp4) and the tiny model saved as a checkpoint with its config."""
+    root = tmp_path_factory.mktemp("cli")
+    clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))
+    write_video(root / "clip.mp4", (clip.image(t) for t in range(clip.num_frames)), fps=10)
+    config = json.loads((PARITY / "config.json").read_text())
+    torch.save({"model": parity_state_dict, "config": config}, root / "tiny.pt")
+    return root
+
+
+def run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_track_writes_every_output(workdir, capsys):
+    out = workdir / "run"
+    code = run("track", workdir / "clip.mp4", "--prompt", "red circle", "--prompt", "square",
+               "--checkpoint", workdir / "tiny.pt", "--out", out, "--quiet", *LOW)
+    assert code == 0
+    assert "10 frames" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 10 and summary["prompts"] == ["red circle", "square"]
+    assert summary["input"]["width"] == 160 and summary["input"]["fps"] == pytest.approx(10)
+    track_ids = {t["track_id"] for t in summary["tracks"]}
+    assert track_ids, "threshold 0 keeps every query: there must be tracks"
+    mot = read_mot(out / "tracks.txt")
+    mots = read_mots(out / "tracks.mots.txt")
+    assert set(np.concatenate([d.tracker_id for d in mot.values()])) == track_ids
+    assert max(mot) <= 9 and set(mots) <= set(mot)
+    for frame, dets in mots.items():
+        assert dets.mask.shape[1:] == (96, 160)
+        assert dets.mask.sum(0).max() <= 1  # MOTS masks do not overlap
+        assert set(dets.class_id) <= {0, 1}
+    with av.open(str(out / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = [f for f in container.decode(stream)]
+        assert len(frames) == 10 and (stream.width, stream.height) == (160, 96)
+        assert float(stream.average_rate) == pytest.approx(10)
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_render_remakes_the_overlay(workdir):
+    out = workdir / "run_render"
+    assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny.pt",
+               "--out", out, "--quiet", "--no-render", *LOW) == 0
+    assert not (out / "overlay.mp4").exists()
+    assert run("render", out) == 0
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+
+
+def test_fps_subsampling_and_exemplars(workdir):
+    out = workdir / "run_fps"
+    code = run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny.pt",
+               "--out", out, "--quiet", "--no-render", "--fps", "5", "--exemplar", "1:10,10,60,50",
+               "--exemplar", "2:80,20,120,60:neg", *LOW)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 5 and len(summary["exemplars"]) == 2
+
+
+def test_exemplars_only_use_the_visual_prompt(workdir):
+    out = workdir / "run_visual"
+    assert run("track", workdir / "clip.mp4", "--exemplar", "0:10,10,60,50", "--checkpoint",
+               workdir / "tiny.pt", "--out", out, "--quiet", "--no-render", *LOW) == 0
+    assert json.loads((out / "summary.json").read_text())["prompts"] == ["visual"]
+
+
+@pytest.fixture()
+def bad_inputs(workdir):
+    (workdir / "notes.mp4").write_text("not a video")
+    write_video(workdir / "empty.mp4", [])
+    return workdir
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.mp4", "--prompt", "dog"], "no such file"),
+        (["notes.mp4", "--prompt", "dog"], "not a readable video"),
+        (["empty.mp4", "--prompt", "dog"], "no video stream with frames"),
+        (["clip.mp4", "--prompt", "  "], "empty prompt"),
+        (["clip.mp4"], "nothing to track"),
+        (["clip.mp4", "--prompt", "dog", "--exemplar", "50:1,1,9,9"], "exemplar frame 50 out of range"),
+        (["clip.mp4", "--prompt", "dog", "--exemplar", "1:100,10,170,40"], "off the 160x96 frame"),
+        (["clip.mp4", "--prompt", "dog", "--exemplar", "1:1,2,3"], "needs 4 numbers"),
+        (["clip.mp4", "--prompt", "dog", "--out", "/proc/nope/run"], "cannot write to output directory"),
+        (["clip.mp4", "--prompt", "dog", "--start", "5"], "beyond the end"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(bad_inputs, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(bad_inputs)
+    code = run("track", *args, "--checkpoint", "tiny.pt", "--quiet")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["track", "clip.mp4", "--score-threshold", "2"])
+    assert exit_info.value.code == 2
+
+
+def test_missing_checkpoint_is_bad_input(workdir, capsys):
+    code = run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", workdir / "none.pt", "--quiet")
+    assert code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_help_shows_examples():
+    result = subprocess.run([sys.executable, "-m", "sam3video.cli", "track", "--help"], capture_output=True,
+                            text=True, check=True)
+    assert "examples:" in result.stdout and "--exemplar" in result.stdout

@@ -1,0 +1,144 @@
+"""The frame loop: one backbone pass per frame for all prompts, text once per run, windows that keep ids."""
+
+import numpy as np
+import pytest
+import torch
+
+from sam3video.detections import Detections
+from sam3video.video import predictor as predictor_module
+from sam3video.video.cache import FeatureCache, LazyFrames
+from sam3video.video.exemplars import Exemplar
+from sam3video.video.predictor import TrackingConfig, VideoPredictor
+
+FRAMES = np.random.default_rng(0).integers(0, 255, size=(20, 48, 64, 3), dtype=np.uint8)
+
+
+class CallCounter:
+    def __init__(self, fn):
+        self.fn, self.calls, self.batch_sizes = fn, 0, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if args and torch.is_tensor(args[0]):
+            self.batch_sizes.append(len(args[0]))
+        return self.fn(*args, **kwargs)
+
+
+def test_backbone_once_per_frame_and_text_once_per_run(tiny_model, monkeypatch):
+    image_calls = CallCounter(tiny_model.backbone.forward_image)
+    text_calls = CallCounter(tiny_model.backbone.forward_text)
+    monkeypatch.setattr(tiny_model.backbone, "forward_image", image_calls)
+    monkeypatch.setattr(tiny_model.backbone, "forward_text", text_calls)
+    results = list(VideoPredictor(tiny_model).track(FRAMES[:6], prompts=["dog", "cat", "red circle"]))
+    assert [r.frame_index for r in results] == list(range(6))
+    assert image_calls.calls == 6 and image_calls.batch_sizes == [1] * 6
+    assert text_calls.calls == 1
+
+
+def moving_box_detections(frame_index: int, frame_size) -> Detections:
+    """One object moving right 2 px a frame, confidently detected."""
+    height, width = frame_size
+    x0 = 4 + 2 * frame_index
+    mask = np.zeros((1, height, width), bool)
+    mask[0, 10:30, x0:x0 + 16] = True
+    return Detections(xyxy=[[x0, 10, x0 + 16, 30]], confidence=[0.9], class_id=[0], mask=mask,
+                      data={"embedding": np.ones((1, 8), np.float32) / np.sqrt(8)})
+
+
+def test_ids_carry_across_window_boundaries(tiny_model, monkeypatch):
+    seen = []
+
+    def scripted(outputs, frame_size, config, features=None):
+        seen.append(len(seen))
+        return moving_box_detections(seen[-1], frame_size)
+
+    monkeypatch.setattr(predictor_module, "postprocess", scripted)
+    predictor = VideoPredictor(tiny_model)
+    session = predictor.start_session(["dog"], fps=10)
+    results = list(predictor.track(FRAMES, prompts=["dog"], window_seconds=0.5, source_fps=10, session=session))
+    assert sorted({r.window for r in results}) == [0, 1, 2, 3]  # 20 frames at 10 fps, 0.5 s windows
+    ids = [r.detections.tracker_id.tolist() for r in results]
+    assert ids[:2] == [[], []]  # tentative for min_hits = 3 frames
+    assert all(i == [1] for i in ids[2:])
+    assert len(session.features) <= predictor.config.feature_cache
+
+
+def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
+    """A negative exemplar on frame 4 leaves a prototype that removes look-alikes on later frames."""
+    calls = []
+
+    def scripted(outputs, frame_size, config, features=None):
+        calls.append(1)
+        return moving_box_detections(0, frame_size)  # a still object
+
+    monkeypatch.setattr(predictor_module, "postprocess", scripted)
+    predictor = VideoPredictor(tiny_model)
+    exemplar = Exemplar(frame=4, box=(4, 10, 20, 30), positive=False)
+    session = predictor.start_session(["dog"], [exemplar], fps=10)
+    results = list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar], session=session))
+    counts = [len(r.detections) for r in results]
+    assert counts == [0, 0, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2, suppressed from frame 4 on
+    assert [p.positive for p in session.exemplars.prototypes] == [False]
+
+
+def test_positive_exemplar_box_follows_its_track(tiny_model, monkeypatch):
+    boxes_seen = []
+    real = predictor_module.geometric_prompt_for
+
+    def spy(model, boxes):
+        boxes_seen.append([len(b) for b in boxes])
+        return real(model, boxes)
+
+    monkeypatch.setattr(predictor_module, "geometric_prompt_for", spy)
+    monkeypatch.setattr(predictor_module, "postprocess",
+                        lambda outputs, size, config, features=None: moving_box_detections(len(boxes_seen), size))
+    predictor = VideoPredictor(tiny_model)
+    exemplar = Exemplar(frame=3, box=(10, 10, 26, 30), positive=True)
+    list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar]))
+    per_frame = [b[0] for b in boxes_seen if True]
+    # frames 0-2: no box; frame 3: the exemplar (+ a text-only pass); later frames: the carried box
+    assert per_frame[:3] == [0, 0, 0] and per_frame[3] == 1 and all(n == 1 for n in per_frame[-4:])
+
+
+def test_lazy_frames_keep_a_bounded_window():
+    produced = []
+
+    def frames():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    lazy = LazyFrames(frames(), lambda i: torch.full((1,), float(i)), capacity=3, lookahead=2)
+    assert lazy[0].item() == 0 and lazy[5].item() == 5
+    assert len(produced) <= 5 + 1 + 2 + 1  # decoded up to 5 plus the look-ahead
+    with pytest.raises(IndexError, match="evicted"):
+        lazy[1]
+    assert lazy[99].item() == 99
+    with pytest.raises(IndexError, match="ended"):
+        lazy[100]
+    lazy.close()
+
+
+def test_lazy_frames_reraise_decoder_errors():
+    def broken():
+        yield 0
+        raise ValueError("corrupt frame")
+
+    lazy = LazyFrames(broken(), lambda i: torch.zeros(1))
+    lazy[0]
+    with pytest.raises(ValueError, match="corrupt frame"):
+        lazy[1]
+
+
+def test_feature_cache_is_lru():
+    cache = FeatureCache(capacity=2)
+    for i in range(3):
+        cache.put(i, {"backbone_fpn": [torch.zeros(1)], "other": 1})
+    assert 0 not in cache and 1 in cache and 2 in cache
+    assert set(cache.get(2)) == {"backbone_fpn"}
+
+
+def test_tracking_config_defaults_are_consistent():
+    config = TrackingConfig()
+    assert config.detection.score_threshold == config.tracker.high_score_threshold
+    assert config.detection.low_score_threshold == config.tracker.low_score_threshold
