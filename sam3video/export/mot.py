@@ -53,7 +53,33 @@ class _FrameOrder:
         return frame_index
 
 
-class MOTWriter:
+class TrackFileWriter:
+    """Base of the line-per-detection writers: an atomic text file, frames strictly increasing."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._stack: ExitStack | None = None
+        self._file = None
+        self._order = _FrameOrder()
+        self.num_lines = 0
+
+    def __enter__(self):
+        self._stack = ExitStack()
+        self._file = self._stack.enter_context(atomic_open(self.path, "w"))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._stack, self._file = self._stack, None, None
+        return stack.__exit__(exc_type, exc, tb)
+
+    def _begin_frame(self, frame_index: int, detections: Detections) -> tuple[int, Detections]:
+        """(0-based frame index checked to increase, the tracked detections); only inside the with-block."""
+        if self._file is None:
+            raise RuntimeError(f"{type(self).__name__}.write called outside its with-block")
+        return self._order.check(frame_index), tracked(detections)
+
+
+class MOTWriter(TrackFileWriter):
     """Context manager writing ``(frame_index, Detections)`` as a MOTChallenge file, atomically.
 
     >>> with MOTWriter("tracks.txt") as w:
@@ -64,29 +90,14 @@ class MOTWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, box_decimals: int = 2, conf_decimals: int = 4) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.box_decimals = box_decimals
         self.conf_decimals = conf_decimals
-        self._stack: ExitStack | None = None
-        self._file = None
-        self._order = _FrameOrder()
-        self.num_lines = 0
-
-    def __enter__(self) -> "MOTWriter":
-        self._stack = ExitStack()
-        self._file = self._stack.enter_context(atomic_open(self.path, "w"))
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        stack, self._stack, self._file = self._stack, None, None
-        return stack.__exit__(exc_type, exc, tb)
 
     def write(self, frame_index: int, detections: Detections) -> None:
         """Append one frame (0-based ``frame_index``, strictly increasing); untracked detections are skipped."""
-        if self._file is None:
-            raise RuntimeError("MOTWriter.write called outside its with-block")
-        frame = self._order.check(frame_index) + 1
-        dets = tracked(detections)
+        frame, dets = self._begin_frame(frame_index, detections)
+        frame += 1
         b, c = self.box_decimals, self.conf_decimals
         for i in np.argsort(dets.tracker_id, kind="stable"):
             x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])

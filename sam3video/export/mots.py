@@ -24,7 +24,6 @@ highest confidence (ties: the earlier detection). An object left with an empty m
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ from pycocotools import mask as mask_utils
 
 from ..detections import Detections
 from ..errors import InputError
-from .atomic import atomic_open
-from .mot import _FrameOrder, tracked
+from .mot import TrackFileWriter
 
 MOTS_COLUMNS = 6
 _RLE_FIRST_CHAR, _RLE_LAST_CHAR = "0", "o"  # COCO compressed RLE uses chr(48 + 6-bit group)
@@ -61,7 +59,7 @@ def encode_rle(masks: np.ndarray) -> list[str]:
     return [rle["counts"].decode("ascii") for rle in mask_utils.encode(stacked)]
 
 
-class MOTSWriter:
+class MOTSWriter(TrackFileWriter):
     """Context manager writing ``(frame_index, Detections)`` with masks as a MOTS file, atomically.
 
     >>> with MOTSWriter("tracks.mots.txt") as w:
@@ -73,29 +71,14 @@ class MOTSWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, first_frame: int = 1, class_offset: int = 1) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.first_frame = first_frame
         self.class_offset = class_offset
-        self._stack: ExitStack | None = None
-        self._file = None
-        self._order = _FrameOrder()
-        self.num_lines = 0
-
-    def __enter__(self) -> "MOTSWriter":
-        self._stack = ExitStack()
-        self._file = self._stack.enter_context(atomic_open(self.path, "w"))
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        stack, self._stack, self._file = self._stack, None, None
-        return stack.__exit__(exc_type, exc, tb)
 
     def write(self, frame_index: int, detections: Detections) -> None:
         """Append one frame (0-based ``frame_index``, strictly increasing). Needs ``detections.mask``."""
-        if self._file is None:
-            raise RuntimeError("MOTSWriter.write called outside its with-block")
-        frame = self._order.check(frame_index) + self.first_frame
-        dets = tracked(detections)
+        frame, dets = self._begin_frame(frame_index, detections)
+        frame += self.first_frame
         if len(dets) == 0:
             return
         if dets.mask is None:

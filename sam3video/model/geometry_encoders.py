@@ -362,3 +362,20 @@ class SequenceGeometryEncoder(nn.Module):
                 )
             final_embeds = self.encode_norm(final_embeds)
         return final_embeds, final_mask
+
+
+def prompt_from_boxes(boxes_per_prompt, device=None) -> "Prompt":
+    """A ``Prompt`` for P prompts from python lists: ``boxes_per_prompt[p]`` holds (box, positive) pairs,
+    box = normalised cx, cy, w, h. Shorter lists are padded (``box_mask`` True = padding)."""
+    num_prompts = len(boxes_per_prompt)
+    num_boxes = max((len(items) for items in boxes_per_prompt), default=0)
+    boxes = torch.zeros(num_boxes, num_prompts, 4, device=device)
+    labels = torch.zeros(num_boxes, num_prompts, dtype=torch.bool, device=device)
+    padding = torch.ones(num_prompts, num_boxes, dtype=torch.bool, device=device)
+    for p, items in enumerate(boxes_per_prompt):
+        for i, (box, positive) in enumerate(items):
+            boxes[i, p] = torch.as_tensor(box, dtype=torch.float32, device=device)
+            labels[i, p] = bool(positive)
+            padding[p, i] = False
+    return Prompt(box_embeddings=boxes, box_mask=padding, box_labels=labels)
+

@@ -21,7 +21,7 @@ import torch
 from ..data.concepts import TARGET_SHAPES
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example
-from ..model.geometry_encoders import Prompt
+from ..model.geometry_encoders import prompt_from_boxes
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
                  "horse", "boat", "bicycle", "flower", "book", "clock", "banana", "pizza", "shoe")
@@ -108,19 +108,5 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig, 
         "prompts": prompts,
         "img_ids": torch.tensor(img_ids),
         "targets": targets,
-        "geometric_prompt": geometric_prompt(boxes),
+        "geometric_prompt": prompt_from_boxes(boxes),
     }
-
-
-def geometric_prompt(boxes_per_query: list[list[tuple[list[float], bool]]]) -> Prompt:
-    """Padded boxes for B queries: box_embeddings (N, B, 4), box_mask (B, N) True = padding, labels (N, B)."""
-    num_queries, num_boxes = len(boxes_per_query), max((len(b) for b in boxes_per_query), default=0)
-    embeddings = torch.zeros(num_boxes, num_queries, 4)
-    labels = torch.zeros(num_boxes, num_queries, dtype=torch.bool)
-    padding = torch.ones(num_queries, num_boxes, dtype=torch.bool)
-    for q, items in enumerate(boxes_per_query):
-        for n, (box, positive) in enumerate(items):
-            embeddings[n, q] = torch.tensor(box)
-            labels[n, q] = positive
-            padding[q, n] = False
-    return Prompt(box_embeddings=embeddings, box_mask=padding, box_labels=labels)

@@ -29,31 +29,38 @@ class MatchCosts:
     focal_gamma: float = 2.0
 
 
+def _per_image(pred_logits, pred_boxes, target_boxes, match_one) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Apply ``match_one(prob (Q,), boxes (Q, 4), targets (G, 4)) -> (rows, cols)`` to each image."""
+    prob = pred_logits.squeeze(-1).sigmoid().float()
+    matches = []
+    for b, targets in enumerate(target_boxes):
+        if len(targets) == 0:
+            rows = cols = np.zeros(0, dtype=np.int64)
+        else:
+            rows, cols = match_one(prob[b], pred_boxes[b].float(), targets.float().to(pred_boxes.device))
+        matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+    return matches
+
+
 @torch.no_grad()
 def hungarian_match(
     pred_logits: torch.Tensor, pred_boxes: torch.Tensor, target_boxes: list[torch.Tensor],
     costs: MatchCosts = MatchCosts(),
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``pred_logits`` (B, Q, 1), ``pred_boxes`` (B, Q, 4), ``target_boxes`` B x (G_b, 4) -> B pairs."""
-    matches = []
-    prob = pred_logits.squeeze(-1).sigmoid().float()
-    for b, targets in enumerate(target_boxes):
-        if len(targets) == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            matches.append((empty, empty))
-            continue
-        p = prob[b][:, None]
+
+    def match_one(prob, boxes, targets):
+        p = prob[:, None]
         neg = (1 - costs.focal_alpha) * p**costs.focal_gamma * -(1 - p + 1e-8).log()
         pos = costs.focal_alpha * (1 - p) ** costs.focal_gamma * -(p + 1e-8).log()
         cost = (
             costs.cost_class * (pos - neg)
-            + costs.cost_bbox * torch.cdist(pred_boxes[b].float(), targets.float(), p=1)
-            - costs.cost_giou * generalized_box_iou(box_cxcywh_to_xyxy(pred_boxes[b].float()),
-                                                    box_cxcywh_to_xyxy(targets.float()))
+            + costs.cost_bbox * torch.cdist(boxes, targets, p=1)
+            - costs.cost_giou * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(targets))
         )
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
-        matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
-    return matches
+        return linear_sum_assignment(cost.cpu().numpy())
+
+    return _per_image(pred_logits, pred_boxes, target_boxes, match_one)
 
 
 @torch.no_grad()
@@ -62,15 +69,10 @@ def one_to_many_match(
     alpha: float = 0.3, threshold: float = 0.4, topk: int = 4,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """DAC-style one-to-many assignment (see module docstring). Same shapes as ``hungarian_match``."""
-    matches = []
-    prob = pred_logits.squeeze(-1).sigmoid().float()
-    for b, targets in enumerate(target_boxes):
-        if len(targets) == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            matches.append((empty, empty))
-            continue
-        iou, _ = box_iou(box_cxcywh_to_xyxy(pred_boxes[b].float()), box_cxcywh_to_xyxy(targets.float()))
-        quality = (alpha * prob[b][:, None] + (1 - alpha) * iou).cpu().numpy()  # (Q, G), higher is better
+
+    def match_one(prob, boxes, targets):
+        iou, _ = box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(targets))
+        quality = (alpha * prob[:, None] + (1 - alpha) * iou).cpu().numpy()  # (Q, G), higher is better
         k = min(topk, quality.shape[0])
         selected = np.zeros_like(quality, dtype=bool)
         top = np.argsort(-quality, axis=0, kind="stable")[:k]  # (k, G)
@@ -78,6 +80,6 @@ def one_to_many_match(
         selected &= quality > threshold
         best_target = np.where(selected, quality, -np.inf).argmax(axis=1)  # a prediction -> its best target
         rows = np.nonzero(selected.any(axis=1))[0]
-        matches.append((torch.as_tensor(rows, dtype=torch.long),
-                        torch.as_tensor(best_target[rows], dtype=torch.long)))
-    return matches
+        return rows, best_target[rows]
+
+    return _per_image(pred_logits, pred_boxes, target_boxes, match_one)

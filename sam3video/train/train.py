@@ -91,7 +91,7 @@ def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Gene
 
 def export_weights(checkpoint: Path, out: Path) -> None:
     """The shipped demo weights: fp16 model state dict + config, loadable with ``weights_only=True``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     with atomic_path(out) as tmp:
         torch.save({"model": half, "config": state["config"]["model"], "step": state["step"]}, tmp)
@@ -112,7 +112,7 @@ def train(args) -> None:
     last = out / "last.pt"
     config = {"model": model_config.to_dict(), "args": vars(args), "data": asdict(data_config)}
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]

@@ -38,22 +38,6 @@ def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:
         return model.backbone.forward_text(prompts, device=model.device)
 
 
-def geometric_prompt_for(model: Sam3Image, boxes_by_prompt: list[list[tuple[np.ndarray, bool]]]) -> Prompt:
-    """A ``Prompt`` for P prompts: boxes_by_prompt[p] lists (cxcywh normalised (4,), positive) pairs."""
-    num_prompts = len(boxes_by_prompt)
-    num_boxes = max((len(b) for b in boxes_by_prompt), default=0)
-    device = model.device
-    boxes = torch.zeros(num_boxes, num_prompts, 4, device=device)
-    labels = torch.zeros(num_boxes, num_prompts, dtype=torch.bool, device=device)
-    padding = torch.ones(num_prompts, num_boxes, dtype=torch.bool, device=device)
-    for p, items in enumerate(boxes_by_prompt):
-        for i, (box, positive) in enumerate(items):
-            boxes[i, p] = torch.as_tensor(box, dtype=torch.float32, device=device)
-            labels[i, p] = bool(positive)
-            padding[p, i] = False
-    return Prompt(box_embeddings=boxes, box_mask=padding, box_labels=labels)
-
-
 def run_frame(
     model: Sam3Image, frame_index: int, backbone_out: dict, text_out: dict, geometric_prompt: Prompt
 ) -> dict:

@@ -24,7 +24,8 @@ from ..errors import InputError
 from ..model.sam3_image import Sam3Image
 from ..processor import VISUAL_PROMPT
 from .cache import FeatureCache, LazyFrames
-from .detect import DetectionConfig, encode_prompts, geometric_prompt_for, pooled_embeddings, postprocess, run_frame
+from ..model.geometry_encoders import prompt_from_boxes
+from .detect import DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoInfo, iter_windows, open_video
 from .tracker import Tracker, TrackerConfig
@@ -166,7 +167,7 @@ class VideoPredictor:
 
         start = time.perf_counter()
         backbone_out = session.features.get(frame.index) or {"img_batch_all_stages": lazy}
-        outputs = run_frame(self.model, local, backbone_out, session.text_out, geometric_prompt_for(self.model, boxes))
+        outputs = run_frame(self.model, local, backbone_out, session.text_out, prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
         session.features.put(frame.index, computed)
         row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
@@ -190,7 +191,7 @@ class VideoPredictor:
     def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor) -> None:
         """Prototypes of this frame's exemplars, from a text-only pass on the cached features."""
         height, width = frame.image.shape[:2]
-        no_boxes = geometric_prompt_for(self.model, [[] for _ in session.class_names])
+        no_boxes = prompt_from_boxes([[] for _ in session.class_names], self.model.device)
         cached = session.features.get(frame.index)
         outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
         text_only = postprocess(outputs, (height, width), self.config.detection, features)

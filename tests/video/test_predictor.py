@@ -83,19 +83,19 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
 
 def test_positive_exemplar_box_follows_its_track(tiny_model, monkeypatch):
     boxes_seen = []
-    real = predictor_module.geometric_prompt_for
+    real = predictor_module.prompt_from_boxes
 
-    def spy(model, boxes):
+    def spy(boxes, device=None):
         boxes_seen.append([len(b) for b in boxes])
-        return real(model, boxes)
+        return real(boxes, device)
 
-    monkeypatch.setattr(predictor_module, "geometric_prompt_for", spy)
+    monkeypatch.setattr(predictor_module, "prompt_from_boxes", spy)
     monkeypatch.setattr(predictor_module, "postprocess",
                         lambda outputs, size, config, features=None: moving_box_detections(len(boxes_seen), size))
     predictor = VideoPredictor(tiny_model)
     exemplar = Exemplar(frame=3, box=(10, 10, 26, 30), positive=True)
     list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar]))
-    per_frame = [b[0] for b in boxes_seen if True]
+    per_frame = [b[0] for b in boxes_seen]
     # frames 0-2: no box; frame 3: the exemplar (+ a text-only pass); later frames: the carried box
     assert per_frame[:3] == [0, 0, 0] and per_frame[3] == 1 and all(n == 1 for n in per_frame[-4:])
 
