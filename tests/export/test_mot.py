@@ -93,7 +93,7 @@ def test_reads_ground_truth_and_minimal_lines(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path, bad):
     path = tmp_path / "tracks.txt"
     path.write_text(f"1,1,0,0,1,1,1,-1,-1,-1\n\n{bad}\n")
-    with pytest.raises(InputError, match=rf"tracks\.txt:3: "):
+    with pytest.raises(InputError, match=r"tracks\.txt:3: "):
         read_mot(path)
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sam3video.errors import InputError
-from sam3video.video import loader
+from sam3video.video import backends, loader
 from sam3video.video.loader import Frame, Sampling, iter_windows, open_video, sample
 from tests.helpers import index_frame, read_index, write_video
 
@@ -204,7 +204,7 @@ def test_sample_ntsc_to_10_fps_keeps_the_time_grid():
 
 
 def test_forced_backend_not_installed(videos, monkeypatch):
-    monkeypatch.setattr(loader, "available_backends", lambda: ("pyav",))
+    monkeypatch.setattr(backends, "available_backends", lambda: ("pyav",))
     with pytest.raises(InputError, match="'opencv' is not installed"):
         open_video(videos["clip"], backend="opencv")
     with pytest.raises(InputError, match="unknown video backend"):
@@ -218,9 +218,9 @@ def test_auto_tries_the_next_backend(videos, monkeypatch):
     def refuse(path):
         raise InputError("refused")
 
-    monkeypatch.setattr(loader, "available_backends", lambda: ("pyav", "opencv"))
+    monkeypatch.setattr(backends, "available_backends", lambda: ("pyav", "opencv"))
     assert open_video(videos["clip"]).info.backend == "pyav"
-    monkeypatch.setitem(loader._FILE_BACKENDS, "pyav", (refuse, None))
+    monkeypatch.setitem(backends._FILE_BACKENDS, "pyav", (refuse, None))
     assert open_video(videos["clip"]).info.backend == "opencv"
 
 
