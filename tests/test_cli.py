@@ -48,6 +48,10 @@ def test_track_writes_every_output(workdir, capsys):
     mots = read_mots(out / "tracks.mots.txt")
     assert set(np.concatenate([d.tracker_id for d in mot.values()])) == track_ids
     assert max(mot) <= 9 and set(mots) <= set(mot)
+    per_prompt = [read_mot(out / name) for name in ("tracks.red_circle.txt", "tracks.square.txt")]
+    assert sum(len(d) for p in per_prompt for d in p.values()) == sum(len(d) for d in mot.values())
+    assert summary["outputs"]["per_prompt_mot"] == {"red circle": "tracks.red_circle.txt",
+                                                    "square": "tracks.square.txt"}
     for frame, dets in mots.items():
         assert dets.mask.shape[1:] == (96, 160)
         assert dets.mask.sum(0).max() <= 1  # MOTS masks do not overlap

@@ -2,7 +2,7 @@
 
 Layout of a clip folder::
 
-    video.mp4                      H.264 (libx264, yuv420p, crf 18, veryfast) when available, else MPEG-4 Part 2
+    video.mp4                      H.264 (libx264, yuv420p, crf 18) when available, else MPEG-4 Part 2
     gt/<prompt_slug>/gt.txt        MOTChallenge: frame,id,x,y,w,h,1,1,visibility
     gt/<prompt_slug>/gt.mots.txt   MOTS: frame id class_id height width rle
     meta.json                      seed, config, objects, prompts (written last: marks a complete folder)
@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import ExitStack, contextmanager
-from fractions import Fraction
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-import av
-import numpy as np
-from pycocotools import mask as mask_utils
 
 from sam3video.data.concepts import PROMPTS, prompt_slug
 from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig, generate_clip
 from sam3video.errors import InputError
+from sam3video.export.atomic import atomic_open
+from sam3video.export.mots import encode_rle
+from sam3video.export.overlay import OverlayWriter
 
 VIDEO_NAME = "video.mp4"
 META_NAME = "meta.json"
@@ -37,23 +35,10 @@ MOT_NAME = "gt.txt"
 MOTS_NAME = "gt.mots.txt"
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it to ``final`` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def mot_lines(truth: FrameTruth, prompt: str) -> list[str]:
@@ -65,11 +50,6 @@ def mot_lines(truth: FrameTruth, prompt: str) -> list[str]:
     return lines
 
 
-def mask_to_rle(mask: np.ndarray) -> str:
-    """COCO compressed RLE counts string of an (H, W) bool mask."""
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
-
-
 def mots_lines(truth: FrameTruth, prompt: str, class_id: int = 1, rles: dict[int, str] | None = None) -> list[str]:
     """MOTS lines (COCO RLE of the visible masks) of the objects of one frame that match ``prompt``;
     ``rles`` caches object id -> RLE string across prompts of the same frame (filled in place)."""
@@ -78,40 +58,9 @@ def mots_lines(truth: FrameTruth, prompt: str, class_id: int = 1, rles: dict[int
     lines = []
     for o in truth.matching(prompt):
         if o.object_id not in rles:
-            rles[o.object_id] = mask_to_rle(o.mask)
+            rles[o.object_id] = encode_rle(o.mask[None])[0]
         lines.append(f"{truth.frame_index + 1} {o.object_id} {class_id} {height} {width} {rles[o.object_id]}")
     return lines
-
-
-class _VideoWriter:
-    """Encodes RGB frames to an mp4 with PyAV; use as a context manager around a temporary path."""
-
-    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 18,
-                 preset: str = "veryfast") -> None:
-        self._container = av.open(str(path), mode="w", format="mp4")
-        rate = Fraction(fps).limit_denominator(1001)
-        if "libx264" in av.codecs_available:
-            self._stream = self._container.add_stream("libx264", rate=rate)
-            self._stream.options = {"crf": str(crf), "preset": preset}
-        else:
-            self._stream = self._container.add_stream("mpeg4", rate=rate)
-            self._stream.options = {"qscale": "2"}
-        self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p"
-
-    def write(self, image: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        self._container.mux(self._stream.encode(frame))
-
-    def __enter__(self) -> "_VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._container.mux(self._stream.encode(None))
-        finally:
-            self._container.close()
 
 
 def clip_meta(clip: Clip, prompts: Iterable[str]) -> dict[str, Any]:
@@ -151,11 +100,10 @@ def write_clip(
     mot: dict[str, list[str]] = {p: [] for p in prompts}
     mots: dict[str, list[str]] = {p: [] for p in prompts}
     out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:  # on exit: the encoder is flushed first, then the file renamed
+    with ExitStack() as stack:
         writer = None
         if video:
-            tmp_video = stack.enter_context(atomic_path(out / VIDEO_NAME))
-            writer = stack.enter_context(_VideoWriter(tmp_video, *clip.size, clip.fps, crf))
+            writer = stack.enter_context(OverlayWriter(out / VIDEO_NAME, clip.fps, *clip.size, crf=crf))
         for _, image, truth in clip.frames():
             if writer is not None:
                 writer.write(image)
@@ -190,23 +138,3 @@ def load_clip(clip_dir: str | os.PathLike) -> Clip:
         raise InputError(f"{path} not found: not a synthetic clip folder")
     meta = json.loads(path.read_text(encoding="utf-8"))
     return generate_clip(int(meta["seed"]), WorldConfig.from_dict(meta["config"]))
-
-
-def read_mot(path: str | os.PathLike) -> np.ndarray:
-    """(N, 9) float64 rows of a MOTChallenge text file (empty file -> (0, 9))."""
-    text = Path(path).read_text(encoding="utf-8").strip()
-    if not text:
-        return np.zeros((0, 9))
-    return np.array([[float(v) for v in line.split(",")] for line in text.splitlines()]).reshape(-1, 9)
-
-
-def read_mots(path: str | os.PathLike) -> dict[int, dict[int, np.ndarray]]:
-    """MOTS file -> {frame (1-based): {object id: (H, W) bool mask}}."""
-    frames: dict[int, dict[int, np.ndarray]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        frame, obj, _, height, width, counts = line.split(" ", 5)
-        rle = {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
-        frames.setdefault(int(frame), {})[int(obj)] = mask_utils.decode(rle).astype(bool)
-    return frames

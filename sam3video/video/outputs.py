@@ -1,7 +1,8 @@
 """Consume a tracking stream into the output files of a run, each written atomically.
 
 ``OUT/tracks.txt`` (MOTChallenge boxes), ``OUT/tracks.mots.txt`` (MOTS masks, COCO RLE),
-``OUT/overlay.mp4`` (unless ``render=False``) and ``OUT/summary.json``. An interrupted run (error or
+``OUT/overlay.mp4`` (unless ``render=False``) and ``OUT/summary.json``; with several prompts also
+``OUT/tracks.<prompt>.txt``, the MOT file of each prompt alone (MOT lines carry no class). An interrupted run (error or
 Ctrl-C) leaves no file named as final: the writers' temp files are removed.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
+from ..data.concepts import prompt_slug
 from ..errors import InputError
 from ..export import MOTSWriter, MOTWriter, OverlayWriter, TrackStats, annotate, write_summary
 from .predictor import FrameResult
@@ -30,6 +32,18 @@ def prepare_out_dir(out_dir: "str | Path") -> Path:
     except OSError as e:
         raise InputError(f"cannot write to output directory {out_dir}: {e.strerror or e}") from None
     return out_dir
+
+
+def per_prompt_names(class_names: list[str]) -> list[str]:
+    """``tracks.<slug>.txt`` for each prompt (``_2``, ``_3`` ... where slugs collide)."""
+    names: list[str] = []
+    for name in class_names:
+        slug, n = prompt_slug(name), 2
+        candidate = f"tracks.{slug}.txt"
+        while candidate in names:
+            candidate, n = f"tracks.{slug}_{n}.txt", n + 1
+        names.append(candidate)
+    return names
 
 
 def write_outputs(
@@ -54,12 +68,17 @@ def write_outputs(
     with ExitStack() as stack:
         mot = stack.enter_context(MOTWriter(out_dir / OUTPUT_NAMES["mot"]))
         mots = stack.enter_context(MOTSWriter(out_dir / OUTPUT_NAMES["mots"]))
+        per_prompt = []
+        if len(class_names) > 1:
+            per_prompt = [stack.enter_context(MOTWriter(out_dir / name)) for name in per_prompt_names(class_names)]
         overlay = None
         if render:
             overlay = stack.enter_context(OverlayWriter(out_dir / OUTPUT_NAMES["overlay"], fps, width, height))
         for result in results:
             mot.write(result.frame_index, result.detections)
             mots.write(result.frame_index, result.detections)
+            for class_id, writer in enumerate(per_prompt):
+                writer.write(result.frame_index, result.detections[result.detections.class_id == class_id])
             stats.update(result.frame_index, result.detections)
             if overlay is not None:
                 render_start = time.perf_counter()
@@ -73,7 +92,9 @@ def write_outputs(
     summary.update({
         "frames": num_frames,
         "tracks": stats.table(),
-        "outputs": {k: v for k, v in OUTPUT_NAMES.items() if render or k != "overlay"},
+        "outputs": {**{k: v for k, v in OUTPUT_NAMES.items() if render or k != "overlay"},
+                    **({"per_prompt_mot": dict(zip(class_names, per_prompt_names(class_names)))}
+                       if len(class_names) > 1 else {})},
         "timings": {
             **summary.get("timings", {}),
             "total_s": round(elapsed, 3),

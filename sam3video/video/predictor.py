@@ -46,13 +46,16 @@ class TrackingConfig:
 
 @dataclass
 class FrameResult:
-    """One frame of the output stream. ``frame_index`` 0-based; ``image`` (H, W, 3) uint8 RGB."""
+    """One frame of the output stream. ``frame_index`` 0-based; ``image`` (H, W, 3) uint8 RGB;
+    ``detections`` the reported, tracked instances; ``candidates`` what the tracker was given (every
+    detection above the low score threshold, before association) — for baselines and debugging."""
 
     frame_index: int
     timestamp: float
     window: int
     detections: Detections
     image: np.ndarray
+    candidates: Detections
 
 
 @dataclass
@@ -186,7 +189,7 @@ class VideoPredictor:
         memory.attach_tracks(frame.index, tracked)
         timings["track"] += time.perf_counter() - start
         session.frames_done += 1
-        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image)
+        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections)
 
     def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor) -> None:
         """Prototypes of this frame's exemplars, from a text-only pass on the cached features."""
