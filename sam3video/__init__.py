@@ -1,7 +1,8 @@
 """sam3video: video concept tracking with the SAM 3 detector.
 
 Public API (imported lazily, so ``import sam3video`` and ``sam3video --help`` stay fast):
-``build_model``, ``load_model``, ``load_config``, ``Sam3Config``, ``Sam3Processor``.
+``build_model``, ``load_model``, ``load_config``, ``Sam3Config``, ``Sam3Processor`` (images);
+``VideoPredictor``, ``TrackingConfig``, ``write_outputs``, ``Detections`` (video).
 """
 
 from importlib import import_module
@@ -14,6 +15,10 @@ _LAZY = {
     "Sam3Config": "sam3video.model.build",
     "load_model": "sam3video.model.checkpoint",
     "Sam3Processor": "sam3video.processor",
+    "VideoPredictor": "sam3video.video.predictor",
+    "TrackingConfig": "sam3video.video.predictor",
+    "write_outputs": "sam3video.video.outputs",
+    "Detections": "sam3video.detections",
     "InputError": "sam3video.errors",
     "CheckpointError": "sam3video.errors",
 }

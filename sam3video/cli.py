@@ -56,6 +56,8 @@ def add_track_parser(sub) -> None:
     model.add_argument("--checkpoint", help="sam3.pt path or hub id (default: facebook/sam3)")
     model.add_argument("--config", help="model config: preset (sam3, tiny) or file (default: from the checkpoint)")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                       help="autocast precision of the model (default fp32)")
     video = p.add_argument_group("video")
     video.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
     video.add_argument("--fps", type=_positive_float, help="subsample to this frame rate")
@@ -90,6 +92,7 @@ def _tracking_config(args):
     new_track = args.new_track_threshold
     new_track = max(0.6, args.score_threshold) if new_track is None else max(new_track, args.score_threshold)
     return TrackingConfig(
+        precision=args.precision,
         detection=DetectionConfig(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
                                   nms_iou_threshold=args.nms_iou),
         tracker=TrackerConfig(high_score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,

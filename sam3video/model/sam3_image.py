@@ -119,11 +119,12 @@ class Sam3Image(nn.Module):
 
         img_batch = backbone_out["img_batch_all_stages"]
         unique_ids = torch.unique(img_ids) if img_ids.numel() > 1 else img_ids.reshape(1)
+        dtype = next(self.backbone.parameters()).dtype  # frames may be stored as fp16 on the CPU
         if isinstance(img_batch, torch.Tensor):
-            image = img_batch[unique_ids.to(img_batch.device)]
+            image = img_batch[unique_ids.to(img_batch.device)].to(device=self.device, dtype=dtype)
         else:
-            image = torch.stack([torch.as_tensor(img_batch[i]) for i in unique_ids.tolist()])
-        image = image.to(device=self.device, dtype=next(self.backbone.parameters()).dtype)
+            frames = [torch.as_tensor(img_batch[i]).to(device=self.device, dtype=dtype) for i in unique_ids.tolist()]
+            image = torch.stack(frames)
         id_mapping = torch.full((len(img_batch),), -1, dtype=torch.long, device=self.device)
         id_mapping[unique_ids.to(self.device)] = torch.arange(len(unique_ids), device=self.device)
         backbone_out = {**backbone_out, **self.backbone.forward_image(image), "id_mapping": id_mapping}

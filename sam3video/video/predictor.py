@@ -12,6 +12,7 @@ across window boundaries.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,14 +22,17 @@ import torch
 
 from ..detections import Detections
 from ..errors import InputError
+from ..model.geometry_encoders import prompt_from_boxes
 from ..model.sam3_image import Sam3Image
 from ..processor import VISUAL_PROMPT
 from .cache import FeatureCache, LazyFrames
-from ..model.geometry_encoders import prompt_from_boxes
 from .detect import DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoInfo, iter_windows, open_video
 from .tracker import Tracker, TrackerConfig
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class TrackingConfig:
     feature_cache: int = 2  # frames whose backbone features are kept (LRU)
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
+    precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -103,6 +112,13 @@ class VideoPredictor:
             tracker=Tracker(self.config.tracker, fps=fps),
             features=FeatureCache(self.config.feature_cache),
         )
+
+    def _precision(self):
+        """An autocast context for bf16 / fp16, a no-op for fp32 (the default)."""
+        dtype = PRECISIONS[self.config.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.model.device.type, dtype=dtype)
 
     def _preprocess(self, frame: Frame) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
@@ -170,7 +186,9 @@ class VideoPredictor:
 
         start = time.perf_counter()
         backbone_out = session.features.get(frame.index) or {"img_batch_all_stages": lazy}
-        outputs = run_frame(self.model, local, backbone_out, session.text_out, prompt_from_boxes(boxes, self.model.device))
+        with self._precision():
+            outputs = run_frame(self.model, local, backbone_out, session.text_out,
+                                prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
         session.features.put(frame.index, computed)
         row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
@@ -196,7 +214,8 @@ class VideoPredictor:
         height, width = frame.image.shape[:2]
         no_boxes = prompt_from_boxes([[] for _ in session.class_names], self.model.device)
         cached = session.features.get(frame.index)
-        outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
+        with self._precision():
+            outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
         text_only = postprocess(outputs, (height, width), self.config.detection, features)
         box_embeddings = {}
         for exemplar in session.exemplars.on_frame(frame.index):

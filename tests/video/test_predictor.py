@@ -142,3 +142,25 @@ def test_tracking_config_defaults_are_consistent():
     config = TrackingConfig()
     assert config.detection.score_threshold == config.tracker.high_score_threshold
     assert config.detection.low_score_threshold == config.tracker.low_score_threshold
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_reduced_precision_runs_and_stays_close(tiny_model, precision):
+    """bf16 autocast on the CPU: same number of frames, scores close to fp32 (random weights)."""
+    from sam3video.video.detect import DetectionConfig
+
+    detection = DetectionConfig(score_threshold=0.0, low_score_threshold=0.0)
+    runs = {}
+    for p in ("fp32", precision):
+        predictor = VideoPredictor(tiny_model, TrackingConfig(precision=p, detection=detection))
+        runs[p] = [r.candidates for r in predictor.track(FRAMES[:2], prompts=["dog"])]
+    for full, reduced in zip(runs["fp32"], runs[precision]):
+        top_full, top_reduced = np.sort(full.confidence)[-3:], np.sort(reduced.confidence)[-3:]
+        assert np.abs(top_full - top_reduced).max() < 0.05
+
+
+def test_unknown_precision_is_bad_input():
+    from sam3video.errors import InputError
+
+    with pytest.raises(InputError, match="precision"):
+        TrackingConfig(precision="fp8")
