@@ -3,6 +3,10 @@
     python -m sam3video.eval.benchmark --out runs/benchmark               # 20 clips of 10 s
     python -m sam3video.eval.benchmark --clips 4 --seconds 5 --out /tmp/b  # quicker
 
+Exemplar line: on clips where a shape prompt ("circle") matches objects of several colours, the
+intended concept is one colour ("red circle"); HOTA for it with the shape prompt alone, and with one
+positive and one negative exemplar box on one frame.
+
 For every clip, all colour + shape prompts with an instance in the clip run together (one backbone pass
 per frame). The detections handed to the tracker are recorded, and three trackers run on exactly them:
 sam3video's tracker, "no tracker" (a new id for every detection of every frame) and "greedy IoU"
@@ -20,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.concepts import PROMPTS, prompt_slug
+from ..data.concepts import PROMPTS, TARGET_SHAPES, prompt_slug
 from ..data.dataset import MOT_NAME, write_clip
 from ..data.synthetic import WorldConfig, generate_clip
 from ..detections import Detections
 from ..export import MOTWriter
 from ..video.association import box_iou
+from ..video.exemplars import Exemplar
 from .metrics import run_eval
 
 SUITE_SEED = 2_000_000_000  # suite seeds start here; training samples clip seeds from its own generator
@@ -127,6 +132,54 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     return summary
 
 
+def ambiguous_case(clip) -> tuple[str, str, Exemplar, Exemplar] | None:
+    """(shape prompt, intended colour+shape prompt, positive exemplar, negative exemplar) for a clip where
+    a shape prompt matches objects of several colours; exemplars on the first frame showing both well."""
+    for shape in TARGET_SHAPES:
+        objects = [o for o in clip.objects_matching(shape) if not o.distractor]
+        colours = sorted({o.colour for o in objects})
+        if len(colours) < 2:
+            continue
+        intended = f"{colours[0]} {shape}"
+        for t in range(clip.num_frames):
+            truth = clip.frame(t)[1]
+            good = [o for o in truth.matching(shape) if o.visibility > 0.9]
+            pos = [o for o in good if o.colour == colours[0]]
+            neg = [o for o in good if o.colour != colours[0]]
+            if pos and neg:
+                return (shape, intended, Exemplar(t, tuple(map(float, pos[0].box)), True),
+                        Exemplar(t, tuple(map(float, neg[0].box)), False))
+    return None
+
+
+def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float,
+                           device: str = "cpu") -> dict:
+    """HOTA for the intended concept with the ambiguous shape prompt alone, and with exemplars added."""
+    from ..model.checkpoint import load_model
+    from ..video.predictor import VideoPredictor
+
+    predictor = VideoPredictor(load_model(checkpoint, None, device))
+    config = WorldConfig(duration_s=seconds)
+    gts, preds = [], {"text only": [], "text + exemplars": []}
+    seed = SUITE_SEED + 10_000
+    while len(gts) < num_clips:
+        clip, seed = generate_clip(seed, config), seed + 1
+        case = ambiguous_case(clip)
+        if case is None:
+            continue
+        shape, intended, positive, negative = case
+        clip_dir = write_clip(clip, out / "exemplar_suite" / f"clip_{len(gts):02d}", [intended])
+        gts.append(clip_dir / "gt" / prompt_slug(intended) / MOT_NAME)
+        for method, exemplars in (("text only", []), ("text + exemplars", [positive, negative])):
+            frames = [r.detections for r in predictor.track(clip_dir / "video.mp4", [shape], exemplars)]
+            path = out / "exemplar" / method.replace(" ", "_").replace("+", "and") / f"clip_{len(gts):02d}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tracks(path, frames, 0)
+            preds[method].append(path)
+    names = [f"clip_{i:02d}" for i in range(len(gts))]
+    return {m: run_eval(gts, p, kind="mot", names=names).combined["HOTA"] for m, p in preds.items()}
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"{summary['clips']} held-out clips x {summary['seconds_per_clip']:g} s, {summary['sequences']} "
              f"(clip, colour+shape prompt) sequences, {summary['frames']} frames",
@@ -135,6 +188,10 @@ def format_summary(summary: dict) -> str:
         fps = f"{summary['frames_per_s_end_to_end']:9.1f}" if method == "sam3video" else f"{'(same)':>9s}"
         lines.append(f"{method:12s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {fps}")
+    if "exemplar_hota" in summary:
+        hota = summary["exemplar_hota"]
+        lines.append(f"exemplars, ambiguous shape prompt -> intended colour: HOTA {100 * hota['text only']:.1f} "
+                     f"(text only) vs {100 * hota['text + exemplars']:.1f} (text + 1 positive, 1 negative box)")
     return "\n".join(lines)
 
 
@@ -145,8 +202,15 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--exemplar-clips", type=int, default=10,
+                        help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
     args = parser.parse_args(argv)
-    summary = run_benchmark(Path(args.out), args.checkpoint, args.clips, args.seconds, args.device)
+    out = Path(args.out)
+    summary = run_benchmark(out, args.checkpoint, args.clips, args.seconds, args.device)
+    if args.exemplar_clips:
+        summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips, args.seconds,
+                                                          args.device)
+        (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary))
 
 

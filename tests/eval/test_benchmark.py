@@ -40,3 +40,20 @@ def test_clip_prompts_are_colour_and_shape_concepts_present():
     prompts = clip_prompts(clip)
     assert prompts and all(" " in p for p in prompts)
     assert all(clip.objects_matching(p) for p in prompts)
+
+
+def test_ambiguous_case_marks_two_colours_of_one_shape():
+    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.eval.benchmark import ambiguous_case
+
+    for seed in range(30):
+        clip = generate_clip(seed, WorldConfig(duration_s=1.0))
+        case = ambiguous_case(clip)
+        if case is not None:
+            break
+    shape, intended, positive, negative = case
+    assert intended.endswith(shape) and positive.frame == negative.frame
+    truth = clip.frame(positive.frame)[1]
+    by_box = {tuple(map(float, o.box)): o for o in truth.objects}
+    assert by_box[positive.box].colour == intended.split()[0] and by_box[positive.box].shape == shape
+    assert by_box[negative.box].colour != intended.split()[0] and by_box[negative.box].shape == shape
