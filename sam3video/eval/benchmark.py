@@ -7,12 +7,12 @@ Exemplar line: on clips where a shape prompt ("circle") matches objects of sever
 intended concept is one colour ("red circle"); HOTA for it with the shape prompt alone, and with one
 positive and one negative exemplar box on one frame.
 
-For every clip, all colour + shape prompts with an instance in the clip run together (one backbone pass
-per frame). The detections handed to the tracker are recorded, and three trackers run on exactly them:
+For every clip, each colour + shape prompt with an instance in the clip is one `track` run (one
+sequence). The detections handed to the tracker are recorded, and three trackers run on exactly them:
 sam3video's tracker, "no tracker" (a new id for every detection of every frame) and "greedy IoU"
 (each detection takes the id of the free previous-frame detection it overlaps most, box IoU >= 0.3).
-Each (clip, prompt) is one sequence for TrackEval (HOTA, IDF1, MOTA, ID switches). Frames/s is end to
-end for sam3video: decode, detect, track and write the MOT file (no overlay).
+TrackEval scores all sequences (HOTA, IDF1, MOTA, ID switches). Frames/s is end to end for sam3video
+with one prompt: decode, detect, track and write the MOT file (no overlay).
 """
 
 from __future__ import annotations
@@ -88,40 +88,39 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     predictor = VideoPredictor(model)
     score_threshold = predictor.config.detection.score_threshold
     config = WorldConfig(duration_s=seconds)
-    gt_files = {"sam3video": [], "no tracker": [], "greedy IoU": []}
-    pred_files = {name: [] for name in gt_files}
+    gt_files: list[Path] = []
+    pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
     names, frames_total, seconds_total = [], 0, 0.0
     for i in range(num_clips):
         seed = SUITE_SEED + i
         clip = generate_clip(seed, config)
         prompts = clip_prompts(clip)
         clip_dir = write_clip(clip, out / "suite" / f"clip_{i:02d}", prompts)
-        start = time.perf_counter()
-        session = predictor.start_session(prompts, fps=clip.fps)
-        tracked, candidates = [], []
-        mot_path = out / "sam3video" / f"clip_{i:02d}.txt"
-        mot_path.parent.mkdir(parents=True, exist_ok=True)
-        with MOTWriter(mot_path) as writer:  # timed like `track`: the MOT file is written as frames come
-            for result in predictor.track(clip_dir / "video.mp4", session=session):
-                writer.write(result.frame_index, result.detections)
-                tracked.append(result.detections)
-                candidates.append(result.candidates)
-        seconds_total += time.perf_counter() - start
-        frames_total += len(tracked)
-        baselines = {"sam3video": tracked, "no tracker": no_tracker(candidates, score_threshold),
-                     "greedy IoU": greedy_iou_tracker(candidates, score_threshold)}
-        for c, prompt in enumerate(prompts):
+        for prompt in prompts:  # one run per prompt: frames/s is that of `track --prompt P`
             name = f"clip_{i:02d}/{prompt_slug(prompt)}"
             names.append(name)
+            mot_path = out / "sam3video" / f"{name.replace('/', '__')}.txt"
+            mot_path.parent.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            candidates = []
+            with MOTWriter(mot_path) as writer:  # timed like `track`: the MOT file is written as frames come
+                for result in predictor.track(clip_dir / "video.mp4", [prompt]):
+                    writer.write(result.frame_index, result.detections)
+                    candidates.append(result.candidates)
+            seconds_total += time.perf_counter() - start
+            frames_total += len(candidates)
+            baselines = {"no tracker": no_tracker(candidates, score_threshold),
+                         "greedy IoU": greedy_iou_tracker(candidates, score_threshold)}
             for method, frames in baselines.items():
                 path = out / method.replace(" ", "_") / f"{name.replace('/', '__')}.txt"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_tracks(path, frames, c)
-                gt_files[method].append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
+                write_tracks(path, frames, 0)
                 pred_files[method].append(path)
-        print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts, {len(tracked)} frames", flush=True)
+            pred_files["sam3video"].append(mot_path)
+            gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
+        print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts", flush=True)
     fps = frames_total / seconds_total
-    rows = {method: run_eval(gt_files[method], pred_files[method], kind="mot", names=names) for method in gt_files}
+    rows = {method: run_eval(gt_files, preds, kind="mot", names=names) for method, preds in pred_files.items()}
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo",
