@@ -124,7 +124,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo",
-        "methods": {m: {k: r.combined[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
+        "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
     }
     (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
@@ -176,7 +176,7 @@ def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, se
             write_tracks(path, frames, 0)
             preds[method].append(path)
     names = [f"clip_{i:02d}" for i in range(len(gts))]
-    return {m: run_eval(gts, p, kind="mot", names=names).combined["HOTA"] for m, p in preds.items()}
+    return {m: run_eval(gts, p, kind="mot", names=names).combined.metrics["HOTA"] for m, p in preds.items()}
 
 
 def format_summary(summary: dict) -> str:
