@@ -108,7 +108,7 @@ def train(args) -> None:
                              // model_config.patch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
-    step = 0
+    step = resumed_from = 0
     last = out / "last.pt"
     config = {"model": model_config.to_dict(), "args": vars(args), "data": asdict(data_config)}
     if last.exists():
@@ -119,10 +119,12 @@ def train(args) -> None:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {last} at step {step}")
-    elif args.init:
+    elif args.init:  # e.g. the committed demo weights: a new session goes on where the last one stopped
         state = torch.load(args.init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
-        print(f"initialised from {args.init}")
+        step = resumed_from = int(state.get("step", 0))
+        rng = np.random.default_rng([args.seed, step])  # new data, not a replay of the first steps
+        print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
     held_out_rng = np.random.default_rng(HELD_OUT_SEED)
     held_out = [sample_batch(held_out_rng, 8, data_config, data_config.world) for _ in range(args.eval_batches)]
@@ -135,6 +137,8 @@ def train(args) -> None:
         start, running = time.time(), {}
         while step < args.steps:
             lr = lr_at(step, args.lr, args.warmup, args.steps)
+            if resumed_from:  # fresh Adam moments: ramp up again
+                lr *= min(1.0, (step - resumed_from + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             world = curriculum_world(step, args.easy_steps, data_config.world)
