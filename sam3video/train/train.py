@@ -45,42 +45,71 @@ def forward(model, batch: dict) -> dict:
     return model.forward_grounding(backbone_out, find, batch["geometric_prompt"])
 
 
+def _match_at_iou(pred: torch.Tensor, scores: torch.Tensor, gt: torch.Tensor, threshold: float = 0.5) -> list[bool]:
+    """Greedy matching in score order: for each prediction (by descending score) whether it is a TP."""
+    used: set[int] = set()
+    iou = box_iou(pred, gt)[0] if len(pred) and len(gt) else torch.zeros(len(pred), len(gt))
+    hits = []
+    for p in torch.argsort(scores, descending=True).tolist():
+        best = iou[p].clone()
+        if used:
+            best[list(used)] = -1
+        hit = bool(best.numel()) and float(best.max()) >= threshold
+        if hit:
+            used.add(int(best.argmax()))
+        hits.append(hit)
+    return hits
+
+
+def average_precision(scores: list[float], hits: list[bool], num_gt: int) -> float:
+    """Area under the precision-recall curve (all-point interpolation, as in VOC/COCO)."""
+    if num_gt == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.cumsum(np.asarray(hits, float)[order])
+    precision = tp / np.arange(1, len(tp) + 1)
+    recall = tp / num_gt
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
 @torch.no_grad()
 def evaluate(model, batches: list[dict], score_threshold: float = 0.5) -> dict:
-    """Detection precision / recall / F1 at IoU 0.5 and presence accuracy over fixed held-out batches."""
+    """On fixed held-out batches: box AP at IoU 0.5 (threshold-free), precision / recall / F1 at
+    ``score_threshold`` and IoU 0.5, and presence accuracy."""
     was_training = model.training
     model.eval()
-    tp = fp = fn = 0
+    all_scores, all_hits, num_gt = [], [], 0
+    tp = fp = 0
     presence_right = presence_total = 0
     for batch in batches:
         out = forward(model, batch)
         scores = out["pred_logits"].sigmoid()[..., 0] * out["presence_logit_dec"].sigmoid()
         for q, target in enumerate(batch["targets"]):
-            keep = scores[q] >= score_threshold
-            pred = box_cxcywh_to_xyxy(out["pred_boxes"][q, keep])
             gt = box_cxcywh_to_xyxy(target["boxes"])
-            matched = 0
-            if len(pred) and len(gt):
-                iou = box_iou(pred, gt)[0]
-                order = torch.argsort(scores[q, keep], descending=True)
-                used = set()
-                for p in order.tolist():
-                    best = iou[p].clone()
-                    best[list(used)] = -1
-                    if best.numel() and best.max() >= 0.5:
-                        used.add(int(best.argmax()))
-                        matched += 1
-            tp += matched
-            fp += len(pred) - matched
-            fn += len(gt) - matched
+            pred = box_cxcywh_to_xyxy(out["pred_boxes"][q])
+            hits = _match_at_iou(pred, scores[q], gt)
+            ranked = torch.argsort(scores[q], descending=True)
+            all_scores += scores[q, ranked].tolist()
+            all_hits += hits
+            confident = scores[q, ranked] >= score_threshold
+            tp += sum(h for h, c in zip(hits, confident.tolist()) if c)
+            fp += sum(not h for h, c in zip(hits, confident.tolist()) if c)
+            num_gt += len(gt)
             presence_right += int((out["presence_logit_dec"][q, 0] > 0).item() == (len(gt) > 0))
             presence_total += 1
     model.train(was_training)
     precision = tp / max(tp + fp, 1)
-    recall = tp / max(tp + fn, 1)
-    return {"precision": precision, "recall": recall,
+    recall = tp / max(num_gt, 1)
+    return {"ap50": average_precision(all_scores, all_hits, num_gt), "precision": precision, "recall": recall,
             "f1": 2 * precision * recall / max(precision + recall, 1e-9),
             "presence_acc": presence_right / max(presence_total, 1)}
+
+
+def held_out_batches(data_config: DataConfig, num_batches: int) -> list[dict]:
+    """Fixed evaluation batches of 8 images from seeds training never draws."""
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    return [sample_batch(rng, 8, data_config, data_config.world) for _ in range(num_batches)]
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator, config: dict) -> None:
@@ -126,14 +155,16 @@ def train(args) -> None:
         rng = np.random.default_rng([args.seed, step])  # new data, not a replay of the first steps
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
-    held_out_rng = np.random.default_rng(HELD_OUT_SEED)
-    held_out = [sample_batch(held_out_rng, 8, data_config, data_config.world) for _ in range(args.eval_batches)]
+    held_out = held_out_batches(data_config, args.eval_batches)
+    if args.eval_only:
+        print(" ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out).items()), f"(step {step})")
+        return
     metrics_path = out / "metrics.csv"
     new_file = not metrics_path.exists()
     with open(metrics_path, "a", newline="") as f:
         writer = csv.writer(f)
         if new_file:
-            writer.writerow(["step", "loss", "lr", "precision", "recall", "f1", "presence_acc", "elapsed_s"])
+            writer.writerow(["step", "loss", "lr", "ap50", "precision", "recall", "f1", "presence_acc", "elapsed_s"])
         start, running = time.time(), {}
         while step < args.steps:
             lr = lr_at(step, args.lr, args.warmup, args.steps)
@@ -159,7 +190,7 @@ def train(args) -> None:
             if step % args.eval_every == 0 or step == args.steps:
                 metrics = evaluate(model, held_out)
                 writer.writerow([step, f"{running['loss']:.4f}", f"{lr:.3e}"] +
-                                [f"{metrics[k]:.4f}" for k in ("precision", "recall", "f1", "presence_acc")] +
+                                [f"{metrics[k]:.4f}" for k in ("ap50", "precision", "recall", "f1", "presence_acc")] +
                                 [f"{time.time() - start:.0f}"])
                 f.flush()
                 print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
@@ -184,6 +215,7 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches of 8 images")
     parser.add_argument("--init", help="start from these weights (e.g. the shipped demo.pt)")
     parser.add_argument("--export", metavar="PATH", help="write the fp16 demo weights from OUT/last.pt and exit")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate OUT/last.pt (or --init) and exit")
     args = parser.parse_args(argv)
     if args.export:
         export_weights(Path(args.out) / "last.pt", Path(args.export))

@@ -61,3 +61,12 @@ def test_a_short_run_lowers_the_loss():
         losses.append(loss.item())
     assert np.isfinite(losses).all()
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_average_precision_by_hand():
+    from sam3video.train.train import average_precision
+
+    # ranked: TP, FP, TP with 2 ground truths: precision 1 at recall .5, 2/3 at recall 1
+    assert average_precision([0.9, 0.8, 0.7], [True, False, True], 2) == 0.5 * 1 + 0.5 * (2 / 3)
+    assert average_precision([0.9], [False], 3) == 0.0
+    assert average_precision([], [], 0) == 0.0
