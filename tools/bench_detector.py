@@ -67,7 +67,7 @@ def main() -> None:
     for name, times in rows:
         print(f"{name:44s} {statistics.median(times):9.3f} {min(times):8.3f}")
     per_frame = statistics.median(backbone_t) + statistics.median(heads_t)
-    print(f"{'per frame, one prompt':44s} {per_frame:9.3f}   ({1 / per_frame:.2f} frames/s)")
+    print(f"{'per frame, one prompt':44s} {per_frame:9.3f}   ({1 / per_frame:.3g} frames/s)")
     print(f"peak RSS: {peak_rss_gib():.2f} GiB")
 
 

@@ -34,16 +34,23 @@ class DataConfig:
     mask_size: int = 64  # the mask head's output size at this resolution
     prompts_per_image: int = 2
     positive_prob: float = 0.6
+    hard_negative_prob: float = 0.8  # a negative prompt shares the colour or shape of something visible
     unknown_word_prob: float = 0.1
     exemplar_prob: float = 0.2
     world: WorldConfig = WorldConfig(duration_s=2.0)
 
 
-def curriculum_world(step: int, easy_steps: int, base: WorldConfig) -> WorldConfig:
-    """Few, large objects first; the full world after ``easy_steps``."""
-    if step >= easy_steps:
-        return base
-    return replace(base, num_targets=(1, 3), num_distractors=(0, 1), radius_px=(18.0, 40.0), crossing_pairs=(0, 1))
+def curriculum(step: int, easy_steps: int, config: "DataConfig") -> "DataConfig":
+    """Few, large objects and mostly easy negatives first; the full world after ``easy_steps``, and hard
+    negatives ("blue star" when a red star and a blue square are visible) ramping up over 4x as long.
+    Measured: with hard negatives from the start, colour + shape prompts stayed at the prior presence
+    (about 0.32 for every such prompt after 2000 steps) while shape-only prompts were learned."""
+    hard = config.hard_negative_prob * min(1.0, 0.25 + 0.75 * step / (4 * easy_steps))
+    world = config.world
+    if step < easy_steps:
+        world = replace(world, num_targets=(1, 3), num_distractors=(0, 1), radius_px=(18.0, 40.0),
+                        crossing_pairs=(0, 1))
+    return replace(config, world=world, hard_negative_prob=hard)
 
 
 def _box_cxcywh(box_xyxy, width: int, height: int) -> list[float]:
@@ -77,12 +84,13 @@ def _exemplar_query(example, rng, width, height, mask_size):
     return marked.shape, boxes, _targets(objs, width, height, mask_size)
 
 
-def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig, world: WorldConfig) -> dict:
+def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) -> dict:
     """A batch: ``images`` (I, 3, R, R) normalised; per query ``prompts``, ``img_ids``, ``targets``;
     ``geometric_prompt`` for all queries (I x prompts_per_image of them)."""
     images, prompts, img_ids, targets, boxes = [], [], [], [], []
     for i in range(num_images):
-        example = sample_training_example(rng, world, positive_prob=config.positive_prob)
+        example = sample_training_example(rng, config.world, positive_prob=config.positive_prob,
+                                          hard_negative_prob=config.hard_negative_prob)
         height, width = example.image.shape[:2]
         resized = cv2.resize(example.image, (config.resolution, config.resolution), interpolation=cv2.INTER_AREA)
         images.append(torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).sub(0.5).div(0.5))

@@ -24,7 +24,7 @@ from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..model.build import build_model, load_config
 from ..model.sam3_image import FindStage
-from .data import DataConfig, curriculum_world, sample_batch
+from .data import DataConfig, curriculum, sample_batch
 from .losses import LossWeights, Sam3Criterion
 
 HELD_OUT_SEED = 10**9  # training draws seeds from its own generator; evaluation from this one
@@ -109,7 +109,7 @@ def evaluate(model, batches: list[dict], score_threshold: float = 0.5) -> dict:
 def held_out_batches(data_config: DataConfig, num_batches: int) -> list[dict]:
     """Fixed evaluation batches of 8 images from seeds training never draws."""
     rng = np.random.default_rng(HELD_OUT_SEED)
-    return [sample_batch(rng, 8, data_config, data_config.world) for _ in range(num_batches)]
+    return [sample_batch(rng, 8, data_config) for _ in range(num_batches)]
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator, config: dict) -> None:
@@ -172,8 +172,7 @@ def train(args) -> None:
                 lr *= min(1.0, (step - resumed_from + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            world = curriculum_world(step, args.easy_steps, data_config.world)
-            batch = sample_batch(rng, args.images_per_batch, data_config, world)
+            batch = sample_batch(rng, args.images_per_batch, curriculum(step, args.easy_steps, data_config))
             loss, logs = criterion(forward(model, batch), batch["targets"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

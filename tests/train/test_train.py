@@ -29,7 +29,7 @@ def test_one_to_many_gives_each_target_several_good_queries():
 
 def test_batches_hold_prompts_targets_and_exemplars():
     config = DataConfig(exemplar_prob=1.0)
-    batch = sample_batch(np.random.default_rng(0), 3, config, config.world)
+    batch = sample_batch(np.random.default_rng(0), 3, config)
     assert batch["images"].shape == (3, 3, 224, 224)
     assert len(batch["prompts"]) == len(batch["targets"]) == 6 and batch["img_ids"].tolist() == [0, 0, 1, 1, 2, 2]
     for target in batch["targets"]:
@@ -48,7 +48,7 @@ def test_a_short_run_lowers_the_loss():
     torch.manual_seed(0)
     model = build_model("tiny").train()
     config = DataConfig()
-    batch = sample_batch(np.random.default_rng(1), 2, config, config.world)
+    batch = sample_batch(np.random.default_rng(1), 2, config)
     criterion = Sam3Criterion()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
@@ -70,3 +70,12 @@ def test_average_precision_by_hand():
     assert average_precision([0.9, 0.8, 0.7], [True, False, True], 2) == 0.5 * 1 + 0.5 * (2 / 3)
     assert average_precision([0.9], [False], 3) == 0.0
     assert average_precision([], [], 0) == 0.0
+
+
+def test_curriculum_starts_easy():
+    from sam3video.train.data import curriculum
+
+    base = DataConfig()
+    early, late = curriculum(0, 1000, base), curriculum(10_000, 1000, base)
+    assert early.world.num_targets[1] < base.world.num_targets[1] and late.world == base.world
+    assert early.hard_negative_prob < late.hard_negative_prob == base.hard_negative_prob
