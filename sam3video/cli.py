@@ -23,8 +23,10 @@ TRACK_EXAMPLES = """examples:
   sam3video track frames/ --prompt "red circle" --exemplar 0:40,30,90,80 --exemplar 0:150,20,200,70:neg
   sam3video track clip.mp4 --checkpoint sam3.pt --device cuda --prompt person --no-render
 
-The default weights are the official facebook/sam3 (gated: accept the licence on the hub and log in,
-or pass --checkpoint PATH to a downloaded sam3.pt).
+Without --checkpoint the small DEMO model shipped in the package is used: it was trained on the
+synthetic shapes world only (prompts like "circle" or "red circle") and finds nothing in real videos.
+Real videos need the official weights: --checkpoint facebook/sam3 (gated: accept the licence on the
+hub and log in) or --checkpoint PATH to a downloaded sam3.pt.
 """
 
 
@@ -53,7 +55,8 @@ def add_track_parser(sub) -> None:
     p.add_argument("--exemplars", metavar="FILE", help="JSON list of {frame, box: [x1,y1,x2,y2], label, prompt}")
     p.add_argument("--out", help="output directory (default: runs/<video stem>)")
     model = p.add_argument_group("model")
-    model.add_argument("--checkpoint", help="sam3.pt path or hub id (default: facebook/sam3)")
+    model.add_argument("--checkpoint", help="sam3.pt path or hub id such as facebook/sam3 (default: the demo "
+                                            "model, synthetic shapes only)")
     model.add_argument("--config", help="model config: preset (sam3, tiny) or file (default: from the checkpoint)")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -149,7 +152,7 @@ def run_track(args) -> int:
     summary = {
         "input": {"source": str(args.video), "backend": info.backend, "fps": info.fps, "width": info.width,
                   "height": info.height, "num_frames": info.num_frames},
-        "model": {"checkpoint": args.checkpoint or "facebook/sam3", "config": model.config.to_dict(),
+        "model": {"checkpoint": args.checkpoint or "demo", "config": model.config.to_dict(),
                   "device": str(model.device)},
         "prompts": session.class_names,
         "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}

@@ -136,3 +136,15 @@ def test_help_shows_examples():
     result = subprocess.run([sys.executable, "-m", "sam3video.cli", "track", "--help"], capture_output=True,
                             text=True, check=True)
     assert "examples:" in result.stdout and "--exemplar" in result.stdout
+
+
+def test_official_weights_offline_is_one_clear_line(workdir, capsys, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    code = run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", "facebook/sam3", "--quiet",
+               "--out", tmp_path / "run")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "offline" in err and "huggingface.co/facebook/sam3" in err and "--checkpoint PATH" in err

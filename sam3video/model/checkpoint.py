@@ -22,6 +22,7 @@ from .sam3_image import Sam3Image
 logger = logging.getLogger(__name__)
 
 DEFAULT_HUB_ID = "facebook/sam3"
+DEMO = "demo"  # the small demo model shipped in the package, trained on the synthetic shapes world only
 HUB_FILENAME = "sam3.pt"
 DETECTOR_PREFIX = "detector."
 HOW_TO_GET_WEIGHTS = (
@@ -66,6 +67,25 @@ def is_hub_id(checkpoint: str) -> bool:
     """``owner/name`` that is not an existing local path."""
     parts = checkpoint.split("/")
     return len(parts) == 2 and all(parts) and not os.path.exists(checkpoint) and not checkpoint.endswith(".pt")
+
+
+def demo_checkpoint() -> Path:
+    """Path of the shipped demo weights (``sam3video/assets/demo.pt``)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("sam3video") / "assets" / "demo.pt"))
+    if not path.is_file():
+        raise CheckpointError(f"the demo weights are not in this install ({path}); pass --checkpoint")
+    return path
+
+
+def resolve_checkpoint(checkpoint: "str | Path | None") -> Path:
+    """A local path for ``checkpoint``: None or "demo" -> the shipped demo weights; a hub id
+    (``owner/name``) -> downloaded ``sam3.pt``; anything else -> that file."""
+    checkpoint = DEMO if checkpoint is None else str(checkpoint)
+    if checkpoint == DEMO:
+        return demo_checkpoint()
+    return download_checkpoint(checkpoint) if is_hub_id(checkpoint) else Path(checkpoint)
 
 
 def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILENAME) -> Path:
@@ -164,13 +184,13 @@ def load_model(
 ) -> Sam3Image:
     """A ``Sam3Image`` in eval mode with weights from ``checkpoint``, on ``device``.
 
-    ``checkpoint``: a local file (official ``sam3.pt`` layout or a plain state dict) or a hub id
-    (``owner/name``, file ``sam3.pt``); None means the official ``facebook/sam3``. ``config``: preset
-    name, file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size.
+    ``checkpoint``: a local file (official ``sam3.pt`` layout or a plain state dict), a hub id
+    (``owner/name``, file ``sam3.pt``, e.g. the official ``facebook/sam3``), or None / "demo" for the
+    shipped demo model (synthetic shapes only: real videos need ``sam3.pt``). ``config``: preset name,
+    file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size.
     """
     device = resolve_device(device)
-    checkpoint = str(checkpoint) if checkpoint is not None else DEFAULT_HUB_ID
-    path = download_checkpoint(checkpoint) if is_hub_id(checkpoint) else Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     obj = read_checkpoint(path)
     if config is None:
         config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
