@@ -99,6 +99,7 @@ def box_xyxy_to_cxcywh_normalised(box, width: int, height: int) -> np.ndarray:
 @dataclass(frozen=True)
 class ExemplarConfig:
     attach_min_iou: float = 0.3  # box IoU for an exemplar to mark a detection
+    attach_frames: int = 10  # a positive exemplar joins a reported track at most this many frames later
     negative_similarity: float = 0.9  # cosine above which a detection "looks like" a negative exemplar
     positive_similarity: float = 0.9  # cosine above which a low-score detection is kept as positive
     margin: float = 0.02  # a detection is suppressed only if closer to a negative than to any positive
@@ -106,10 +107,16 @@ class ExemplarConfig:
 
 @dataclass
 class Prototype:
+    """What one exemplar left for one prompt: the appearance of the object it marked."""
+
+    exemplar: Exemplar
     class_id: int
-    positive: bool
     embedding: np.ndarray  # (d,) L2-normalised
     track_id: int | None = None  # positive exemplars: the track their box follows
+
+    @property
+    def positive(self) -> bool:
+        return self.exemplar.positive
 
 
 @dataclass
@@ -159,20 +166,22 @@ class ExemplarMemory:
                     best = int(np.argmax(ious))
                     if ious[best] >= self.config.attach_min_iou:
                         embedding = text_only.data["embedding"][candidates[best]]
-                self.prototypes.append(Prototype(c, exemplar.positive, embedding))
+                self.prototypes.append(Prototype(exemplar, c, embedding))
 
     def attach_tracks(self, frame: int, tracked: Detections) -> None:
-        """Positive exemplars of ``frame`` follow the reported track that overlaps their box most."""
+        """A positive exemplar follows the reported track that overlaps its box most, on its frame or, if
+        that object is not reported yet (tentative), within ``attach_frames`` frames after it."""
         from .association import box_iou
 
-        pending = [p for p in self.prototypes if p.positive and p.track_id is None]
-        if not pending or tracked.tracker_id is None or len(tracked) == 0:
+        if tracked.tracker_id is None or len(tracked) == 0:
             return
-        for exemplar, proto in zip([e for e in self.on_frame(frame) if e.positive], pending):
-            ious = box_iou(np.asarray([exemplar.box], np.float32), tracked.xyxy)[0]
-            ious[tracked.class_id != proto.class_id] = 0
-            if ious.max() >= self.config.attach_min_iou:
-                proto.track_id = int(tracked.tracker_id[int(np.argmax(ious))])
+        for proto in self.prototypes:
+            waited = frame - proto.exemplar.frame
+            if proto.positive and proto.track_id is None and 0 <= waited <= self.config.attach_frames:
+                ious = box_iou(np.asarray([proto.exemplar.box], np.float32), tracked.xyxy)[0]
+                ious[tracked.class_id != proto.class_id] = 0
+                if ious.max() >= self.config.attach_min_iou:
+                    proto.track_id = int(tracked.tracker_id[int(np.argmax(ious))])
 
     def filter(self, detections: Detections, score_threshold: float) -> Detections:
         """Drop detections that look like a negative exemplar; lift those that look like a positive one

@@ -164,3 +164,18 @@ def test_unknown_precision_is_bad_input():
 
     with pytest.raises(InputError, match="precision"):
         TrackingConfig(precision="fp8")
+
+
+def test_positive_exemplar_on_a_tentative_object_attaches_once_reported(tiny_model, monkeypatch):
+    frames_seen = []
+
+    def scripted(outputs, size, config, features=None):
+        frames_seen.append(1)
+        return moving_box_detections(len(frames_seen) - 1, size)
+
+    monkeypatch.setattr(predictor_module, "postprocess", scripted)
+    predictor = VideoPredictor(tiny_model)
+    exemplar = Exemplar(frame=0, box=(4, 10, 20, 30), positive=True)  # frame 0: the track is tentative
+    session = predictor.start_session(["dog"], [exemplar], fps=10)
+    list(predictor.track(FRAMES[:6], exemplars=[exemplar], session=session))
+    assert [p.track_id for p in session.exemplars.prototypes] == [1]
