@@ -142,6 +142,10 @@ def run_track(args) -> int:
                         window_seconds=args.window_seconds)  # fail fast on bad video input
     info = reader.info
     out_dir = prepare_out_dir(args.out or Path("runs") / Path(args.video.rstrip("/")).stem)
+    if not args.quiet:
+        count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
+        print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
+              f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
     model = load_model(args.checkpoint, args.config, args.device)
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(args.prompt, exemplars, fps=args.fps or info.fps)
