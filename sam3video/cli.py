@@ -57,7 +57,7 @@ def add_track_parser(sub) -> None:
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", help="sam3.pt path or hub id such as facebook/sam3 (default: the demo "
                                             "model, synthetic shapes only)")
-    model.add_argument("--config", help="model config: preset (sam3, tiny) or file (default: from the checkpoint)")
+    model.add_argument("--config", help="model config: preset (sam3, tiny, demo) or file (default: from the checkpoint)")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                        help="autocast precision of the model (default fp32)")
@@ -75,8 +75,8 @@ def add_track_parser(sub) -> None:
     thresholds.add_argument("--new-track-threshold", type=_unit_float, default=None,
                             help="score to start a track (default: max(0.6, --score-threshold))")
     thresholds.add_argument("--nms-iou", type=_unit_float, default=0.5, help="mask NMS IoU (default 0.5)")
-    thresholds.add_argument("--min-hits", type=int, default=3, help="frames before a track is reported")
-    thresholds.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept")
+    thresholds.add_argument("--min-hits", type=int, default=3, help="frames before a track is reported (default 3)")
+    thresholds.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept for re-identification (default 1)")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
