@@ -55,17 +55,26 @@ def run_frame(
 
 
 def _clean_mask(mask: np.ndarray, min_area: int, max_hole: int) -> np.ndarray:
+    """Drop connected components smaller than ``min_area`` pixels; fill holes (background components
+    that do not touch the border) smaller than ``max_hole`` pixels. One labelling pass each."""
     if min_area > 0:
         labels, count = ndimage.label(mask)
-        if count > 1 or (count == 1 and mask.sum() < min_area):
-            sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-            mask = np.isin(labels, 1 + np.flatnonzero(sizes >= min_area))
+        if count:
+            sizes = np.bincount(labels.ravel(), minlength=count + 1)
+            small = sizes < min_area
+            small[0] = False
+            if small.any():
+                mask = mask & ~small[labels]
     if max_hole > 0:
-        holes = ndimage.binary_fill_holes(mask) & ~mask
-        if holes.any():
-            labels, count = ndimage.label(holes)
-            sizes = ndimage.sum_labels(holes, labels, index=np.arange(1, count + 1))
-            mask = mask | np.isin(labels, 1 + np.flatnonzero(sizes < max_hole))
+        labels, count = ndimage.label(~mask)
+        if count > 1:
+            sizes = np.bincount(labels.ravel(), minlength=count + 1)
+            fill = sizes < max_hole
+            fill[0] = False
+            border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+            fill[border] = False
+            if fill.any():
+                mask = mask | fill[labels]
     return mask
 
 

@@ -179,3 +179,22 @@ def test_positive_exemplar_on_a_tentative_object_attaches_once_reported(tiny_mod
     session = predictor.start_session(["dog"], [exemplar], fps=10)
     list(predictor.track(FRAMES[:6], exemplars=[exemplar], session=session))
     assert [p.track_id for p in session.exemplars.prototypes] == [1]
+
+
+def test_clean_mask_removes_specks_and_fills_small_holes_only():
+    from sam3video.video.detect import _clean_mask
+
+    mask = np.zeros((40, 40), bool)
+    mask[5:25, 5:25] = True
+    mask[10:12, 10:12] = False  # small hole: filled
+    mask[14:22, 14:22] = False  # large hole: kept
+    mask[30, 30] = True  # speck: removed
+    mask[0:3, 35:40] = True  # small component on the border: removed too (area 15 < 20)
+    out = _clean_mask(mask, min_area=20, max_hole=10)
+    assert out[10:12, 10:12].all() and not out[14:22, 14:22].any()
+    assert not out[30, 30] and not out[0:3, 35:40].any()
+    assert out[5:10, 5:25].all()
+    background_touching_border = np.zeros((10, 10), bool)
+    background_touching_border[2:8, 0:8] = True
+    background_touching_border[4:6, 0:3] = False  # a notch open to the border is not a hole
+    assert not _clean_mask(background_touching_border, 0, 50)[4:6, 0:3].any()
