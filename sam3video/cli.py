@@ -61,6 +61,8 @@ def add_track_parser(sub) -> None:
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                        help="autocast precision of the model (default fp32)")
+    model.add_argument("--frame-batch", type=int, help="frames per model call without exemplars (default: 4 for "
+                                                         "models up to 512 px, 1 for sam3.pt: memory)")
     video = p.add_argument_group("video")
     video.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
     video.add_argument("--fps", type=_positive_float, help="subsample to this frame rate")
@@ -88,6 +90,8 @@ def _tracking_config(args):
 
     if args.min_hits < 1:
         raise _usage("--min-hits must be >= 1")
+    if args.frame_batch is not None and args.frame_batch < 1:
+        raise _usage("--frame-batch must be >= 1")
     if args.lost_buffer < 0:
         raise _usage("--lost-buffer must be >= 0")
     if args.low_score_threshold > args.score_threshold:
@@ -96,6 +100,7 @@ def _tracking_config(args):
     new_track = max(0.6, args.score_threshold) if new_track is None else max(new_track, args.score_threshold)
     return TrackingConfig(
         precision=args.precision,
+        frame_batch=args.frame_batch,
         detection=DetectionConfig(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
                                   nms_iou_threshold=args.nms_iou),
         tracker=TrackerConfig(high_score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,

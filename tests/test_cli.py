@@ -111,6 +111,7 @@ def bad_inputs(workdir):
         (["clip.mp4", "--prompt", "dog", "--exemplar", "1:1,2,3"], "needs 4 numbers"),
         (["clip.mp4", "--prompt", "dog", "--out", "/proc/nope/run"], "cannot write to output directory"),
         (["clip.mp4", "--prompt", "dog", "--start", "5"], "beyond the end"),
+        (["clip.mp4", "--prompt", "dog", "--frame-batch", "0"], "--frame-batch must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(bad_inputs, capsys, monkeypatch, args, message):

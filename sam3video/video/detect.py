@@ -38,20 +38,38 @@ def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:
         return model.backbone.forward_text(prompts, device=model.device)
 
 
-def run_frame(
-    model: Sam3Image, frame_index: int, backbone_out: dict, text_out: dict, geometric_prompt: Prompt
+def run_frames(
+    model: Sam3Image, frame_indices: list[int], backbone_out: dict, text_out: dict, geometric_prompt: Prompt
 ) -> dict:
-    """``forward_grounding`` of every prompt on frame ``frame_index`` (batched over prompts).
-
-    ``backbone_out`` holds ``img_batch_all_stages`` (lazy frames) or cached features with ``id_mapping``.
-    """
+    """``forward_grounding`` of every prompt on every frame of ``frame_indices`` in one batch; query
+    ``f * P + p`` is prompt ``p`` on frame ``frame_indices[f]`` (P prompts; ``geometric_prompt`` in the
+    same order). ``backbone_out`` holds ``img_batch_all_stages`` (lazy frames) or cached features with
+    ``id_mapping``. Batching frames changes no result; on a CPU it uses the cores better."""
     num_prompts = text_out["language_features"].shape[1]
+    frames = torch.as_tensor(frame_indices, dtype=torch.long, device=model.device)
     find = FindStage(
-        img_ids=torch.full((num_prompts,), frame_index, dtype=torch.long, device=model.device),
-        text_ids=torch.arange(num_prompts, device=model.device),
+        img_ids=frames.repeat_interleave(num_prompts),
+        text_ids=torch.arange(num_prompts, device=model.device).repeat(len(frames)),
     )
     with torch.inference_mode():
         return model.forward_grounding({**backbone_out, **text_out}, find, geometric_prompt)
+
+
+def run_frame(
+    model: Sam3Image, frame_index: int, backbone_out: dict, text_out: dict, geometric_prompt: Prompt
+) -> dict:
+    """``run_frames`` on one frame: every prompt on frame ``frame_index``."""
+    return run_frames(model, [frame_index], backbone_out, text_out, geometric_prompt)
+
+
+#: The per-query outputs ``postprocess`` reads (leading dimension: queries of ``run_frames``).
+QUERY_OUTPUTS = ("pred_logits", "pred_boxes", "pred_masks", "presence_logit_dec", "queries")
+
+
+def split_frames(outputs: dict, num_frames: int) -> list[dict]:
+    """``run_frames`` outputs -> one dict per frame with the ``QUERY_OUTPUTS`` of its P prompts."""
+    return [{k: v.reshape(num_frames, -1, *v.shape[1:])[f] for k, v in outputs.items() if k in QUERY_OUTPUTS}
+            for f in range(num_frames)]
 
 
 def _clean_mask(mask: np.ndarray, min_area: int, max_hole: int) -> np.ndarray:

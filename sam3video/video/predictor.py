@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,8 @@ from ..model.geometry_encoders import prompt_from_boxes
 from ..model.sam3_image import Sam3Image
 from ..processor import VISUAL_PROMPT
 from .cache import FeatureCache, LazyFrames
-from .detect import DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame
+from .detect import (DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
+                     split_frames)
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoInfo, iter_windows, open_video
 from .tracker import Tracker, TrackerConfig
@@ -42,15 +44,19 @@ class TrackingConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
-    frame_cache: int = 4  # preprocessed frames kept per window
+    frame_cache: int = 4  # preprocessed frames kept per window (at least one batch)
     feature_cache: int = 2  # frames whose backbone features are kept (LRU)
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
     precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
+    frame_batch: int | None = None  # frames per model call without exemplars (None: 4 up to 512 px, else 1)
+    overlap: bool = True  # run the model on the next frames while these are post-processed (no exemplars)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.frame_batch is not None and self.frame_batch < 1:
+            raise InputError(f"frame_batch must be at least 1, got {self.frame_batch}")
 
 
 @dataclass
@@ -159,7 +165,7 @@ class VideoPredictor:
         session.info = info
         for _, frames in iter_windows(reader):
             session.features.clear()  # cached rows refer to this window's frame positions
-            lazy = LazyFrames(frames, self._preprocess, capacity=self.config.frame_cache,
+            lazy = LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
                               lookahead=self.config.lookahead)
             try:
                 yield from self._track_window(lazy, session)
@@ -167,34 +173,77 @@ class VideoPredictor:
                 lazy.close()
 
     def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
+        """Frames of one window in order. Without exemplars, the model runs on ``frame_batch`` frames at
+        once, in a worker thread, while the previous ones are post-processed and tracked (batching and
+        overlap use a multi-core CPU better). With exemplars a frame's geometry prompts depend on the
+        tracks after the previous frame, so frames go one at a time, one step after the other."""
+        if session.exemplars.exemplars:
+            batch, overlap = 1, False
+        else:
+            batch, overlap = self.frame_batch, self.config.overlap
         local = 0
-        while True:
+        if not overlap:
+            while detected := self._detect(lazy, range(local, local + batch), session):
+                for item in detected:
+                    yield self._finish(local, *item, session)
+                    local += 1
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3video-detect") as worker:
+            pending = worker.submit(self._detect, lazy, range(local, local + batch), session)
+            while detected := pending.result():
+                ahead = local + len(detected)
+                pending = worker.submit(self._detect, lazy, range(ahead, ahead + batch), session)
+                for item in detected:
+                    yield self._finish(local, *item, session)
+                    local += 1
+
+    @property
+    def frame_batch(self) -> int:
+        """Frames per model call: ``config.frame_batch``, or 4 for models up to 512 px and 1 above (a
+        full-size model gains nothing from batches on a CPU and needs the memory)."""
+        if self.config.frame_batch is not None:
+            return self.config.frame_batch
+        return 4 if self.resolution <= 512 else 1
+
+    def _detect(self, lazy: LazyFrames, locals_: range, session: TrackingSession
+                ) -> list[tuple[Frame, dict, torch.Tensor]]:
+        """[(frame, its model outputs, its level-0 features)] for the window's frames ``locals_`` that
+        exist (an empty list past the window's end)."""
+        frames: list[Frame] = []
+        for local in locals_:
             try:
-                frame, _ = lazy.get(local)
+                frames.append(lazy.get(local)[0])
             except IndexError:
                 if lazy.exhausted:
-                    return
+                    break
                 raise
-            yield self._step(lazy, local, frame, session)
-            local += 1
-
-    def _step(self, lazy: LazyFrames, local: int, frame: Frame, session: TrackingSession) -> FrameResult:
-        height, width = frame.image.shape[:2]
-        memory, timings = session.exemplars, session.timings
-        track_boxes = {t.id: t.box for t in session.tracker.tracks if t.id > 0}
-        boxes = memory.boxes_for_frame(frame.index, width, height, track_boxes)
+        if not frames:
+            return []
+        memory = session.exemplars
+        track_boxes = {t.id: t.box for t in session.tracker.tracks if t.id > 0} if memory.prototypes else {}
+        boxes = [b for frame in frames for b in memory.boxes_for_frame(
+            frame.index, frame.image.shape[1], frame.image.shape[0], track_boxes)]
+        local_ids = list(locals_)[: len(frames)]
 
         start = time.perf_counter()
-        backbone_out = session.features.get(frame.index) or {"img_batch_all_stages": lazy}
+        cached = session.features.get(frames[0].index) if len(frames) == 1 else None
         with self._precision():
-            outputs = run_frame(self.model, local, backbone_out, session.text_out,
-                                prompt_from_boxes(boxes, self.model.device))
+            outputs = run_frames(self.model, local_ids, cached or {"img_batch_all_stages": lazy},
+                                 session.text_out, prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
-        session.features.put(frame.index, computed)
-        row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
-        features = computed["backbone_fpn"][0][row]
-        timings["detect"] += time.perf_counter() - start
+        detected = []
+        for frame, local, frame_outputs in zip(frames, local_ids, split_frames(outputs, len(frames))):
+            session.features.put(frame.index, computed)
+            row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
+            detected.append((frame, frame_outputs, computed["backbone_fpn"][0][row]))
+        session.timings["detect"] += time.perf_counter() - start
+        return detected
 
+    def _finish(self, local: int, frame: Frame, outputs: dict, features: torch.Tensor,
+                session: TrackingSession) -> FrameResult:
+        """Post-process one frame's outputs, apply exemplars, track."""
+        height, width = frame.image.shape[:2]
+        memory, timings = session.exemplars, session.timings
         start = time.perf_counter()
         detections = postprocess(outputs, (height, width), self.config.detection, features)
         if memory.on_frame(frame.index):

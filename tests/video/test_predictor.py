@@ -31,7 +31,7 @@ def test_backbone_once_per_frame_and_text_once_per_run(tiny_model, monkeypatch):
     monkeypatch.setattr(tiny_model.backbone, "forward_text", text_calls)
     results = list(VideoPredictor(tiny_model).track(FRAMES[:6], prompts=["dog", "cat", "red circle"]))
     assert [r.frame_index for r in results] == list(range(6))
-    assert image_calls.calls == 6 and image_calls.batch_sizes == [1] * 6
+    assert image_calls.batch_sizes == [4, 2]  # frames in batches of 4, each frame once
     assert text_calls.calls == 1
 
 
@@ -198,3 +198,40 @@ def test_clean_mask_removes_specks_and_fills_small_holes_only():
     background_touching_border[2:8, 0:8] = True
     background_touching_border[4:6, 0:3] = False  # a notch open to the border is not a hole
     assert not _clean_mask(background_touching_border, 0, 50)[4:6, 0:3].any()
+
+
+def test_batched_overlapped_detection_gives_the_same_results_as_one_frame_at_a_time(tiny_model):
+    """Without exemplars the model runs on 4 frames at once in a worker thread while earlier frames are
+    post-processed; the stream must equal one frame at a time, one step after the other (frames,
+    candidates, ids), across a window boundary and a last, partial batch."""
+    from sam3video.video.detect import DetectionConfig
+
+    detection = DetectionConfig(score_threshold=0.0, low_score_threshold=0.0)
+    configs = {"batched": TrackingConfig(detection=detection),
+               "one by one": TrackingConfig(frame_batch=1, overlap=False, detection=detection)}
+    runs = {}
+    for name, config in configs.items():
+        predictor = VideoPredictor(tiny_model, config)
+        runs[name] = list(predictor.track(FRAMES[:11], prompts=["dog", "cat"], window_seconds=0.6, source_fps=10))
+    assert VideoPredictor(tiny_model, configs["batched"]).frame_batch == 4
+    batched, single = runs["batched"], runs["one by one"]
+    assert [r.frame_index for r in batched] == [r.frame_index for r in single] == list(range(11))
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(a.candidates.confidence, b.candidates.confidence, atol=1e-5)
+        assert (a.candidates.mask != b.candidates.mask).mean() < 1e-3  # pixels at logit ~0 may flip
+        np.testing.assert_array_equal(a.detections.tracker_id, b.detections.tracker_id)
+
+
+def test_a_frame_batch_larger_than_the_frame_cache_works(tiny_model):
+    config = TrackingConfig(frame_batch=6, frame_cache=2)
+    results = list(VideoPredictor(tiny_model, config).track(FRAMES[:8], prompts=["dog"]))
+    assert [r.frame_index for r in results] == list(range(8))
+
+
+def test_errors_in_the_detection_thread_reach_the_caller(tiny_model, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("model failed")
+
+    monkeypatch.setattr(predictor_module, "run_frames", broken)
+    with pytest.raises(RuntimeError, match="model failed"):
+        list(VideoPredictor(tiny_model).track(FRAMES[:3], prompts=["dog"]))
