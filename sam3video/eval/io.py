@@ -9,8 +9,8 @@ MOTS (masks), one instance per line, blanks between exactly 6 fields: ``frame id
 frames 1-based, ``rle`` pycocotools' compressed run-length string of an ``h x w`` mask in column-major
 order. Ground-truth rows of class ``MOTS_IGNORE_CLASS`` (10) are ignore regions, as in MOTSChallenge.
 
-Every problem raises ``InputError`` naming the file and the line. These readers are separate from the
-exporters in ``sam3video.export`` on purpose (they check someone else's files); both follow the same format.
+Every problem raises ``InputError`` naming the file and the line. These are the only parsers of the two
+formats: ``sam3video.export.read_mot`` / ``read_mots`` turn their tables into per-frame ``Detections``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 from sam3video.errors import InputError
 
 MOT_MIN_FIELDS = 6
+MOT_MAX_FIELDS = 10  # frame, id, x, y, w, h, conf, then three more (gt: class, visibility; tracker: -1)
 MOTS_FIELDS = 6
 MOTS_IGNORE_CLASS = 10
 MOT_CONF_COLUMN = 6  # 0-based index of ``conf`` in a MOT line
@@ -39,7 +40,8 @@ class TrackTable:
 
     ``frames`` (R,) int64 1-based; ``ids`` (R,) int64; ``lines`` (R,) int64, 1-based line numbers in
     ``path``; ``class_ids`` (R,) int64 (MOT: 8th field, -1 when absent); MOT only: ``boxes`` (R, 4)
-    float64 ``x, y, w, h`` in pixels and ``confidence`` (R,) float64; MOTS only: ``rles``, R pycocotools
+    float64 ``x, y, w, h`` in pixels, ``confidence`` (R,) float64 and ``extra`` (R, 3) float64 fields
+    8-10 (-1 when absent; ground truth: class, visibility); MOTS only: ``rles``, R pycocotools
     RLE dicts ``{"size": [h, w], "counts": bytes}`` and ``image_size`` ``(h, w)`` (None for an empty file).
     """
 
@@ -51,6 +53,7 @@ class TrackTable:
     class_ids: np.ndarray
     boxes: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    extra: np.ndarray | None = None
     rles: tuple[dict, ...] | None = None
     image_size: tuple[int, int] | None = None
 
@@ -73,6 +76,7 @@ class TrackTable:
             class_ids=self.class_ids[keep],
             boxes=None if self.boxes is None else self.boxes[keep],
             confidence=None if self.confidence is None else self.confidence[keep],
+            extra=None if self.extra is None else self.extra[keep],
             rles=None if self.rles is None else tuple(r for r, k in zip(self.rles, keep) if k),
         )
 
@@ -135,7 +139,7 @@ def _check_unique(path: Path, frames: np.ndarray, ids: np.ndarray, lines: np.nda
 
 def _sorted_table(**columns) -> TrackTable:
     order = np.argsort(columns["frames"], kind="stable")
-    for key in ("frames", "ids", "lines", "class_ids", "boxes", "confidence"):
+    for key in ("frames", "ids", "lines", "class_ids", "boxes", "confidence", "extra"):
         if columns.get(key) is not None:
             columns[key] = columns[key][order]
     if columns.get("rles") is not None:
@@ -144,15 +148,17 @@ def _sorted_table(**columns) -> TrackTable:
 
 
 def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
-    """``[frame, id, x, y, w, h, conf, class]`` of one MOT line (conf 1 and class -1 when absent)."""
+    """The 10 fields ``[frame, id, x, y, w, h, conf, f8, f9, f10]`` of one MOT line (conf 1 and the
+    others -1 when absent)."""
     def bad(problem: str) -> InputError:
         return _bad_line(path, lineno, line, problem)
 
     fields = _MOT_SPLIT.split(line.strip())
     if fields[-1] == "":  # a trailing comma
         fields = fields[:-1]
-    if len(fields) < MOT_MIN_FIELDS:
-        raise bad(f"expected at least {MOT_MIN_FIELDS} fields frame,id,x,y,w,h, got {len(fields)}")
+    if not MOT_MIN_FIELDS <= len(fields) <= MOT_MAX_FIELDS:
+        raise bad(f"expected {MOT_MIN_FIELDS} to {MOT_MAX_FIELDS} fields frame,id,x,y,w,h[,conf,x,y,z], "
+                  f"got {len(fields)}")
     not_numbers = [f for f in fields if not _is_number(f)]
     if not_numbers:
         raise bad(f"field {not_numbers[0]!r} is not a number")
@@ -166,15 +172,14 @@ def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
         raise bad(f"id must be an integer >= 0, got {fields[1]}")
     if w < 0 or h < 0:
         raise bad(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}")
-    extra = values[MOT_MIN_FIELDS:MOT_MIN_FIELDS + 2]
-    return values[:MOT_MIN_FIELDS] + extra + [1.0, -1.0][len(extra):]
+    return values + [1.0, -1.0, -1.0, -1.0][len(values) - MOT_MIN_FIELDS:]
 
 
 def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
     """Read a MOTChallenge box file; with ``is_gt`` rows whose ``conf`` field is 0 are dropped."""
     path = Path(path)
     parsed = [(lineno, _parse_mot_line(path, lineno, line)) for lineno, line in _content_lines(path)]
-    table = np.asarray([values for _, values in parsed], np.float64).reshape(-1, MOT_MIN_FIELDS + 2)
+    table = np.asarray([values for _, values in parsed], np.float64).reshape(-1, MOT_MAX_FIELDS)
     lines = np.asarray([lineno for lineno, _ in parsed], np.int64)
     if is_gt:
         keep = table[:, MOT_CONF_COLUMN] != 0
@@ -183,10 +188,11 @@ def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
     _check_unique(path, frames, ids, lines)
     return _sorted_table(path=path, kind="mot", frames=frames, ids=ids, lines=lines,
                          class_ids=table[:, 7].astype(np.int64), boxes=table[:, 2:6].copy(),
-                         confidence=table[:, MOT_CONF_COLUMN].copy())
+                         confidence=table[:, MOT_CONF_COLUMN].copy(), extra=table[:, 7:10].copy())
 
 
-def _parse_mots_line(path: Path, lineno: int, line: str) -> tuple[int, int, int, int, int, str]:
+def _parse_mots_line(path: Path, lineno: int, line: str, first_frame: int = 1
+                     ) -> tuple[int, int, int, int, int, str]:
     """``(frame, id, class_id, h, w, rle)`` of one MOTS line."""
     def bad(problem: str) -> InputError:
         return _bad_line(path, lineno, line, problem)
@@ -198,8 +204,9 @@ def _parse_mots_line(path: Path, lineno: int, line: str) -> tuple[int, int, int,
         frame, track_id, class_id, h, w = (int(f) for f in fields[:5])
     except ValueError:
         raise bad("frame, id, class_id, h and w must be integers") from None
-    if frame < 1:
-        raise bad(f"frame must be >= 1 (frames are 1-based), got {frame}")
+    if frame < first_frame:
+        first = "frames are 1-based" if first_frame == 1 else "the first frame"
+        raise bad(f"frame must be >= {first_frame} ({first}), got {frame}")
     if track_id < 0 or h <= 0 or w <= 0:
         raise bad("id must be >= 0, and h and w > 0")
     if not set(fields[5]) <= RLE_CHARS:
@@ -207,22 +214,22 @@ def _parse_mots_line(path: Path, lineno: int, line: str) -> tuple[int, int, int,
     return frame, track_id, class_id, h, w, fields[5]
 
 
-def read_mots(path: str | Path, *, allow_overlap: bool = False) -> TrackTable:
-    """Read a MOTS mask file; masks of one frame must not overlap unless ``allow_overlap``."""
-    from pycocotools import mask as mask_utils
+def read_mots(path: str | Path, *, allow_overlap: bool = False, first_frame: int = 1) -> TrackTable:
+    """Read a MOTS mask file; masks of one frame must not overlap unless ``allow_overlap``. Frames are
+    1-based unless ``first_frame`` says otherwise (``frames`` holds them as written)."""
 
     path = Path(path)
     frames, ids, classes, linenos, rles = [], [], [], [], []
     size = None
     for lineno, line in _content_lines(path):
-        frame, track_id, class_id, h, w, counts = _parse_mots_line(path, lineno, line)
+        frame, track_id, class_id, h, w, counts = _parse_mots_line(path, lineno, line, first_frame)
         if size is None:
             size = (h, w)
         elif (h, w) != size:
             raise _bad_line(path, lineno, line, f"mask size {h}x{w} differs from {size[0]}x{size[1]} above")
         rle = {"size": [h, w], "counts": counts.encode("ascii")}
-        if mask_utils.area(rle) > h * w:
-            raise _bad_line(path, lineno, line, f"the RLE covers more than {h}x{w} pixels")
+        if not _is_valid_rle(rle):
+            raise _bad_line(path, lineno, line, f"the mask is not a valid COCO RLE of a {h}x{w} mask")
         frames.append(frame)
         ids.append(track_id)
         classes.append(class_id)
@@ -237,11 +244,24 @@ def read_mots(path: str | Path, *, allow_overlap: bool = False) -> TrackTable:
     return table
 
 
+def _is_valid_rle(rle: dict) -> bool:
+    """Whether pycocotools decodes ``rle`` to exactly ``size`` pixels. It rejects counts that run past
+    h * w but not ones that stop short; a mask's encoding is unique, so re-encoding must give it back."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        mask = mask_utils.decode(rle)
+    except Exception:  # pycocotools raises a bare Exception for a bad RLE
+        return False
+    return mask.max(initial=0) <= 1 and mask_utils.encode(np.asfortranarray(mask))["counts"] == rle["counts"]
+
+
 def _check_no_overlap(table: TrackTable) -> None:
     """MOTS masks of one frame are disjoint: the union's area equals the sum of the areas."""
     from pycocotools import mask as mask_utils
 
-    for rows in table.frame_slices(table.num_frames):
+    _, starts = np.unique(table.frames, return_index=True)  # rows are sorted by frame
+    for rows in (slice(int(a), int(b)) for a, b in zip(starts, list(starts[1:]) + [len(table)])):
         rles = list(table.rles[rows])
         if len(rles) < 2:
             continue

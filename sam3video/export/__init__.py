@@ -17,7 +17,6 @@ _LAZY = {
     "atomic_path": "atomic",
     "MOTWriter": "mot",
     "read_mot": "mot",
-    "read_mot_array": "mot",
     "MOTSWriter": "mots",
     "read_mots": "mots",
     "make_disjoint": "mots",

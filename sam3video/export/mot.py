@@ -14,20 +14,13 @@ ground-truth and a tracker file without any offset, so both must use the same or
 from __future__ import annotations
 
 import os
-import re
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from ..detections import Detections
-from ..errors import InputError
 from .atomic import atomic_open
-
-MOT_COLUMNS = 10  # frame, id, left, top, width, height, conf, x, y, z (MOT tracker / det layout)
-MIN_MOT_COLUMNS = 6  # frame, id and the box are required; conf defaults to 1, the rest to -1
-_DEFAULT_TAIL = [1.0, -1.0, -1.0, -1.0]  # conf, x, y, z when a line stops after the box
-_SEPARATOR = re.compile(r"\s*,\s*|\s+")
 
 
 def tracked(detections: Detections) -> Detections:
@@ -108,62 +101,24 @@ class MOTWriter(TrackFileWriter):
             self.num_lines += 1
 
 
-def _parse_line(line: str, path: Path, lineno: int) -> list[float]:
-    fields = _SEPARATOR.split(line.strip())
-    if not MIN_MOT_COLUMNS <= len(fields) <= MOT_COLUMNS:
-        raise InputError(
-            f"{path}:{lineno}: expected {MIN_MOT_COLUMNS} to {MOT_COLUMNS} comma-separated values "
-            f"(frame,id,bb_left,bb_top,bb_width,bb_height,conf,x,y,z), got {len(fields)}"
-        )
-    try:
-        values = [float(f) for f in fields]
-    except ValueError:
-        raise InputError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None
-    if not all(np.isfinite(values)):
-        raise InputError(f"{path}:{lineno}: non-finite value in {line.strip()!r}")
-    frame, track_id, _, _, width, height = values[:MIN_MOT_COLUMNS]
-    if frame != int(frame) or frame < 1:
-        raise InputError(f"{path}:{lineno}: frame must be an integer >= 1 (MOT frames are 1-based), got {fields[0]}")
-    if track_id != int(track_id):
-        raise InputError(f"{path}:{lineno}: id must be an integer, got {fields[1]}")
-    if width < 0 or height < 0:
-        raise InputError(f"{path}:{lineno}: negative box width or height in {line.strip()!r}")
-    return values + _DEFAULT_TAIL[len(values) - MIN_MOT_COLUMNS:]
-
-
-def read_mot_array(path: str | os.PathLike) -> np.ndarray:
-    """All rows of a MOT file as an (M, 10) float64 array, in file order.
-
-    Accepts comma- or space-separated lines of 6 to 10 values (tracker, det and gt files); a missing
-    ``conf`` is 1 and missing trailing columns are -1. Blank lines are skipped. A malformed line raises
-    ``InputError`` naming the file and the 1-based line number.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"MOT file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read MOT file {path}: {error}") from None
-    rows = [_parse_line(line, path, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, MOT_COLUMNS)
-
-
 def read_mot(path: str | os.PathLike) -> dict[int, Detections]:
     """A MOT file as ``{frame_index (0-based): Detections}``, only for frames that have rows.
 
-    ``xyxy`` from the box, ``confidence`` from column 7, ``tracker_id`` from ``id``, ``class_id`` 0
-    (MOT tracker files carry no class), ``data["extra"]`` (N, 3) columns 8-10 (in MOTChallenge
-    ground truth: class, visibility, -1; in tracker files: -1).
+    ``xyxy`` from the box, ``confidence`` from field 7, ``tracker_id`` from ``id``, ``class_id`` 0
+    (MOT tracker files carry no class), ``data["extra"]`` (N, 3) fields 8-10 (in MOTChallenge ground
+    truth: class, visibility, -1; in tracker files: -1). Parsed (and checked, line by line) by
+    ``sam3video.eval.io.read_mot``.
     """
-    rows = read_mot_array(path)
+    from ..eval.io import read_mot as read_table
+
+    table = read_table(path)
     result: dict[int, Detections] = {}
-    frames = rows[:, 0].astype(np.int64)
-    for frame in np.unique(frames):
-        r = rows[frames == frame]
-        xyxy = np.concatenate([r[:, 2:4], r[:, 2:4] + r[:, 4:6]], axis=1)
+    for frame in np.unique(table.frames):
+        rows = table.frames == frame
+        boxes = table.boxes[rows]
         result[int(frame) - 1] = Detections(
-            xyxy=xyxy, confidence=r[:, 6], class_id=np.zeros(len(r), np.int64),
-            tracker_id=r[:, 1].astype(np.int64), data={"extra": r[:, 7:10].astype(np.float32)},
+            xyxy=np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1),
+            confidence=table.confidence[rows], class_id=np.zeros(int(rows.sum()), np.int64),
+            tracker_id=table.ids[rows], data={"extra": table.extra[rows].astype(np.float32)},
         )
     return result

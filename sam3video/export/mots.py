@@ -24,17 +24,13 @@ highest confidence (ties: the earlier detection). An object left with an empty m
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..detections import Detections
-from ..errors import InputError
 from .mot import TrackFileWriter
 
-MOTS_COLUMNS = 6
-_RLE_FIRST_CHAR, _RLE_LAST_CHAR = "0", "o"  # COCO compressed RLE uses chr(48 + 6-bit group)
 
 
 def make_disjoint(masks: np.ndarray, confidence: np.ndarray) -> np.ndarray:
@@ -94,63 +90,25 @@ class MOTSWriter(TrackFileWriter):
             self.num_lines += 1
 
 
-def _decode_line(line: str, path: Path, lineno: int) -> tuple[int, int, int, np.ndarray]:
-    """(frame, id, class, (H, W) bool mask) of one line; ``InputError`` naming file and line if malformed."""
-    fields = line.split()
-    if len(fields) != MOTS_COLUMNS:
-        raise InputError(
-            f"{path}:{lineno}: expected {MOTS_COLUMNS} space-separated fields "
-            f"(frame id class_id img_height img_width rle), got {len(fields)}"
-        )
-    try:
-        frame, track_id, class_id, height, width = (int(f) for f in fields[:5])
-    except ValueError:
-        raise InputError(f"{path}:{lineno}: frame, id, class_id, height and width must be integers") from None
-    if height <= 0 or width <= 0:
-        raise InputError(f"{path}:{lineno}: image size must be positive, got {height}x{width}")
-    counts = fields[5]
-    rle = {"size": [height, width], "counts": counts.encode("ascii", "replace")}
-    mask = None
-    if all(_RLE_FIRST_CHAR <= c <= _RLE_LAST_CHAR for c in counts):
-        try:
-            mask = mask_utils.decode(rle)
-        except Exception:  # pycocotools raises a bare Exception for a bad RLE
-            pass
-    # pycocotools rejects counts that run past H*W but not ones that stop short (the rest is garbage);
-    # the encoding of a mask is unique, so re-encoding must give back the same string.
-    if mask is None or mask.max(initial=0) > 1 or mask_utils.encode(np.asfortranarray(mask))["counts"] != rle["counts"]:
-        raise InputError(f"{path}:{lineno}: rle is not a valid COCO RLE of a {height}x{width} mask")
-    return frame, track_id, class_id, mask.astype(bool)
-
-
 def read_mots(path: str | os.PathLike, *, first_frame: int = 1, class_offset: int = 1) -> dict[int, Detections]:
     """A MOTS file as ``{frame_index (0-based): Detections}``, only for frames that have rows.
 
     ``frame_index = frame - first_frame``; ``class_id = class - class_offset`` (pass ``class_offset=0``
     for the classes as written); ``tracker_id`` from ``id``; ``mask`` decoded with pycocotools;
     ``xyxy`` the mask's bounding box (zeros if empty); ``confidence`` 1 (MOTS has no score).
-    A malformed line, a frame before ``first_frame`` or mixed image sizes within a frame raise
-    ``InputError`` naming the file and line.
+    Parsed and checked line by line (malformed line, frame before ``first_frame``, mixed image sizes,
+    overlapping masks: ``InputError`` naming file and line) by ``sam3video.eval.io.read_mots``.
     """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"MOTS file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read MOTS file {path}: {error}") from None
-    frames: dict[int, list[tuple[int, int, np.ndarray]]] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        frame, track_id, class_id, mask = _decode_line(line, path, lineno)
-        if frame < first_frame:
-            raise InputError(f"{path}:{lineno}: frame {frame} is before the first frame {first_frame}")
-        rows = frames.setdefault(frame - first_frame, [])
-        if rows and rows[0][2].shape != mask.shape:
-            raise InputError(f"{path}:{lineno}: image size {mask.shape} differs from {rows[0][2].shape} in this frame")
-        rows.append((track_id, class_id, mask))
-    return {index: _to_detections(rows, class_offset) for index, rows in sorted(frames.items())}
+    from ..eval.io import read_mots as read_table
+
+    table = read_table(path, first_frame=first_frame)
+    result: dict[int, Detections] = {}
+    for frame in np.unique(table.frames):
+        rows = np.flatnonzero(table.frames == frame)
+        masks = [mask_utils.decode(table.rles[r]).astype(bool) for r in rows]
+        result[int(frame) - first_frame] = _to_detections(
+            [(int(table.ids[r]), int(table.class_ids[r]), m) for r, m in zip(rows, masks)], class_offset)
+    return result
 
 
 def _to_detections(rows: list[tuple[int, int, np.ndarray]], class_offset: int) -> Detections:

@@ -20,7 +20,7 @@ import torch
 
 from ..data.concepts import TARGET_SHAPES
 from ..data.synthetic import WorldConfig
-from ..data.training import sample_training_example
+from ..data.training import sample_training_example, split_prompts
 from ..model.geometry_encoders import prompt_from_boxes
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
@@ -38,6 +38,7 @@ class DataConfig:
     hard_negative_prob: float = 0.8  # a negative prompt shares the colour or shape of something visible
     unknown_word_prob: float = 0.1
     exemplar_prob: float = 0.2
+    second_positive: bool = False  # with > 2 prompts per image, a second colour + shape prompt that is there
     world: WorldConfig = WorldConfig(duration_s=2.0)
 
 
@@ -55,7 +56,10 @@ def curriculum(step: int, easy_steps: int, config: "DataConfig") -> "DataConfig"
         # Balanced colour + shape prompts. Measured at step 9500 with the defaults (about 25% of colour +
         # shape prompts positive): their presence sat at that prior (0.39 on positives, 0.31 on negatives)
         # and the semantic head lit no pixel for any of them, while shape-only prompts worked.
-        config = replace(config, positive_prob=0.9, shape_prompt_prob=0.15)
+        # Then 4 prompts per image (two there, two hard negatives): "red circle" next to "red square"
+        # and "blue circle" on the same image is the contrast that teaches reading both words.
+        config = replace(config, positive_prob=0.9, shape_prompt_prob=0.15, prompts_per_image=4,
+                         second_positive=True)
     return replace(config, world=world, hard_negative_prob=hard)
 
 
@@ -103,7 +107,12 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) 
         images.append(torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).sub(0.5).div(0.5))
         queries = [(example.prompt, [], _targets(example.truth.matching(example.prompt), width, height,
                                                 config.mask_size))]
-        for negative in example.negative_prompts[: config.prompts_per_image - 1]:
+        if config.second_positive and example.is_positive and config.prompts_per_image > 2:
+            others = [p for p in split_prompts(example.truth)[0] if " " in p and p != example.prompt]
+            if others:
+                other = str(rng.choice(others))
+                queries.append((other, [], _targets(example.truth.matching(other), width, height, config.mask_size)))
+        for negative in example.negative_prompts[: config.prompts_per_image - len(queries)]:
             if rng.random() < config.unknown_word_prob:
                 negative = str(rng.choice(UNKNOWN_WORDS))
             queries.append((negative, [], _targets([], width, height, config.mask_size)))

@@ -252,7 +252,8 @@ def test_mots_hand_case(tmp_path):
 # --- inputs ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, problem", [
-    ("1,1,10,10,20", "at least 6 fields"),
+    ("1,1,10,10,20", "expected 6 to 10 fields"),
+    ("1,1,10,10,20,20,1,-1,-1,-1,7", "expected 6 to 10 fields"),
     ("1,1,10,ten,20,20,1", "'ten' is not a number"),
     ("1,1,{x},10,20,20,1", "'{x}' is not a number"),
     ("0,1,10,10,20,20,1", "1-based"),

@@ -5,7 +5,8 @@ import pytest
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
-from sam3video.export.mot import MOTWriter, read_mot, read_mot_array
+from sam3video.eval.io import read_mot as read_mot_table
+from sam3video.export.mot import MOTWriter, read_mot
 
 
 def _stream(seed=0, frames=6):
@@ -43,9 +44,9 @@ def test_mot_roundtrip(tmp_path):
         np.testing.assert_allclose(got.xyxy, expected.xyxy[order], atol=0.01)
         np.testing.assert_allclose(got.confidence, expected.confidence[order], atol=1e-4)
         assert (got.data["extra"] == -1).all()
-    rows = read_mot_array(path)
-    assert rows.shape[1] == 10
-    assert rows[0, 0] == min(written) + 1  # 1-based frames in the file
+    table = read_mot_table(path)
+    assert table.extra.shape == (len(table), 3)
+    assert table.frames[0] == min(written) + 1  # 1-based frames in the file
 
 
 def test_mot_line_format(tmp_path):
@@ -98,5 +99,5 @@ def test_malformed_line_names_file_and_line(tmp_path, bad):
 
 
 def test_missing_file_is_input_error(tmp_path):
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="nope.txt: no such file"):
         read_mot(tmp_path / "nope.txt")

@@ -181,6 +181,6 @@ def test_malformed_line_names_file_and_line(tmp_path, bad):
 def test_frame_before_first_frame_is_input_error(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text(f"0 1 1 {H} {W} {encode_rle(_disk(5, 5, 3)[None])[0]}\n")
-    with pytest.raises(InputError, match=r"t\.txt:1: frame 0 is before"):
+    with pytest.raises(InputError, match=r"t\.txt:1: frame must be >= 1"):
         read_mots(path)
     assert list(read_mots(path, first_frame=0)) == [0]

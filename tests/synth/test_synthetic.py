@@ -14,7 +14,7 @@ from sam3video.data import shapes
 from sam3video.data.backgrounds import BACKGROUND_KINDS, make_background
 from sam3video.data.concepts import DISTRACTOR_COLOURS, DISTRACTOR_SHAPES, PROMPTS, prompt_slug
 from sam3video.data.dataset import load_clip, write_clip
-from sam3video.export.mot import read_mot_array
+from sam3video.eval.io import read_mot as read_mot_table
 from sam3video.export.mots import read_mots
 from sam3video.data.synthetic import Clip, ObjectSpec, WorldConfig, concept_matches, generate_clip
 from sam3video.data.training import sample_training_example, split_prompts
@@ -189,7 +189,9 @@ def test_written_files_parse_and_match_the_truth(tmp_path) -> None:
     rows_total = 0
     for prompt in dict.fromkeys(prompts):
         folder = out / "gt" / prompt_slug(prompt)
-        rows = read_mot_array(folder / "gt.txt")
+        table = read_mot_table(folder / "gt.txt")
+        rows = np.concatenate([table.frames[:, None], table.ids[:, None], table.boxes, table.confidence[:, None],
+                               table.extra], axis=1)
         masks = {frame + 1: dict(zip(d.tracker_id.tolist(), d.mask))
                  for frame, d in read_mots(folder / "gt.mots.txt").items()}
         expected = [(t.frame_index + 1, o) for t in truths for o in t.matching(prompt)]
@@ -203,7 +205,7 @@ def test_written_files_parse_and_match_the_truth(tmp_path) -> None:
         for frame_masks in masks.values():  # visible masks never overlap
             assert (np.sum(list(frame_masks.values()), axis=0) <= 1).all()
     assert rows_total > 0
-    assert len(read_mot_array(out / "gt" / "dog" / "gt.txt")) == 0
+    assert len(read_mot_table(out / "gt" / "dog" / "gt.txt")) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seed"] == 3 and len(meta["objects"]) == len(clip.objects)
     np.testing.assert_array_equal(load_clip(out).frame(4)[0], clip.frame(4)[0])
