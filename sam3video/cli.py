@@ -70,12 +70,13 @@ def add_track_parser(sub) -> None:
     video.add_argument("--end", type=float, help="end time in seconds (exclusive)")
     video.add_argument("--window-seconds", type=_positive_float, default=30.0, help="window length, <= 30 s")
     thresholds = p.add_argument_group("thresholds")
-    thresholds.add_argument("--score-threshold", type=_unit_float, default=0.5,
-                            help="confident detection: reported, may start a track (default 0.5)")
+    thresholds.add_argument("--score-threshold", type=_unit_float,
+                            help="confident detection: reported, may start a track (default: the model's "
+                                 "calibrated value; 0.5 for sam3.pt)")
     thresholds.add_argument("--low-score-threshold", type=_unit_float, default=0.1,
                             help="weaker detections only continue tracks (default 0.1)")
     thresholds.add_argument("--new-track-threshold", type=_unit_float, default=None,
-                            help="score to start a track (default: max(0.6, --score-threshold))")
+                            help="score to start a track (default: score threshold + 0.1)")
     thresholds.add_argument("--nms-iou", type=_unit_float, default=0.5, help="mask NMS IoU (default 0.5)")
     thresholds.add_argument("--min-hits", type=int, default=3, help="frames before a track is reported (default 3)")
     thresholds.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept for re-identification (default 1)")
@@ -83,27 +84,34 @@ def add_track_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _tracking_config(args):
-    from .video.detect import DetectionConfig
-    from .video.predictor import TrackingConfig
-    from .video.tracker import TrackerConfig
-
+def _check_thresholds(args) -> None:
+    """Argument checks that need no model (run before loading it)."""
     if args.min_hits < 1:
         raise _usage("--min-hits must be >= 1")
     if args.frame_batch is not None and args.frame_batch < 1:
         raise _usage("--frame-batch must be >= 1")
     if args.lost_buffer < 0:
         raise _usage("--lost-buffer must be >= 0")
-    if args.low_score_threshold > args.score_threshold:
-        raise _usage("--low-score-threshold must not exceed --score-threshold")
+
+
+def _tracking_config(args, model_score_threshold: float):
+    """The run's TrackingConfig; ``--score-threshold`` defaults to the model's calibrated one."""
+    from .video.detect import DetectionConfig
+    from .video.predictor import TrackingConfig
+    from .video.tracker import TrackerConfig
+
+    score = model_score_threshold if args.score_threshold is None else args.score_threshold
+    if args.low_score_threshold > score:
+        raise _usage(f"--low-score-threshold ({args.low_score_threshold}) must not exceed the score threshold "
+                     f"({score})")
     new_track = args.new_track_threshold
-    new_track = max(0.6, args.score_threshold) if new_track is None else max(new_track, args.score_threshold)
+    new_track = min(1.0, score + 0.1) if new_track is None else max(new_track, score)
     return TrackingConfig(
         precision=args.precision,
         frame_batch=args.frame_batch,
-        detection=DetectionConfig(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
+        detection=DetectionConfig(score_threshold=score, low_score_threshold=args.low_score_threshold,
                                   nms_iou_threshold=args.nms_iou),
-        tracker=TrackerConfig(high_score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
+        tracker=TrackerConfig(high_score_threshold=score, low_score_threshold=args.low_score_threshold,
                               new_track_threshold=new_track, min_hits=args.min_hits,
                               lost_track_buffer_s=args.lost_buffer),
     )
@@ -138,7 +146,7 @@ def run_track(args) -> int:
     from .video.outputs import prepare_out_dir, write_outputs
     from .video.predictor import VideoPredictor
 
-    config = _tracking_config(args)
+    _check_thresholds(args)
     exemplars = [parse_exemplar(text) for text in args.exemplar]
     if args.exemplars:
         exemplars += load_exemplars(args.exemplars)
@@ -152,6 +160,7 @@ def run_track(args) -> int:
         print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
               f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
     model = load_model(args.checkpoint, args.config, args.device)
+    config = _tracking_config(args, model.config.score_threshold)
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(args.prompt, exemplars, fps=args.fps or info.fps)
     results = predictor.track(source, exemplars=exemplars, backend=args.backend, fps=args.fps, start=args.start,

@@ -92,11 +92,13 @@ def check_box_cxcywh(box) -> tuple[list[float], bool]:
 class Sam3Processor:
     """Runs a ``Sam3Image`` on one image at a time; device and resolution come from the model."""
 
-    def __init__(self, model: Sam3Image, confidence_threshold: float = 0.5, resolution: int | None = None):
+    def __init__(self, model: Sam3Image, confidence_threshold: float | None = None, resolution: int | None = None):
         self.model = model
         config = getattr(model, "config", None)
         self.resolution = resolution or (config.resolution if config is not None else 1008)
         self.context_length = config.context_length if config is not None else 32
+        if confidence_threshold is None:  # the model's calibrated operating point (0.5 for sam3.pt)
+            confidence_threshold = config.score_threshold if config is not None else 0.5
         self.confidence_threshold = self._check_threshold(confidence_threshold)
 
     @property

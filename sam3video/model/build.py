@@ -66,9 +66,13 @@ class Sam3Config:
     scoring_hidden: int = 2048
     neck_scales: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
     scalp: int = 1
-    # Ours (not in the official SIZES): regularisation used in training only.
+    # Ours (not in the official SIZES): regularisation used in training only, and the operating point:
+    # a detection scoring at least ``score_threshold`` is confident (reported; with 0.1 more it starts a
+    # track). 0.5 is the official value; the demo model's is chosen on validation clips
+    # (tools/calibrate_thresholds.py). An explicit threshold (CLI, TrackingConfig, Sam3Processor) wins.
     dropout: float = 0.1
     drop_path_rate: float = 0.1
+    score_threshold: float = 0.5
     name: str = field(default="custom", compare=False)
 
     @classmethod

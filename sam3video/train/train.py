@@ -118,12 +118,16 @@ def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Gene
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "config": config}, tmp)
 
 
-def export_weights(checkpoint: Path, out: Path) -> None:
-    """The shipped demo weights: fp16 model state dict + config, loadable with ``weights_only=True``."""
+def export_weights(checkpoint: Path, out: Path, score_threshold: float | None = None) -> None:
+    """The shipped demo weights: fp16 model state dict + config, loadable with ``weights_only=True``;
+    ``score_threshold`` (from tools/calibrate_thresholds.py) goes into the config."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    config = dict(state["config"]["model"])
+    if score_threshold is not None:
+        config["score_threshold"] = score_threshold
     with atomic_path(out) as tmp:
-        torch.save({"model": half, "config": state["config"]["model"], "step": state["step"]}, tmp)
+        torch.save({"model": half, "config": config, "step": state["step"]}, tmp)
 
 
 def train(args) -> None:
@@ -214,10 +218,12 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches of 8 images")
     parser.add_argument("--init", help="start from these weights (e.g. the shipped demo.pt)")
     parser.add_argument("--export", metavar="PATH", help="write the fp16 demo weights from OUT/last.pt and exit")
+    parser.add_argument("--score-threshold", type=float,
+                        help="with --export: the calibrated operating point to store in the config")
     parser.add_argument("--eval-only", action="store_true", help="evaluate OUT/last.pt (or --init) and exit")
     args = parser.parse_args(argv)
     if args.export:
-        export_weights(Path(args.out) / "last.pt", Path(args.export))
+        export_weights(Path(args.out) / "last.pt", Path(args.export), args.score_threshold)
         print(f"wrote {args.export}")
         return
     train(args)

@@ -52,6 +52,21 @@ class TrackingConfig:
     frame_batch: int | None = None  # frames per model call without exemplars (None: 4 up to 512 px, else 1)
     overlap: bool = True  # run the model on the next frames while these are post-processed (no exemplars)
 
+    @classmethod
+    def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
+                           ) -> "TrackingConfig":
+        """Detection and tracker thresholds from one operating point: detections scoring at least
+        ``score_threshold`` are confident, tracks start at ``score_threshold + 0.1`` (0.5 and 0.6 by
+        default, as ByteTrack-style trackers do), weaker ones down to ``low_score_threshold`` only
+        continue tracks."""
+        if not 0 <= low_score_threshold <= score_threshold <= 1:
+            raise InputError(f"need 0 <= low score threshold ({low_score_threshold}) <= score threshold "
+                             f"({score_threshold}) <= 1")
+        detection = DetectionConfig(score_threshold=score_threshold, low_score_threshold=low_score_threshold)
+        tracker = TrackerConfig(high_score_threshold=score_threshold, low_score_threshold=low_score_threshold,
+                                new_track_threshold=min(1.0, score_threshold + 0.1))
+        return cls(detection=detection, tracker=tracker, **kwargs)
+
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
@@ -91,8 +106,9 @@ class VideoPredictor:
     """Runs a ``Sam3Image`` over a video and tracks every instance of the prompted concepts."""
 
     def __init__(self, model: Sam3Image, config: TrackingConfig | None = None):
+        """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt)."""
         self.model = model.eval()
-        self.config = config or TrackingConfig()
+        self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         self.resolution = model.config.resolution
 
     def start_session(self, prompts: Iterable[str], exemplars: Iterable[Exemplar] = (), fps: float = 30.0

@@ -79,3 +79,33 @@ def test_curriculum_starts_easy():
     early, late = curriculum(0, 1000, base), curriculum(10_000, 1000, base)
     assert early.world.num_targets[1] < base.world.num_targets[1] and late.world == base.world
     assert early.hard_negative_prob < late.hard_negative_prob == base.hard_negative_prob
+
+
+def test_later_batches_put_two_present_concepts_and_two_absent_ones_on_an_image():
+    from sam3video.train.data import curriculum
+
+    config = curriculum(10_000, 1000, DataConfig(exemplar_prob=0.0, unknown_word_prob=0.0))
+    assert config.prompts_per_image == 4 and config.second_positive
+    batch = sample_batch(np.random.default_rng(2), 6, config)
+    present = np.array([len(t["boxes"]) > 0 for t in batch["targets"]]).reshape(6, 4)
+    assert (present.sum(1) == 2).any() and (~present[:, 2:]).all()  # the last two are absent concepts
+
+
+def test_exported_weights_carry_the_calibrated_score_threshold(tmp_path):
+    from sam3video import load_model
+    from sam3video.processor import Sam3Processor
+    from sam3video.train.train import export_weights
+    from sam3video.video.predictor import VideoPredictor
+
+    model = build_model("tiny")
+    torch.save({"model": model.state_dict(), "config": {"model": model.config.to_dict()}, "step": 7},
+               tmp_path / "last.pt")
+    export_weights(tmp_path / "last.pt", tmp_path / "demo.pt", score_threshold=0.3)
+    loaded = load_model(tmp_path / "demo.pt", device="cpu")
+    assert loaded.config.score_threshold == 0.3
+    config = VideoPredictor(loaded).config
+    assert config.detection.score_threshold == config.tracker.high_score_threshold == 0.3
+    assert config.tracker.new_track_threshold == 0.4
+    assert Sam3Processor(loaded).confidence_threshold == 0.3
+    assert Sam3Processor(loaded, confidence_threshold=0.7).confidence_threshold == 0.7  # explicit wins
+    assert VideoPredictor(model).config.detection.score_threshold == 0.5  # the official default

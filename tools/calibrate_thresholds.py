@@ -1,0 +1,78 @@
+"""Choose the demo model's score thresholds on validation clips (seeds neither training nor the benchmark
+suite use): detect once with a low threshold, then re-track the recorded detections for each candidate
+(score threshold, low threshold) pair and keep the pair with the best combined HOTA.
+
+    python tools/calibrate_thresholds.py --out runs/calibrate [--clips 6 --seconds 6]
+
+The tracker is a pure function of the detections, so the sweep costs one detection pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+from sam3video.data.dataset import MOT_NAME, write_clip
+from sam3video.data.concepts import prompt_slug
+from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.eval.benchmark import clip_prompts, write_tracks
+from sam3video.eval.metrics import run_eval
+from sam3video.model.checkpoint import load_model
+from sam3video.video.detect import DetectionConfig
+from sam3video.video.predictor import TrackingConfig, VideoPredictor
+from sam3video.video.tracker import Tracker, TrackerConfig
+
+VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
+SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+LOWS = (0.05, 0.1, 0.15)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/calibrate"))
+    parser.add_argument("--checkpoint", help="weights (default: the shipped demo model)")
+    parser.add_argument("--clips", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args(argv)
+    detection = DetectionConfig(score_threshold=min(LOWS), low_score_threshold=min(LOWS))
+    tracker_config = TrackerConfig(high_score_threshold=min(LOWS), low_score_threshold=min(LOWS),
+                                   new_track_threshold=min(LOWS))
+    predictor = VideoPredictor(load_model(args.checkpoint, None, "cpu"),
+                               TrackingConfig(detection=detection, tracker=tracker_config))
+    sequences = []  # (name, gt path, per-frame candidates)
+    for i in range(args.clips):
+        clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds))
+        prompts = clip_prompts(clip)
+        clip_dir = write_clip(clip, args.out / "clips" / f"clip_{i:02d}", prompts)
+        for prompt in prompts:
+            candidates = [r.candidates for r in predictor.track(clip_dir / "video.mp4", [prompt])]
+            sequences.append((f"clip_{i:02d}__{prompt_slug(prompt)}",
+                              clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME, candidates))
+        print(f"clip {i + 1}/{args.clips}: {len(prompts)} prompts", flush=True)
+    results = []
+    for score, low in itertools.product(SCORES, LOWS):
+        if low > score:
+            continue
+        config = replace(TrackerConfig(), high_score_threshold=score, low_score_threshold=low,
+                         new_track_threshold=max(0.6, score) if score >= 0.5 else score + 0.1)
+        preds = []
+        for name, _, candidates in sequences:
+            tracker = Tracker(config, fps=30.0)
+            frames = [tracker.update(c[c.confidence >= low], t) for t, c in enumerate(candidates)]
+            path = args.out / "sweep" / f"{score}_{low}" / f"{name}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tracks(path, frames, 0)
+            preds.append(path)
+        metrics = run_eval([g for _, g, _ in sequences], preds, kind="mot",
+                           names=[n for n, _, _ in sequences]).combined.metrics
+        results.append((metrics["HOTA"], score, low, metrics["IDF1"], metrics["MOTA"]))
+        print(f"score {score:.2f} low {low:.2f} new {config.new_track_threshold:.2f}: HOTA {100 * metrics['HOTA']:.1f} "
+              f"IDF1 {100 * metrics['IDF1']:.1f} MOTA {100 * metrics['MOTA']:.1f}", flush=True)
+    best = max(results)
+    print(f"best: --score-threshold {best[1]} --low-score-threshold {best[2]} (HOTA {100 * best[0]:.1f})")
+
+
+if __name__ == "__main__":
+    main()
