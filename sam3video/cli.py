@@ -96,24 +96,24 @@ def _check_thresholds(args) -> None:
 
 def _tracking_config(args, model_score_threshold: float):
     """The run's TrackingConfig; ``--score-threshold`` defaults to the model's calibrated one."""
-    from .video.detect import DetectionConfig
+    from dataclasses import replace
+
     from .video.predictor import TrackingConfig
-    from .video.tracker import TrackerConfig
 
     score = model_score_threshold if args.score_threshold is None else args.score_threshold
     if args.low_score_threshold > score:
         raise _usage(f"--low-score-threshold ({args.low_score_threshold}) must not exceed the score threshold "
                      f"({score})")
-    new_track = args.new_track_threshold
-    new_track = min(1.0, score + 0.1) if new_track is None else max(new_track, score)
-    return TrackingConfig(
-        precision=args.precision,
-        frame_batch=args.frame_batch,
-        detection=DetectionConfig(score_threshold=score, low_score_threshold=args.low_score_threshold,
-                                  nms_iou_threshold=args.nms_iou),
-        tracker=TrackerConfig(high_score_threshold=score, low_score_threshold=args.low_score_threshold,
-                              new_track_threshold=new_track, min_hits=args.min_hits,
-                              lost_track_buffer_s=args.lost_buffer),
+    config = TrackingConfig.at_score_threshold(score, args.low_score_threshold, precision=args.precision,
+                                               frame_batch=args.frame_batch)
+    new_track = config.tracker.new_track_threshold
+    if args.new_track_threshold is not None:
+        new_track = max(args.new_track_threshold, score)
+    return replace(
+        config,
+        detection=replace(config.detection, nms_iou_threshold=args.nms_iou),
+        tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=args.min_hits,
+                        lost_track_buffer_s=args.lost_buffer),
     )
 
 

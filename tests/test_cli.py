@@ -149,3 +149,15 @@ def test_official_weights_offline_is_one_clear_line(workdir, capsys, monkeypatch
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "offline" in err and "huggingface.co/facebook/sam3" in err and "--checkpoint PATH" in err
+
+
+def test_score_threshold_defaults_to_the_checkpoints_calibrated_one(workdir, parity_state_dict):
+    config = {**json.loads((PARITY / "config.json").read_text()), "score_threshold": 0.35}
+    torch.save({"model": parity_state_dict, "config": config}, workdir / "calibrated.pt")
+    for extra, expected in (([], 0.35), (["--score-threshold", "0.7"], 0.7)):
+        out = workdir / f"calibrated_{expected}"
+        assert run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", workdir / "calibrated.pt",
+                   "--out", out, "--quiet", "--no-render", "--end", "0.3", *extra) == 0
+        used = json.loads((out / "summary.json").read_text())["config"]
+        assert used["detection"]["score_threshold"] == used["tracker"]["high_score_threshold"] == expected
+        assert used["tracker"]["new_track_threshold"] == pytest.approx(expected + 0.1)
