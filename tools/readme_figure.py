@@ -1,20 +1,18 @@
-"""The README picture: one frame of a run's overlay (masks, boxes, ids from its MOTS file), as a PNG.
+"""The README picture: one frame of a run's ``overlay.mp4`` (masks, boxes, ``prompt #id score``), as a PNG.
 
     python tools/readme_figure.py runs/demo docs/demo_overlay.png [--frame N] [--scale 2]
 
-Without ``--frame``: the frame with the most tracked instances (the earliest such frame).
+Without ``--frame``: the frame with the most tracked instances in ``tracks.txt`` (the earliest such frame).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
 
-from sam3video.detections import Detections
-from sam3video.export import annotate, read_mots
+from sam3video.export import read_mot
 from sam3video.export.atomic import atomic_path
 from sam3video.video.loader import open_video
 from sam3video.video.outputs import OUTPUT_NAMES
@@ -27,15 +25,14 @@ def main(argv=None) -> None:
     parser.add_argument("--frame", type=int, help="0-based frame index")
     parser.add_argument("--scale", type=float, default=2.0, help="upscaling for the page (default 2)")
     args = parser.parse_args(argv)
-    summary = json.loads((args.run / OUTPUT_NAMES["summary"]).read_text())
-    tracks = read_mots(args.run / OUTPUT_NAMES["mots"])
+    tracks = read_mot(args.run / OUTPUT_NAMES["mot"])
     index = args.frame
     if index is None:
         index = max(sorted(tracks), key=lambda t: len(tracks[t]), default=0)
-    reader = open_video(summary["input"]["source"])
-    frame = next(f for f in reader if f.index == index)
-    height, width = frame.image.shape[:2]
-    image = annotate(frame.image, tracks.get(index, Detections.empty(height, width)), summary["prompts"])
+    frame = next((f for f in open_video(args.run / OUTPUT_NAMES["overlay"]) if f.index == index), None)
+    if frame is None:
+        raise SystemExit(f"{args.run / OUTPUT_NAMES['overlay']} has no frame {index}")
+    image = frame.image
     image = cv2.resize(image, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_NEAREST)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -43,7 +40,7 @@ def main(argv=None) -> None:
         raise SystemExit("could not encode the PNG")
     with atomic_path(args.out) as tmp:
         tmp.write_bytes(png.tobytes())
-    print(f"frame {index}: {len(tracks.get(index, []))} instances -> {args.out}")
+    print(f"frame {index}: {len(tracks.get(index, []))} tracked instances -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -167,11 +167,12 @@ def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, se
         if case is None:
             continue
         shape, intended, positive, negative = case
-        clip_dir = write_clip(clip, out / "exemplar_suite" / f"clip_{len(gts):02d}", [intended])
+        name = f"clip_{len(gts):02d}"
+        clip_dir = write_clip(clip, out / "exemplar_suite" / name, [intended])
         gts.append(clip_dir / "gt" / prompt_slug(intended) / MOT_NAME)
         for method, exemplars in (("text only", []), ("text + exemplars", [positive, negative])):
             frames = [r.detections for r in predictor.track(clip_dir / "video.mp4", [shape], exemplars)]
-            path = out / "exemplar" / method.replace(" ", "_").replace("+", "and") / f"clip_{len(gts):02d}.txt"
+            path = out / "exemplar" / method.replace(" ", "_").replace("+", "and") / f"{name}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_tracks(path, frames, 0)
             preds[method].append(path)

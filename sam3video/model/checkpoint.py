@@ -194,6 +194,8 @@ def load_model(
     obj = read_checkpoint(path)
     if config is None:
         config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
+        if isinstance(config, dict) and isinstance(config.get("model"), dict):  # a training run's last.pt
+            config = config["model"]
     cfg = load_config(config)
     state_dict, report = extract_state_dict(obj, source=str(path))
     with torch.device("meta"):

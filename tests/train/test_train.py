@@ -100,6 +100,7 @@ def test_exported_weights_carry_the_calibrated_score_threshold(tmp_path):
     model = build_model("tiny")
     torch.save({"model": model.state_dict(), "config": {"model": model.config.to_dict()}, "step": 7},
                tmp_path / "last.pt")
+    assert load_model(tmp_path / "last.pt", device="cpu").config == model.config  # a run's checkpoint loads too
     export_weights(tmp_path / "last.pt", tmp_path / "demo.pt", score_threshold=0.3)
     loaded = load_model(tmp_path / "demo.pt", device="cpu")
     assert loaded.config.score_threshold == 0.3
