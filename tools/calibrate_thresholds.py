@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 from sam3video.data.dataset import MOT_NAME, write_clip
@@ -20,9 +19,8 @@ from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.eval.benchmark import clip_prompts, write_tracks
 from sam3video.eval.metrics import run_eval
 from sam3video.model.checkpoint import load_model
-from sam3video.video.detect import DetectionConfig
 from sam3video.video.predictor import TrackingConfig, VideoPredictor
-from sam3video.video.tracker import Tracker, TrackerConfig
+from sam3video.video.tracker import Tracker
 
 VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
 SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
@@ -36,11 +34,9 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=6.0)
     args = parser.parse_args(argv)
-    detection = DetectionConfig(score_threshold=min(LOWS), low_score_threshold=min(LOWS))
-    tracker_config = TrackerConfig(high_score_threshold=min(LOWS), low_score_threshold=min(LOWS),
-                                   new_track_threshold=min(LOWS))
+    # Candidates (every detection down to the lowest threshold swept) do not depend on the tracker.
     predictor = VideoPredictor(load_model(args.checkpoint, None, "cpu"),
-                               TrackingConfig(detection=detection, tracker=tracker_config))
+                               TrackingConfig.at_score_threshold(min(LOWS), min(LOWS)))
     sequences = []  # (name, gt path, per-frame candidates)
     for i in range(args.clips):
         clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds))
@@ -55,8 +51,7 @@ def main(argv=None) -> None:
     for score, low in itertools.product(SCORES, LOWS):
         if low > score:
             continue
-        config = replace(TrackerConfig(), high_score_threshold=score, low_score_threshold=low,
-                         new_track_threshold=max(0.6, score) if score >= 0.5 else score + 0.1)
+        config = TrackingConfig.at_score_threshold(score, low).tracker  # the thresholds `track` would use
         preds = []
         for name, _, candidates in sequences:
             tracker = Tracker(config, fps=30.0)

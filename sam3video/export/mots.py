@@ -32,7 +32,6 @@ from ..detections import Detections
 from .mot import TrackFileWriter
 
 
-
 def make_disjoint(masks: np.ndarray, confidence: np.ndarray) -> np.ndarray:
     """(N, H, W) bool masks with every pixel kept only by its most confident claimant.
 
