@@ -23,7 +23,7 @@ from sam3video.video.predictor import TrackingConfig, VideoPredictor
 from sam3video.video.tracker import Tracker
 
 VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
-SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 LOWS = (0.05, 0.1, 0.15)
 
 

@@ -23,21 +23,21 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairwise IoU and union of (N, 4) and (M, 4) xyxy boxes -> (N, M), (N, M)."""
+    """Pairwise IoU and union of (..., N, 4) and (..., M, 4) xyxy boxes -> (..., N, M) twice."""
     area1, area2 = box_area(boxes1), box_area(boxes2)
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
+    union = area1[..., :, None] + area2[..., None, :] - inter
     return inter / union, union
 
 
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Pairwise generalised IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    """Pairwise generalised IoU of (..., N, 4) and (..., M, 4) xyxy boxes -> (..., N, M)."""
     iou, union = box_iou(boxes1, boxes2)
-    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    lt = torch.min(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.max(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     area = wh[..., 0] * wh[..., 1]
     return iou - (area - union) / area

@@ -12,6 +12,9 @@ Boxes are normalised cx, cy, w, h (the model's convention); masks are resized to
 
 from __future__ import annotations
 
+import collections
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import cv2
@@ -21,7 +24,7 @@ import torch
 from ..data.concepts import TARGET_SHAPES
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example, split_prompts
-from ..model.geometry_encoders import prompt_from_boxes
+from ..model.geometry_encoders import Prompt, prompt_from_boxes
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
                  "horse", "boat", "bicycle", "flower", "book", "clock", "banana", "pizza", "shoe")
@@ -134,3 +137,61 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) 
         "targets": targets,
         "geometric_prompt": prompt_from_boxes(boxes),
     }
+
+
+def batch_for_step(seed: int, step: int, num_images: int, easy_steps: int, config: DataConfig) -> dict:
+    """The training batch of ``step``: drawn from ``(seed, step)`` alone, so that a resumed run or any
+    number of data workers sees the same batches."""
+    return sample_batch(np.random.default_rng([seed, step]), num_images, curriculum(step, easy_steps, config))
+
+
+def _quiet_worker() -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class BatchStream:
+    """``batch_for_step`` for steps ``start, start + 1, ...``, built by ``workers`` processes (0: in the
+    caller) and at most ``2 * workers`` steps ahead. Use as a context manager; iterate for batches."""
+
+    def __init__(self, seed: int, start: int, num_images: int, easy_steps: int, config: DataConfig,
+                 workers: int = 0):
+        self.args = (seed, num_images, easy_steps, config)
+        self.step, self.workers = start, workers
+        self.pool = None
+        self.pending: collections.deque = collections.deque()
+
+    def __enter__(self) -> "BatchStream":
+        if self.workers:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_quiet_worker)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        seed, num_images, easy_steps, config = self.args
+        if self.pool is None:
+            batch = batch_for_step(seed, self.step, num_images, easy_steps, config)
+        else:
+            while len(self.pending) < 2 * self.workers:
+                ahead = self.step + len(self.pending)
+                self.pending.append(self.pool.submit(batch_for_step, seed, ahead, num_images, easy_steps, config))
+            batch = self.pending.popleft().result()
+        self.step += 1
+        return batch
+
+
+def batch_to(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors (images, ids, targets, exemplar boxes) on ``device``."""
+    prompt = batch["geometric_prompt"]  # from prompt_from_boxes: boxes only
+    moved = Prompt(box_embeddings=prompt.box_embeddings.to(device), box_mask=prompt.box_mask.to(device),
+                   box_labels=prompt.box_labels.to(device))
+    return {**batch, "images": batch["images"].to(device), "img_ids": batch["img_ids"].to(device),
+            "targets": [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]],
+            "geometric_prompt": moved}

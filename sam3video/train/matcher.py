@@ -29,50 +29,68 @@ class MatchCosts:
     focal_gamma: float = 2.0
 
 
-def _per_image(pred_logits, pred_boxes, target_boxes, match_one) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Apply ``match_one(prob (Q,), boxes (Q, 4), targets (G, 4)) -> (rows, cols)`` to each image."""
-    prob = pred_logits.squeeze(-1).sigmoid().float()
-    matches = []
+Matches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _padded_targets(target_boxes: list[torch.Tensor], device) -> tuple[torch.Tensor, list[int]]:
+    """B x (G_b, 4) -> (B, G, 4) with G = max G_b (padding: a unit box, never read) and the G_b."""
+    sizes = [len(t) for t in target_boxes]
+    padded = torch.full((len(target_boxes), max(sizes), 4), 0.5, device=device)
     for b, targets in enumerate(target_boxes):
-        if len(targets) == 0:
-            rows = cols = np.zeros(0, dtype=np.int64)
-        else:
-            rows, cols = match_one(prob[b], pred_boxes[b].float(), targets.float().to(pred_boxes.device))
+        padded[b, : sizes[b]] = targets.to(device=device, dtype=torch.float32)
+    return padded, sizes
+
+
+def _per_image(quality: torch.Tensor, sizes: list[int], match_one) -> Matches:
+    """Apply ``match_one(array (Q, G_b)) -> (rows, cols)`` to each image of a (B, Q, G) matrix, moved to
+    the CPU once (on a GPU, one copy per image would cost more than the matching)."""
+    quality = quality.cpu().numpy()
+    matches = []
+    for b, size in enumerate(sizes):
+        rows, cols = match_one(quality[b, :, :size]) if size else (np.zeros(0, np.int64),) * 2
         matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
     return matches
+
+
+def _no_targets(batch_size: int) -> Matches:
+    empty = torch.zeros(0, dtype=torch.long)
+    return [(empty, empty)] * batch_size
 
 
 @torch.no_grad()
 def hungarian_match(
     pred_logits: torch.Tensor, pred_boxes: torch.Tensor, target_boxes: list[torch.Tensor],
     costs: MatchCosts = MatchCosts(),
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> Matches:
     """``pred_logits`` (B, Q, 1), ``pred_boxes`` (B, Q, 4), ``target_boxes`` B x (G_b, 4) -> B pairs."""
-
-    def match_one(prob, boxes, targets):
-        p = prob[:, None]
-        neg = (1 - costs.focal_alpha) * p**costs.focal_gamma * -(1 - p + 1e-8).log()
-        pos = costs.focal_alpha * (1 - p) ** costs.focal_gamma * -(p + 1e-8).log()
-        cost = (
-            costs.cost_class * (pos - neg)
-            + costs.cost_bbox * torch.cdist(boxes, targets, p=1)
-            - costs.cost_giou * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(targets))
-        )
-        return linear_sum_assignment(cost.cpu().numpy())
-
-    return _per_image(pred_logits, pred_boxes, target_boxes, match_one)
+    if not any(len(t) for t in target_boxes):
+        return _no_targets(len(target_boxes))
+    targets, sizes = _padded_targets(target_boxes, pred_boxes.device)
+    boxes = pred_boxes.float()
+    p = pred_logits.float().sigmoid()  # (B, Q, 1)
+    neg = (1 - costs.focal_alpha) * p**costs.focal_gamma * -(1 - p + 1e-8).log()
+    pos = costs.focal_alpha * (1 - p) ** costs.focal_gamma * -(p + 1e-8).log()
+    cost = (
+        costs.cost_class * (pos - neg)
+        + costs.cost_bbox * (boxes[:, :, None] - targets[:, None]).abs().sum(-1)
+        - costs.cost_giou * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(targets))
+    )
+    return _per_image(cost, sizes, linear_sum_assignment)
 
 
 @torch.no_grad()
 def one_to_many_match(
     pred_logits: torch.Tensor, pred_boxes: torch.Tensor, target_boxes: list[torch.Tensor],
     alpha: float = 0.3, threshold: float = 0.4, topk: int = 4,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> Matches:
     """DAC-style one-to-many assignment (see module docstring). Same shapes as ``hungarian_match``."""
+    if not any(len(t) for t in target_boxes):
+        return _no_targets(len(target_boxes))
+    targets, sizes = _padded_targets(target_boxes, pred_boxes.device)
+    iou, _ = box_iou(box_cxcywh_to_xyxy(pred_boxes.float()), box_cxcywh_to_xyxy(targets))
+    quality = alpha * pred_logits.float().sigmoid() + (1 - alpha) * iou  # (B, Q, G), higher is better
 
-    def match_one(prob, boxes, targets):
-        iou, _ = box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(targets))
-        quality = (alpha * prob[:, None] + (1 - alpha) * iou).cpu().numpy()  # (Q, G), higher is better
+    def match_one(quality):
         k = min(topk, quality.shape[0])
         selected = np.zeros_like(quality, dtype=bool)
         top = np.argsort(-quality, axis=0, kind="stable")[:k]  # (k, G)
@@ -82,4 +100,4 @@ def one_to_many_match(
         rows = np.nonzero(selected.any(axis=1))[0]
         return rows, best_target[rows]
 
-    return _per_image(pred_logits, pred_boxes, target_boxes, match_one)
+    return _per_image(quality, sizes, match_one)

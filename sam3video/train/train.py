@@ -5,7 +5,10 @@
 
 Every ``--eval-every`` steps: precision / recall / F1 of boxes (IoU >= 0.5, score >= 0.5) and presence
 accuracy on held-out frames (seeds never used in training), appended to ``OUT/metrics.csv``.
-Checkpoints (``OUT/last.pt``: model, optimiser, step, RNG state) are written atomically.
+Checkpoints (``OUT/last.pt``: model, optimiser, step) are written atomically. The batch of step s
+depends on (seed, s) only, so a resumed run sees the batches an uninterrupted one would have seen
+(bit-identical weights are not promised across devices or thread counts). ``--workers N`` builds
+batches in N processes (use it on a GPU, where one process cannot render frames fast enough).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..model.build import build_model, load_config
 from ..model.sam3_image import FindStage
-from .data import DataConfig, curriculum, sample_batch
+from ..model.checkpoint import resolve_device
+from .data import BatchStream, DataConfig, batch_to, sample_batch
 from .losses import LossWeights, Sam3Criterion
 
 HELD_OUT_SEED = 10**9  # training draws seeds from its own generator; evaluation from this one
@@ -83,6 +87,7 @@ def evaluate(model, batches: list[dict], score_threshold: float = 0.5) -> dict:
     tp = fp = 0
     presence_right = presence_total = 0
     for batch in batches:
+        batch = batch_to(batch, model.device)
         out = forward(model, batch)
         scores = out["pred_logits"].sigmoid()[..., 0] * out["presence_logit_dec"].sigmoid()
         for q, target in enumerate(batch["targets"]):
@@ -112,10 +117,10 @@ def held_out_batches(data_config: DataConfig, num_batches: int) -> list[dict]:
     return [sample_batch(rng, 8, data_config) for _ in range(num_batches)]
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator, config: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, step: int, config: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "config": config}, tmp)
+                    "torch_rng": torch.get_rng_state(), "config": config}, tmp)
 
 
 def export_weights(checkpoint: Path, out: Path, score_threshold: float | None = None) -> None:
@@ -136,11 +141,11 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     model_config = load_config(args.config)
-    model = build_model(model_config).train()
+    device = resolve_device(args.device)
+    model = build_model(model_config).train().to(device)
     data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
                              // model_config.patch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng = np.random.default_rng(args.seed)
     step = resumed_from = 0
     last = out / "last.pt"
     config = {"model": model_config.to_dict(), "args": vars(args), "data": asdict(data_config)}
@@ -149,14 +154,12 @@ def train(args) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
-        rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {last} at step {step}")
     elif args.init:  # e.g. the committed demo weights: a new session goes on where the last one stopped
         state = torch.load(args.init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
         step = resumed_from = int(state.get("step", 0))
-        rng = np.random.default_rng([args.seed, step])  # new data, not a replay of the first steps
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
     held_out = held_out_batches(data_config, args.eval_batches)
@@ -165,7 +168,8 @@ def train(args) -> None:
         return
     metrics_path = out / "metrics.csv"
     new_file = not metrics_path.exists()
-    with open(metrics_path, "a", newline="") as f:
+    with open(metrics_path, "a", newline="") as f, \
+            BatchStream(args.seed, step, args.images_per_batch, args.easy_steps, data_config, args.workers) as stream:
         writer = csv.writer(f)
         if new_file:
             writer.writerow(["step", "loss", "lr", "ap50", "precision", "recall", "f1", "presence_acc", "elapsed_s"])
@@ -176,7 +180,7 @@ def train(args) -> None:
                 lr *= min(1.0, (step - resumed_from + 1) / args.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = sample_batch(rng, args.images_per_batch, curriculum(step, args.easy_steps, data_config))
+            batch = batch_to(next(stream), device)
             loss, logs = criterion(forward(model, batch), batch["targets"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,19 +189,24 @@ def train(args) -> None:
             step += 1
             for k, v in logs.items():
                 running[k] = 0.98 * running.get(k, v) + 0.02 * v
+            minutes = (time.time() - start) / 60
+            out_of_time = args.time_limit is not None and minutes >= args.time_limit
             if step % args.log_every == 0:
                 shown = " ".join(f"{k}={running[k]:.3f}" for k in ("loss", "loss_ce", "presence_loss",
                                                                      "loss_bbox", "loss_giou", "loss_dice",
                                                                      "loss_semantic", "presence_acc") if k in running)
-                print(f"step {step} lr={lr:.2e} {shown} ({(time.time() - start) / 60:.1f} min)", flush=True)
-            if step % args.eval_every == 0 or step == args.steps:
+                print(f"step {step} lr={lr:.2e} {shown} ({minutes:.1f} min)", flush=True)
+            if step % args.eval_every == 0 or step == args.steps or out_of_time:
                 metrics = evaluate(model, held_out)
                 writer.writerow([step, f"{running['loss']:.4f}", f"{lr:.3e}"] +
                                 [f"{metrics[k]:.4f}" for k in ("ap50", "precision", "recall", "f1", "presence_acc")] +
                                 [f"{time.time() - start:.0f}"])
                 f.flush()
                 print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
-                save_checkpoint(last, model, optimizer, step, rng, config)
+                save_checkpoint(last, model, optimizer, step, config)
+            if out_of_time:
+                print(f"stopped at step {step}: --time-limit {args.time_limit} min reached", flush=True)
+                break
 
 
 def main(argv=None) -> None:
@@ -212,7 +221,11 @@ def main(argv=None) -> None:
     parser.add_argument("--easy-steps", type=int, default=2000, help="curriculum: few large objects first")
     parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the training process")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    parser.add_argument("--workers", type=int, default=0, help="processes building batches (0: the trainer)")
+    parser.add_argument("--time-limit", type=float, metavar="MIN",
+                        help="stop (evaluate and save) after this many minutes of training")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches of 8 images")

@@ -126,7 +126,7 @@ def pooled_embeddings(features: torch.Tensor, masks: torch.Tensor) -> np.ndarray
         return np.zeros((0, features.shape[0]), np.float32)
     weights = F.interpolate(masks[:, None].float(), size=features.shape[-2:], mode="area")[:, 0]
     weights = weights / weights.flatten(1).sum(1).clamp(min=1e-6)[:, None, None]
-    pooled = torch.einsum("nhw,dhw->nd", weights, features.float())
+    pooled = torch.einsum("nhw,dhw->nd", weights.to(features.device), features.float())
     return F.normalize(pooled, dim=1).cpu().numpy()
 
 

@@ -110,3 +110,36 @@ def test_exported_weights_carry_the_calibrated_score_threshold(tmp_path):
     assert Sam3Processor(loaded).confidence_threshold == 0.3
     assert Sam3Processor(loaded, confidence_threshold=0.7).confidence_threshold == 0.7  # explicit wins
     assert VideoPredictor(model).config.detection.score_threshold == 0.5  # the official default
+
+
+def test_matching_a_batch_equals_matching_each_image_alone():
+    generator = torch.Generator().manual_seed(0)
+    sizes = [3, 0, 1, 5, 2]
+    targets = [torch.rand(g, 2, generator=generator).mul(0.6).add(0.2).repeat(1, 2).mul(torch.tensor([1, 1, 0.3, 0.3]))
+               for g in sizes]
+    boxes = torch.rand(len(sizes), 12, 4, generator=generator).mul(torch.tensor([1, 1, 0.3, 0.3])).clamp(min=0.02)
+    for b, g in enumerate(sizes):  # some queries near the targets, so that one-to-many has matches
+        boxes[b, 4:4 + g] = targets[b] + 0.01 * torch.rand(g, 4, generator=generator)
+    logits = torch.randn(len(sizes), 12, 1, generator=generator)
+    for match in (hungarian_match, one_to_many_match):
+        together = match(logits, boxes, targets)
+        for b, (rows, cols) in enumerate(together):
+            (alone_rows, alone_cols), = match(logits[b:b + 1], boxes[b:b + 1], targets[b:b + 1])
+            assert rows.tolist() == alone_rows.tolist() and cols.tolist() == alone_cols.tolist()
+            assert len(rows) <= (sizes[b] if match is hungarian_match else 12) and (cols < max(sizes[b], 1)).all()
+        assert sum(len(rows) for rows, _ in together) > 0
+
+
+def test_batches_depend_on_seed_and_step_only_whatever_the_workers():
+    from sam3video.train.data import BatchStream, batch_for_step
+
+    config = DataConfig()
+    with BatchStream(7, 100, 2, 50, config, workers=2) as parallel, BatchStream(7, 101, 2, 50, config) as resumed:
+        from_workers = [next(parallel) for _ in range(3)]
+        in_process = [next(resumed) for _ in range(2)]
+    expected = [batch_for_step(7, step, 2, 50, config) for step in (100, 101, 102)]
+    assert expected[0]["prompts"] != expected[1]["prompts"] or not torch.equal(expected[0]["images"],
+                                                                                expected[1]["images"])
+    for got, want in zip(from_workers + in_process, expected + expected[1:]):
+        assert got["prompts"] == want["prompts"] and torch.equal(got["images"], want["images"])
+        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got["targets"], want["targets"]))
