@@ -143,3 +143,17 @@ def test_batches_depend_on_seed_and_step_only_whatever_the_workers():
     for got, want in zip(from_workers + in_process, expected + expected[1:]):
         assert got["prompts"] == want["prompts"] and torch.equal(got["images"], want["images"])
         assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got["targets"], want["targets"]))
+
+
+def test_training_command_runs_evaluates_saves_and_resumes(tmp_path, capsys):
+    from sam3video.train.train import main
+
+    args = ["--out", str(tmp_path), "--config", "tiny", "--images-per-batch", "1", "--eval-batches", "1",
+            "--eval-every", "2", "--log-every", "1", "--warmup", "1", "--threads", "1", "--device", "cpu"]
+    main(args + ["--steps", "2"])
+    assert (tmp_path / "last.pt").exists()
+    main(args + ["--steps", "3"])
+    printed = capsys.readouterr().out
+    assert "resumed from" in printed and "at step 2" in printed and "step 3 " in printed
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
