@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 		--pred runs/demo/tracks.yellow_circle.txt runs/demo/tracks.green_triangle.txt --json runs/demo/eval.json
 	@echo "overlay video: runs/demo/overlay.mp4   MOT: runs/demo/tracks.txt   MOTS: runs/demo/tracks.mots.txt"
 
-# The tracking benchmark on 20 held-out synthetic clips (about 10 minutes on 2 cores).
+# The tracking benchmark on 20 held-out synthetic clips (about 20 minutes on 2 cores).
 benchmark: $(VENV)/.installed
 	$(BIN)/python -m sam3video.eval.benchmark --out runs/benchmark
 
