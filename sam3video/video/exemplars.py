@@ -9,7 +9,8 @@ forward, any number, on any frames:
   frames its box moves with that track and keeps going to the geometry encoder ("keeps helping its
   object"), and detections that look like a positive prototype are kept even in the low-score band;
 - a negative exemplar suppresses, on every later frame, detections that look more like it than like
-  any positive prototype of the same prompt (cosine similarity of prototypes, thresholds named).
+  any positive prototype of the same prompt (cosine similarity of prototypes, measured against the
+  distance between the two prototypes; thresholds in ``ExemplarConfig``).
 """
 
 from __future__ import annotations
@@ -102,7 +103,12 @@ class ExemplarConfig:
     attach_frames: int = 10  # a positive exemplar joins a reported track at most this many frames later
     negative_similarity: float = 0.9  # cosine above which a detection "looks like" a negative exemplar
     positive_similarity: float = 0.9  # cosine above which a low-score detection is kept as positive
-    margin: float = 0.02  # a detection is suppressed only if closer to a negative than to any positive
+    # With both kinds: a detection's place between its nearest positive (+1) and negative (-1) prototype,
+    # (cos_pos - cos_neg) / (1 - cos(pos, neg)). Features of similar objects can all lie within a few
+    # hundredths of cosine (the demo model: 0.98-0.99 between a red and a blue circle), so the decision
+    # is made in units of the two prototypes' own distance, not by absolute cosines alone.
+    suppress_below: float = -0.25  # at or below: suppressed (closer to the negative)
+    lift_above: float = 0.5  # at or above (and positive_similarity reached): kept as confident
 
 
 @dataclass
@@ -196,11 +202,19 @@ class ExemplarMemory:
             pos = [p.embedding for p in self.prototypes if p.class_id == c and p.positive]
             neg = [p.embedding for p in self.prototypes if p.class_id == c and not p.positive]
             pos_sim = (embeddings @ np.stack(pos).T).max(1) if pos else np.full(len(rows), -1.0)
-            if neg:
-                neg_sim = (embeddings @ np.stack(neg).T).max(1)
-                suppressed = (neg_sim >= self.config.negative_similarity) & (neg_sim > pos_sim + self.config.margin)
-                keep[rows[suppressed]] = False
             lifted = pos_sim >= self.config.positive_similarity
+            if neg:
+                neg_all = embeddings @ np.stack(neg).T
+                neg_sim = neg_all.max(1)
+                suppressed = neg_sim >= self.config.negative_similarity
+                if pos:
+                    nearest_pos = np.stack(pos)[(embeddings @ np.stack(pos).T).argmax(1)]
+                    nearest_neg = np.stack(neg)[neg_all.argmax(1)]
+                    spread = np.maximum(1.0 - (nearest_pos * nearest_neg).sum(1), 1e-6)
+                    place = (pos_sim - neg_sim) / spread
+                    suppressed &= place <= self.config.suppress_below
+                    lifted &= place >= self.config.lift_above
+                keep[rows[suppressed]] = False
             confidence[rows[lifted]] = np.maximum(confidence[rows[lifted]], score_threshold)
         detections = Detections(detections.xyxy, confidence, detections.class_id, detections.mask,
                                 detections.tracker_id, detections.data)
