@@ -121,11 +121,12 @@ def check_video(device: torch.device, seed: int) -> None:
     report("video scores", score, SCORE_TOL)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="device to check against the CPU (default: cuda)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clip (default: 0)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    failures.clear()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
