@@ -201,14 +201,15 @@ class ExemplarMemory:
             embeddings = detections.data["embedding"][rows]
             pos = [p.embedding for p in self.prototypes if p.class_id == c and p.positive]
             neg = [p.embedding for p in self.prototypes if p.class_id == c and not p.positive]
-            pos_sim = (embeddings @ np.stack(pos).T).max(1) if pos else np.full(len(rows), -1.0)
+            pos_all = embeddings @ np.stack(pos).T if pos else np.full((len(rows), 1), -1.0)
+            pos_sim = pos_all.max(1)
             lifted = pos_sim >= self.config.positive_similarity
             if neg:
                 neg_all = embeddings @ np.stack(neg).T
                 neg_sim = neg_all.max(1)
                 suppressed = neg_sim >= self.config.negative_similarity
                 if pos:
-                    nearest_pos = np.stack(pos)[(embeddings @ np.stack(pos).T).argmax(1)]
+                    nearest_pos = np.stack(pos)[pos_all.argmax(1)]
                     nearest_neg = np.stack(neg)[neg_all.argmax(1)]
                     spread = np.maximum(1.0 - (nearest_pos * nearest_neg).sum(1), 1e-6)
                     place = (pos_sim - neg_sim) / spread
