@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
 from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..model.build import build_model, load_config
-from ..model.sam3_image import FindStage
 from ..model.checkpoint import resolve_device
+from ..model.sam3_image import FindStage
 from .data import BatchStream, DataConfig, batch_to, sample_batch
 from .losses import LossWeights, Sam3Criterion
 
@@ -235,6 +236,14 @@ def main(argv=None) -> None:
                         help="with --export: the calibrated operating point to store in the config")
     parser.add_argument("--eval-only", action="store_true", help="evaluate OUT/last.pt (or --init) and exit")
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    if args.time_limit is not None and args.time_limit <= 0:
+        parser.error(f"--time-limit must be > 0 minutes, got {args.time_limit}")
+    try:
+        resolve_device(args.device)
+    except CheckpointError as e:
+        parser.error(str(e))
     if args.export:
         export_weights(Path(args.out) / "last.pt", Path(args.export), args.score_threshold)
         print(f"wrote {args.export}")

@@ -1,6 +1,7 @@
 """Training pieces: matching, losses, and a short run that lowers the loss (a smoke test)."""
 
 import numpy as np
+import pytest
 import torch
 
 from sam3video import build_model
@@ -157,3 +158,15 @@ def test_training_command_runs_evaluates_saves_and_resumes(tmp_path, capsys):
     assert "resumed from" in printed and "at step 2" in printed and "step 3 " in printed
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
+
+
+@pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"]])
+def test_training_command_rejects_bad_options_in_one_line(tmp_path, bad, capsys):
+    from sam3video.train.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), *bad])
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error:" in last_line and (bad[0] in last_line or bad[1] in last_line)
+    assert not (tmp_path / "metrics.csv").exists()
