@@ -192,12 +192,13 @@ def train(args) -> None:
                 running[k] = 0.98 * running.get(k, v) + 0.02 * v
             minutes = (time.time() - start) / 60
             out_of_time = args.time_limit is not None and minutes >= args.time_limit
+            stop_here = out_of_time or step == args.stop_at
             if step % args.log_every == 0:
                 shown = " ".join(f"{k}={running[k]:.3f}" for k in ("loss", "loss_ce", "presence_loss",
                                                                      "loss_bbox", "loss_giou", "loss_dice",
                                                                      "loss_semantic", "presence_acc") if k in running)
                 print(f"step {step} lr={lr:.2e} {shown} ({minutes:.1f} min)", flush=True)
-            if step % args.eval_every == 0 or step == args.steps or out_of_time:
+            if step % args.eval_every == 0 or step == args.steps or stop_here:
                 metrics = evaluate(model, held_out)
                 writer.writerow([step, f"{running['loss']:.4f}", f"{lr:.3e}"] +
                                 [f"{metrics[k]:.4f}" for k in ("ap50", "precision", "recall", "f1", "presence_acc")] +
@@ -205,8 +206,9 @@ def train(args) -> None:
                 f.flush()
                 print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
                 save_checkpoint(last, model, optimizer, step, config)
-            if out_of_time:
-                print(f"stopped at step {step}: --time-limit {args.time_limit} min reached", flush=True)
+            if stop_here:
+                reason = f"--time-limit {args.time_limit} min reached" if out_of_time else "--stop-at"
+                print(f"stopped at step {step}: {reason}", flush=True)
                 break
 
 
@@ -227,6 +229,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes building batches (0: the trainer)")
     parser.add_argument("--time-limit", type=float, metavar="MIN",
                         help="stop (evaluate and save) after this many minutes of training")
+    parser.add_argument("--stop-at", type=int, metavar="STEP",
+                        help="stop (evaluate and save) after this step; the schedule still runs to --steps")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-batches", type=int, default=8, help="held-out batches of 8 images")

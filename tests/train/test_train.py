@@ -151,10 +151,11 @@ def test_training_command_runs_evaluates_saves_and_resumes(tmp_path, capsys):
 
     args = ["--out", str(tmp_path), "--config", "tiny", "--images-per-batch", "1", "--eval-batches", "1",
             "--eval-every", "2", "--log-every", "1", "--warmup", "1", "--threads", "1", "--device", "cpu"]
-    main(args + ["--steps", "2"])
+    main(args + ["--steps", "10", "--stop-at", "2"])
     assert (tmp_path / "last.pt").exists()
     main(args + ["--steps", "3"])
     printed = capsys.readouterr().out
+    assert "stopped at step 2: --stop-at" in printed
     assert "resumed from" in printed and "at step 2" in printed and "step 3 " in printed
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
