@@ -4,7 +4,8 @@ Post-processing (each step a named ``DetectionConfig`` field): score = sigmoid(l
 keep score >= ``low_score_threshold`` (ByteTrack's second pass uses the low band, the tracker decides);
 masks resized to the frame and thresholded at logit 0; specks smaller than ``min_component_area`` and
 holes smaller than ``max_hole_area`` (fractions of the frame) removed with scipy.ndimage; mask NMS per
-prompt; boxes from the mask extent (the predicted box when the mask is empty).
+prompt; boxes from the box head, as the official image API reports them (``box_from_mask``: from the
+mask extent instead, the predicted box where the mask is empty).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class DetectionConfig:
     min_component_area: float = 2e-4  # connected components smaller than this fraction of the frame go
     max_hole_area: float = 2e-4  # holes smaller than this fraction of the frame are filled
     max_detections: int = 50  # per prompt and frame, highest scores first
+    # Boxes from the mask extent instead of the box head. Measured with the demo model on 12 validation
+    # clips (its masks are 64x64): head boxes HOTA 68.7, mask-extent boxes 58.9 (LocA 0.83).
+    box_from_mask: bool = False
 
 
 def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:
@@ -155,11 +159,11 @@ def postprocess(
         score = scores[p, keep].float().cpu().numpy()
         kept = mask_nms(masks, score, config.nms_iou_threshold)
         masks, score, keep = masks[kept], score[kept], keep[kept.tolist()]
-        boxes = masks_to_boxes(masks)
-        empty = ~masks.any(axis=(1, 2))
-        if empty.any():
-            predicted = box_cxcywh_to_xyxy(outputs["pred_boxes"][p, keep]).float().cpu().numpy()
-            boxes[empty] = predicted[empty] * np.array([width, height, width, height], np.float32)
+        scale = np.array([width, height, width, height], np.float32)
+        boxes = (box_cxcywh_to_xyxy(outputs["pred_boxes"][p, keep]).float().cpu().numpy() * scale).clip(0, scale)
+        if config.box_from_mask:
+            empty = ~masks.any(axis=(1, 2))
+            boxes[~empty] = masks_to_boxes(masks[~empty])
         data = {"query": outputs["queries"][p, keep].float().cpu().numpy()}
         if features is not None:
             data["embedding"] = pooled_embeddings(features, torch.from_numpy(masks))
