@@ -163,7 +163,7 @@ def train(args) -> None:
         step = resumed_from = int(state.get("step", 0))
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
-    held_out = held_out_batches(data_config, args.eval_batches)
+    held_out = [batch_to(b, device) for b in held_out_batches(data_config, args.eval_batches)]  # moved once
     if args.eval_only:
         print(" ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out).items()), f"(step {step})")
         return
