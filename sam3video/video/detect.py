@@ -34,6 +34,12 @@ class DetectionConfig:
     # Boxes from the mask extent instead of the box head. Measured with the demo model on 12 validation
     # clips (its masks are 64x64): head boxes HOTA 68.7, mask-extent boxes 58.9 (LocA 0.83).
     box_from_mask: bool = False
+    # Backbone level (index into ``backbone_fpn``, finest first) mask-pooled into ``data["embedding"]``
+    # (re-identification, exemplar prototypes). Measured with the demo model on 12 ambiguous validation
+    # clips: the cosine between a red and a blue circle is 0.98-0.99 at level 0 (stride 4 of the ViT
+    # grid's upsampling), -0.1 on average at level 1; level 1 separates the colours better (AUC 0.96 vs
+    # 0.90 for "intended or not" by prototype similarity).
+    embedding_level: int = 1
 
 
 def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:

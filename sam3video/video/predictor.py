@@ -110,6 +110,10 @@ class VideoPredictor:
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         self.resolution = model.config.resolution
+        levels = len(model.config.neck_scales) - model.config.scalp
+        if not 0 <= self.config.detection.embedding_level < levels:
+            raise InputError(f"embedding_level must be in [0, {levels}) for this model's {levels} feature "
+                             f"levels, got {self.config.detection.embedding_level}")
 
     def start_session(self, prompts: Iterable[str], exemplars: Iterable[Exemplar] = (), fps: float = 30.0
                       ) -> TrackingSession:
@@ -223,7 +227,7 @@ class VideoPredictor:
 
     def _detect(self, lazy: LazyFrames, locals_: range, session: TrackingSession
                 ) -> list[tuple[Frame, dict, torch.Tensor]]:
-        """[(frame, its model outputs, its level-0 features)] for the window's frames ``locals_`` that
+        """[(frame, its model outputs, its appearance features)] for the window's frames ``locals_`` that
         exist (an empty list past the window's end)."""
         frames: list[Frame] = []
         for local in locals_:
@@ -247,11 +251,12 @@ class VideoPredictor:
             outputs = run_frames(self.model, local_ids, cached or {"img_batch_all_stages": lazy},
                                  session.text_out, prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
+        level = self.config.detection.embedding_level  # appearance features (DetectionConfig)
         detected = []
         for frame, local, frame_outputs in zip(frames, local_ids, split_frames(outputs, len(frames))):
             session.features.put(frame.index, computed)
             row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
-            detected.append((frame, frame_outputs, computed["backbone_fpn"][0][row]))
+            detected.append((frame, frame_outputs, computed["backbone_fpn"][level][row]))
         session.timings["detect"] += time.perf_counter() - start
         return detected
 
