@@ -53,6 +53,9 @@ def add_track_parser(sub) -> None:
     p.add_argument("--exemplar", action="append", default=[], metavar="FRAME:X1,Y1,X2,Y2[:neg]",
                    help="exemplar box in pixels on a 0-based output frame (repeatable)")
     p.add_argument("--exemplars", metavar="FILE", help="JSON list of {frame, box: [x1,y1,x2,y2], label, prompt}")
+    p.add_argument("--carry-exemplar-boxes", action="store_true",
+                   help="keep giving positive exemplar boxes to the model on later frames, at their track's "
+                        "box (default: on their own frame only, as the official code)")
     p.add_argument("--out", help="output directory (default: runs/<video stem>)")
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", help="sam3.pt path or hub id such as facebook/sam3 (default: the demo "
@@ -114,6 +117,7 @@ def _tracking_config(args, model_score_threshold: float):
         detection=replace(config.detection, nms_iou_threshold=args.nms_iou),
         tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=args.min_hits,
                         lost_track_buffer_s=args.lost_buffer),
+        exemplar=replace(config.exemplar, carry_boxes=args.carry_exemplar_boxes),
     )
 
 

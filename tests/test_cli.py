@@ -82,6 +82,11 @@ def test_fps_subsampling_and_exemplars(workdir):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 5 and len(summary["exemplars"]) == 2
+    assert summary["config"]["exemplar"]["carry_boxes"] is False
+    assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny.pt",
+               "--out", out, "--quiet", "--no-render", "--end", "0.3", "--exemplar", "1:10,10,60,50",
+               "--carry-exemplar-boxes", *LOW) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["exemplar"]["carry_boxes"] is True
 
 
 def test_exemplars_only_use_the_visual_prompt(workdir):

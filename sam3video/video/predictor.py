@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -269,24 +269,27 @@ class VideoPredictor:
         detections = postprocess(outputs, (height, width), self.config.detection, features)
         if memory.on_frame(frame.index):
             self._learn_exemplars(local, frame, session, features)
-        detections = memory.filter(detections, self.config.detection.score_threshold)
         timings["postprocess"] += time.perf_counter() - start
 
         start = time.perf_counter()
         tracked = session.tracker.update(detections, frame.index)
         memory.attach_tracks(frame.index, tracked)
+        tracked = memory.select(tracked)
         timings["track"] += time.perf_counter() - start
         session.frames_done += 1
         return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections)
 
     def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor) -> None:
-        """Prototypes of this frame's exemplars, from a text-only pass on the cached features."""
+        """Prototypes of this frame's exemplars, from every query of a text-only pass on the cached
+        features (an object the text scores low still has a query on it)."""
         height, width = frame.image.shape[:2]
         no_boxes = prompt_from_boxes([[] for _ in session.class_names], self.model.device)
         cached = session.features.get(frame.index)
         with self._precision():
             outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
-        text_only = postprocess(outputs, (height, width), self.config.detection, features)
+        every_query = replace(self.config.detection, low_score_threshold=0.0,
+                              max_detections=outputs["pred_logits"].shape[1])
+        text_only = postprocess(outputs, (height, width), every_query, features)
         box_embeddings = {}
         for exemplar in session.exemplars.on_frame(frame.index):
             x0, y0, x1, y1 = (int(round(v)) for v in exemplar.box)

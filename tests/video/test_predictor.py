@@ -81,7 +81,11 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
     assert [p.positive for p in session.exemplars.prototypes] == [False]
 
 
-def test_positive_exemplar_box_follows_its_track(tiny_model, monkeypatch):
+@pytest.mark.parametrize("carry", [False, True])
+def test_positive_exemplar_box_goes_to_the_model_on_its_frame_and_follows_its_track_if_carried(
+        tiny_model, monkeypatch, carry):
+    from sam3video.video.exemplars import ExemplarConfig
+
     boxes_seen = []
     real = predictor_module.prompt_from_boxes
 
@@ -92,12 +96,12 @@ def test_positive_exemplar_box_follows_its_track(tiny_model, monkeypatch):
     monkeypatch.setattr(predictor_module, "prompt_from_boxes", spy)
     monkeypatch.setattr(predictor_module, "postprocess",
                         lambda outputs, size, config, features=None: moving_box_detections(len(boxes_seen), size))
-    predictor = VideoPredictor(tiny_model)
+    predictor = VideoPredictor(tiny_model, TrackingConfig(exemplar=ExemplarConfig(carry_boxes=carry)))
     exemplar = Exemplar(frame=3, box=(10, 10, 26, 30), positive=True)
     list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar]))
     per_frame = [b[0] for b in boxes_seen]
-    # frames 0-2: no box; frame 3: the exemplar (+ a text-only pass); later frames: the carried box
-    assert per_frame[:3] == [0, 0, 0] and per_frame[3] == 1 and all(n == 1 for n in per_frame[-4:])
+    # frames 0-2: no box; frame 3: the exemplar (+ a text-only pass); later frames: the carried box or none
+    assert per_frame[:3] == [0, 0, 0] and per_frame[3] == 1 and per_frame[-4:] == [int(carry)] * 4
 
 
 def test_lazy_frames_keep_a_bounded_window():
