@@ -64,7 +64,7 @@ def add_track_parser(sub) -> None:
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                        help="autocast precision of the model (default fp32)")
-    model.add_argument("--frame-batch", type=int, help="frames per model call without exemplars (default: 4 for "
+    model.add_argument("--frame-batch", type=int, help="frames per model call (default: 4 for "
                                                          "models up to 512 px, 1 for sam3.pt: memory)")
     video = p.add_argument_group("video")
     video.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])

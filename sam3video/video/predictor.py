@@ -49,8 +49,8 @@ class TrackingConfig:
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
     precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
-    frame_batch: int | None = None  # frames per model call without exemplars (None: 4 up to 512 px, else 1)
-    overlap: bool = True  # run the model on the next frames while these are post-processed (no exemplars)
+    frame_batch: int | None = None  # frames per model call (None: 4 up to 512 px, else 1; 1 if boxes carried)
+    overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
 
     @classmethod
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
@@ -195,9 +195,10 @@ class VideoPredictor:
     def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
         """Frames of one window in order. Without exemplars, the model runs on ``frame_batch`` frames at
         once, in a worker thread, while the previous ones are post-processed and tracked (batching and
-        overlap use a multi-core CPU better). With exemplars a frame's geometry prompts depend on the
-        tracks after the previous frame, so frames go one at a time, one step after the other."""
-        if session.exemplars.exemplars:
+        overlap use a multi-core CPU better). With exemplars carried forward (``carry_boxes``) a frame's
+        geometry prompts depend on the tracks after the previous frame, so frames go one at a time, one
+        step after the other."""
+        if session.exemplars.exemplars and self.config.exemplar.carry_boxes:
             batch, overlap = 1, False
         else:
             batch, overlap = self.frame_batch, self.config.overlap
@@ -226,9 +227,9 @@ class VideoPredictor:
         return 4 if self.resolution <= 512 else 1
 
     def _detect(self, lazy: LazyFrames, locals_: range, session: TrackingSession
-                ) -> list[tuple[Frame, dict, torch.Tensor]]:
-        """[(frame, its model outputs, its appearance features)] for the window's frames ``locals_`` that
-        exist (an empty list past the window's end)."""
+                ) -> list[tuple[Frame, dict, torch.Tensor, dict]]:
+        """[(frame, its model outputs, its appearance features, the batch's backbone outputs)] for the
+        window's frames ``locals_`` that exist (an empty list past the window's end)."""
         frames: list[Frame] = []
         for local in locals_:
             try:
@@ -240,7 +241,8 @@ class VideoPredictor:
         if not frames:
             return []
         memory = session.exemplars
-        track_boxes = {t.id: t.box for t in session.tracker.tracks if t.id > 0} if memory.prototypes else {}
+        carried = memory.prototypes and self.config.exemplar.carry_boxes  # else the tracks are not read here
+        track_boxes = {t.id: t.box for t in session.tracker.tracks if t.id > 0} if carried else {}
         boxes = [b for frame in frames for b in memory.boxes_for_frame(
             frame.index, frame.image.shape[1], frame.image.shape[0], track_boxes)]
         local_ids = list(locals_)[: len(frames)]
@@ -256,11 +258,11 @@ class VideoPredictor:
         for frame, local, frame_outputs in zip(frames, local_ids, split_frames(outputs, len(frames))):
             session.features.put(frame.index, computed)
             row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
-            detected.append((frame, frame_outputs, computed["backbone_fpn"][level][row]))
+            detected.append((frame, frame_outputs, computed["backbone_fpn"][level][row], computed))
         session.timings["detect"] += time.perf_counter() - start
         return detected
 
-    def _finish(self, local: int, frame: Frame, outputs: dict, features: torch.Tensor,
+    def _finish(self, local: int, frame: Frame, outputs: dict, features: torch.Tensor, backbone_out: dict,
                 session: TrackingSession) -> FrameResult:
         """Post-process one frame's outputs, apply exemplars, track."""
         height, width = frame.image.shape[:2]
@@ -268,7 +270,7 @@ class VideoPredictor:
         start = time.perf_counter()
         detections = postprocess(outputs, (height, width), self.config.detection, features)
         if memory.on_frame(frame.index):
-            self._learn_exemplars(local, frame, session, features)
+            self._learn_exemplars(local, frame, session, features, backbone_out)
         timings["postprocess"] += time.perf_counter() - start
 
         start = time.perf_counter()
@@ -279,14 +281,14 @@ class VideoPredictor:
         session.frames_done += 1
         return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections)
 
-    def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor) -> None:
-        """Prototypes of this frame's exemplars, from every query of a text-only pass on the cached
-        features (an object the text scores low still has a query on it)."""
+    def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor,
+                         backbone_out: dict) -> None:
+        """Prototypes of this frame's exemplars, from every query of a text-only pass on its backbone
+        outputs (an object the text scores low still has a query on it)."""
         height, width = frame.image.shape[:2]
         no_boxes = prompt_from_boxes([[] for _ in session.class_names], self.model.device)
-        cached = session.features.get(frame.index)
         with self._precision():
-            outputs = run_frame(self.model, local, cached, session.text_out, no_boxes)
+            outputs = run_frame(self.model, local, backbone_out, session.text_out, no_boxes)
         every_query = replace(self.config.detection, low_score_threshold=0.0,
                               max_detections=outputs["pred_logits"].shape[1])
         text_only = postprocess(outputs, (height, width), every_query, features)

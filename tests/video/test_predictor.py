@@ -86,22 +86,42 @@ def test_positive_exemplar_box_goes_to_the_model_on_its_frame_and_follows_its_tr
         tiny_model, monkeypatch, carry):
     from sam3video.video.exemplars import ExemplarConfig
 
-    boxes_seen = []
+    boxes_seen, postprocessed = [], []
     real = predictor_module.prompt_from_boxes
 
     def spy(boxes, device=None):
-        boxes_seen.append([len(b) for b in boxes])
+        boxes_seen.extend(len(b) for b in boxes)  # one entry per (frame, prompt) of the model call
         return real(boxes, device)
 
+    def scripted(outputs, size, config, features=None):
+        postprocessed.append(1)
+        return moving_box_detections(len(postprocessed), size)
+
     monkeypatch.setattr(predictor_module, "prompt_from_boxes", spy)
-    monkeypatch.setattr(predictor_module, "postprocess",
-                        lambda outputs, size, config, features=None: moving_box_detections(len(boxes_seen), size))
+    monkeypatch.setattr(predictor_module, "postprocess", scripted)
     predictor = VideoPredictor(tiny_model, TrackingConfig(exemplar=ExemplarConfig(carry_boxes=carry)))
     exemplar = Exemplar(frame=3, box=(10, 10, 26, 30), positive=True)
     list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar]))
-    per_frame = [b[0] for b in boxes_seen]
-    # frames 0-2: no box; frame 3: the exemplar (+ a text-only pass); later frames: the carried box or none
-    assert per_frame[:3] == [0, 0, 0] and per_frame[3] == 1 and per_frame[-4:] == [int(carry)] * 4
+    # frames 0-2: no box; frame 3: the exemplar (then a text-only pass); later frames: the carried box or
+    # none. Carrying makes frames go one at a time; without, 4 at a time.
+    assert boxes_seen[:4] == [0, 0, 0, 1] and boxes_seen[-4:] == [int(carry)] * 4 and len(boxes_seen) == 9
+
+
+def test_exemplars_give_the_same_results_batched_as_frame_by_frame(tiny_model):
+    """Without carried boxes exemplar runs use frame batches and overlap; that changes no result."""
+    exemplars = [Exemplar(2, (4, 4, 30, 30), True), Exemplar(2, (30, 10, 60, 40), False),
+                 Exemplar(5, (10, 20, 40, 46), True)]
+    runs = []
+    for batch, overlap in ((1, False), (4, True)):
+        config = TrackingConfig.at_score_threshold(0.0, 0.0, frame_batch=batch, overlap=overlap)
+        runs.append(list(VideoPredictor(tiny_model, config).track(FRAMES[:9], ["dog", "cat"], exemplars)))
+    assert len(runs[0]) == len(runs[1]) == 9
+    assert sum(len(r.candidates) for r in runs[0]) > 100 and sum(len(r.detections) for r in runs[0]) > 10
+    for one, batched in zip(*runs):
+        assert one.frame_index == batched.frame_index
+        np.testing.assert_allclose(one.candidates.confidence, batched.candidates.confidence, atol=1e-4)
+        np.testing.assert_allclose(one.candidates.xyxy, batched.candidates.xyxy, atol=1e-2)
+        assert one.detections.tracker_id.tolist() == batched.detections.tracker_id.tolist()
 
 
 def test_lazy_frames_keep_a_bounded_window():
