@@ -184,11 +184,19 @@ def run_track(args) -> int:
                    "window_seconds": args.window_seconds},
     }
     summary["timings"] = session.timings
+    if exemplars:
+        results = _then(results, lambda: summary.update(exemplar_effect=session.exemplars.summary()))
     summary = write_outputs(results, out_dir, session.class_names, fps=args.fps or info.fps,
                             frame_size=(info.height, info.width), render=not args.no_render, summary=summary)
     print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
           f"{summary['timings']['frames_per_s']} frames/s -> {out_dir}/")
     return EXIT_OK
+
+
+def _then(results, action):
+    """``results``, then ``action()`` once they are exhausted."""
+    yield from results
+    action()
 
 
 def _progress(results, total):

@@ -83,6 +83,10 @@ def test_fps_subsampling_and_exemplars(workdir):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 5 and len(summary["exemplars"]) == 2
     assert summary["config"]["exemplar"]["carry_boxes"] is False
+    effect = summary["exemplar_effect"]
+    assert [(p["frame"], p["positive"], p["prompt"]) for p in effect["prototypes"]] == [(1, True, "circle"),
+                                                                                       (2, False, "circle")]
+    assert all(int(k) >= 1 and v >= 1 for k, v in effect["hidden_tracks"].items())
     assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny.pt",
                "--out", out, "--quiet", "--no-render", "--end", "0.3", "--exemplar", "1:10,10,60,50",
                "--carry-exemplar-boxes", *LOW) == 0

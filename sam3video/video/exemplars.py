@@ -143,13 +143,15 @@ class Prototype:
 @dataclass
 class ExemplarMemory:
     """Exemplars of a run, the prototypes they left, and each track's appearance votes (see the module
-    docstring). ``votes[track_id]`` = (detections that passed, detections tested)."""
+    docstring). ``votes[track_id]`` = (detections that passed, detections tested); ``hidden[track_id]``
+    = frames on which the track was reported by the tracker but hidden by exemplars."""
 
     exemplars: list[Exemplar]
     class_names: list[str]
     config: ExemplarConfig = field(default_factory=ExemplarConfig)
     prototypes: list[Prototype] = field(default_factory=list)
     votes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    hidden: dict[int, int] = field(default_factory=dict)
 
     def classes_of(self, exemplar: Exemplar) -> list[int]:
         if exemplar.prompt is None:
@@ -247,4 +249,16 @@ class ExemplarMemory:
             good, seen = self.votes.get(track_id, (0, 0))
             self.votes[track_id] = good, seen = good + int(passed[row]), seen + 1
             keep[row] = marked[track_id] if track_id in marked else good > self.config.majority * seen
+            if not keep[row]:
+                self.hidden[track_id] = self.hidden.get(track_id, 0) + 1
         return tracked[keep]
+
+    def summary(self) -> dict:
+        """What the exemplars did, for ``summary.json``: each prototype's exemplar, prompt and the track
+        it marked (None if its object was never reported), and the tracks hidden (frames hidden)."""
+        return {
+            "prototypes": [{"frame": p.exemplar.frame, "box": list(p.exemplar.box), "positive": p.positive,
+                            "prompt": self.class_names[p.class_id], "track_id": p.track_id}
+                           for p in self.prototypes],
+            "hidden_tracks": {str(k): v for k, v in sorted(self.hidden.items())},
+        }

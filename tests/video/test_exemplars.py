@@ -69,6 +69,8 @@ def test_a_track_is_kept_while_most_of_its_detections_pass():
     # track 2: hidden while 0/1, 0/2, 1/3, 2/4 pass, shown from 3/5 on
     assert shown == [[1], [1], [1], [1], [1, 2], [2]]
     assert memory.votes == {1: (3, 6), 2: (4, 6)}
+    assert memory.hidden == {1: 1, 2: 4}  # frames each track was hidden (summary.json: exemplar_effect)
+    assert memory.summary()["hidden_tracks"] == {"1": 1, "2": 4}
 
 
 def test_tracks_marked_by_an_exemplar_are_kept_or_hidden_whatever_they_look_like():
