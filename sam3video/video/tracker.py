@@ -8,9 +8,8 @@ Per frame (``Tracker.update``):
    mask) and box IoU (predicted box), box IoU alone for box-only detections;
 3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack);
 4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
-   embedding cosine distance (``data["embedding"]``, if present) and distance to the nearer of the
-   predicted and the last seen centre (a velocity misjudged while the object was being occluded can
-   send the prediction astray) inside a gate that grows with the time lost;
+   embedding cosine distance (``data["embedding"]``, if present) and distance to the predicted centre
+   inside a gate that grows with the time lost;
 5. unmatched detections with score >= ``new_track_threshold`` that overlap no same-class track (matched
    now, or not lost) start tentative tracks, confirmed after ``min_hits`` consecutive matched frames.
    A tentative track that misses a frame is dropped; a lost one is dropped after the lost buffer.
@@ -50,7 +49,7 @@ class TrackerConfig:
     reid_max_embedding_distance: float = 0.4  # pairs with 1 - cosine similarity above never match
     reid_gate_diagonals: float = 1.0  # gate radius, in track box diagonals, after one lost frame
     reid_gate_growth_per_s: float = 10.0  # gate growth, in box diagonals per second lost
-    velocity_momentum: float = 0.8  # EMA weight of the previous velocity
+    velocity_momentum: float = 0.6  # EMA weight of the previous velocity
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
 
     def __post_init__(self) -> None:
@@ -186,9 +185,7 @@ class Tracker:
             diag = float(np.hypot(*(track.box[2:] - track.box[:2])))
             growth = cfg.reid_gate_growth_per_s * (lost - 1) / self.fps
             gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + growth)
-            centres = _centre(dets.xyxy[di])
-            motion = np.minimum(np.linalg.norm(centres - _centre(boxes[t]), axis=-1),
-                                np.linalg.norm(centres - _centre(track.box), axis=-1)) / gate
+            motion = np.linalg.norm(_centre(dets.xyxy[di]) - _centre(boxes[t]), axis=-1) / gate
             row = np.where(motion <= 1, motion, np.inf)
             if emb is not None and track.embedding is not None:
                 dist = 1 - emb[di] @ track.embedding
