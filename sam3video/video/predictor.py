@@ -193,11 +193,11 @@ class VideoPredictor:
                 lazy.close()
 
     def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
-        """Frames of one window in order. Without exemplars, the model runs on ``frame_batch`` frames at
-        once, in a worker thread, while the previous ones are post-processed and tracked (batching and
-        overlap use a multi-core CPU better). With exemplars carried forward (``carry_boxes``) a frame's
-        geometry prompts depend on the tracks after the previous frame, so frames go one at a time, one
-        step after the other."""
+        """Frames of one window in order. The model runs on ``frame_batch`` frames at once, in a worker
+        thread, while the previous ones are post-processed and tracked (batching and overlap use a
+        multi-core CPU better). With exemplar boxes carried forward (``carry_boxes``) a frame's geometry
+        prompts depend on the tracks after the previous frame, so frames go one at a time, one step
+        after the other."""
         if session.exemplars.exemplars and self.config.exemplar.carry_boxes:
             batch, overlap = 1, False
         else:
