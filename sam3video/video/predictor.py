@@ -227,9 +227,9 @@ class VideoPredictor:
         return 4 if self.resolution <= 512 else 1
 
     def _detect(self, lazy: LazyFrames, locals_: range, session: TrackingSession
-                ) -> list[tuple[Frame, dict, torch.Tensor, dict]]:
-        """[(frame, its model outputs, its appearance features, the batch's backbone outputs)] for the
-        window's frames ``locals_`` that exist (an empty list past the window's end)."""
+                ) -> list[tuple[Frame, dict, dict]]:
+        """[(frame, its model outputs, the batch's backbone outputs)] for the window's frames ``locals_``
+        that exist (an empty list past the window's end)."""
         frames: list[Frame] = []
         for local in locals_:
             try:
@@ -253,19 +253,19 @@ class VideoPredictor:
             outputs = run_frames(self.model, local_ids, cached or {"img_batch_all_stages": lazy},
                                  session.text_out, prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
-        level = self.config.detection.embedding_level  # appearance features (DetectionConfig)
         detected = []
-        for frame, local, frame_outputs in zip(frames, local_ids, split_frames(outputs, len(frames))):
+        for frame, frame_outputs in zip(frames, split_frames(outputs, len(frames))):
             session.features.put(frame.index, computed)
-            row = int(computed["id_mapping"][local]) if computed.get("id_mapping") is not None else 0
-            detected.append((frame, frame_outputs, computed["backbone_fpn"][level][row], computed))
+            detected.append((frame, frame_outputs, computed))
         session.timings["detect"] += time.perf_counter() - start
         return detected
 
-    def _finish(self, local: int, frame: Frame, outputs: dict, features: torch.Tensor, backbone_out: dict,
+    def _finish(self, local: int, frame: Frame, outputs: dict, backbone_out: dict,
                 session: TrackingSession) -> FrameResult:
         """Post-process one frame's outputs, apply exemplars, track."""
         height, width = frame.image.shape[:2]
+        row = int(backbone_out["id_mapping"][local]) if backbone_out.get("id_mapping") is not None else 0
+        features = backbone_out["backbone_fpn"][self.config.detection.embedding_level][row]  # appearance
         memory, timings = session.exemplars, session.timings
         start = time.perf_counter()
         detections = postprocess(outputs, (height, width), self.config.detection, features)
