@@ -26,7 +26,9 @@ TRACK_EXAMPLES = """examples:
 Without --checkpoint the small DEMO model shipped in the package is used: it was trained on the
 synthetic shapes world only (prompts like "circle" or "red circle") and finds nothing in real videos.
 Real videos need the official weights: --checkpoint facebook/sam3 (gated: accept the licence on the
-hub and log in) or --checkpoint PATH to a downloaded sam3.pt.
+hub and log in) or --checkpoint PATH to a downloaded sam3.pt. Of sam3.pt (the official video model,
+1465 tensors) the image model's 1134 are used; the second vision neck (22, sam2_convs) and the memory
+tracker (309, tracker.*) are not used yet: tracking is by detection and association.
 """
 
 
@@ -145,28 +147,32 @@ def _load_source(video: str):
 
 def run_track(args) -> int:
     from .model.checkpoint import load_model
-    from .video.exemplars import load_exemplars, parse_exemplar
+    from .video.exemplars import check_exemplar, load_exemplars, parse_exemplar
     from .video.loader import open_video
     from .video.outputs import prepare_out_dir, write_outputs
     from .video.predictor import VideoPredictor
 
+    # Every check first (arguments, video, exemplars, output folder, checkpoint), so that bad input
+    # ends in one line before anything else is printed.
     _check_thresholds(args)
     exemplars = [parse_exemplar(text) for text in args.exemplar]
     if args.exemplars:
         exemplars += load_exemplars(args.exemplars)
     source = _load_source(args.video)
     reader = open_video(source, backend=args.backend, fps=args.fps, start=args.start, end=args.end,
-                        window_seconds=args.window_seconds)  # fail fast on bad video input
+                        window_seconds=args.window_seconds)
     info = reader.info
+    for exemplar in exemplars:
+        check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
     out_dir = prepare_out_dir(args.out or Path("runs") / Path(args.video.rstrip("/")).stem)
-    if not args.quiet:
-        count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
-        print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
-              f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
     model = load_model(args.checkpoint, args.config, args.device)
     config = _tracking_config(args, model.config.score_threshold)
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(args.prompt, exemplars, fps=args.fps or info.fps)
+    if not args.quiet:
+        count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
+        print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
+              f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
     results = predictor.track(source, exemplars=exemplars, backend=args.backend, fps=args.fps, start=args.start,
                               end=args.end, window_seconds=args.window_seconds, session=session)
     if not args.quiet:

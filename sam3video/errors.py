@@ -11,3 +11,11 @@ class InputError(Sam3VideoError, ValueError):
 
 class CheckpointError(Sam3VideoError, RuntimeError):
     """A checkpoint that cannot be found, downloaded, read or loaded into the model, and what to do."""
+
+
+class ConfigError(Sam3VideoError, ValueError):
+    """A model or run config that cannot be read or holds a wrong key or value."""
+
+
+class MissingDependencyError(Sam3VideoError, ImportError):
+    """An optional package that a feature needs is not installed; the message says what to install."""

@@ -7,6 +7,23 @@ import torch
 
 DATA = Path(__file__).parent / "data"
 PARITY = DATA / "parity"
+# Every tensor of the released sam3.pt (the official video model, 1465): name, shape ("1x577x1024", or
+# "scalar"), dtype. Copied from ../shared/reference/sam3_video_state_dict.tsv.
+VIDEO_TSV = DATA / "sam3_video_state_dict.tsv"
+SAM2_NECK = "backbone.vision_backbone.sam2_convs."
+
+
+def official_video_rows() -> list[tuple[str, str, str]]:
+    """(name, shape, dtype) of every tensor of the released sam3.pt, in its order."""
+    return [tuple(line.split("\t")) for line in VIDEO_TSV.read_text().splitlines()]
+
+
+def official_image_rows(prefix: str = "") -> list[tuple[str, str, str]]:
+    """The official image model's 1134 tensors: the ``detector.*`` of sam3.pt without the second neck,
+    names without ``detector.``; only those under ``prefix``, with ``prefix`` stripped."""
+    rows = [(name[len("detector."):], shape, dtype) for name, shape, dtype in official_video_rows()
+            if name.startswith("detector.") and not name.startswith("detector." + SAM2_NECK)]
+    return [(name[len(prefix):], shape, dtype) for name, shape, dtype in rows if name.startswith(prefix)]
 
 
 @pytest.fixture(scope="session")

@@ -170,3 +170,82 @@ def test_score_threshold_defaults_to_the_checkpoints_calibrated_one(workdir, par
         used = json.loads((out / "summary.json").read_text())["config"]
         assert used["detection"]["score_threshold"] == used["tracker"]["high_score_threshold"] == expected
         assert used["tracker"]["new_track_threshold"] == pytest.approx(expected + 0.1)
+
+
+def run_subprocess(*args, env=None, cwd=None, python_prelude: str = ""):
+    """``sam3video ...`` in a fresh interpreter: what the user's terminal gets on fd 1 and fd 2 (native
+    libraries print below Python, where capsys does not see them). No --quiet: the info line and the
+    progress bar must not come before an error either."""
+    import os
+
+    code = (f"{python_prelude}\nimport sys\nfrom sam3video.cli import main\n"
+            f"sys.exit(main({[str(a) for a in args]!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def unreadable(workdir):
+    (workdir / "text.mp4").write_text("not a video at all\n")
+    (workdir / "zero.mp4").write_bytes(b"")
+    (workdir / "bad.toml").write_text("vit_dim = 'wide'\n")
+    (workdir / "broken.toml").write_text("vit_dim = \n")
+    return workdir
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["text.mp4", "--prompt", "x"], "not a readable video: text.mp4"),
+        (["zero.mp4", "--prompt", "x"], "not a readable video: zero.mp4"),
+        (["clip.mp4", "--prompt", "x", "--exemplar", "9999:10,10,50,50"], "exemplar frame 9999 out of range [0, 10)"),
+        (["clip.mp4", "--prompt", "x", "--exemplar", "2:500,500,550,550"], "lies off the 160x96 frame"),
+        (["clip.mp4", "--prompt", "x", "--config", "bad.toml"], "config key vit_dim: expected an integer"),
+        (["clip.mp4", "--prompt", "x", "--config", "broken.toml"], "cannot read config broken.toml"),
+        (["clip.mp4", "--prompt", "x", "--config", "nope.toml"], "config not found: nope.toml"),
+    ],
+)
+def test_bad_input_prints_exactly_one_line_first(unreadable, args, message):
+    result = run_subprocess("track", *args, "--checkpoint", "tiny.pt", "--out", "run_bad", cwd=unreadable)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("sam3video track: error:"), lines
+    assert not (unreadable / "run_bad" / "tracks.txt").exists()
+
+
+def test_offline_hub_checkpoint_prints_one_line(workdir, tmp_path):
+    """No cached copy, no network (HF_HUB_OFFLINE): the hub library prints nothing before our line."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_subprocess("track", workdir / "clip.mp4", "--prompt", "x", "--checkpoint", "facebook/sam3",
+                            "--out", tmp_path / "run", env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "offline and not in the local cache" in lines[0], lines
+
+
+def test_eval_is_installed_with_the_package(workdir):
+    """TrackEval and OpenCV are ordinary dependencies: `sam3video eval` works after `pip install -e .`."""
+    from importlib import metadata
+
+    import cv2
+    import trackeval
+
+    requires = " ".join(metadata.requires("sam3video") or [])
+    assert "trackeval" in requires and "opencv-python" in requires and "headless" not in requires
+    assert cv2.__version__ and trackeval.__file__
+    gt = workdir / "eval_gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,1,1\n2,1,12,10,20,20,1,1,1\n")
+    result = run_subprocess("eval", "--gt", gt, "--pred", gt)
+    assert result.returncode == 0, result.stderr
+    assert "HOTA" in result.stdout
+
+
+def test_eval_without_trackeval_is_one_line_exit_2(workdir):
+    gt = workdir / "eval_gt.txt"
+    gt.write_text("1,1,10,10,20,20,1,1,1\n")
+    result = run_subprocess("eval", "--gt", gt, "--pred", gt, python_prelude="import sys; sys.modules['trackeval'] = None")
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "needs TrackEval" in lines[0] and "pip install" in lines[0], lines
+    assert "internal error" not in lines[0]

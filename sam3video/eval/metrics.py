@@ -24,7 +24,7 @@ from importlib import metadata
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from sam3video.errors import InputError
+from sam3video.errors import InputError, MissingDependencyError
 from sam3video.eval.io import MOTS_IGNORE_CLASS, TrackTable, detect_kind, read_tracks
 from sam3video.eval.sequences import PathLike, SequencePair, pair_sequences
 
@@ -86,8 +86,9 @@ def _trackeval():
     """Import TrackEval on first use (it takes about a second and is only needed here)."""
     try:
         import trackeval
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("sam3video eval needs TrackEval: pip install 'trackeval>=1.3,<2'") from err
+    except ImportError:
+        raise MissingDependencyError("sam3video eval needs TrackEval, which is not installed: "
+                                     "pip install 'trackeval>=1.3,<2'") from None
     return trackeval
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from ..errors import ConfigError
+
 from .decoder import TransformerDecoder, TransformerDecoderLayer
 from .encoder import TransformerEncoderFusion, TransformerEncoderLayer, TransformerWrapper
 from .geometry_encoders import SequenceGeometryEncoder
@@ -77,22 +79,60 @@ class Sam3Config:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Sam3Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known - _INFORMATIONAL_KEYS)
+        """Raises ``ConfigError`` naming an unknown key or a value of the wrong type or sign."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config is a table of keys, got {type(values).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(map(str, values)) - set(fields) - _INFORMATIONAL_KEYS)
         if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        kwargs = {k: v for k, v in values.items() if k in known}
-        for key in ("vit_global_blocks", "neck_scales"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        kwargs = {k: _checked_value(k, v, fields[k].default) for k, v in values.items() if k in fields}
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+def _checked_value(key: str, value, default):
+    """``value`` for field ``key`` if it has the default's type (ints pass as floats; lists as tuples of
+    positive numbers); sizes must be positive, the score threshold in [0, 1]."""
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key}: expected text, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v, float) for v in value):
+            raise ConfigError(f"config key {key}: expected a list of numbers, got {value!r}")
+        kind = type(default[0]) if default else float
+        if kind is int and not all(isinstance(v, int) for v in value):
+            raise ConfigError(f"config key {key}: expected a list of integers, got {value!r}")
+        return tuple(kind(v) for v in value)
+    kind = type(default)
+    if not _is_number(value, kind):
+        raise ConfigError(f"config key {key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if key in ("dropout", "drop_path_rate", "score_threshold"):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"config key {key}: must be in [0, 1], got {value!r}")
+    elif not value > 0 and key != "scalp":
+        raise ConfigError(f"config key {key}: must be > 0, got {value!r}")
+    elif key == "scalp" and value < 0:
+        raise ConfigError(f"config key {key}: must be >= 0, got {value!r}")
+    return kind(value)
+
+
+def _is_number(value, kind: type) -> bool:
+    """An int (for int fields), or an int or finite float (for float fields); never a bool."""
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
 def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
-    """A ``Sam3Config`` from a preset name (``sam3``, ``tiny``, ``demo``), a .toml/.json path or a dict."""
+    """A ``Sam3Config`` from a preset name (``sam3``, ``tiny``, ``demo``), a .toml/.json path or a dict.
+
+    Raises ``ConfigError`` (one line) for a missing or unreadable file and a wrong key or value."""
     if isinstance(config, Sam3Config):
         return config
     if isinstance(config, dict):
@@ -103,15 +143,21 @@ def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
         return Sam3Config.from_dict({"name": text_config, **tomllib.loads(data)})
     path = Path(text_config)
     if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path} (or use one of: {', '.join(PRESETS)})")
-    if path.suffix == ".json":
-        values = json.loads(path.read_text())
-    elif path.suffix == ".toml":
-        values = tomllib.loads(path.read_text())
-    else:
-        raise ValueError(f"config must be a .toml or .json file: {path}")
-    values.setdefault("name", path.stem)
-    return Sam3Config.from_dict(values)
+        raise ConfigError(f"config not found: {path} (or use one of: {', '.join(PRESETS)})")
+    if path.suffix not in (".json", ".toml"):
+        raise ConfigError(f"config must be a .toml or .json file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, TOMLDecodeError are ValueErrors
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot read config {path}: {reason}") from None
+    if isinstance(values, dict):
+        values.setdefault("name", path.stem)
+    try:
+        return Sam3Config.from_dict(values)
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from None
 
 
 def _attention(c: Sam3Config, dropout: float, batch_first: bool = False) -> MultiheadAttention:

@@ -1,15 +1,21 @@
 """Checkpoints: the official ``sam3.pt`` (local or from the Hugging Face hub) and plain state dicts.
 
-Accepted layouts (always read with ``torch.load(..., weights_only=True)``):
-- the official release: a dict, maybe under ``"model"``, with keys ``detector.*`` (the image model)
-  and ``tracker.*`` (SAM 2-style tracker, not used here): ``detector.`` is kept and stripped;
-- a plain state dict of ``Sam3Image``, or ``{"model": state_dict, "config": {...}}`` as we save them.
+Accepted layouts (``torch.load(..., weights_only=True)``, or safetensors for ``.safetensors`` files):
+- the official release ``sam3.pt``: the video model's 1465 tensors, at the top level or under
+  ``"model"``: ``detector.*`` (1156: the image model's 1134 and the 22 of the second vision neck,
+  ``detector.backbone.vision_backbone.sam2_convs.*``) and ``tracker.*`` (309, the SAM 2-style memory
+  tracker). The image model takes its 1134 (``detector.`` stripped); the second neck and the tracker
+  are not used yet and are counted in ``LoadReport.left_out``;
+- a plain state dict of ``Sam3Image`` (with or without the second neck), or
+  ``{"model": state_dict, "config": {...}}`` as we save them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +31,14 @@ DEFAULT_HUB_ID = "facebook/sam3"
 DEMO = "demo"  # the small demo model shipped in the package, trained on the synthetic shapes world only
 HUB_FILENAME = "sam3.pt"
 DETECTOR_PREFIX = "detector."
+# Tensor groups of the released checkpoint that the image model does not use (yet), by key prefix in
+# the checkpoint: the second vision neck feeds only the SAM 3 tracker.
+SAM2_NECK_PREFIX = "backbone.vision_backbone.sam2_convs."
+NOT_USED_YET = {
+    DETECTOR_PREFIX + SAM2_NECK_PREFIX: "second vision neck (for the SAM 3 tracker)",
+    SAM2_NECK_PREFIX: "second vision neck (for the SAM 3 tracker)",
+    "tracker.": "SAM 3 memory tracker",
+}
 HOW_TO_GET_WEIGHTS = (
     "the SAM 3 weights are gated: accept the licence at https://huggingface.co/facebook/sam3, "
     "log in (`hf auth login` or HF_TOKEN=...), or download sam3.pt and pass --checkpoint PATH"
@@ -37,10 +51,11 @@ class LoadReport:
 
     source: str
     num_loaded: int = 0
-    left_out: dict[str, int] = field(default_factory=dict)  # prefix -> number of tensors skipped
+    left_out: dict[str, int] = field(default_factory=dict)  # key prefix in the checkpoint -> tensors skipped
 
     def __str__(self) -> str:
-        skipped = ", ".join(f"{n} {prefix}*" for prefix, n in sorted(self.left_out.items()))
+        skipped = ", ".join(f"{n} {prefix}* ({NOT_USED_YET.get(prefix, 'unknown group')}, not used)"
+                            for prefix, n in sorted(self.left_out.items()))
         return f"loaded {self.num_loaded} tensors from {self.source}" + (f"; left out {skipped}" if skipped else "")
 
 
@@ -100,7 +115,12 @@ def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILEN
     )
 
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        try:  # a cached copy first: no network, no retries, nothing printed
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True))
+        except LocalEntryNotFoundError:
+            pass
+        with _hub_warnings_silenced():  # its retry warnings would precede our one-line error
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
         raise CheckpointError(f"cannot download {repo_id}/{filename}: offline and not in the local cache; "
                               f"{HOW_TO_GET_WEIGHTS}") from None
@@ -114,6 +134,20 @@ def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILEN
     except (HfHubHTTPError, OSError) as e:
         raise CheckpointError(f"cannot download {repo_id}/{filename} ({type(e).__name__}); "
                               f"{HOW_TO_GET_WEIGHTS}") from None
+
+
+@contextlib.contextmanager
+def _hub_warnings_silenced():
+    """huggingface_hub's logger and Python warnings at error level only, for the duration."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def read_checkpoint(path: "str | Path") -> dict:
@@ -136,21 +170,28 @@ def read_checkpoint(path: "str | Path") -> dict:
 
 
 def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """The image model's state dict from an official or plain checkpoint, and what was left out."""
+    """The image model's state dict from an official or plain checkpoint, and what was left out.
+
+    Official layout (any ``detector.*`` key): ``detector.*`` is kept with the prefix stripped, every
+    other top-level group (``tracker.*``) is left out. In either layout the second vision neck
+    (``sam2_convs``) is left out. Whatever else is there is kept, for ``check_state_dict`` to name.
+    """
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     report = LoadReport(source=source)
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith(DETECTOR_PREFIX) for k in tensors):
-        kept = {}
-        for key, value in tensors.items():
-            if key.startswith(DETECTOR_PREFIX):
-                kept[key[len(DETECTOR_PREFIX):]] = value
-            else:
-                prefix = key.split(".", 1)[0] + "."
-                report.left_out[prefix] = report.left_out.get(prefix, 0) + 1
-        tensors = kept
-    report.num_loaded = len(tensors)
-    return tensors, report
+    official = any(k.startswith(DETECTOR_PREFIX) for k in state)
+    kept = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        group = next((prefix for prefix in NOT_USED_YET if key.startswith(prefix)), None)
+        if group is None and official and not key.startswith(DETECTOR_PREFIX):
+            group = key.split(".", 1)[0] + "."
+        if group is not None:
+            report.left_out[group] = report.left_out.get(group, 0) + 1
+        else:
+            kept[key[len(DETECTOR_PREFIX):] if official else key] = value
+    report.num_loaded = len(kept)
+    return kept, report
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

@@ -22,7 +22,7 @@ from sam3video.errors import InputError
 
 BACKENDS = ("decord", "pyav", "opencv")  # "auto" tries them in this order
 _BACKEND_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2"}
-_BACKEND_PACKAGES = {"decord": "decord", "pyav": "av", "opencv": "opencv-python-headless"}
+_BACKEND_PACKAGES = {"decord": "decord", "pyav": "av", "opencv": "opencv-python"}
 DEFAULT_SOURCE_FPS = 30.0  # frame rate assumed for arrays, iterables and folders
 
 _Stamp = tuple[int, float, Callable[[], np.ndarray]]  # (source_index, timestamp, lazy RGB image)
@@ -47,20 +47,46 @@ def available_backends() -> tuple[str, ...]:
     return tuple(name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]))
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration: FFmpeg (inside decord, PyAV and OpenCV)
+    and decord's C++ logger print there, below Python, on files they cannot open. The reason still
+    reaches the user through the backend's exception, as one line."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def open_file(path: str, backend: str) -> _Opened:
-    """Probe ``path`` with the forced backend, or with each installed one in turn for "auto"."""
+    """Probe ``path`` with the forced backend, or with each installed one in turn for "auto"; whatever
+    the native libraries print while probing is silenced (a bad file ends in one InputError line)."""
     installed = available_backends()
     if backend != "auto" and backend not in installed:
         hint = f"pip install {_BACKEND_PACKAGES[backend]}; installed: {', '.join(installed) or 'none'}"
         raise InputError(f"video backend {backend!r} is not installed ({hint})")
     names = installed if backend == "auto" else (backend,)
     if not names:
-        raise InputError("no video backend installed: pip install av (or opencv-python-headless)")
+        raise InputError("no video backend installed: pip install av (or opencv-python)")
     errors: dict[str, str] = {}
     for name in names:
         probe, stamps = _FILE_BACKENDS[name]
         try:
-            info = probe(path)
+            with native_stderr_silenced():
+                info = probe(path)
         except InputError as error:
             errors[name] = str(error)
             continue

@@ -3,27 +3,99 @@
 import pytest
 import torch
 
-from sam3video import CheckpointError, load_model
-from sam3video.model.checkpoint import extract_state_dict, resolve_device
-from tests.conftest import PARITY
+from sam3video import CheckpointError, build_model, load_model
+from sam3video.model.checkpoint import check_state_dict, extract_state_dict, resolve_device
+from tests.conftest import PARITY, SAM2_NECK, official_video_rows
 
 CONFIG = PARITY / "config.json"
+NECK = "detector." + SAM2_NECK
+# what the image model leaves out of the released sam3.pt: the second neck and the tracker
+RELEASED_LEFT_OUT = {NECK: 22, "tracker.": 309}
+
+
+def meta_tensor(shape: str, dtype: str) -> torch.Tensor:
+    dims = [] if shape == "scalar" else [int(s) for s in shape.split("x")]
+    return torch.empty(dims, dtype=getattr(torch, dtype), device="meta")
+
+
+def test_full_size_released_layout_fits_on_meta():
+    """Every tensor of the released sam3.pt (names, shapes, dtypes; no values): the image model takes
+    its 1134, the second neck and the tracker are reported, nothing is missing or unexpected."""
+    rows = official_video_rows()
+    state = {name: meta_tensor(shape, dtype) for name, shape, dtype in rows}
+    assert len(state) == 1465
+    assert round(sum(t.numel() for t in state.values()) / 1e6, 1) == 861.2
+    kept, report = extract_state_dict({"model": state}, source="sam3.pt")
+    assert report.left_out == RELEASED_LEFT_OUT and report.num_loaded == 1134
+    assert "22 detector.backbone.vision_backbone.sam2_convs.*" in str(report) and "309 tracker.*" in str(report)
+    with torch.device("meta"):
+        model = build_model("sam3")
+    check_state_dict(model, kept)
+    model.load_state_dict(kept, strict=True, assign=True)
+    # the same tensors at the top level (no "model" key) are read the same way
+    assert extract_state_dict(state)[1].left_out == RELEASED_LEFT_OUT
+
+
+def test_full_size_missing_image_tensor_still_fails_on_meta():
+    state = {name: meta_tensor(shape, dtype) for name, shape, dtype in official_video_rows()}
+    del state["detector.transformer.decoder.query_embed.weight"]
+    kept, _ = extract_state_dict(state)
+    with torch.device("meta"):
+        model = build_model("sam3")
+    with pytest.raises(CheckpointError, match=r"1 missing \(transformer.decoder.query_embed.weight\)"):
+        check_state_dict(model, kept)
+
+
+def released_groups(parity_state_dict) -> dict[str, torch.Tensor]:
+    """Tiny stand-ins for the groups the released checkpoint has besides the image model: the second
+    neck (shaped like the first, as the official builder copies it) and a few tracker tensors."""
+    extra = {}
+    for key, value in parity_state_dict.items():
+        if key.startswith("backbone.vision_backbone.convs."):
+            extra["detector." + key.replace(".convs.", ".sam2_convs.", 1)] = torch.randn_like(value.float())
+    assert extra
+    extra["tracker.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 64)
+    extra["tracker.sam_mask_decoder.conv_s0.weight"] = torch.zeros(8, 64, 1, 1)
+    return extra
 
 
 @pytest.fixture()
 def official_layout(parity_state_dict):
-    """A fake sam3.pt: tiny weights under "model" with detector./tracker. prefixes, as released."""
+    """A fake sam3.pt: tiny weights under "model" with the released groups, as released."""
     state = {f"detector.{k}": v for k, v in parity_state_dict.items()}
-    state["tracker.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 64)
-    state["tracker.sam_mask_decoder.conv_s0.weight"] = torch.zeros(8, 64, 1, 1)
+    state.update(released_groups(parity_state_dict))
     return {"model": state}
+
+
+def left_out_counts(official_layout):
+    necks = sum(k.startswith(NECK) for k in official_layout["model"])
+    return {NECK: necks, "tracker.": 2}
+
+
+@pytest.mark.parametrize("layout", ["model", "plain", "safetensors"])
+def test_loads_released_layout_at_tiny_size(tmp_path, official_layout, tiny_model, layout):
+    """As {"model": ...}, as a plain state dict, and as .safetensors: same weights, same report."""
+    state = official_layout["model"]
+    if layout == "safetensors":
+        from safetensors.torch import save_file
+
+        path = tmp_path / "sam3.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        path = tmp_path / "sam3.pt"
+        torch.save(official_layout if layout == "model" else state, path)
+    model = load_model(path, config=CONFIG, device="cpu")
+    assert model.load_report.left_out == left_out_counts(official_layout)
+    assert model.load_report.num_loaded == len(tiny_model.state_dict())
+    for (name, got), expected in zip(model.state_dict().items(), tiny_model.state_dict().values()):
+        assert torch.equal(got, expected), name
 
 
 def test_loads_official_layout(tmp_path, official_layout, tiny_model):
     path = tmp_path / "sam3.pt"
     torch.save(official_layout, path)
     model = load_model(path, config=CONFIG, device="cpu")
-    assert model.load_report.left_out == {"tracker.": 2}
+    assert model.load_report.left_out == left_out_counts(official_layout)
     assert model.load_report.num_loaded == len(tiny_model.state_dict())
     for (name, got), expected in zip(model.state_dict().items(), tiny_model.state_dict().values()):
         assert torch.equal(got, expected), name
@@ -101,6 +173,20 @@ def test_offline_hub_id_says_how_to_get_weights(tmp_path, monkeypatch):
 def test_extract_plain_state_dict_keeps_everything(parity_state_dict):
     state, report = extract_state_dict(dict(parity_state_dict))
     assert len(state) == len(parity_state_dict) and report.left_out == {}
+
+
+def test_plain_state_dict_with_the_second_neck(parity_state_dict):
+    """An image model saved with its second neck (the official image builder with interactivity on)."""
+    neck = {k[len("detector."):]: v for k, v in released_groups(parity_state_dict).items() if k.startswith(NECK)}
+    state, report = extract_state_dict({**parity_state_dict, **neck})
+    assert len(state) == len(parity_state_dict) and report.left_out == {SAM2_NECK: len(neck)}
+
+
+def test_unknown_detector_tensor_is_still_unexpected(tmp_path, official_layout):
+    official_layout["model"]["detector.backbone.extra_head.weight"] = torch.zeros(3)
+    torch.save(official_layout, tmp_path / "sam3.pt")
+    with pytest.raises(CheckpointError, match=r"1 unexpected \(backbone.extra_head.weight\)"):
+        load_model(tmp_path / "sam3.pt", config=CONFIG, device="cpu")
 
 
 def test_device_resolution():

@@ -14,6 +14,7 @@ from sam3video.model.model_misc import MultiheadAttention
 from sam3video.model.position_encoding import PositionEmbeddingSine
 from sam3video.model.geometry_encoders import Prompt, SequenceGeometryEncoder, concat_padded_sequences
 from sam3video.model.segmentation import PixelDecoder, UniversalSegmentationHead
+from tests.conftest import official_image_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PARITY = DATA / "parity"
@@ -48,13 +49,21 @@ def build_segmentation_head(d, heads, **_):
     )
 
 
-def tsv_rows(path, prefix):
+def tsv_rows(lines, prefix):
     rows = {}
-    for line in path.read_text().splitlines():
+    for line in lines:
         name, shape = line.split("\t")[:2]
         if name.startswith(prefix):
             rows[name[len(prefix):]] = [] if shape == "scalar" else [int(s) for s in shape.split("x")]
     return rows
+
+
+def parity_lines():
+    return (PARITY / "state_dict_keys.tsv").read_text().splitlines()
+
+
+def official_lines():
+    return ["\t".join(row) for row in official_image_rows()]
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +102,12 @@ def seq_first(t):
 
 @pytest.mark.parametrize("prefix, build", [("geometry_encoder.", build_geometry_encoder),
                                            ("segmentation_head.", build_segmentation_head)])
-@pytest.mark.parametrize("size, tsv", [(TINY, PARITY / "state_dict_keys.tsv"),
-                                       (FULL, DATA / "sam3_image_state_dict.tsv")])
-def test_state_dict_layout(prefix, build, size, tsv):
+@pytest.mark.parametrize("size, lines", [(TINY, parity_lines), (FULL, official_lines)])
+def test_state_dict_layout(prefix, build, size, lines):
     with torch.device("meta"):
         model = build(**size)
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    expected = tsv_rows(tsv, prefix)
+    expected = tsv_rows(lines(), prefix)
     assert expected
     assert list(ours) == list(expected)
     assert ours == expected

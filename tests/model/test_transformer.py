@@ -18,6 +18,7 @@ from sam3video.model.decoder import TransformerDecoder, TransformerDecoderLayer,
 from sam3video.model.encoder import TransformerEncoderFusion, TransformerEncoderLayer, TransformerWrapper
 from sam3video.model.model_misc import MLP, MultiheadAttention
 from sam3video.model.scoring import DotProductScoring
+from tests.conftest import official_image_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PARITY = DATA / "parity"
@@ -146,7 +147,7 @@ def test_full_keys_match_official():
     with torch.device("meta"):
         transformer, scoring, _ = build(FULL)
     for prefix, module in (("transformer.", transformer), ("dot_prod_scoring.", scoring)):
-        assert rows_of(module, prefix) == reference_rows(DATA / "sam3_image_state_dict.tsv", prefix)
+        assert rows_of(module, prefix) == [(prefix + n, s, d) for n, s, d in official_image_rows(prefix)]
 
 
 @pytest.mark.parametrize("case,use_img_mask", [("eval", False), ("eval_mask", True)])
@@ -166,22 +167,33 @@ def test_geometry_layer_parity(tiny, golden):
     assert_close({"out": out}, golden["geo"])
 
 
+def as_float64(tree):
+    """Floating tensors of a (nested) dict to float64; others unchanged."""
+    if isinstance(tree, dict):
+        return {k: as_float64(v) for k, v in tree.items()}
+    return tree.double() if torch.is_tensor(tree) and tree.is_floating_point() else tree
+
+
 def test_train_dac_parity_and_gradients(tiny, golden):
+    """In float64: the gradient of a LayerNorm weight sums many terms that cancel, and float32 kernels on
+    some CPUs (Intel AMX machines) lose it (0.084 off, 0.9 % of its largest entry); float64 holds it to
+    ~4e-6 of the official float32 values on any CPU, so the tolerances are unchanged."""
     transformer, scoring, _ = tiny
     for module in (transformer, scoring):
-        module.train()
+        module.double().train()
         for m in module.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
             if isinstance(m, nn.MultiheadAttention):
                 m.dropout = 0.0
-    out = run(transformer, scoring, golden["inputs"], apply_dac=True)
-    assert_close(out, golden["train_dac"])
-    sum((out[k] * w).sum() for k, w in golden["loss_weights"].items()).backward()
+    out = run(transformer, scoring, as_float64(golden["inputs"]), apply_dac=True)
+    assert all(out[k].dtype == torch.float64 for k in ("enc_memory", "hs", "ref", "pres", "scores"))
+    assert_close(out, as_float64(golden["train_dac"]))
+    sum((out[k] * w).sum() for k, w in as_float64(golden["loss_weights"]).items()).backward()
     params = dict(transformer.named_parameters(prefix="transformer"))
     params.update(scoring.named_parameters(prefix="dot_prod_scoring"))
     for name, grad in golden["grads"].items():
-        torch.testing.assert_close(params[name].grad, grad, atol=1e-4, rtol=1e-5, msg=name)
+        torch.testing.assert_close(params[name].grad, grad.double(), atol=1e-4, rtol=1e-5, msg=name)
 
 
 def test_dac_shapes_and_o2o_half_unchanged(tiny, golden):

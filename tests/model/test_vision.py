@@ -9,6 +9,7 @@ import torch
 from sam3video.model.necks import Sam3DualViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
 from sam3video.model.vitdet import ViT, compute_axial_cis, window_partition, window_unpartition
+from tests.conftest import official_image_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PARITY = DATA / "parity"
@@ -89,7 +90,7 @@ def test_tiny_parity(tiny):
 def test_full_size_keys_on_meta():
     with torch.device("meta"):
         model = build_vision(FULL)
-    assert rows_of(model) == reference_rows(DATA / "sam3_image_state_dict.tsv")
+    assert rows_of(model) == official_image_rows(PREFIX)
     with torch.no_grad():
         out, pos, _, _ = model(torch.zeros(1, 3, 1008, 1008, device="meta"))
     assert [tuple(t.shape[-2:]) for t in out] == [(288, 288), (144, 144), (72, 72), (36, 36)]
