@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so ``import sam3video`` and ``sam3video --help`` stay fast):
 ``build_model``, ``load_model``, ``load_config``, ``Sam3Config``, ``Sam3Processor`` (images);
-``VideoPredictor``, ``TrackingConfig``, ``write_outputs``, ``Detections`` (video).
+``VideoPredictor``, ``TrackingConfig``, ``Detections`` (video); ``TrackJob``, ``track`` (a whole run to files).
 """
 
 from importlib import import_module
@@ -17,7 +17,8 @@ _LAZY = {
     "Sam3Processor": "sam3video.processor",
     "VideoPredictor": "sam3video.video.predictor",
     "TrackingConfig": "sam3video.video.predictor",
-    "write_outputs": "sam3video.video.outputs",
+    "TrackJob": "sam3video.run",
+    "track": "sam3video.run",
     "Detections": "sam3video.detections",
     "InputError": "sam3video.errors",
     "CheckpointError": "sam3video.errors",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -47,6 +46,8 @@ def _unit_float(text: str) -> float:
 
 
 def add_track_parser(sub) -> None:
+    from . import thresholds as t
+
     p = sub.add_parser("track", help="track every instance of a concept in a video",
                        description="Detect, segment and track every instance of the prompted concepts.",
                        epilog=TRACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,48 +79,44 @@ def add_track_parser(sub) -> None:
     thresholds.add_argument("--score-threshold", type=_unit_float,
                             help="confident detection: reported, may start a track (default: the model's "
                                  "calibrated value; 0.5 for sam3.pt)")
-    thresholds.add_argument("--low-score-threshold", type=_unit_float, default=0.1,
-                            help="weaker detections only continue tracks (default 0.1)")
+    thresholds.add_argument("--low-score-threshold", type=_unit_float, default=t.LOW_SCORE_THRESHOLD,
+                            help=f"weaker detections only continue tracks (default {t.LOW_SCORE_THRESHOLD:g})")
     thresholds.add_argument("--new-track-threshold", type=_unit_float, default=None,
-                            help="score to start a track (default: score threshold + 0.1)")
-    thresholds.add_argument("--nms-iou", type=_unit_float, default=0.5, help="mask NMS IoU (default 0.5)")
-    thresholds.add_argument("--min-hits", type=int, default=3, help="frames before a track is reported (default 3)")
-    thresholds.add_argument("--lost-buffer", type=float, default=1.0, help="seconds a lost track is kept for re-identification (default 1)")
+                            help=f"score to start a track (default: score threshold + {t.NEW_TRACK_MARGIN:g})")
+    thresholds.add_argument("--nms-iou", type=_unit_float, default=t.NMS_IOU,
+                            help=f"mask NMS IoU (default {t.NMS_IOU:g})")
+    thresholds.add_argument("--min-hits", type=int, default=t.MIN_HITS,
+                            help=f"frames before a track is reported (default {t.MIN_HITS})")
+    thresholds.add_argument("--lost-buffer", type=float, default=t.LOST_BUFFER_S,
+                            help=f"seconds a lost track is kept for re-identification (default {t.LOST_BUFFER_S:g})")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the last complete window of an interrupted or failed run into the same --out "
+                        "(same settings; the files equal those of an uninterrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _check_thresholds(args) -> None:
-    """Argument checks that need no model (run before loading it)."""
-    if args.min_hits < 1:
-        raise _usage("--min-hits must be >= 1")
+def _job(args):
+    """The ``TrackJob`` of the command line (flags not given take the defaults of ``sam3video.thresholds``)."""
+    from .run import TrackJob
+    from .thresholds import Thresholds
+    from .video.exemplars import load_exemplars, parse_exemplar
+
     if args.frame_batch is not None and args.frame_batch < 1:
         raise _usage("--frame-batch must be >= 1")
-    if args.lost_buffer < 0:
-        raise _usage("--lost-buffer must be >= 0")
-
-
-def _tracking_config(args, model_score_threshold: float):
-    """The run's TrackingConfig; ``--score-threshold`` defaults to the model's calibrated one."""
-    from dataclasses import replace
-
-    from .video.predictor import TrackingConfig
-
-    score = model_score_threshold if args.score_threshold is None else args.score_threshold
-    if args.low_score_threshold > score:
-        raise _usage(f"--low-score-threshold ({args.low_score_threshold}) must not exceed the score threshold "
-                     f"({score})")
-    config = TrackingConfig.at_score_threshold(score, args.low_score_threshold, precision=args.precision,
-                                               frame_batch=args.frame_batch)
-    new_track = config.tracker.new_track_threshold
-    if args.new_track_threshold is not None:
-        new_track = max(args.new_track_threshold, score)
-    return replace(
-        config,
-        detection=replace(config.detection, nms_iou_threshold=args.nms_iou),
-        tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=args.min_hits,
-                        lost_track_buffer_s=args.lost_buffer),
-        exemplar=replace(config.exemplar, carry_boxes=args.carry_exemplar_boxes),
+    thresholds = Thresholds(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
+                            new_track_threshold=args.new_track_threshold, nms_iou=args.nms_iou,
+                            min_hits=args.min_hits, lost_buffer_s=args.lost_buffer)
+    exemplars = [parse_exemplar(text) for text in args.exemplar]
+    if args.exemplars:
+        exemplars += load_exemplars(args.exemplars)
+    return TrackJob(
+        source=args.video, out_dir=args.out or Path("runs") / Path(args.video.rstrip("/")).stem,
+        prompts=tuple(args.prompt), exemplars=tuple(exemplars), checkpoint=args.checkpoint,
+        model_config=args.config, device=args.device, thresholds=thresholds,
+        carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision, frame_batch=args.frame_batch,
+        backend=args.backend, fps=args.fps, start=args.start, end=args.end, window_seconds=args.window_seconds,
+        render=not args.no_render, resume=args.resume, source_name=args.video,
     )
 
 
@@ -129,80 +126,23 @@ def _usage(message: str) -> Sam3VideoError:
     return InputError(message)
 
 
-def _load_source(video: str):
-    """A path as is, except ``.npy`` files which are loaded as (T, H, W, 3) arrays (memory-mapped)."""
-    import numpy as np
-
-    from .errors import InputError
-
-    if video.endswith(".npy"):
-        if not os.path.isfile(video):
-            raise InputError(f"no such file: {video}")
-        try:
-            return np.load(video, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise InputError(f"cannot read {video} as a numpy array: {e}") from None
-    return video
-
-
 def run_track(args) -> int:
-    from .model.checkpoint import load_model
-    from .video.exemplars import check_exemplar, load_exemplars, parse_exemplar
-    from .video.loader import open_video
-    from .video.outputs import prepare_out_dir, write_outputs
-    from .video.predictor import VideoPredictor
+    from .run import prepare
 
     # Every check first (arguments, video, exemplars, output folder, checkpoint), so that bad input
     # ends in one line before anything else is printed.
-    _check_thresholds(args)
-    exemplars = [parse_exemplar(text) for text in args.exemplar]
-    if args.exemplars:
-        exemplars += load_exemplars(args.exemplars)
-    source = _load_source(args.video)
-    reader = open_video(source, backend=args.backend, fps=args.fps, start=args.start, end=args.end,
-                        window_seconds=args.window_seconds)
-    info = reader.info
-    for exemplar in exemplars:
-        check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
-    out_dir = prepare_out_dir(args.out or Path("runs") / Path(args.video.rstrip("/")).stem)
-    model = load_model(args.checkpoint, args.config, args.device)
-    config = _tracking_config(args, model.config.score_threshold)
-    predictor = VideoPredictor(model, config)
-    session = predictor.start_session(args.prompt, exemplars, fps=args.fps or info.fps)
+    run = prepare(_job(args))
+    info, reader = run.info, run.reader
     if not args.quiet:
         count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
         print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
               f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
-    results = predictor.track(source, exemplars=exemplars, backend=args.backend, fps=args.fps, start=args.start,
-                              end=args.end, window_seconds=args.window_seconds, session=session)
-    if not args.quiet:
-        results = _progress(results, reader.num_output_frames)
-    summary = {
-        "input": {"source": str(args.video), "backend": info.backend, "fps": info.fps, "width": info.width,
-                  "height": info.height, "num_frames": info.num_frames},
-        "model": {"checkpoint": args.checkpoint or "demo", "config": model.config.to_dict(),
-                  "device": str(model.device)},
-        "prompts": session.class_names,
-        "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}
-                      for e in exemplars],
-        "config": {"detection": vars(config.detection), "tracker": vars(config.tracker),
-                   "exemplar": vars(config.exemplar), "fps": args.fps, "start": args.start, "end": args.end,
-                   "window_seconds": args.window_seconds},
-    }
-    summary["timings"] = session.timings
-    if exemplars:
-        results = _then(results, lambda: summary.update(exemplar_effect=session.exemplars.summary()))
-    summary = write_outputs(results, out_dir, session.class_names, fps=args.fps or info.fps,
-                            frame_size=(info.height, info.width), render=not args.no_render, summary=summary)
+    for note in run.notes:
+        print(f"sam3video track: note: {note}", file=sys.stderr)
+    summary = run.execute(progress=None if args.quiet else _progress)
     print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
-          f"{summary['timings']['frames_per_s']} frames/s -> {out_dir}/")
+          f"{summary['timings']['frames_per_s']} frames/s -> {run.out_dir}/")
     return EXIT_OK
-
-
-def _then(results, action):
-    """``results``, then ``action()`` once they are exhausted."""
-    yield from results
-    action()
 
 
 def _progress(results, total):
@@ -248,7 +188,7 @@ def add_render_parser(sub) -> None:
 
 
 def run_render(args) -> int:
-    from .video.render import render_run
+    from .run import render_run
 
     out = render_run(args.run_dir, video=args.video, out=args.out, boxes_only=args.boxes_only)
     print(f"wrote {out}")
@@ -280,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam3video {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"sam3video {args.command}: interrupted", file=sys.stderr)
+        hint = " (the finished windows are kept: add --resume to go on)" if args.command == "track" else ""
+        print(f"sam3video {args.command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # a bug: say so in one line, full traceback with --debug
         if args.debug:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import InputError
+from .thresholds import SCORE_THRESHOLD
 from .model.box_ops import box_cxcywh_to_xyxy
 from .model.sam3_image import FindStage, Sam3Image
 
@@ -98,7 +99,7 @@ class Sam3Processor:
         self.resolution = resolution or (config.resolution if config is not None else 1008)
         self.context_length = config.context_length if config is not None else 32
         if confidence_threshold is None:  # the model's calibrated operating point (0.5 for sam3.pt)
-            confidence_threshold = config.score_threshold if config is not None else 0.5
+            confidence_threshold = config.score_threshold if config is not None else SCORE_THRESHOLD
         self.confidence_threshold = self._check_threshold(confidence_threshold)
 
     @property

@@ -2,6 +2,7 @@
 
     python tools/bench_video.py                      # tiny config, random weights (or --checkpoint)
     python tools/bench_video.py --seconds 3 30 120   # any lengths
+    python tools/bench_video.py --checkpoint demo --size 640x360 --overlay both   # with and without overlay.mp4
 
 Each run is a fresh process, so its peak RSS is its own. Memory should be flat in clip length: the
 frames are decoded lazily and only a few frames and backbone outputs are kept at a time. Prints numbers;
@@ -35,7 +36,8 @@ def child(args) -> None:
 
     start = time.perf_counter()
     code = main(["track", args.video, *sum((["--prompt", p] for p in args.prompt), []), "--out", args.out,
-                 "--quiet", "--no-render", *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
+                 "--quiet", *([] if args.render else ["--no-render"]),
+                 *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
                  *(["--config", args.config] if args.config else [])])
     elapsed = time.perf_counter() - start
     summary = json.loads((Path(args.out) / "summary.json").read_text())
@@ -52,6 +54,9 @@ def main() -> None:
     parser.add_argument("--prompt", action="append", default=None)
     parser.add_argument("--checkpoint", help="weights (default: tiny config with random weights)")
     parser.add_argument("--config", help="model config when the checkpoint has none")
+    parser.add_argument("--overlay", choices=["off", "on", "both"], default="off",
+                        help="write overlay.mp4 too (on), or measure without and with it (both)")
+    parser.add_argument("--render", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -71,26 +76,30 @@ def main() -> None:
             model = build_model("tiny")
             checkpoint = str(Path(tmp) / "tiny.pt")
             torch.save({"model": model.state_dict(), "config": model.config.to_dict()}, checkpoint)
-        rows = []
+        renders = {"off": [False], "on": [True], "both": [False, True]}[args.overlay]
+        rows = {render: [] for render in renders}
         for seconds in args.seconds:
             video = Path(tmp) / f"clip_{seconds:g}s.mp4"
             make_clip(video, seconds, width, height, args.fps)
-            command = [sys.executable, __file__, "--child", "--video", str(video), "--out",
-                       str(Path(tmp) / f"run_{seconds:g}"), "--checkpoint", checkpoint,
-                       *sum((["--prompt", p] for p in args.prompt), [])]
-            if args.config:
-                command += ["--config", args.config]
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                sys.exit(f"run failed for {seconds:g} s: {result.stderr.strip().splitlines()[-1:]}")
-            rows.append((seconds, json.loads(result.stdout.strip().splitlines()[-1])))
-    print(f"clip {width}x{height} @ {args.fps:g} fps, prompts {args.prompt}, end to end (decode, detect, track, "
-          f"write MOT/MOTS; no overlay)")
-    print(f"{'clip':>8s} {'frames':>7s} {'frames/s':>9s} {'peak RSS MiB':>13s}")
-    for seconds, row in rows:
-        print(f"{seconds:7g}s {row['frames']:7d} {row['frames_per_s']:9.1f} {row['peak_rss_mib']:13.0f}")
-    if len(rows) >= 2:
-        print(f"peak RSS ratio {rows[-1][0]:g} s / {rows[0][0]:g} s: {rows[-1][1]['peak_rss_mib'] / rows[0][1]['peak_rss_mib']:.2f}")
+            for render in renders:
+                command = [sys.executable, __file__, "--child", "--video", str(video), "--out",
+                           str(Path(tmp) / f"run_{seconds:g}_{render}"), "--checkpoint", checkpoint,
+                           *sum((["--prompt", p] for p in args.prompt), []), *(["--render"] if render else [])]
+                if args.config:
+                    command += ["--config", args.config]
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    sys.exit(f"run failed for {seconds:g} s: {result.stderr.strip().splitlines()[-1:]}")
+                rows[render].append((seconds, json.loads(result.stdout.strip().splitlines()[-1])))
+    for render, table in rows.items():
+        print(f"clip {width}x{height} @ {args.fps:g} fps, prompts {args.prompt}, end to end (decode, detect, track, "
+              f"write MOT/MOTS{', overlay.mp4' if render else '; no overlay'})")
+        print(f"{'clip':>8s} {'frames':>7s} {'frames/s':>9s} {'peak RSS MiB':>13s}")
+        for seconds, row in table:
+            print(f"{seconds:7g}s {row['frames']:7d} {row['frames_per_s']:9.1f} {row['peak_rss_mib']:13.0f}")
+        if len(table) >= 2:
+            ratio = table[-1][1]["peak_rss_mib"] / table[0][1]["peak_rss_mib"]
+            print(f"peak RSS ratio {table[-1][0]:g} s / {table[0][0]:g} s: {ratio:.2f}")
 
 
 if __name__ == "__main__":

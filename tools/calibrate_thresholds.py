@@ -14,12 +14,14 @@ import itertools
 from pathlib import Path
 
 from sam3video.data.dataset import MOT_NAME, write_clip
-from sam3video.data.concepts import prompt_slug
 from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.eval.benchmark import clip_prompts, write_tracks
 from sam3video.eval.metrics import run_eval
+from sam3video.export.outputs import prompt_slug
 from sam3video.model.checkpoint import load_model
-from sam3video.video.predictor import TrackingConfig, VideoPredictor
+from sam3video.run import TrackJob, prepare
+from sam3video.thresholds import Thresholds
+from sam3video.video.predictor import TrackingConfig
 from sam3video.video.tracker import Tracker
 
 VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
@@ -35,15 +37,18 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     args = parser.parse_args(argv)
     # Candidates (every detection down to the lowest threshold swept) do not depend on the tracker.
-    predictor = VideoPredictor(load_model(args.checkpoint, None, "cpu"),
-                               TrackingConfig.at_score_threshold(min(LOWS), min(LOWS)))
+    model = load_model(args.checkpoint, None, "cpu")
+    lowest = Thresholds(score_threshold=min(LOWS), low_score_threshold=min(LOWS))
     sequences = []  # (name, gt path, per-frame candidates)
     for i in range(args.clips):
         clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds))
         prompts = clip_prompts(clip)
         clip_dir = write_clip(clip, args.out / "clips" / f"clip_{i:02d}", prompts)
         for prompt in prompts:
-            candidates = [r.candidates for r in predictor.track(clip_dir / "video.mp4", [prompt])]
+            candidates = []
+            job = TrackJob(clip_dir / "video.mp4", args.out / "detect" / f"clip_{i:02d}__{prompt_slug(prompt)}",
+                           prompts=(prompt,), checkpoint=args.checkpoint, thresholds=lowest, render=False)
+            prepare(job, model).execute(on_result=lambda result: candidates.append(result.candidates))
             sequences.append((f"clip_{i:02d}__{prompt_slug(prompt)}",
                               clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME, candidates))
         print(f"clip {i + 1}/{args.clips}: {len(prompts)} prompts", flush=True)

@@ -9,7 +9,6 @@ Colours are defined in HSV (hue in degrees, saturation and value in [0, 1]).
 from __future__ import annotations
 
 import colorsys
-import re
 from typing import Protocol
 
 import numpy as np
@@ -65,12 +64,6 @@ def concept_matches(obj: HasConcept, prompt: str) -> bool:
         return False
     colour, shape = parsed
     return obj.shape == shape and (colour is None or obj.colour == colour)
-
-
-def prompt_slug(prompt: str) -> str:
-    """A folder-safe name for a prompt: ``"red circle"`` -> ``"red_circle"``."""
-    slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
-    return slug or "prompt"
 
 
 def jittered_rgb(

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-from sam3video.data.concepts import PROMPTS, prompt_slug
+from sam3video.data.concepts import PROMPTS
+from sam3video.export.outputs import prompt_slug
 from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig, generate_clip
 from sam3video.errors import InputError
 from sam3video.export.atomic import atomic_open

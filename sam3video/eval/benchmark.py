@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.concepts import PROMPTS, TARGET_SHAPES, prompt_slug
+from ..data.concepts import PROMPTS, TARGET_SHAPES
 from ..data.dataset import MOT_NAME, write_clip
 from ..data.synthetic import WorldConfig, generate_clip
 from ..detections import Detections
 from ..export import MOTWriter
+from ..export.outputs import OUTPUT_NAMES, prompt_slug
 from ..video.association import box_iou
 from ..video.exemplars import Exemplar
 from .metrics import run_eval
@@ -82,11 +83,10 @@ def write_tracks(path: Path, frames: list[Detections], class_id: int) -> None:
 
 def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu") -> dict:
     from ..model.checkpoint import load_model
-    from ..video.predictor import VideoPredictor
+    from ..run import TrackJob, prepare
 
     model = load_model(checkpoint, None, device)
-    predictor = VideoPredictor(model)
-    score_threshold = predictor.config.detection.score_threshold
+    score_threshold = model.config.score_threshold
     config = WorldConfig(duration_s=seconds)
     gt_files: list[Path] = []
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
@@ -99,15 +99,13 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
         for prompt in prompts:  # one run per prompt: frames/s is that of `track --prompt P`
             name = f"clip_{i:02d}/{prompt_slug(prompt)}"
             names.append(name)
-            mot_path = out / "sam3video" / f"{name.replace('/', '__')}.txt"
-            mot_path.parent.mkdir(parents=True, exist_ok=True)
-            start = time.perf_counter()
+            run_dir = out / "sam3video" / name.replace("/", "__")
+            start = time.perf_counter()  # timed like `track --no-render`: MOT, MOTS and summary written
             candidates = []
-            with MOTWriter(mot_path) as writer:  # timed like `track`: the MOT file is written as frames come
-                for result in predictor.track(clip_dir / "video.mp4", [prompt]):
-                    writer.write(result.frame_index, result.detections)
-                    candidates.append(result.candidates)
+            job = TrackJob(clip_dir / "video.mp4", run_dir, prompts=(prompt,), checkpoint=checkpoint, render=False)
+            prepare(job, model).execute(on_result=lambda result: candidates.append(result.candidates))
             seconds_total += time.perf_counter() - start
+            mot_path = run_dir / OUTPUT_NAMES["mot"]
             frames_total += len(candidates)
             baselines = {"no tracker": no_tracker(candidates, score_threshold),
                          "greedy IoU": greedy_iou_tracker(candidates, score_threshold)}
@@ -155,9 +153,9 @@ def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, se
                            device: str = "cpu") -> dict:
     """HOTA for the intended concept with the ambiguous shape prompt alone, and with exemplars added."""
     from ..model.checkpoint import load_model
-    from ..video.predictor import VideoPredictor
+    from ..run import TrackJob, prepare
 
-    predictor = VideoPredictor(load_model(checkpoint, None, device))
+    model = load_model(checkpoint, None, device)
     config = WorldConfig(duration_s=seconds)
     gts, preds = [], {"text only": [], "text + exemplars": []}
     seed = SUITE_SEED + 10_000
@@ -170,12 +168,12 @@ def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, se
         name = f"clip_{len(gts):02d}"
         clip_dir = write_clip(clip, out / "exemplar_suite" / name, [intended])
         gts.append(clip_dir / "gt" / prompt_slug(intended) / MOT_NAME)
-        for method, exemplars in (("text only", []), ("text + exemplars", [positive, negative])):
-            frames = [r.detections for r in predictor.track(clip_dir / "video.mp4", [shape], exemplars)]
-            path = out / "exemplar" / method.replace(" ", "_").replace("+", "and") / f"{name}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_tracks(path, frames, 0)
-            preds[method].append(path)
+        for method, exemplars in (("text only", ()), ("text + exemplars", (positive, negative))):
+            run_dir = out / "exemplar" / method.replace(" ", "_").replace("+", "and") / name
+            job = TrackJob(clip_dir / "video.mp4", run_dir, prompts=(shape,), exemplars=exemplars,
+                           checkpoint=checkpoint, render=False)
+            prepare(job, model).execute()
+            preds[method].append(run_dir / OUTPUT_NAMES["mot"])
     names = [f"clip_{i:02d}" for i in range(len(gts))]
     return {m: run_eval(gts, p, kind="mot", names=names).combined.metrics["HOTA"] for m, p in preds.items()}
 

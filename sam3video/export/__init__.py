@@ -25,6 +25,10 @@ _LAZY = {
     "annotate": "overlay",
     "color_for": "overlay",
     "PALETTE": "overlay",
+    "OUTPUT_NAMES": "outputs",
+    "prompt_slug": "outputs",
+    "per_prompt_names": "outputs",
+    "prepare_out_dir": "outputs",
     "TrackStats": "summary",
     "write_summary": "summary",
 }

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..detections import Detections
 from .atomic import atomic_path
+from .outputs import even_size
 
 # A fixed palette (RGB): track id t gets PALETTE[(t - 1) % len(PALETTE)], so colours are deterministic.
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(
@@ -144,7 +145,7 @@ class OverlayWriter:
         self.path = Path(path)
         self.rate = _as_fraction(fps)
         self.width, self.height = int(width), int(height)
-        self.output_size = (self.width + self.width % 2, self.height + self.height % 2)
+        self.output_size = even_size(self.width, self.height)
         self.codec, self.crf, self.mpeg4_bit_rate = codec, crf, mpeg4_bit_rate
         self.container_format = container_format
         self.num_frames = 0

@@ -21,13 +21,14 @@ from ..detections import Detections
 from ..model.box_ops import box_cxcywh_to_xyxy
 from ..model.geometry_encoders import Prompt
 from ..model.sam3_image import FindStage, Sam3Image
+from ..thresholds import LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD
 
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    score_threshold: float = 0.5  # a detection is "confident" (reported / may start a track)
-    low_score_threshold: float = 0.1  # below this a detection is dropped before tracking
-    nms_iou_threshold: float = 0.5  # mask IoU above which the lower-scoring detection of a prompt goes
+    score_threshold: float = SCORE_THRESHOLD  # a detection is "confident" (reported / may start a track)
+    low_score_threshold: float = LOW_SCORE_THRESHOLD  # below this a detection is dropped before tracking
+    nms_iou_threshold: float = NMS_IOU  # mask IoU above which the lower-scoring detection of a prompt goes
     min_component_area: float = 2e-4  # connected components smaller than this fraction of the frame go
     max_hole_area: float = 2e-4  # holes smaller than this fraction of the frame are filled
     max_detections: int = 50  # per prompt and frame, highest scores first

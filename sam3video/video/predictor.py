@@ -5,16 +5,16 @@
         result.frame_index, result.detections.tracker_id, result.detections.mask
 
 The model stays stateless; a ``TrackingSession`` (typed) holds what one run needs: encoded prompts,
-exemplar memory, the tracker, the feature cache and timings. Frames are decoded lazily; windows of at
-most ``window_seconds`` bound the per-window frame cache, while the tracker (and so every id) carries
-across window boundaries.
+exemplar memory, the tracker and timings. Frames are decoded lazily; windows of at most
+``window_seconds`` bound the per-window frame cache, while the tracker (and so every id) carries across
+window boundaries. Writing files is not done here: ``sam3video.run`` consumes the stream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -26,11 +26,12 @@ from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
 from ..model.sam3_image import Sam3Image
 from ..processor import VISUAL_PROMPT
-from .cache import FeatureCache, LazyFrames
+from ..thresholds import Thresholds, new_track_threshold
+from .cache import LazyFrames, keep_heap_flat
 from .detect import (DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
                      split_frames)
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
-from .loader import Frame, VideoInfo, iter_windows, open_video
+from .loader import Frame, VideoInfo, VideoReader, iter_windows, open_video
 from .tracker import Tracker, TrackerConfig
 
 
@@ -45,7 +46,6 @@ class TrackingConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
     frame_cache: int = 4  # preprocessed frames kept per window (at least one batch)
-    feature_cache: int = 2  # frames whose backbone features are kept (LRU)
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
     precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
@@ -64,8 +64,30 @@ class TrackingConfig:
                              f"({score_threshold}) <= 1")
         detection = DetectionConfig(score_threshold=score_threshold, low_score_threshold=low_score_threshold)
         tracker = TrackerConfig(high_score_threshold=score_threshold, low_score_threshold=low_score_threshold,
-                                new_track_threshold=min(1.0, score_threshold + 0.1))
+                                new_track_threshold=new_track_threshold(score_threshold))
         return cls(detection=detection, tracker=tracker, **kwargs)
+
+    @classmethod
+    def from_thresholds(cls, thresholds: Thresholds, model_score_threshold: float, carry_exemplar_boxes: bool = False,
+                        **kwargs) -> "TrackingConfig":
+        """The config of a run from the user's ``thresholds`` (the CLI flags); a score threshold of None
+        is the model's calibrated ``model_score_threshold``, a new-track threshold of None is derived
+        from it (and never below it)."""
+        score = model_score_threshold if thresholds.score_threshold is None else thresholds.score_threshold
+        if thresholds.low_score_threshold > score:
+            raise InputError(f"the low score threshold ({thresholds.low_score_threshold}) must not exceed the "
+                             f"score threshold ({score})")
+        config = cls.at_score_threshold(score, thresholds.low_score_threshold, **kwargs)
+        new_track = config.tracker.new_track_threshold
+        if thresholds.new_track_threshold is not None:
+            new_track = max(thresholds.new_track_threshold, score)
+        return replace(
+            config,
+            detection=replace(config.detection, nms_iou_threshold=thresholds.nms_iou),
+            tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=thresholds.min_hits,
+                            lost_track_buffer_s=thresholds.lost_buffer_s),
+            exemplar=replace(config.exemplar, carry_boxes=carry_exemplar_boxes),
+        )
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -96,7 +118,6 @@ class TrackingSession:
     text_out: dict
     exemplars: ExemplarMemory
     tracker: Tracker
-    features: FeatureCache
     info: VideoInfo | None = None
     frames_done: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
@@ -107,6 +128,7 @@ class VideoPredictor:
 
     def __init__(self, model: Sam3Image, config: TrackingConfig | None = None):
         """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt)."""
+        keep_heap_flat()
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         self.resolution = model.config.resolution
@@ -136,7 +158,6 @@ class VideoPredictor:
             text_out=encode_prompts(self.model, prompts),
             exemplars=memory,
             tracker=Tracker(self.config.tracker, fps=fps),
-            features=FeatureCache(self.config.feature_cache),
         )
 
     def _precision(self):
@@ -169,28 +190,44 @@ class VideoPredictor:
         window_seconds: float = 30.0,
         source_fps: float | None = None,
         session: TrackingSession | None = None,
+        first_window: int = 0,
+        on_window_end: Callable[[int], None] | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield a ``FrameResult`` per output frame. ``source``, ``fps``, ``start``, ``end``,
-        ``window_seconds``, ``source_fps`` (frame rate of arrays, iterables, folders): see ``open_video``.
+        """Yield a ``FrameResult`` per output frame. ``source`` (or an open ``VideoReader``), ``fps``,
+        ``start``, ``end``, ``window_seconds``, ``source_fps`` (frame rate of arrays, iterables,
+        folders): see ``open_video``.
 
-        Pass ``session`` to inspect timings and tracks afterwards (``start_session`` makes one).
+        Prompts and exemplars are given once: here, or to ``start_session`` when passing ``session``
+        (to inspect timings and tracks afterwards, or to resume one). Windows before ``first_window``
+        are decoded but not tracked (resuming); ``on_window_end(window)`` is called after the last
+        frame of each window has been consumed, before the next window starts.
         """
-        reader = open_video(source, backend=backend, fps=fps, start=start, end=end, window_seconds=window_seconds,
-                            source_fps=source_fps)
+        prompts, exemplars = list(prompts), list(exemplars)
+        if session is not None and (prompts or exemplars):
+            raise InputError("give prompts and exemplars to start_session or to track, not to both")
+        if isinstance(source, VideoReader):
+            reader = source
+        else:
+            reader = open_video(source, backend=backend, fps=fps, start=start, end=end,
+                                window_seconds=window_seconds, source_fps=source_fps)
         info = reader.info
-        exemplars = list(exemplars)
-        for exemplar in exemplars:
-            check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
         session = session or self.start_session(prompts, exemplars, fps=fps or info.fps)
+        for exemplar in session.exemplars.exemplars:
+            check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
         session.info = info
-        for _, frames in iter_windows(reader):
-            session.features.clear()  # cached rows refer to this window's frame positions
+        for window, frames in iter_windows(reader):
+            if window < first_window:
+                for _ in frames:  # decoded, not tracked
+                    pass
+                continue
             lazy = LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
                               lookahead=self.config.lookahead)
             try:
                 yield from self._track_window(lazy, session)
             finally:
                 lazy.close()
+            if on_window_end is not None:
+                on_window_end(window)
 
     def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
         """Frames of one window in order. The model runs on ``frame_batch`` frames at once, in a worker
@@ -248,15 +285,12 @@ class VideoPredictor:
         local_ids = list(locals_)[: len(frames)]
 
         start = time.perf_counter()
-        cached = session.features.get(frames[0].index) if len(frames) == 1 else None
         with self._precision():
-            outputs = run_frames(self.model, local_ids, cached or {"img_batch_all_stages": lazy},
+            outputs = run_frames(self.model, local_ids, {"img_batch_all_stages": lazy},
                                  session.text_out, prompt_from_boxes(boxes, self.model.device))
         computed = outputs["prev_encoder_out"]["backbone_out"]
-        detected = []
-        for frame, frame_outputs in zip(frames, split_frames(outputs, len(frames))):
-            session.features.put(frame.index, computed)
-            detected.append((frame, frame_outputs, computed))
+        detected = [(frame, frame_outputs, computed)
+                    for frame, frame_outputs in zip(frames, split_frames(outputs, len(frames)))]
         session.timings["detect"] += time.perf_counter() - start
         return detected
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
+from sam3video.thresholds import LOST_BUFFER_S, LOW_SCORE_THRESHOLD, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
 from sam3video.video.association import associate, box_iou, mask_iou
 
 
@@ -34,16 +35,16 @@ from sam3video.video.association import associate, box_iou, mask_iou
 class TrackerConfig:
     """Thresholds of :class:`Tracker`, tuned for ~30 fps video. Scores and IoUs are in [0, 1]."""
 
-    high_score_threshold: float = 0.5  # at or above: first pass and re-identification
-    low_score_threshold: float = 0.1  # in [low, high): second pass only; below low: ignored
-    new_track_threshold: float = 0.6  # minimum score of a detection that starts a track
+    high_score_threshold: float = SCORE_THRESHOLD  # at or above: first pass and re-identification
+    low_score_threshold: float = LOW_SCORE_THRESHOLD  # in [low, high): second pass only; below low: ignored
+    new_track_threshold: float = new_track_threshold(SCORE_THRESHOLD)  # minimum score that starts a track
     mask_weight: float = 0.5  # weight of mask IoU in the first-pass overlap (box-only: box IoU only)
     box_weight: float = 0.5  # weight of predicted-box IoU in the first-pass overlap
     min_match_iou: float = 0.2  # first pass: pairs with a smaller overlap never match
     min_low_match_iou: float = 0.5  # second pass: pairs with a smaller box IoU never match
     new_track_max_iou: float = 0.3  # a detection overlapping a same-class track this much starts none
-    min_hits: int = 3  # consecutive matched frames before a track is confirmed (1: at once)
-    lost_track_buffer_s: float = 1.0  # how long a lost track is kept (converted with the fps)
+    min_hits: int = MIN_HITS  # consecutive matched frames before a track is confirmed (1: at once)
+    lost_track_buffer_s: float = LOST_BUFFER_S  # how long a lost track is kept (converted with the fps)
     reid_max_cost: float = 0.5  # re-identification: pairs costing more never match
     reid_appearance_weight: float = 0.7  # cost = w * (1 - cos) + (1 - w) * distance / gate
     reid_max_embedding_distance: float = 0.4  # pairs with 1 - cosine similarity above never match

@@ -6,7 +6,7 @@ import torch
 
 from sam3video.detections import Detections
 from sam3video.video import predictor as predictor_module
-from sam3video.video.cache import FeatureCache, LazyFrames
+from sam3video.video.cache import LazyFrames
 from sam3video.video.exemplars import Exemplar
 from sam3video.video.predictor import TrackingConfig, VideoPredictor
 
@@ -55,12 +55,11 @@ def test_ids_carry_across_window_boundaries(tiny_model, monkeypatch):
     monkeypatch.setattr(predictor_module, "postprocess", scripted)
     predictor = VideoPredictor(tiny_model)
     session = predictor.start_session(["dog"], fps=10)
-    results = list(predictor.track(FRAMES, prompts=["dog"], window_seconds=0.5, source_fps=10, session=session))
+    results = list(predictor.track(FRAMES, window_seconds=0.5, source_fps=10, session=session))
     assert sorted({r.window for r in results}) == [0, 1, 2, 3]  # 20 frames at 10 fps, 0.5 s windows
     ids = [r.detections.tracker_id.tolist() for r in results]
     assert ids[:2] == [[], []]  # tentative for min_hits = 3 frames
     assert all(i == [1] for i in ids[2:])
-    assert len(session.features) <= predictor.config.feature_cache
 
 
 def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
@@ -75,7 +74,7 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
     predictor = VideoPredictor(tiny_model)
     exemplar = Exemplar(frame=4, box=(4, 10, 20, 30), positive=False)
     session = predictor.start_session(["dog"], [exemplar], fps=10)
-    results = list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar], session=session))
+    results = list(predictor.track(FRAMES[:8], session=session))
     counts = [len(r.detections) for r in results]
     assert counts == [0, 0, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2, suppressed from frame 4 on
     assert [p.positive for p in session.exemplars.prototypes] == [False]
@@ -154,14 +153,6 @@ def test_lazy_frames_reraise_decoder_errors():
         lazy[1]
 
 
-def test_feature_cache_is_lru():
-    cache = FeatureCache(capacity=2)
-    for i in range(3):
-        cache.put(i, {"backbone_fpn": [torch.zeros(1)], "other": 1})
-    assert 0 not in cache and 1 in cache and 2 in cache
-    assert set(cache.get(2)) == {"backbone_fpn"}
-
-
 def test_tracking_config_defaults_are_consistent():
     config = TrackingConfig()
     assert config.detection.score_threshold == config.tracker.high_score_threshold
@@ -201,7 +192,7 @@ def test_positive_exemplar_on_a_tentative_object_attaches_once_reported(tiny_mod
     predictor = VideoPredictor(tiny_model)
     exemplar = Exemplar(frame=0, box=(4, 10, 20, 30), positive=True)  # frame 0: the track is tentative
     session = predictor.start_session(["dog"], [exemplar], fps=10)
-    list(predictor.track(FRAMES[:6], exemplars=[exemplar], session=session))
+    list(predictor.track(FRAMES[:6], session=session))
     assert [p.track_id for p in session.exemplars.prototypes] == [1]
 
 

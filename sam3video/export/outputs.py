@@ -1,0 +1,170 @@
+"""The files of a run folder: their names, one window's segments, and the final files assembled from them.
+
+``OUT/tracks.txt`` (MOTChallenge boxes), ``OUT/tracks.mots.txt`` (MOTS masks, COCO RLE),
+``OUT/overlay.mp4`` (unless not rendered) and ``OUT/summary.json``; with several prompts also
+``OUT/tracks.<prompt>.txt``, the MOT file of each prompt alone (MOT lines carry no class).
+
+While a run goes, each window's outputs are written to ``OUT/.partial/`` as segments
+(``window-0003.tracks.txt`` ...), each complete once its window is; at the end the final files are
+assembled from the segments (text concatenated, video remuxed without re-encoding), each atomically.
+A final name therefore never holds a half-written file, and an interrupted run can go on from its
+last complete window.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from ..detections import Detections
+from ..errors import InputError
+from .atomic import atomic_open, atomic_path
+from .mot import MOTWriter
+from .mots import MOTSWriter
+
+OUTPUT_NAMES = {"mot": "tracks.txt", "mots": "tracks.mots.txt", "overlay": "overlay.mp4", "summary": "summary.json"}
+PARTIAL_DIR = ".partial"  # inside OUT: the segments and state of a run that has not finished
+
+
+def prompt_slug(prompt: str) -> str:
+    """A file-safe name for a prompt: ``"red circle"`` -> ``"red_circle"``."""
+    slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")
+    return slug or "prompt"
+
+
+def per_prompt_names(class_names: Sequence[str]) -> list[str]:
+    """``tracks.<slug>.txt`` for each prompt (``_2``, ``_3`` ... where slugs collide)."""
+    names: list[str] = []
+    for name in class_names:
+        slug, n = prompt_slug(name), 2
+        candidate = f"tracks.{slug}.txt"
+        while candidate in names:
+            candidate, n = f"tracks.{slug}_{n}.txt", n + 1
+        names.append(candidate)
+    return names
+
+
+def prepare_out_dir(out_dir: "str | Path") -> Path:
+    """Create ``out_dir`` if needed and check that files can be written there (``InputError`` if not)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write to output directory {out_dir}: {e.strerror or e}") from None
+    return out_dir
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the overlay video: H.264 4:2:0 needs even sizes, so an odd side gets one
+    more column/row (``OverlayWriter`` repeats the edge; the content is never scaled)."""
+    return width + width % 2, height + height % 2
+
+
+def output_files(class_names: Sequence[str], render: bool) -> list[str]:
+    """Names of the files written per frame (not the summary), in a fixed order."""
+    names = [OUTPUT_NAMES["mot"], OUTPUT_NAMES["mots"]]
+    if len(class_names) > 1:
+        names += per_prompt_names(class_names)
+    if render:
+        names.append(OUTPUT_NAMES["overlay"])
+    return names
+
+
+def segment_path(partial: Path, window: int, name: str) -> Path:
+    return partial / f"window-{window:04d}.{name}"
+
+
+class WindowFiles:
+    """One window's segments: ``write(frame_index, detections, overlay_frame)`` per frame, in order.
+
+    A context manager: on normal exit every segment is complete under its name; on an exception none is
+    left (the writers' temp files are removed)."""
+
+    def __init__(self, partial: Path, window: int, class_names: Sequence[str], fps: float,
+                 frame_size: tuple[int, int], render: bool):
+        self.partial, self.window = partial, window
+        self.class_names, self.fps, self.frame_size, self.render = list(class_names), fps, frame_size, render
+        self._stack = ExitStack()
+        self.overlay = None
+
+    def __enter__(self) -> "WindowFiles":
+        path = lambda name: segment_path(self.partial, self.window, name)  # noqa: E731
+        with ExitStack() as stack:
+            self.mot = stack.enter_context(MOTWriter(path(OUTPUT_NAMES["mot"])))
+            self.mots = stack.enter_context(MOTSWriter(path(OUTPUT_NAMES["mots"])))
+            self.per_prompt = []
+            if len(self.class_names) > 1:
+                self.per_prompt = [stack.enter_context(MOTWriter(path(name)))
+                                   for name in per_prompt_names(self.class_names)]
+            if self.render:
+                from .overlay import OverlayWriter
+
+                height, width = self.frame_size
+                self.overlay = stack.enter_context(OverlayWriter(path(OUTPUT_NAMES["overlay"]), self.fps, width, height))
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, frame_index: int, detections: Detections, overlay_frame=None) -> None:
+        self.mot.write(frame_index, detections)
+        self.mots.write(frame_index, detections)
+        for class_id, writer in enumerate(self.per_prompt):
+            writer.write(frame_index, detections[detections.class_id == class_id])
+        if self.overlay is not None:
+            self.overlay.write(overlay_frame)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self._stack.__exit__(exc_type, exc, tb)
+
+
+def assemble_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str]) -> None:
+    """Each final file of ``names`` from the segments of ``windows`` in ``OUT/.partial``, atomically."""
+    partial = out_dir / PARTIAL_DIR
+    for name in names:
+        segments = [segment_path(partial, w, name) for w in windows]
+        if name.endswith(".mp4"):
+            _concatenate_videos(segments, out_dir / name)
+        else:
+            with atomic_open(out_dir / name, "wb") as out:
+                for segment in segments:
+                    with open(segment, "rb") as f:
+                        shutil.copyfileobj(f, out)
+
+
+def _concatenate_videos(segments: Sequence[Path], final: Path) -> None:
+    """Remux the packets of ``segments`` (same encoder settings: one stream layout) into ``final``,
+    shifting each segment's timestamps to follow the previous one; nothing is re-encoded."""
+    import av
+
+    with atomic_path(final) as temp:
+        if len(segments) == 1:
+            shutil.copyfile(segments[0], temp)
+            return
+        with av.open(str(temp), "w", format="mp4") as out:
+            stream, offset = None, 0
+            for segment in segments:
+                with av.open(str(segment)) as source:
+                    video = source.streams.video[0]
+                    if stream is None:
+                        stream = out.add_stream_from_template(video)
+                    end = offset
+                    for packet in source.demux(video):
+                        if packet.dts is None:  # the demuxer's final empty packet
+                            continue
+                        packet.pts += offset
+                        packet.dts += offset
+                        end = max(end, packet.pts + (packet.duration or 0))
+                        packet.stream = stream
+                        out.mux(packet)
+                    offset = end
+
+
+def remove_partial(out_dir: Path) -> None:
+    """Delete ``OUT/.partial`` (the run is complete, or starts again from the beginning)."""
+    shutil.rmtree(out_dir / PARTIAL_DIR, ignore_errors=True)
+
