@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from .errors import InputError
-from .thresholds import SCORE_THRESHOLD
 from .model.box_ops import box_cxcywh_to_xyxy
-from .model.sam3_image import FindStage, Sam3Image
+from .model.sam3_image import FindStage, Sam3Image, instance_scores
+from .thresholds import SCORE_THRESHOLD
 
 VISUAL_PROMPT = "visual"  # the official text when a concept is given by exemplar boxes only
 
@@ -201,9 +201,7 @@ class Sam3Processor:
             geometric_prompt=state["geometric_prompt"],
             find_target=None,
         )
-        probs = outputs["pred_logits"].sigmoid()
-        presence = outputs["presence_logit_dec"].sigmoid().unsqueeze(1)
-        scores = (probs * presence).squeeze(-1)  # (1, Q)
+        scores = instance_scores(outputs)  # (1, Q)
         keep = scores > self.confidence_threshold
         boxes = box_cxcywh_to_xyxy(outputs["pred_boxes"][keep])
         height, width = state["original_height"], state["original_width"]

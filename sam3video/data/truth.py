@@ -13,6 +13,7 @@ import numpy as np
 
 from sam3video.data.concepts import concept_matches
 from sam3video.detections import Detections
+from sam3video.geometry import mask_box
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,8 @@ def object_truth(
     area = int(np.count_nonzero(sub))
     if area < max(min_visible_px, 1):
         return None
-    rows = np.flatnonzero(sub.any(axis=1))
-    cols = np.flatnonzero(sub.any(axis=0))
-    box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
+    bx0, by0, bx1, by1 = mask_box(sub)
+    box = (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)
     mask = np.zeros((height, width), bool)
     mask[y0:y1, x0:x1] = sub
     visibility = min(1.0, area / max(full_pixels, 1))

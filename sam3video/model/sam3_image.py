@@ -23,15 +23,17 @@ from .model_misc import inverse_sigmoid
 
 @dataclass
 class FindStage:
-    """What to look for: which image (``img_ids``) with which text (``text_ids``), both (B,) long."""
+    """What to look for: which image (``img_ids``) with which text (``text_ids``), both (B,) long.
+    (The official class also carries boxes and points; here they go in the ``geometric_prompt``.)"""
 
     img_ids: torch.Tensor
     text_ids: torch.Tensor
-    input_boxes: torch.Tensor | None = None
-    input_boxes_mask: torch.Tensor | None = None
-    input_boxes_label: torch.Tensor | None = None
-    input_points: torch.Tensor | None = None
-    input_points_mask: torch.Tensor | None = None
+
+
+def instance_scores(outputs: dict) -> torch.Tensor:
+    """(B, Q) score of each query: sigmoid(pred_logits) x sigmoid(presence_logit_dec), as the official
+    image API scores instances."""
+    return outputs["pred_logits"].sigmoid()[..., 0] * outputs["presence_logit_dec"].sigmoid()
 
 
 def _update_out(out: dict, key: str, value: torch.Tensor, update_aux: bool = True) -> None:

@@ -24,6 +24,7 @@ import torch
 from ..data.concepts import TARGET_SHAPES
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example, split_prompts
+from ..geometry import normalised_cxcywh
 from ..model.geometry_encoders import Prompt, prompt_from_boxes
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
@@ -66,13 +67,8 @@ def curriculum(step: int, easy_steps: int, config: "DataConfig") -> "DataConfig"
     return replace(config, world=world, hard_negative_prob=hard)
 
 
-def _box_cxcywh(box_xyxy, width: int, height: int) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
-
-
 def _targets(objs, width: int, height: int, mask_size: int) -> dict:
-    boxes = torch.tensor([_box_cxcywh(o.box, width, height) for o in objs], dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.from_numpy(normalised_cxcywh(np.array([o.box for o in objs], np.float32).reshape(-1, 4), width, height))
     masks = [cv2.resize(o.mask.astype(np.float32), (mask_size, mask_size), interpolation=cv2.INTER_AREA)
              for o in objs]
     masks = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, mask_size, mask_size)
@@ -88,12 +84,12 @@ def _exemplar_query(example, rng, width, height, mask_size):
     marked = targets_of[int(rng.integers(len(targets_of)))]
     if rng.random() < 0.5:  # the concept is given by one positive box only
         objs = [o for o in objects if (o.colour, o.shape) == (marked.colour, marked.shape)]
-        return VISUAL, [(_box_cxcywh(marked.box, width, height), True)], _targets(objs, width, height, mask_size)
+        return VISUAL, [(normalised_cxcywh(marked.box, width, height).tolist(), True)], _targets(objs, width, height, mask_size)
     same_shape = [o for o in objects if o.shape == marked.shape]
     objs = [o for o in same_shape if o.colour != marked.colour]
-    boxes = [(_box_cxcywh(marked.box, width, height), False)]
+    boxes = [(normalised_cxcywh(marked.box, width, height).tolist(), False)]
     if objs and rng.random() < 0.5:
-        boxes.append((_box_cxcywh(objs[int(rng.integers(len(objs)))].box, width, height), True))
+        boxes.append((normalised_cxcywh(objs[int(rng.integers(len(objs)))].box, width, height).tolist(), True))
     return marked.shape, boxes, _targets(objs, width, height, mask_size)
 
 

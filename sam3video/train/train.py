@@ -28,7 +28,7 @@ from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..model.build import build_model, load_config
 from ..model.checkpoint import resolve_device
-from ..model.sam3_image import FindStage
+from ..model.sam3_image import FindStage, instance_scores
 from .data import BatchStream, DataConfig, batch_to, sample_batch
 from .losses import LossWeights, Sam3Criterion
 
@@ -90,7 +90,7 @@ def evaluate(model, batches: list[dict], score_threshold: float = 0.5) -> dict:
     for batch in batches:
         batch = batch_to(batch, model.device)
         out = forward(model, batch)
-        scores = out["pred_logits"].sigmoid()[..., 0] * out["presence_logit_dec"].sigmoid()
+        scores = instance_scores(out)
         for q, target in enumerate(batch["targets"]):
             gt = box_cxcywh_to_xyxy(target["boxes"])
             pred = box_cxcywh_to_xyxy(out["pred_boxes"][q])

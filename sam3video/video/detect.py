@@ -20,7 +20,8 @@ from scipy import ndimage
 from ..detections import Detections
 from ..model.box_ops import box_cxcywh_to_xyxy
 from ..model.geometry_encoders import Prompt
-from ..model.sam3_image import FindStage, Sam3Image
+from ..geometry import masks_to_boxes
+from ..model.sam3_image import FindStage, Sam3Image, instance_scores
 from ..thresholds import LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD
 
 
@@ -121,16 +122,6 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     return np.asarray(keep, dtype=np.int64)
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) xyxy pixel boxes (x1, y1 exclusive); zeros for empty masks."""
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for i, mask in enumerate(masks):
-        ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-        if len(xs):
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return boxes
-
-
 def pooled_embeddings(features: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
     """Mask-pooled, L2-normalised features: (d, h, w) and (N, H, W) bool -> (N, d) float32."""
     if len(masks) == 0:
@@ -149,7 +140,7 @@ def postprocess(
     ``features`` (d, h, w): image features to mask-pool into ``data["embedding"]`` (appearance).
     """
     height, width = frame_size
-    scores = outputs["pred_logits"].sigmoid()[..., 0] * outputs["presence_logit_dec"].sigmoid()  # (P, Q)
+    scores = instance_scores(outputs)  # (P, Q)
     frame_area = height * width
     parts = []
     for p in range(scores.shape[0]):

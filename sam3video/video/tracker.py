@@ -27,6 +27,7 @@ import numpy as np
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
+from sam3video.geometry import box_centre, cxcywh_to_xyxy, xyxy_to_cxcywh
 from sam3video.thresholds import LOST_BUFFER_S, LOW_SCORE_THRESHOLD, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
 from sam3video.video.association import associate, box_iou, mask_iou
 
@@ -89,8 +90,8 @@ class Track:
 
     def predict(self, frame_index: int) -> np.ndarray:
         """(4,) xyxy box predicted at ``frame_index`` by constant velocity."""
-        c = _to_cxcywh(self.box) + self.velocity * (frame_index - self.last_frame)
-        return _to_xyxy(np.concatenate([c[:2], np.maximum(c[2:], 1.0)]))
+        c = xyxy_to_cxcywh(self.box) + self.velocity * (frame_index - self.last_frame)
+        return cxcywh_to_xyxy(np.concatenate([c[:2], np.maximum(c[2:], 1.0)]))
 
 
 class Tracker:
@@ -171,7 +172,7 @@ class Tracker:
             raise InputError(f"mask size changed from {tracks[0].mask.shape} to {dets.mask.shape[1:]}")
         moved = np.zeros((len(tracks), *dets.mask.shape[1:]), bool)
         for out, track, box in zip(moved, tracks, boxes):
-            _shift(track.mask, *(_centre(box) - _centre(track.box)), out=out)
+            _shift(track.mask, *(box_centre(box) - box_centre(track.box)), out=out)
         miou = mask_iou(moved, dets.mask)
         return (cfg.mask_weight * miou + cfg.box_weight * biou) / (cfg.mask_weight + cfg.box_weight)
 
@@ -186,7 +187,7 @@ class Tracker:
             diag = float(np.hypot(*(track.box[2:] - track.box[:2])))
             growth = cfg.reid_gate_growth_per_s * (lost - 1) / self.fps
             gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + growth)
-            motion = np.linalg.norm(_centre(dets.xyxy[di]) - _centre(boxes[t]), axis=-1) / gate
+            motion = np.linalg.norm(box_centre(dets.xyxy[di]) - box_centre(boxes[t]), axis=-1) / gate
             row = np.where(motion <= 1, motion, np.inf)
             if emb is not None and track.embedding is not None:
                 dist = 1 - emb[di] @ track.embedding
@@ -198,7 +199,7 @@ class Tracker:
     def _hit(self, track: Track, dets: Detections, di: int, emb, frame_index: int) -> None:
         """Update ``track`` with detection ``di`` seen at ``frame_index``."""
         cfg = self.config
-        step = (_to_cxcywh(dets.xyxy[di]) - _to_cxcywh(track.box)) / (frame_index - track.last_frame)
+        step = (xyxy_to_cxcywh(dets.xyxy[di]) - xyxy_to_cxcywh(track.box)) / (frame_index - track.last_frame)
         m = cfg.velocity_momentum if track.hits > 1 else 0.0
         track.velocity = (m * track.velocity + (1 - m) * step).astype(np.float32)
         track.box = dets.xyxy[di].copy()
@@ -247,20 +248,6 @@ def _match(ti: np.ndarray, di: np.ndarray, cost: np.ndarray, same: np.ndarray, m
     matches, left_t, left_d = associate(sub, max_cost)
     pairs = [(int(ti[a]), int(di[b])) for a, b in matches]
     return pairs, ti[left_t], di[left_d]
-
-
-def _to_cxcywh(box: np.ndarray) -> np.ndarray:
-    box = np.asarray(box, np.float32)
-    return np.concatenate([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], axis=-1)
-
-
-def _to_xyxy(c: np.ndarray) -> np.ndarray:
-    half = c[..., 2:] / 2
-    return np.concatenate([c[..., :2] - half, c[..., :2] + half], axis=-1).astype(np.float32)
-
-
-def _centre(box: np.ndarray) -> np.ndarray:
-    return (np.asarray(box[..., :2]) + np.asarray(box[..., 2:])) / 2
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
