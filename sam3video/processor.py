@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 from .errors import InputError
 from .model.box_ops import box_cxcywh_to_xyxy
 from .model.sam3_image import FindStage, Sam3Image, instance_scores
+from .preprocess import preprocess_image
 from .thresholds import SCORE_THRESHOLD
 
 VISUAL_PROMPT = "visual"  # the official text when a concept is given by exemplar boxes only
@@ -119,10 +120,7 @@ class Sam3Processor:
     def preprocess(self, image) -> torch.Tensor:
         """Image -> (1, 3, R, R) float on the model's device: antialiased resize of uint8, [0, 1],
         normalised with mean = std = 0.5 (the official transform)."""
-        chw = image_to_uint8_chw(image).to(self.device)
-        resized = TF.resize(chw, [self.resolution, self.resolution], antialias=True)
-        x = resized.float().div(255.0)
-        return ((x - 0.5) / 0.5).unsqueeze(0)
+        return preprocess_image(image_to_uint8_chw(image).to(self.device), self.resolution).unsqueeze(0)
 
     @torch.inference_mode()
     def set_image(self, image, state: dict | None = None) -> dict:

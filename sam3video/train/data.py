@@ -25,6 +25,7 @@ from ..data.concepts import TARGET_SHAPES
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example, split_prompts
 from ..geometry import normalised_cxcywh
+from ..preprocess import preprocess_image
 from ..model.geometry_encoders import Prompt, prompt_from_boxes
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
@@ -102,8 +103,7 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) 
                                           shape_prompt_prob=config.shape_prompt_prob,
                                           hard_negative_prob=config.hard_negative_prob)
         height, width = example.image.shape[:2]
-        resized = cv2.resize(example.image, (config.resolution, config.resolution), interpolation=cv2.INTER_AREA)
-        images.append(torch.from_numpy(resized).permute(2, 0, 1).float().div(255.0).sub(0.5).div(0.5))
+        images.append(preprocess_image(torch.from_numpy(example.image).permute(2, 0, 1), config.resolution))
         queries = [(example.prompt, [], _targets(example.truth.matching(example.prompt), width, height,
                                                 config.mask_size))]
         if config.second_positive and example.is_positive and config.prompts_per_image > 2:

@@ -25,6 +25,7 @@ from ..detections import Detections
 from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
 from ..model.sam3_image import Sam3Image
+from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
 from ..thresholds import Thresholds, new_track_threshold
 from .cache import LazyFrames, keep_heap_flat
@@ -169,12 +170,8 @@ class VideoPredictor:
 
     def _preprocess(self, frame: Frame) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
-        from torchvision.transforms.v2 import functional as TF
-
         image = frame.image if frame.image.flags.writeable else frame.image.copy()  # e.g. memory-mapped
-        chw = torch.from_numpy(image).permute(2, 0, 1)
-        x = TF.resize(chw, [self.resolution, self.resolution], antialias=True).float().div_(255.0)
-        x = (x - 0.5) / 0.5
+        x = preprocess_image(torch.from_numpy(image).permute(2, 0, 1), self.resolution)
         return x.half() if self.config.frames_fp16 else x
 
     def track(
