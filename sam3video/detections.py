@@ -12,6 +12,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
+
+def _converted(name: str, value, dtype) -> np.ndarray:
+    """``np.asarray(value, dtype)``, or ``InputError`` naming the field when numpy cannot convert it."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        got = f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise InputError(f"Detections.{name}: cannot convert a {got} to {np.dtype(dtype)}") from None
+
+
+def _integers(name: str, value) -> np.ndarray:
+    """(N,) int64 from ints, or from floats that are finite and within int64 (not complex numbers)."""
+    array = value if isinstance(value, np.ndarray) else _converted(name, value, None)
+    if array.size and (array.dtype.kind == "c" or array.dtype.kind == "f" and not (
+            np.isfinite(array).all() and (np.abs(array) < 2.0**63).all())):
+        raise InputError(f"Detections.{name} must be integers, got {array.dtype} values such as "
+                         f"{array.reshape(-1)[0]!r}")
+    return _converted(name, array, np.int64).reshape(-1)
+
 
 @dataclass
 class Detections:
@@ -23,23 +44,35 @@ class Detections:
     data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        """Convert to the documented dtypes; ``InputError`` (a ``ValueError``) for values that are not
+        numbers, boxes that are not (N, 4), integer fields that are NaN/Inf, or lengths other than N."""
+        xyxy = _converted("xyxy", self.xyxy, np.float32)
+        if xyxy.size and (xyxy.ndim == 0 or xyxy.shape[-1] != 4):
+            raise InputError(f"xyxy must be (N, 4) boxes, got shape {xyxy.shape}")
+        self.xyxy = xyxy.reshape(-1, 4)
         n = len(self.xyxy)
-        self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
-        self.class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        self.confidence = _converted("confidence", self.confidence, np.float32).reshape(-1)
+        self.class_id = _integers("class_id", self.class_id)
         if self.mask is not None:
-            self.mask = np.asarray(self.mask, dtype=bool)
+            self.mask = _converted("mask", self.mask, bool)
             if self.mask.ndim != 3 or len(self.mask) != n:
-                raise ValueError(f"mask must be (N, H, W) with N={n}, got {self.mask.shape}")
+                raise InputError(f"mask must be (N, H, W) with N={n}, got {self.mask.shape}")
         if self.tracker_id is not None:
-            self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64).reshape(-1)
+            self.tracker_id = _integers("tracker_id", self.tracker_id)
         for name in ("confidence", "class_id", "tracker_id"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
-                raise ValueError(f"{name} has {len(value)} entries, xyxy has {n}")
+                raise InputError(f"{name} has {len(value)} entries, xyxy has {n}")
+        if not isinstance(self.data, dict):
+            raise InputError(f"data must be a dict of per-instance arrays, got a {type(self.data).__name__}")
         for key, value in self.data.items():
-            if len(value) != n:
-                raise ValueError(f"data[{key!r}] has {len(value)} entries, xyxy has {n}")
+            try:
+                length = len(value)
+            except TypeError:
+                raise InputError(f"data[{key!r}] must be an array with N={n} rows, got a "
+                                 f"{type(value).__name__}") from None
+            if length != n:
+                raise InputError(f"data[{key!r}] has {length} entries, xyxy has {n}")
 
     @classmethod
     def empty(cls, height: int | None = None, width: int | None = None) -> "Detections":

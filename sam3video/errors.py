@@ -19,3 +19,8 @@ class ConfigError(Sam3VideoError, ValueError):
 
 class MissingDependencyError(Sam3VideoError, ImportError):
     """An optional package that a feature needs is not installed; the message says what to install."""
+
+
+class OutputError(Sam3VideoError, OSError):
+    """An output file that cannot be written (disk full, no permission ...): which file, and why.
+    ``errno`` is that of the operating system's error."""

@@ -26,9 +26,9 @@ import numpy as np
 from .detections import Detections
 from .errors import InputError
 from .export.atomic import atomic_open
-from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, assemble_outputs, even_size, output_files,
-                             per_prompt_names, prepare_out_dir, remove_partial)
-from .export.summary import TrackStats, write_summary
+from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,
+                             prepare_out_dir, publish_outputs, remove_partial)
+from .export.summary import TrackStats
 from .thresholds import Thresholds
 from .video.exemplars import Exemplar, check_exemplar
 from .video.loader import VideoReader, open_video
@@ -181,9 +181,8 @@ class Run:
             raise
         if state.frames == 0:
             raise InputError("the video produced no frames to track")
-        assemble_outputs(self.out_dir, state.windows, names)
         summary = self._summary(state)
-        write_summary(self.out_dir / OUTPUT_NAMES["summary"], summary)
+        publish_outputs(self.out_dir, state.windows, names, summary)
         remove_partial(self.out_dir)
         return summary
 

@@ -1,6 +1,6 @@
 """Tracking evaluation (HOTA, CLEAR MOT, Identity) of MOT box files and MOTS mask files, with TrackEval."""
 
-from sam3video.eval.io import TrackTable, read_mot, read_mots
+from sam3video.export.tables import TrackTable, read_mot, read_mots
 from sam3video.eval.metrics import EvalResult, SequenceResult, run_eval
 from sam3video.eval.report import format_table
 from sam3video.eval.sequences import SequencePair, pair_sequences

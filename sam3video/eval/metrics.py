@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sam3video.errors import InputError, MissingDependencyError
-from sam3video.eval.io import MOTS_IGNORE_CLASS, TrackTable, detect_kind, read_tracks
+from sam3video.export.tables import MOTS_IGNORE_CLASS, TrackTable, detect_kind, read_tracks
 from sam3video.eval.sequences import PathLike, SequencePair, pair_sequences
 
 LIBRARY = "trackeval"
@@ -225,7 +225,7 @@ def run_eval(
 
     ``kind`` "auto" tells MOT boxes from MOTS masks by the files' first lines. ``iou_threshold`` is the
     CLEAR/Identity match threshold (HOTA integrates over thresholds). See ``sam3video.eval.sequences``
-    for the directory layout and ``sam3video.eval.io`` for the file formats.
+    for the directory layout and ``sam3video.export.tables`` for the file formats.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise InputError(f"iou_threshold must be in (0, 1], got {iou_threshold}")

@@ -5,6 +5,9 @@ the data goes to a hidden temporary file in the same directory (``.tracks.txt.tm
 block ends normally the file is flushed, fsynced and renamed over the final name in one step. When it
 ends with any exception — ``KeyboardInterrupt`` included — the temporary file is removed, the exception
 propagates, and whatever was at the final name before (nothing, or an older file) is left untouched.
+
+An ``OSError`` of the file itself (creating, writing, flushing, fsyncing or renaming it; disk full, no
+permission ...) is raised as ``OutputError``, one line naming the final file and the reason.
 """
 
 from __future__ import annotations
@@ -16,9 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 
 TEMP_MARKER = ".tmp-"  # temporary files are named ".<final name>.tmp-<8 hex digits>"
+
+
+def _write_error(final: Path, error: OSError) -> OutputError:
+    """``OutputError("cannot write <final>: <reason>")`` with the errno of ``error``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    output_error = OutputError(f"cannot write {final}: {' '.join(reason.split())}")
+    output_error.errno = error.errno
+    return output_error
+
+
+def _is_about(error: BaseException, temp: Path) -> bool:
+    """Whether ``error`` is an ``OSError`` naming ``temp`` (raised by a writer that opened it itself)."""
+    return isinstance(error, OSError) and not isinstance(error, OutputError) and any(
+        isinstance(name, (str, os.PathLike)) and os.fspath(name) == os.fspath(temp)
+        for name in (error.filename, error.filename2))
 
 
 def _create_temp(final: Path) -> Path:
@@ -32,6 +50,8 @@ def _create_temp(final: Path) -> Path:
             return temp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
+        except OSError as error:  # no permission, no space (for a directory entry), read-only file system
+            raise _write_error(final, error) from None
 
 
 def _fsync_file(path: Path) -> None:
@@ -66,11 +86,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     temp = _create_temp(final)
     try:
-        yield temp
-        _fsync_file(temp)
-        os.replace(temp, final)
+        try:
+            yield temp
+        except BaseException as error:
+            if _is_about(error, temp):
+                raise _write_error(final, error) from None
+            raise
+        try:
+            _fsync_file(temp)
+            os.replace(temp, final)
+        except OSError as error:
+            raise _write_error(final, error) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     _fsync_dir(final.parent)
@@ -89,8 +117,59 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     if "b" not in mode:
         open_kwargs.setdefault("encoding", "utf-8")
         open_kwargs.setdefault("newline", "\n")
-    with atomic_path(path) as temp:
-        with open(temp, mode, **open_kwargs) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
+    final = Path(path)
+    with atomic_path(final) as temp:
+        try:
+            file = open(temp, mode, **open_kwargs)
+        except OSError as error:
+            raise _write_error(final, error) from None
+        checked = _CheckedFile(file, final)
+        with checked:
+            yield checked
+            checked.flush()
+            try:
+                os.fsync(file.fileno())
+            except OSError as error:
+                raise _write_error(final, error) from None
+
+
+class _CheckedFile:
+    """An open file whose ``write``, ``writelines``, ``flush`` and ``close`` raise ``OutputError``
+    (naming ``final``) for an ``OSError``; everything else is the file's own."""
+
+    def __init__(self, file: IO, final: Path) -> None:
+        self._file, self._final = file, final
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def __iter__(self):
+        return iter(self._file)
+
+    def __enter__(self) -> "_CheckedFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the body's error wins; closing may fail again on a full disk
+            with contextlib.suppress(OSError):
+                self._file.close()
+
+    def _checked(self, method: str, *args):
+        try:
+            return getattr(self._file, method)(*args)
+        except OSError as error:
+            raise _write_error(self._final, error) from None
+
+    def write(self, data):
+        return self._checked("write", data)
+
+    def writelines(self, lines) -> None:
+        self._checked("writelines", lines)
+
+    def flush(self) -> None:
+        self._checked("flush")
+
+    def close(self) -> None:
+        self._checked("close")

@@ -107,9 +107,9 @@ def read_mot(path: str | os.PathLike) -> dict[int, Detections]:
     ``xyxy`` from the box, ``confidence`` from field 7, ``tracker_id`` from ``id``, ``class_id`` 0
     (MOT tracker files carry no class), ``data["extra"]`` (N, 3) fields 8-10 (in MOTChallenge ground
     truth: class, visibility, -1; in tracker files: -1). Parsed (and checked, line by line) by
-    ``sam3video.eval.io.read_mot``.
+    ``sam3video.export.tables.read_mot``.
     """
-    from ..eval.io import read_mot as read_table
+    from .tables import read_mot as read_table
 
     table = read_table(path)
     result: dict[int, Detections] = {}

@@ -96,9 +96,9 @@ def read_mots(path: str | os.PathLike, *, first_frame: int = 1, class_offset: in
     for the classes as written); ``tracker_id`` from ``id``; ``mask`` decoded with pycocotools;
     ``xyxy`` the mask's bounding box (zeros if empty); ``confidence`` 1 (MOTS has no score).
     Parsed and checked line by line (malformed line, frame before ``first_frame``, mixed image sizes,
-    overlapping masks: ``InputError`` naming file and line) by ``sam3video.eval.io.read_mots``.
+    overlapping masks: ``InputError`` naming file and line) by ``sam3video.export.tables.read_mots``.
     """
-    from ..eval.io import read_mots as read_table
+    from .tables import read_mots as read_table
 
     table = read_table(path, first_frame=first_frame)
     result: dict[int, Detections] = {}

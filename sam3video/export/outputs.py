@@ -13,6 +13,7 @@ last complete window.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from ..errors import InputError
 from .atomic import atomic_open, atomic_path
 from .mot import MOTWriter
 from .mots import MOTSWriter
+from .summary import summary_text
 
 OUTPUT_NAMES = {"mot": "tracks.txt", "mots": "tracks.mots.txt", "overlay": "overlay.mp4", "summary": "summary.json"}
 PARTIAL_DIR = ".partial"  # inside OUT: the segments and state of a run that has not finished
@@ -122,46 +124,69 @@ class WindowFiles:
         return self._stack.__exit__(exc_type, exc, tb)
 
 
-def assemble_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str]) -> None:
-    """Each final file of ``names`` from the segments of ``windows`` in ``OUT/.partial``, atomically."""
+def publish_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str], summary: dict) -> None:
+    """The final files of ``names``, each from the segments of ``windows`` in ``OUT/.partial``, and
+    ``summary.json``: all of them or none. Every file is complete under a temp name before any is
+    renamed; ``summary.json`` (an older run's removed first) is renamed last, so a folder with a
+    summary holds a whole run. On any error the files this call already renamed are removed again."""
     partial = out_dir / PARTIAL_DIR
-    for name in names:
-        segments = [segment_path(partial, w, name) for w in windows]
-        if name.endswith(".mp4"):
-            _concatenate_videos(segments, out_dir / name)
-        else:
-            with atomic_open(out_dir / name, "wb") as out:
-                for segment in segments:
-                    with open(segment, "rb") as f:
-                        shutil.copyfileobj(f, out)
+    placed: list[Path] = []
+    (out_dir / OUTPUT_NAMES["summary"]).unlink(missing_ok=True)
+    try:
+        with ExitStack() as stack:  # exits last-in first-out: summary.json, entered first, goes last
+            summary_file = stack.enter_context(_recorded(atomic_open(out_dir / OUTPUT_NAMES["summary"], "w"),
+                                                         out_dir / OUTPUT_NAMES["summary"], placed))
+            for name in names:
+                segments = [segment_path(partial, w, name) for w in windows]
+                final = out_dir / name
+                if name.endswith(".mp4"):
+                    temp = stack.enter_context(_recorded(atomic_path(final), final, placed))
+                    _concatenate_videos(segments, temp)
+                else:
+                    out = stack.enter_context(_recorded(atomic_open(final, "wb"), final, placed))
+                    for segment in segments:
+                        with open(segment, "rb") as f:
+                            shutil.copyfileobj(f, out)
+            summary_file.write(summary_text(summary))
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
 
 
-def _concatenate_videos(segments: Sequence[Path], final: Path) -> None:
-    """Remux the packets of ``segments`` (same encoder settings: one stream layout) into ``final``,
+@contextlib.contextmanager
+def _recorded(context, path: Path, placed: list[Path]):
+    """``context``, and ``path`` added to ``placed`` once it has exited cleanly (the file is final)."""
+    with context as value:
+        yield value
+    placed.append(path)
+
+
+def _concatenate_videos(segments: Sequence[Path], temp: Path) -> None:
+    """Remux the packets of ``segments`` (same encoder settings: one stream layout) into ``temp``,
     shifting each segment's timestamps to follow the previous one; nothing is re-encoded."""
     import av
 
-    with atomic_path(final) as temp:
-        if len(segments) == 1:
-            shutil.copyfile(segments[0], temp)
-            return
-        with av.open(str(temp), "w", format="mp4") as out:
-            stream, offset = None, 0
-            for segment in segments:
-                with av.open(str(segment)) as source:
-                    video = source.streams.video[0]
-                    if stream is None:
-                        stream = out.add_stream_from_template(video)
-                    end = offset
-                    for packet in source.demux(video):
-                        if packet.dts is None:  # the demuxer's final empty packet
-                            continue
-                        packet.pts += offset
-                        packet.dts += offset
-                        end = max(end, packet.pts + (packet.duration or 0))
-                        packet.stream = stream
-                        out.mux(packet)
-                    offset = end
+    if len(segments) == 1:
+        shutil.copyfile(segments[0], temp)
+        return
+    with av.open(str(temp), "w", format="mp4") as out:
+        stream, offset = None, 0
+        for segment in segments:
+            with av.open(str(segment)) as source:
+                video = source.streams.video[0]
+                if stream is None:
+                    stream = out.add_stream_from_template(video)
+                end = offset
+                for packet in source.demux(video):
+                    if packet.dts is None:  # the demuxer's final empty packet
+                        continue
+                    packet.pts += offset
+                    packet.dts += offset
+                    end = max(end, packet.pts + (packet.duration or 0))
+                    packet.stream = stream
+                    out.mux(packet)
+                offset = end
 
 
 def remove_partial(out_dir: Path) -> None:

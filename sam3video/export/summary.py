@@ -92,8 +92,12 @@ def _jsonable(value):
     return value
 
 
+def summary_text(summary: dict, *, indent: int = 2) -> str:
+    """``summary`` as indented JSON text with a final newline (numpy values converted, NaN -> null)."""
+    return json.dumps(_jsonable(summary), indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def write_summary(path: str | os.PathLike, summary: dict, *, indent: int = 2) -> None:
     """Write ``summary`` as indented UTF-8 JSON, atomically (numpy values converted, NaN -> null)."""
-    text = json.dumps(_jsonable(summary), indent=indent, ensure_ascii=False, allow_nan=False)
     with atomic_open(Path(path), "w") as file:
-        file.write(text + "\n")
+        file.write(summary_text(summary, indent=indent))

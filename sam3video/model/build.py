@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..thresholds import SCORE_THRESHOLD
 
 from .decoder import TransformerDecoder, TransformerDecoderLayer
 from .encoder import TransformerEncoderFusion, TransformerEncoderLayer, TransformerWrapper
@@ -74,7 +76,7 @@ class Sam3Config:
     # (tools/calibrate_thresholds.py). An explicit threshold (CLI, TrackingConfig, Sam3Processor) wins.
     dropout: float = 0.1
     drop_path_rate: float = 0.1
-    score_threshold: float = 0.5
+    score_threshold: float = SCORE_THRESHOLD
     name: str = field(default="custom", compare=False)
 
     @classmethod
@@ -85,7 +87,8 @@ class Sam3Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(map(str, values)) - set(fields) - _INFORMATIONAL_KEYS)
         if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+            shown = ", ".join(k if k.isprintable() else repr(k) for k in unknown)  # one line
+            raise ConfigError(f"unknown config keys: {shown}")
         kwargs = {k: _checked_value(k, v, fields[k].default) for k, v in values.items() if k in fields}
         return cls(**kwargs)
 
@@ -98,18 +101,19 @@ def _checked_value(key: str, value, default):
     positive numbers); sizes must be positive, the score threshold in [0, 1]."""
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"config key {key}: expected text, got {value!r}")
+            raise ConfigError(f"config key {key}: expected text, got {_shown(value)}")
         return value
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(_is_number(v, float) for v in value):
-            raise ConfigError(f"config key {key}: expected a list of numbers, got {value!r}")
+            raise ConfigError(f"config key {key}: expected a list of numbers, got {_shown(value)}")
         kind = type(default[0]) if default else float
         if kind is int and not all(isinstance(v, int) for v in value):
-            raise ConfigError(f"config key {key}: expected a list of integers, got {value!r}")
+            raise ConfigError(f"config key {key}: expected a list of integers, got {_shown(value)}")
         return tuple(kind(v) for v in value)
     kind = type(default)
     if not _is_number(value, kind):
-        raise ConfigError(f"config key {key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"config key {key}: expected {expected}, got {_shown(value)}")
     if key in ("dropout", "drop_path_rate", "score_threshold"):
         if not 0 <= value <= 1:
             raise ConfigError(f"config key {key}: must be in [0, 1], got {value!r}")
@@ -120,13 +124,22 @@ def _checked_value(key: str, value, default):
     return kind(value)
 
 
+def _shown(value) -> str:
+    """``repr(value)``, at most 60 characters (one line: repr escapes newlines)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_number(value, kind: type) -> bool:
-    """An int (for int fields), or an int or finite float (for float fields); never a bool."""
+    """An int (for int fields), or an int or finite float (for float fields); never a bool. Ints must
+    fit a float (below 1.8e308) for float fields."""
     if isinstance(value, bool):
         return False
     if kind is int:
         return isinstance(value, int)
-    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
@@ -150,8 +163,10 @@ def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
         text = path.read_text(encoding="utf-8")
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, TOMLDecodeError are ValueErrors
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"cannot read config {path}: {reason}") from None
+    except RecursionError:  # [[[[... deeper than the parser can recurse
+        raise ConfigError(f"cannot read config {path}: nested too deeply") from None
     if isinstance(values, dict):
         values.setdefault("name", path.stem)
     try:

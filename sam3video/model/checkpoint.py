@@ -52,6 +52,8 @@ class LoadReport:
     source: str
     num_loaded: int = 0
     left_out: dict[str, int] = field(default_factory=dict)  # key prefix in the checkpoint -> tensors skipped
+    # model key (as in ``kept``) -> type name, for values that are not tensors (metadata, or damage)
+    not_tensors: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         skipped = ", ".join(f"{n} {prefix}* ({NOT_USED_YET.get(prefix, 'unknown group')}, not used)"
@@ -177,11 +179,17 @@ def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str,
     (``sam2_convs``) is left out. Whatever else is there is kept, for ``check_state_dict`` to name.
     """
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    bad_key = next((k for k in state if not isinstance(k, str)), None)
+    if bad_key is not None:
+        raise CheckpointError(f"checkpoint {source}: key {bad_key!r} is a {type(bad_key).__name__}, "
+                              "expected tensor names (text)")
     report = LoadReport(source=source)
     official = any(k.startswith(DETECTOR_PREFIX) for k in state)
     kept = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
+            if not official or key.startswith(DETECTOR_PREFIX):
+                report.not_tensors[key[len(DETECTOR_PREFIX):] if official else key] = type(value).__name__
             continue
         group = next((prefix for prefix in NOT_USED_YET if key.startswith(prefix)), None)
         if group is None and official and not key.startswith(DETECTOR_PREFIX):
@@ -194,23 +202,83 @@ def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str,
     return kept, report
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Raise ``CheckpointError`` naming the first few missing/unexpected/mis-shaped keys, with counts."""
+def _dtype_kind(tensor: torch.Tensor) -> str:
+    """"float", "complex", "bool" or "int": what a tensor holds, whatever its precision."""
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if tensor.dtype == torch.bool else "int"
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def check_state_dict(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], not_tensors: "dict[str, str] | None" = None
+) -> None:
+    """Raise ``CheckpointError`` naming the first few missing/unexpected/mis-shaped/mis-typed keys, with
+    counts, or else the first tensor holding NaN or Inf. ``not_tensors`` (key -> type name, from
+    ``LoadReport.not_tensors``): non-tensor values, named where the model expects a tensor.
+
+    A tensor's dtype may differ in precision (fp16 for fp32), not in kind (int64 for a float weight).
+    Meta tensors (no values) are not checked for NaN/Inf.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    not_tensors = {k: v for k, v in (not_tensors or {}).items() if k in expected and k not in state_dict}
+    missing = [k for k in expected if k not in state_dict and k not in not_tensors]
     unexpected = [k for k in state_dict if k not in expected]
+    wrong_type = [f"{k} is a {name}" for k, name in not_tensors.items()]
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
         if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
     ]
+    wrong_dtype = [
+        f"{k} {_dtype_name(state_dict[k])} vs model {_dtype_name(expected[k])}"
+        for k in expected
+        if k in state_dict and _dtype_kind(state_dict[k]) != _dtype_kind(expected[k])
+    ]
     problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+    for label, items in (("missing", missing), ("not a tensor", wrong_type), ("unexpected", unexpected),
+                         ("shape mismatch", mismatched), ("dtype mismatch", wrong_dtype)):
         if items:
             shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
             problems.append(f"{len(items)} {label} ({shown})")
     if problems:
         raise CheckpointError("checkpoint does not fit the model config: " + "; ".join(problems))
+    check_finite(state_dict)
+
+
+def _non_finite(tensor: torch.Tensor) -> int:
+    """How many values of a floating or complex tensor are NaN or Inf, real ones in float32 as the model
+    will hold them (a float64 1e300 is Inf there). Fast path: a finite sum means none (NaN and Inf
+    propagate through a sum; an overflowing sum falls back to the exact count), about 20x faster than
+    ``isfinite`` on every value (the full model's 861M values: 0.4 s, not 8 s)."""
+    if not tensor.is_complex() and tensor.dtype != torch.float32:  # fp16, bf16, fp8 (sum is fp32-only), fp64
+        tensor = tensor.float()
+    if bool(torch.isfinite(tensor.sum())):
+        return 0
+    return int((~torch.isfinite(tensor)).sum())
+
+
+def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """Raise ``CheckpointError`` naming the first floating or complex tensor (in checkpoint order) that
+    holds NaN or Inf (real tensors as float32, the model's precision), how many of its values are bad,
+    and how many tensors are affected. Meta tensors are skipped."""
+    bad: list[tuple[str, int, int]] = []  # (key, non-finite values, values)
+    for key, tensor in state_dict.items():
+        if tensor.is_meta or not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        count = _non_finite(tensor)
+        if count:
+            bad.append((key, count, tensor.numel()))
+    if bad:
+        key, count, total = bad[0]
+        others = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(f"checkpoint is damaged: tensor {key} has {count} of {total} values NaN or Inf"
+                              f"{others}")
 
 
 def _to_model_dtype(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -241,7 +309,7 @@ def load_model(
     state_dict, report = extract_state_dict(obj, source=str(path))
     with torch.device("meta"):
         model = build_model(cfg)
-    check_state_dict(model, state_dict)
+    check_state_dict(model, state_dict, report.not_tensors)
     model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
     _materialise_non_persistent_buffers(model)
     logger.info("%s", report)

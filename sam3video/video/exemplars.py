@@ -17,6 +17,7 @@ forward, any number, on any frames:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,28 +56,68 @@ def parse_exemplar(text: str) -> Exemplar:
 
 
 def load_exemplars(path: "str | Path") -> list[Exemplar]:
-    """A JSON list of ``{"frame": int, "box": [x1, y1, x2, y2], "label": "pos"|"neg", "prompt": str?}``."""
+    """A JSON list of ``{"frame": int, "box": [x1, y1, x2, y2], "label": "pos"|"neg", "prompt": str?}``.
+
+    ``frame`` an integer (3.0 passes), ``box`` four numbers, ``label`` (default "pos") and ``prompt``
+    (default: every prompt) text; other keys are ignored. Anything else: ``InputError`` naming the item.
+    """
     try:
-        items = json.loads(Path(path).read_text())
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"exemplars file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"exemplars file {path} is not valid JSON: {e}") from None
+    except OSError as e:  # a folder, no permission ...
+        raise InputError(f"cannot read exemplars file {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a number of more than 4300 digits
+        raise InputError(f"exemplars file {path} is not valid JSON: {_one_line(str(e))}") from None
+    except RecursionError:
+        raise InputError(f"exemplars file {path} is not valid JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise InputError(f"exemplars file {path}: expected a JSON list of exemplars")
     exemplars = []
     for i, item in enumerate(items):
         try:
-            label = str(item.get("label", "pos")).lower()
-            if label not in ("pos", "neg", "positive", "negative"):
-                raise ValueError("label must be 'pos' or 'neg'")
-            box = tuple(float(v) for v in item["box"])
-            if len(box) != 4:
-                raise ValueError("box needs 4 numbers")
-            exemplars.append(Exemplar(int(item["frame"]), box, label.startswith("pos"), item.get("prompt")))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            exemplars.append(_exemplar_from_json(item))
+        except ValueError as e:
             raise InputError(f"exemplars file {path}, item {i}: {e}") from None
     return exemplars
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _exemplar_from_json(item) -> Exemplar:
+    """One item of an exemplars file -> ``Exemplar``; ``ValueError`` (one line) saying what is wrong."""
+    if not isinstance(item, dict):
+        raise ValueError(f"expected an object with frame and box, got {_shown(item)}")
+    if "frame" not in item or "box" not in item:
+        raise ValueError(f"needs 'frame' and 'box', got keys {_shown(sorted(map(str, item)))}")
+    frame = item["frame"]
+    if not (_is_real(frame) and (isinstance(frame, int) or math.isfinite(frame) and frame == int(frame))):
+        raise ValueError(f"frame must be an integer, got {_shown(frame)}")
+    box = item["box"]
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_real(v) for v in box)):
+        raise ValueError(f"box must be 4 numbers [x1, y1, x2, y2], got {_shown(box)}")
+    try:
+        box = tuple(float(v) for v in box)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"box numbers must fit a float, got {_shown(box)}") from None
+    label = item.get("label", "pos")
+    if not isinstance(label, str) or label.lower() not in ("pos", "neg", "positive", "negative"):
+        raise ValueError(f"label must be 'pos' or 'neg', got {_shown(label)}")
+    prompt = item.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"prompt must be text, got {_shown(prompt)}")
+    return Exemplar(int(frame), box, label.lower().startswith("pos"), prompt)
 
 
 def check_exemplar(exemplar: Exemplar, num_frames: int | None, width: int, height: int) -> None:

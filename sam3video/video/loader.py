@@ -3,7 +3,7 @@
 Conventions: images are (H, W, 3) uint8 RGB; timestamps are presentation times in seconds from the
 start of the stream, so variable frame rate videos keep their timing; fps is a float (29.97 stays
 29.97); ``Frame.index`` counts output frames from 0, ``Frame.source_index`` counts source frames from 0.
-Files are decoded forward, one frame at a time, with decord, PyAV or OpenCV (the first installed one
+Files are decoded forward, one frame at a time, with PyAV, decord or OpenCV (the first installed one
 that can open the file); nothing holds the whole video in memory.
 """
 

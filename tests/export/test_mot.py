@@ -5,7 +5,7 @@ import pytest
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
-from sam3video.eval.io import read_mot as read_mot_table
+from sam3video.export.tables import read_mot as read_mot_table
 from sam3video.export.mot import MOTWriter, read_mot
 
 

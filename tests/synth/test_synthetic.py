@@ -15,7 +15,7 @@ from sam3video.data.backgrounds import BACKGROUND_KINDS, make_background
 from sam3video.data.concepts import DISTRACTOR_COLOURS, DISTRACTOR_SHAPES, PROMPTS
 from sam3video.export.outputs import prompt_slug
 from sam3video.data.dataset import load_clip, write_clip
-from sam3video.eval.io import read_mot as read_mot_table
+from sam3video.export.tables import read_mot as read_mot_table
 from sam3video.export.mots import read_mots
 from sam3video.data.synthetic import Clip, ObjectSpec, WorldConfig, concept_matches, generate_clip
 from sam3video.data.training import sample_training_example, split_prompts

@@ -1,4 +1,4 @@
-"""Strict readers of MOTChallenge box files and MOTS mask files, for evaluation.
+"""Strict readers of MOTChallenge box files and MOTS mask files (for evaluation, rendering, tests).
 
 MOT (boxes), one instance per line, commas (or blanks) between fields, at least 6 numeric fields:
 ``frame,id,x,y,w,h[,conf,class,visibility,...]`` — frames 1-based, ``x, y`` the top-left corner and
@@ -8,6 +8,10 @@ MOT (boxes), one instance per line, commas (or blanks) between fields, at least 
 MOTS (masks), one instance per line, blanks between exactly 6 fields: ``frame id class_id h w rle`` —
 frames 1-based, ``rle`` pycocotools' compressed run-length string of an ``h x w`` mask in column-major
 order. Ground-truth rows of class ``MOTS_IGNORE_CLASS`` (10) are ignore regions, as in MOTSChallenge.
+The RLE is checked in Python (its runs must cover exactly ``h x w`` pixels) before pycocotools sees it,
+and a mask may have at most ``MAX_MASK_PIXELS`` pixels, so a short line cannot ask for gigabytes.
+
+Frames, ids and classes are integers below ``MAX_INTEGER`` (2**53: exact in float64, fits int64).
 
 Every problem raises ``InputError`` naming the file and the line. These are the only parsers of the two
 formats: ``sam3video.export.read_mot`` / ``read_mots`` turn their tables into per-frame ``Detections``.
@@ -31,6 +35,8 @@ MOTS_FIELDS = 6
 MOTS_IGNORE_CLASS = 10
 MOT_CONF_COLUMN = 6  # 0-based index of ``conf`` in a MOT line
 RLE_CHARS = frozenset(chr(c) for c in range(48, 112))  # pycocotools' compressed RLE alphabet
+MAX_INTEGER = 2**53  # frames, ids and classes must be below it (exact in float64, fits int64)
+MAX_MASK_PIXELS = 2**28  # h * w of a MOTS mask (16384 x 16384); 8K video is 2**25
 _MOT_SPLIT = re.compile(r"\s*,\s*|\s+")
 
 
@@ -166,10 +172,10 @@ def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
     frame, track_id, _, _, w, h = values[:MOT_MIN_FIELDS]
     if not all(math.isfinite(v) for v in values[:MOT_MIN_FIELDS]):
         raise bad("frame, id and box must be finite numbers")
-    if frame != int(frame) or frame < 1:
-        raise bad(f"frame must be an integer >= 1 (frames are 1-based), got {fields[0]}")
-    if track_id != int(track_id) or track_id < 0:
-        raise bad(f"id must be an integer >= 0, got {fields[1]}")
+    if frame != int(frame) or not 1 <= frame < MAX_INTEGER:
+        raise bad(f"frame must be an integer in [1, 2**53) (frames are 1-based), got {fields[0]}")
+    if track_id != int(track_id) or not 0 <= track_id < MAX_INTEGER:
+        raise bad(f"id must be an integer in [0, 2**53), got {fields[1]}")
     if w < 0 or h < 0:
         raise bad(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}")
     return values + [1.0, -1.0, -1.0, -1.0][len(values) - MOT_MIN_FIELDS:]
@@ -209,6 +215,10 @@ def _parse_mots_line(path: Path, lineno: int, line: str, first_frame: int = 1
         raise bad(f"frame must be >= {first_frame} ({first}), got {frame}")
     if track_id < 0 or h <= 0 or w <= 0:
         raise bad("id must be >= 0, and h and w > 0")
+    if max(frame, track_id, abs(class_id)) >= MAX_INTEGER:
+        raise bad("frame, id and class_id must be below 2**53 in magnitude")
+    if h * w > MAX_MASK_PIXELS:
+        raise bad(f"mask size {h}x{w} exceeds {MAX_MASK_PIXELS} pixels")
     if not set(fields[5]) <= RLE_CHARS:
         raise bad("the mask is not a compressed RLE string (characters '0'..'o')")
     return frame, track_id, class_id, h, w, fields[5]
@@ -244,16 +254,52 @@ def read_mots(path: str | Path, *, allow_overlap: bool = False, first_frame: int
     return table
 
 
-def _is_valid_rle(rle: dict) -> bool:
-    """Whether pycocotools decodes ``rle`` to exactly ``size`` pixels. It rejects counts that run past
-    h * w but not ones that stop short; a mask's encoding is unique, so re-encoding must give it back."""
-    from pycocotools import mask as mask_utils
+def _rle_runs(counts: str) -> list[int] | None:
+    """The run lengths of a compressed RLE string, decoded as pycocotools' ``rleFrString`` does (5 bits
+    a character, offset 48, bit 0x20 "more", sign from bit 0x10, runs from the fourth on stored as
+    differences to the run two before); None if the last run is cut off."""
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(counts):
+                return None
+            c = ord(counts[position]) - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return runs
 
-    try:
-        mask = mask_utils.decode(rle)
-    except Exception:  # pycocotools raises a bare Exception for a bad RLE
+
+def _rle_string(runs: list[int]) -> str:
+    """pycocotools' ``rleToString``: the one compressed string of ``runs``."""
+    chars = []
+    for i, run in enumerate(runs):
+        value = run - runs[i - 2] if i > 2 else run
+        more = True
+        while more:
+            c = value & 0x1F
+            value >>= 5
+            more = value != -1 if c & 0x10 else value != 0
+            chars.append(chr((c | 0x20 if more else c) + 48))
+    return "".join(chars)
+
+
+def _is_valid_rle(rle: dict) -> bool:
+    """Whether ``rle`` is the encoding pycocotools gives a mask of exactly ``size`` pixels: its runs
+    cover ``h * w`` pixels, none is negative, only the first may be empty, and the string is the one
+    encoding of its runs. Checked in Python, without decoding the mask (nor trusting pycocotools' C
+    decoder with a malformed string)."""
+    h, w = rle["size"]
+    counts = rle["counts"].decode("ascii")
+    runs = _rle_runs(counts)
+    if not runs or runs[0] < 0 or any(run <= 0 for run in runs[1:]) or sum(runs) != h * w:
         return False
-    return mask.max(initial=0) <= 1 and mask_utils.encode(np.asfortranarray(mask))["counts"] == rle["counts"]
+    return _rle_string(runs) == counts
 
 
 def _check_no_overlap(table: TrackTable) -> None:
