@@ -25,6 +25,7 @@ import numpy as np
 
 from ..detections import Detections
 from ..errors import InputError
+from ..geometry import normalised_cxcywh
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,6 @@ def check_exemplar(exemplar: Exemplar, num_frames: int | None, width: int, heigh
                          f"{width}x{height} frame")
 
 
-def box_xyxy_to_cxcywh_normalised(box, width: int, height: int) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.array([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height],
-                    np.float32)
-
-
 @dataclass(frozen=True)
 class ExemplarConfig:
     """How exemplars act on later frames. Similarities are cosines of L2-normalised mask-pooled features
@@ -210,12 +205,12 @@ class ExemplarMemory:
         boxes: list[list[tuple[np.ndarray, bool]]] = [[] for _ in self.class_names]
         for exemplar in self.on_frame(frame):
             for c in self.classes_of(exemplar):
-                boxes[c].append((box_xyxy_to_cxcywh_normalised(exemplar.box, width, height), exemplar.positive))
+                boxes[c].append((normalised_cxcywh(exemplar.box, width, height), exemplar.positive))
         for proto in self.prototypes if self.config.carry_boxes else ():
             if proto.positive and proto.track_id in track_boxes:
                 box = np.clip(track_boxes[proto.track_id], 0, [width, height, width, height])
                 if box[2] > box[0] and box[3] > box[1]:
-                    boxes[proto.class_id].append((box_xyxy_to_cxcywh_normalised(box, width, height), True))
+                    boxes[proto.class_id].append((normalised_cxcywh(box, width, height), True))
         return boxes
 
     def learn(self, frame: int, candidates: Detections, box_embeddings: dict[tuple, np.ndarray]) -> None:
