@@ -29,6 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..detections import Detections
+from ..geometry import masks_to_boxes
 from .mot import TrackFileWriter
 
 
@@ -112,13 +113,8 @@ def read_mots(path: str | os.PathLike, *, first_frame: int = 1, class_offset: in
 
 def _to_detections(rows: list[tuple[int, int, np.ndarray]], class_offset: int) -> Detections:
     masks = np.stack([m for _, _, m in rows])
-    xyxy = np.zeros((len(rows), 4), np.float32)
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
-        if len(ys):
-            xyxy[i] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)  # x1, y1 exclusive
     return Detections(
-        xyxy=xyxy, confidence=np.ones(len(rows), np.float32),
+        xyxy=masks_to_boxes(masks), confidence=np.ones(len(rows), np.float32),
         class_id=np.array([c for _, c, _ in rows], np.int64) - class_offset,
         mask=masks, tracker_id=np.array([t for t, _, _ in rows], np.int64),
     )
