@@ -159,6 +159,8 @@ class Run:
         if progress is not None:
             remaining = self.reader.num_output_frames
             results = progress(results, None if remaining is None else max(remaining - state.frames, 0))
+        from .export.overlay import annotate
+
         try:
             for result in results:
                 if writer is None:
@@ -167,8 +169,6 @@ class Run:
                 overlay_frame = None
                 if self.job.render:
                     render_start = time.perf_counter()
-                    from .export.overlay import annotate
-
                     overlay_frame = annotate(result.image, result.detections, self.class_names)
                     state.render_s += time.perf_counter() - render_start
                 writer.write(result.frame_index, result.detections, overlay_frame)
