@@ -89,6 +89,8 @@ def add_track_parser(sub) -> None:
                             help=f"frames before a track is reported (default {t.MIN_HITS})")
     thresholds.add_argument("--lost-buffer", type=float, default=t.LOST_BUFFER_S,
                             help=f"seconds a lost track is kept for re-identification (default {t.LOST_BUFFER_S:g})")
+    p.add_argument("--tracker", default="sam3video", choices=["sam3video", "bytetrack", "ocsort", "botsort", "sort"],
+                   help="association: ours (default), or a peer of the `trackers` package with its defaults")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--resume", action="store_true",
                    help="go on from the last complete window of an interrupted or failed run into the same --out "
@@ -115,6 +117,7 @@ def _job(args):
         prompts=tuple(args.prompt), exemplars=tuple(exemplars), checkpoint=args.checkpoint,
         model_config=args.config, device=args.device, thresholds=thresholds,
         carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision, frame_batch=args.frame_batch,
+        tracker=args.tracker,
         backend=args.backend, fps=args.fps, start=args.start, end=args.end, window_seconds=args.window_seconds,
         render=not args.no_render, resume=args.resume, source_name=args.video,
     )

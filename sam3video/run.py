@@ -55,6 +55,7 @@ class TrackJob:
     carry_exemplar_boxes: bool = False
     precision: str = "fp32"
     frame_batch: int | None = None
+    tracker: str = "sam3video"  # or sort, bytetrack, ocsort, botsort (the `trackers` package)
     backend: str = "auto"
     fps: float | None = None
     start: float | None = None
@@ -107,7 +108,9 @@ class Run:
             "prompts": self.class_names,
             "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}
                           for e in self.session.exemplars.exemplars],
-            "config": {"detection": asdict(config.detection), "tracker": asdict(config.tracker),
+            "tracker": config.describe_tracker(),
+            "config": {"detection": asdict(config.detection),
+                       "tracker": asdict(config.tracker) if config.tracker_name == "sam3video" else None,
                        "exemplar": asdict(config.exemplar), "fps": job.fps, "start": job.start, "end": job.end,
                        "window_seconds": job.window_seconds},
             **({"notes": self.notes} if self.notes else {}),
@@ -116,7 +119,8 @@ class Run:
     def _fingerprint(self) -> dict:
         """What decides the results: a resumed run must have the same."""
         summary = self.summary_base()
-        return json.loads(json.dumps({k: summary[k] for k in ("input", "model", "prompts", "exemplars", "config")}
+        return json.loads(json.dumps({k: summary[k] for k in ("input", "model", "prompts", "exemplars", "tracker",
+                                                              "config")}
                                      | {"render": self.job.render, "precision": self.predictor.config.precision},
                                      default=str))
 
@@ -255,7 +259,8 @@ def prepare(job: TrackJob, model=None) -> Run:
     if model is None:
         model = load_model(job.checkpoint, job.model_config, job.device)
     config = TrackingConfig.from_thresholds(job.thresholds, model.config.score_threshold, job.carry_exemplar_boxes,
-                                            precision=job.precision, frame_batch=job.frame_batch)
+                                            precision=job.precision, frame_batch=job.frame_batch,
+                                            tracker_name=job.tracker)
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.export.outputs import PARTIAL_DIR, per_prompt_names, prepare_out_dir
 from sam3video.run import TrackJob, demo_vocabulary_notes, prepare
@@ -150,3 +151,46 @@ def test_unwritable_out_dir(tmp_path):
 def test_per_prompt_names_are_unique():
     assert per_prompt_names(["red circle", "Red Circle", "dog"]) == [
         "tracks.red_circle.txt", "tracks.red_circle_2.txt", "tracks.dog.txt"]
+
+
+@pytest.fixture()
+def two_objects(monkeypatch):
+    """Every frame: a confident still object of each prompt (the random tiny model scores low, under
+    the peers' own activation thresholds)."""
+    import sam3video.video.predictor as predictor_module
+
+    def scripted(outputs, frame_size, config, features=None):
+        height, width = frame_size
+        boxes = [[4, 10, 20, 30], [30, 50, 50, 80]]
+        mask = np.zeros((2, height, width), bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            mask[i, y0:y1, x0:x1] = True
+        return Detections(xyxy=boxes, confidence=[0.9, 0.85], class_id=[0, 1], mask=mask)
+
+    monkeypatch.setattr(predictor_module, "postprocess", scripted)
+
+
+@pytest.mark.parametrize("name", ["bytetrack", "sort", "ocsort", "botsort"])
+def test_peer_trackers_give_every_output(frames, model, tmp_path, name, two_objects):
+    """``--tracker NAME``: a peer of the `trackers` package, the same files; the summary names it."""
+    summary = prepare(job(frames, tmp_path, tracker=name, render=False), model).execute()
+    assert visible(tmp_path) == sorted({"summary.json", "tracks.txt", "tracks.mots.txt", "tracks.red_circle.txt",
+                                        "tracks.square.txt"})
+    assert summary["tracker"]["name"] == name and summary["config"]["tracker"] is None
+    classes = {t["track_id"]: t["class_name"] for t in summary["tracks"]}
+    assert sorted(classes.values()) == ["red circle", "square"]  # one track per object, class-aware
+    assert sorted(classes) == [1, 2]  # our ids: 1-based, no gaps
+
+
+def test_peer_tracker_resumes_like_ours(frames, model, tmp_path, two_objects):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    prepare(job(frames, whole, tracker="bytetrack", render=False), model).execute()
+    with pytest.raises(KeyboardInterrupt):
+        prepare(job(frames, resumed, tracker="bytetrack", render=False), model).execute(on_result=interrupt_at(8))
+    prepare(job(frames, resumed, tracker="bytetrack", render=False, resume=True), model).execute()
+    assert (resumed / "tracks.txt").read_bytes() == (whole / "tracks.txt").read_bytes()
+
+
+def test_carried_boxes_need_our_tracker(frames, model, tmp_path):
+    with pytest.raises(InputError, match="needs the sam3video tracker"):
+        prepare(job(frames, tmp_path, tracker="sort", carry_exemplar_boxes=True), model)

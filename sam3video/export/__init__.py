@@ -17,6 +17,7 @@ _LAZY = {
     "atomic_path": "atomic",
     "MOTWriter": "mot",
     "read_mot": "mot",
+    "read_detection_file": "mot",
     "MOTSWriter": "mots",
     "read_mots": "mots",
     "make_disjoint": "mots",

@@ -111,7 +111,19 @@ def read_mot(path: str | os.PathLike) -> dict[int, Detections]:
     """
     from .tables import read_mot as read_table
 
-    table = read_table(path)
+    return _by_frame(read_table(path), with_ids=True)
+
+
+def read_detection_file(path: str | os.PathLike) -> dict[int, Detections]:
+    """A MOTChallenge detection file (``frame,-1,x,y,w,h,score,...``, any detector's boxes) as
+    ``{frame_index (0-based): Detections}`` (boxes and scores, class 0, no ids), only for frames that
+    have rows; checked line by line by ``sam3video.export.tables.read_detections``."""
+    from .tables import read_detections
+
+    return _by_frame(read_detections(path), with_ids=False)
+
+
+def _by_frame(table, with_ids: bool) -> dict[int, Detections]:
     result: dict[int, Detections] = {}
     for frame in np.unique(table.frames):
         rows = table.frames == frame
@@ -119,6 +131,6 @@ def read_mot(path: str | os.PathLike) -> dict[int, Detections]:
         result[int(frame) - 1] = Detections(
             xyxy=np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1),
             confidence=table.confidence[rows], class_id=np.zeros(int(rows.sum()), np.int64),
-            tracker_id=table.ids[rows], data={"extra": table.extra[rows].astype(np.float32)},
+            tracker_id=table.ids[rows] if with_ids else None, data={"extra": table.extra[rows].astype(np.float32)},
         )
     return result

@@ -153,9 +153,9 @@ def _sorted_table(**columns) -> TrackTable:
     return TrackTable(**columns)
 
 
-def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
+def _parse_mot_line(path: Path, lineno: int, line: str, detections: bool = False) -> list[float]:
     """The 10 fields ``[frame, id, x, y, w, h, conf, f8, f9, f10]`` of one MOT line (conf 1 and the
-    others -1 when absent)."""
+    others -1 when absent). ``detections``: a detection file, where the id is -1 (or any integer)."""
     def bad(problem: str) -> InputError:
         return _bad_line(path, lineno, line, problem)
 
@@ -174,8 +174,8 @@ def _parse_mot_line(path: Path, lineno: int, line: str) -> list[float]:
         raise bad("frame, id and box must be finite numbers")
     if frame != int(frame) or not 1 <= frame < MAX_INTEGER:
         raise bad(f"frame must be an integer in [1, 2**53) (frames are 1-based), got {fields[0]}")
-    if track_id != int(track_id) or not 0 <= track_id < MAX_INTEGER:
-        raise bad(f"id must be an integer in [0, 2**53), got {fields[1]}")
+    if track_id != int(track_id) or not (-1 if detections else 0) <= track_id < MAX_INTEGER:
+        raise bad(f"id must be an integer in [{-1 if detections else 0}, 2**53), got {fields[1]}")
     if w < 0 or h < 0:
         raise bad(f"box width and height must be >= 0, got {fields[4]}, {fields[5]}")
     return values + [1.0, -1.0, -1.0, -1.0][len(values) - MOT_MIN_FIELDS:]
@@ -194,6 +194,19 @@ def read_mot(path: str | Path, *, is_gt: bool = False) -> TrackTable:
     _check_unique(path, frames, ids, lines)
     return _sorted_table(path=path, kind="mot", frames=frames, ids=ids, lines=lines,
                          class_ids=table[:, 7].astype(np.int64), boxes=table[:, 2:6].copy(),
+                         confidence=table[:, MOT_CONF_COLUMN].copy(), extra=table[:, 7:10].copy())
+
+
+def read_detections(path: str | Path) -> TrackTable:
+    """Read a MOTChallenge detection file, ``frame,-1,x,y,w,h,score[,...]`` (public detections, or any
+    detector's output in that format): the id is -1 or any integer and is not a track (not checked for
+    uniqueness); ``confidence`` is the score. Bad lines raise ``InputError`` naming file and line."""
+    path = Path(path)
+    parsed = [(lineno, _parse_mot_line(path, lineno, line, detections=True)) for lineno, line in _content_lines(path)]
+    table = np.asarray([values for _, values in parsed], np.float64).reshape(-1, MOT_MAX_FIELDS)
+    lines = np.asarray([lineno for lineno, _ in parsed], np.int64)
+    return _sorted_table(path=path, kind="mot", frames=table[:, 0].astype(np.int64), ids=table[:, 1].astype(np.int64),
+                         lines=lines, class_ids=np.zeros(len(table), np.int64), boxes=table[:, 2:6].copy(),
                          confidence=table[:, MOT_CONF_COLUMN].copy(), extra=table[:, 7:10].copy())
 
 

@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from .tracker import Tracker, TrackerConfig
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+TRACKER_NAMES = ("sam3video", "sort", "bytetrack", "ocsort", "botsort")  # peers: sam3video.video.peers
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class TrackingConfig:
     precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
     frame_batch: int | None = None  # frames per model call (None: 4 up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
+    tracker_name: str = "sam3video"  # or a peer of the `trackers` package: sort, bytetrack, ocsort, botsort
 
     @classmethod
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
@@ -95,6 +97,28 @@ class TrackingConfig:
             raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.frame_batch is not None and self.frame_batch < 1:
             raise InputError(f"frame_batch must be at least 1, got {self.frame_batch}")
+        if self.tracker_name not in TRACKER_NAMES:
+            raise InputError(f"unknown tracker {self.tracker_name!r}; choose one of {', '.join(TRACKER_NAMES)}")
+        if self.tracker_name != "sam3video" and self.exemplar.carry_boxes:
+            raise InputError(f"carrying exemplar boxes needs the sam3video tracker, not {self.tracker_name}")
+
+    def make_tracker(self, fps: float):
+        """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults."""
+        if self.tracker_name == "sam3video":
+            return Tracker(self.tracker, fps=fps)
+        from .peers import PeerTracker
+
+        return PeerTracker(self.tracker_name, fps=fps)
+
+    def describe_tracker(self) -> dict:
+        """The tracker and its settings, for ``summary.json``."""
+        if self.tracker_name == "sam3video":
+            return {"name": "sam3video", "settings": asdict(self.tracker)}
+        from .peers import PEERS
+
+        return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
+                "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
+                            "compensation)"}
 
 
 @dataclass
@@ -158,7 +182,7 @@ class VideoPredictor:
             class_names=prompts,
             text_out=encode_prompts(self.model, prompts),
             exemplars=memory,
-            tracker=Tracker(self.config.tracker, fps=fps),
+            tracker=self.config.make_tracker(fps),
         )
 
     def _precision(self):
