@@ -104,8 +104,11 @@ def _job(args):
     from .thresholds import Thresholds
     from .video.exemplars import load_exemplars, parse_exemplar
 
-    if args.frame_batch is not None and args.frame_batch < 1:
-        raise _usage("--frame-batch must be >= 1")
+    for flag, value, ok in (("--frame-batch", args.frame_batch, args.frame_batch is None or args.frame_batch >= 1),
+                            ("--min-hits", args.min_hits, args.min_hits >= 1),
+                            ("--lost-buffer", args.lost_buffer, args.lost_buffer >= 0)):
+        if not ok:
+            raise _usage(f"{flag} must be >= {0 if flag == '--lost-buffer' else 1}, got {value:g}")
     thresholds = Thresholds(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
                             new_track_threshold=args.new_track_threshold, nms_iou=args.nms_iou,
                             min_hits=args.min_hits, lost_buffer_s=args.lost_buffer)
