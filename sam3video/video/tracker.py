@@ -8,8 +8,8 @@ Per frame (``Tracker.update``):
    mask) and box IoU (predicted box), box IoU alone for box-only detections;
 3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack);
 4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
-   embedding cosine distance (``data["embedding"]``, if present) and distance to the predicted centre
-   inside a gate that grows with the time lost;
+   embedding cosine distance (``data["embedding"]``; without embeddings there is no re-identification)
+   and distance to the predicted centre inside a gate that grows with the time lost;
 5. unmatched detections with score >= ``new_track_threshold`` that overlap no same-class track (matched
    now, or not lost) start tentative tracks, confirmed after ``min_hits`` consecutive matched frames.
    A tentative track that misses a frame is dropped; a lost one is dropped after the lost buffer.
@@ -178,22 +178,28 @@ class Tracker:
 
     def _reid_cost(self, ti: np.ndarray, di: np.ndarray, dets: Detections, emb: np.ndarray | None,
                    boxes: np.ndarray, frame_index: int) -> np.ndarray:
-        """(T, N) re-identification cost, inf outside the motion gate or the embedding limit."""
+        """(T, N) re-identification cost, inf outside the motion gate or the embedding limit, and
+        everywhere when the detections or the track carry no appearance: by motion alone a lost track
+        takes whoever walks by (measured on MOT15's box-only public detections: HOTA 29.0 with motion-only
+        re-identification, 34.8 without; IDF1 37.5 -> 45.6). Box-only lost tracks come back through the
+        IoU passes alone, as in SORT."""
         cfg = self.config
         cost = np.full((len(self._tracks), len(dets)), np.inf, np.float32)
+        if emb is None:
+            return cost
         for t in ti:
             track = self._tracks[t]
+            if track.embedding is None:
+                continue
             lost = frame_index - track.last_frame
             diag = float(np.hypot(*(track.box[2:] - track.box[:2])))
             growth = cfg.reid_gate_growth_per_s * (lost - 1) / self.fps
             gate = max(diag, 1.0) * (cfg.reid_gate_diagonals + growth)
             motion = np.linalg.norm(box_centre(dets.xyxy[di]) - box_centre(boxes[t]), axis=-1) / gate
             row = np.where(motion <= 1, motion, np.inf)
-            if emb is not None and track.embedding is not None:
-                dist = 1 - emb[di] @ track.embedding
-                w = cfg.reid_appearance_weight
-                row = np.where(dist <= cfg.reid_max_embedding_distance, w * dist + (1 - w) * row, np.inf)
-            cost[t, di] = row
+            dist = 1 - emb[di] @ track.embedding
+            w = cfg.reid_appearance_weight
+            cost[t, di] = np.where(dist <= cfg.reid_max_embedding_distance, w * dist + (1 - w) * row, np.inf)
         return cost
 
     def _hit(self, track: Track, dets: Detections, di: int, emb, frame_index: int) -> None:

@@ -125,6 +125,20 @@ def test_reid_rejects_a_different_embedding():
 
 
 @both
+def test_without_appearance_a_lost_track_is_not_given_to_a_passer_by(masks):
+    """Box-only (no embeddings): a walker lost for 6 frames is not re-identified with another person
+    appearing inside the motion gate; with embeddings, the same returning walker is re-found."""
+    frames = [[obj(0, 40, 20)] for _ in range(8)] + [[] for _ in range(6)]
+    frames += [[obj(3, 44, 24)] for _ in range(6)]  # someone else, next to where the walker stood
+    out = run(frames, masks=masks, min_match_iou=0.99)  # the IoU passes cannot match: only re-id could
+    assert ids_of(out, 0) == {1} and ids_of(out, 3) == {2}
+    back = [[obj(0, 40, 20)] for _ in range(8)] + [[] for _ in range(6)]
+    back += [[obj(0, 44, 24)] for _ in range(6)]  # the walker itself, same place, same appearance
+    out = run(back, masks=masks, embeddings=True, min_match_iou=0.99)
+    assert ids_of(out, 0) == {1}
+
+
+@both
 def test_low_score_detections_continue_but_never_start_tracks(masks):
     frames = [[obj(0, 10 + 2 * i, 10, score=0.9 if i < 5 else 0.3), obj(1, 60, 40, score=0.3)] for i in range(12)]
     out = run(frames, masks=masks)
