@@ -1,16 +1,13 @@
-"""Lazy frames, and a heap that gives freed memory back: memory stays flat however long the clip.
+"""Lazy frames: memory stays flat however long the clip.
 
 ``LazyFrames`` is the ``img_batch_all_stages`` the detector indexes: frame ``i`` of a window is
 decoded and preprocessed only when asked for (a background thread decodes a few frames ahead), and only
 the last ``capacity`` preprocessed frames are kept. Each frame's backbone features live only while its
-batch is post-processed. ``keep_heap_flat`` stops glibc from keeping freed frame-sized blocks.
+batch is post-processed.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import queue
 import threading
 from collections import OrderedDict
@@ -108,28 +105,3 @@ class LazyFrames:
             except queue.Empty:
                 pass
             self._thread.join(timeout=0.05)
-
-
-HEAP_MMAP_THRESHOLD = 1 << 20  # bytes: blocks at least this large are mmapped, and unmapped when freed
-
-
-@functools.cache
-def keep_heap_flat() -> bool:
-    """Fix glibc's mmap threshold at 1 MiB (once per process); True if it was set.
-
-    By default glibc raises the threshold each time a large block is freed (up to 32 MiB), so the
-    per-frame tensors and images of a video (0.3-12 MiB each) then come from the heap, freed in one
-    thread and allocated in another, and the process keeps some of them: measured with the demo model
-    on a 30 s 640x360 clip (PyAV), peak RSS 935 MiB without, 885 MiB with the threshold fixed (two runs
-    each). A no-op where the C library is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    m_mmap_threshold = -3  # <malloc.h>: M_MMAP_THRESHOLD
-    return bool(mallopt(m_mmap_threshold, HEAP_MMAP_THRESHOLD))

@@ -28,7 +28,7 @@ from ..model.sam3_image import Sam3Image
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
 from ..thresholds import Thresholds, new_track_threshold
-from .cache import LazyFrames, keep_heap_flat
+from .cache import LazyFrames
 from .detect import (DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
                      split_frames)
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
@@ -153,7 +153,6 @@ class VideoPredictor:
 
     def __init__(self, model: Sam3Image, config: TrackingConfig | None = None):
         """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt)."""
-        keep_heap_flat()
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         self.resolution = model.config.resolution
