@@ -5,7 +5,6 @@ import json
 import av
 import numpy as np
 import pytest
-import torch
 
 from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.detections import Detections
@@ -13,7 +12,6 @@ from sam3video.errors import InputError
 from sam3video.export.outputs import PARTIAL_DIR, per_prompt_names, prepare_out_dir
 from sam3video.run import TrackJob, demo_vocabulary_notes, prepare
 from sam3video.thresholds import Thresholds
-from tests.conftest import PARITY
 
 # every query is a detection and every detection a track at once: the tiny random model makes tracks
 LOW = Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0, min_hits=1)
@@ -35,10 +33,6 @@ def model(tiny_model):
 def job(frames, out, **kwargs):
     defaults = dict(prompts=("red circle", "square"), thresholds=LOW, window_seconds=5 / 30, checkpoint="tiny.pt")
     return TrackJob(frames, out, **{**defaults, **kwargs})
-
-
-class Interrupt(Exception):
-    pass
 
 
 def interrupt_at(frame_index):
