@@ -47,6 +47,7 @@ def _unit_float(text: str) -> float:
 
 def add_track_parser(sub) -> None:
     from . import thresholds as t
+    from .video.peers import TRACKER_NAMES
 
     p = sub.add_parser("track", help="track every instance of a concept in a video",
                        description="Detect, segment and track every instance of the prompted concepts.",
@@ -89,7 +90,7 @@ def add_track_parser(sub) -> None:
                             help=f"frames before a track is reported (default {t.MIN_HITS})")
     thresholds.add_argument("--lost-buffer", type=float, default=t.LOST_BUFFER_S,
                             help=f"seconds a lost track is kept for re-identification (default {t.LOST_BUFFER_S:g})")
-    p.add_argument("--tracker", default="sam3video", choices=["sam3video", "bytetrack", "ocsort", "botsort", "sort"],
+    p.add_argument("--tracker", default="sam3video", choices=TRACKER_NAMES,
                    help="association: ours (default), or a peer of the `trackers` package with its defaults")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--resume", action="store_true",

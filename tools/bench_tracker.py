@@ -21,10 +21,10 @@ from pathlib import Path
 from sam3video.detections import Detections
 from sam3video.eval.metrics import run_eval
 from sam3video.export import MOTWriter, read_detection_file
-from sam3video.video.peers import PEERS, PeerTracker
-from sam3video.video.tracker import Tracker
+from sam3video.video.peers import TRACKER_NAMES
+from sam3video.video.predictor import TrackingConfig
 
-TRACKERS = ("sam3video", *PEERS)
+TRACKERS = TRACKER_NAMES
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
 
 
@@ -42,13 +42,9 @@ def mot_sequences(root: Path) -> list[dict]:
     return sequences
 
 
-def make_tracker(name: str, fps: float):
-    return Tracker(fps=fps) if name == "sam3video" else PeerTracker(name, fps=fps)
-
-
 def run_tracker(name: str, frames: list[Detections], fps: float, out: Path) -> float:
     """Track ``frames`` and write the MOT file ``out``; returns the update loop's frames/s."""
-    tracker = make_tracker(name, fps)
+    tracker = TrackingConfig(tracker_name=name).make_tracker(fps)  # as `track --tracker NAME` makes it
     tracked, start = [], time.perf_counter()
     for index, detections in enumerate(frames):
         tracked.append(tracker.update(detections, index))

@@ -12,7 +12,9 @@ import functools
 import importlib.util
 import itertools
 import math
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +58,6 @@ def native_stderr_silenced() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null for the duration: FFmpeg (inside decord, PyAV and OpenCV)
     and decord's C++ logger print there, below Python, on files they cannot open. The reason still
     reaches the user through the backend's exception, as one line."""
-    import os
-    import sys
-
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -166,8 +165,6 @@ def _pyav_stamps(path: str, fps: float) -> Iterator[_Stamp]:
 
 @contextlib.contextmanager
 def _opencv_capture(path: str) -> Iterator[Any]:
-    import os
-
     import cv2
 
     # FFmpeg's log, quiet (read when the first capture opens): on a damaged stream it prints a line per

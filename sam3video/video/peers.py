@@ -6,7 +6,7 @@ class-aware (one peer tracker per class id: a track never changes prompt), only 
 confirmed tracks are returned, with our ids (1-based, counted over all classes in the order tracks are
 first reported, so there are no gaps). Masks, embeddings and other data travel with their detection.
 The peers run with their own defaults (``settings`` overrides them) and ``frame_rate=fps``; BoT-SORT's
-camera-motion compensation needs the frames, so it is off unless frames are given.
+camera-motion compensation needs the frames, which are not passed: it is off.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import InputError, MissingDependencyError
 ROW = "sam3video_row"  # data key: a detection's row in what we gave the peer
 PEERS = {"sort": "SORTTracker", "bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker",
          "botsort": "BoTSORTTracker"}
+TRACKER_NAMES = ("sam3video", *PEERS)  # what `track --tracker` takes: ours, then the peers
 
 
 def peer_class(name: str):
@@ -38,17 +39,16 @@ def peer_class(name: str):
 class PeerTracker:
     """A ``trackers`` peer per class id, with our ids; see the module docstring."""
 
-    def __init__(self, name: str, fps: float = 30.0, settings: dict | None = None, use_frames: bool = False):
+    def __init__(self, name: str, fps: float = 30.0, settings: dict | None = None):
         self.name, self.fps = name, float(fps)
         self._cls = peer_class(name)
         self.settings = {"frame_rate": self.fps, **(settings or {})}
-        if name == "botsort" and not use_frames:
+        if name == "botsort":
             self.settings.setdefault("enable_cmc", False)
-        self.use_frames = use_frames
         self._peers: dict[int, object] = {}
         self._ids: dict[tuple[int, int], int] = {}  # (class id, peer id) -> our id
 
-    def update(self, detections: Detections, frame_index: int, frame: np.ndarray | None = None) -> Detections:
+    def update(self, detections: Detections, frame_index: int) -> Detections:
         """One frame's detections (any classes) -> the confirmed ones, ``tracker_id`` set (our ids)."""
         classes = sorted(set(int(c) for c in detections.class_id) | set(self._peers))
         parts = []
@@ -60,8 +60,7 @@ class PeerTracker:
             own.tracker_id = None
             given = own.to_supervision()
             given.data = {ROW: np.arange(len(own))}  # peers return the rows reordered: find ours again
-            kwargs = {"frame": frame} if self.use_frames and frame is not None else {}
-            result = peer.update(given, **kwargs)
+            result = peer.update(given)
             peer_ids = np.asarray(result.tracker_id if result.tracker_id is not None else [], np.int64)
             confirmed = np.flatnonzero(peer_ids >= 0)  # unconfirmed: -1; peer ids start at 0 or 1
             if len(confirmed) == 0:
@@ -80,8 +79,4 @@ class PeerTracker:
         if key not in self._ids:
             self._ids[key] = len(self._ids) + 1
         return self._ids[key]
-
-    def describe(self) -> dict:
-        """The tracker and its settings, for ``summary.json``."""
-        return {"name": self.name, "implementation": f"trackers.{PEERS[self.name]}", "settings": self.settings}
 

@@ -33,11 +33,11 @@ from .detect import (DetectionConfig, encode_prompts, pooled_embeddings, postpro
                      split_frames)
 from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoInfo, VideoReader, iter_windows, open_video
+from .peers import PEERS, TRACKER_NAMES, PeerTracker
 from .tracker import Tracker, TrackerConfig
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-TRACKER_NAMES = ("sam3video", "sort", "bytetrack", "ocsort", "botsort")  # peers: sam3video.video.peers
 
 
 @dataclass(frozen=True)
@@ -106,16 +106,12 @@ class TrackingConfig:
         """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults."""
         if self.tracker_name == "sam3video":
             return Tracker(self.tracker, fps=fps)
-        from .peers import PeerTracker
-
         return PeerTracker(self.tracker_name, fps=fps)
 
     def describe_tracker(self) -> dict:
         """The tracker and its settings, for ``summary.json``."""
         if self.tracker_name == "sam3video":
             return {"name": "sam3video", "settings": asdict(self.tracker)}
-        from .peers import PEERS
-
         return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
                 "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
                             "compensation)"}
