@@ -16,8 +16,8 @@ SCORE_THRESHOLD = 0.5  # confident: reported, may start a track (official operat
 LOW_SCORE_THRESHOLD = 0.1  # [low, score): only continues tracks (ByteTrack's second pass); below: dropped
 NEW_TRACK_MARGIN = 0.1  # a track starts at score_threshold + this (0.6 by default)
 NMS_IOU = 0.5  # mask IoU above which the lower-scoring detection of a prompt is dropped
-MIN_HITS = 3  # consecutive matched frames before a track is reported
-LOST_BUFFER_S = 1.0  # seconds a lost track waits to be re-identified
+MIN_HITS = 2  # matched frames before a track is reported
+LOST_BUFFER_S = 2.0  # seconds a lost track waits to be re-identified
 
 
 def new_track_threshold(score_threshold: float) -> float:

@@ -58,22 +58,31 @@ def _popcount(words: np.ndarray) -> np.ndarray:
 def associate(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Optimal one-to-one assignment of rows (tracks) to columns (detections).
 
-    ``cost`` (N, M) float; entries above ``max_cost`` (and inf/nan) are never matched. The assignment
-    maximises the number of admissible pairs, then minimises their total cost (Hungarian algorithm).
-    Returns ``matches`` (K, 2) int64 of (row, column) sorted by row, and the unmatched rows (N - K,)
-    and columns (M - K,) as sorted int64 arrays.
+    ``cost`` (N, M) float; entries above ``max_cost`` (and inf/nan) are never matched. Leaving a row or
+    a column unmatched costs ``max_cost / 2``, so a pair is taken only where it is cheaper than leaving
+    both alone, and the total cost is minimised (Hungarian algorithm on the matrix padded with these
+    costs: the cost limit of the Jonker-Volgenant solver ByteTrack uses). Two weak pairs never replace
+    one strong pair: tracks A, B and detections a, b with A-a 0.1, A-b 0.7, B-a 0.7 (max 0.8) give
+    A-a alone. Returns ``matches`` (K, 2) int64 of (row, column) sorted by row, and the unmatched rows
+    (N - K,) and columns (M - K,) as sorted int64 arrays.
     """
     cost = np.asarray(cost, np.float64)
     n, m = cost.shape
     ok = np.isfinite(cost) & (cost <= max_cost)
     matches = np.zeros((0, 2), np.int64)
     if ok.any():
-        valid = cost[ok]
-        # An inadmissible pair costs more than any set of admissible ones could save.
-        big = (np.abs(valid).max() + 1.0) * (min(n, m) + 1) * 2
-        rows, cols = linear_sum_assignment(np.where(ok, cost, big))
+        never = (np.abs(cost[ok]).max() + abs(max_cost) + 1.0) * (n + m + 1)  # beyond any admissible total
+        padded = np.full((n + m, m + n), never)
+        padded[:n, :m] = np.where(ok, cost, never)
+        padded[np.arange(n), m + np.arange(n)] = max_cost / 2  # row i unmatched
+        padded[n + np.arange(m), np.arange(m)] = max_cost / 2  # column j unmatched
+        padded[n:, m:] = 0.0
+        rows, cols = linear_sum_assignment(padded)
+        real = (rows < n) & (cols < m)
+        rows, cols = rows[real], cols[real]
         keep = ok[rows, cols]
         matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
+        matches = matches[np.argsort(matches[:, 0], kind="stable")]
     unmatched_rows = np.setdiff1d(np.arange(n), matches[:, 0]).astype(np.int64)
     unmatched_cols = np.setdiff1d(np.arange(m), matches[:, 1]).astype(np.int64)
     return matches, unmatched_rows, unmatched_cols

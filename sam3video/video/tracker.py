@@ -1,21 +1,25 @@
-"""Multi-object tracker: ByteTrack's two score passes plus re-identification of lost tracks.
+"""Multi-object tracker: a Kalman filter per track, ByteTrack's two score passes, re-identification.
 
 Per frame (``Tracker.update``):
-1. each track's box is predicted with a constant-velocity model (smoothed per-frame change of its
-   centre and size); its last mask is shifted by the predicted centre motion;
+1. each track's Kalman state (``video.motion``: centre, size and their velocities) is predicted to
+   the frame; its last mask is shifted by the predicted centre motion;
 2. confident detections (score >= ``high_score_threshold``) are matched to the confirmed and lost
-   tracks, then to the tentative ones, on ``1 - overlap``; overlap = weighted mask IoU (shifted last
-   mask) and box IoU (predicted box), box IoU alone for box-only detections;
-3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack);
+   tracks, then to the tentative ones, on ``1 - score x overlap``; overlap = weighted mask IoU
+   (shifted last mask) and box IoU (predicted box), box IoU alone for box-only detections. Weighting
+   by the detection score (BoT-SORT, Aharon et al. 2022) lets a confident detection win a contested track;
+3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack, Zhang et
+   al. ECCV 2022);
 4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
    embedding cosine distance (``data["embedding"]``; without embeddings there is no re-identification)
    and distance to the predicted centre inside a gate that grows with the time lost;
 5. unmatched detections with score >= ``new_track_threshold`` that overlap no same-class track (matched
-   now, or not lost) start tentative tracks, confirmed after ``min_hits`` consecutive matched frames.
-   A tentative track that misses a frame is dropped; a lost one is dropped after the lost buffer.
-Only same-class pairs match. Only detections of confirmed tracks are reported, from the frame of
-confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per tracker, and given
-at confirmation, so reported ids have no gaps. Frame indices are 0-based.
+   now, or not lost) by ``new_track_max_iou`` start tentative tracks, confirmed after ``min_hits``
+   matched frames. A tentative track is dropped after missing more than ``tentative_max_misses``
+   frames in a row; a lost one after the lost buffer (seconds, converted with the fps).
+Every pass is one optimal assignment (``association.associate``) where leaving a pair unmatched costs
+half the pass's limit. Only same-class pairs match. Only detections of confirmed tracks are reported,
+from the frame of confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per
+tracker, and given at confirmation, so reported ids have no gaps. Frame indices are 0-based.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.geometry import box_centre, cxcywh_to_xyxy, xyxy_to_cxcywh
 from sam3video.thresholds import LOST_BUFFER_S, LOW_SCORE_THRESHOLD, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
+from sam3video.video import motion
 from sam3video.video.association import associate, box_iou, mask_iou
 
 
@@ -41,17 +46,18 @@ class TrackerConfig:
     new_track_threshold: float = new_track_threshold(SCORE_THRESHOLD)  # minimum score that starts a track
     mask_weight: float = 0.5  # weight of mask IoU in the first-pass overlap (box-only: box IoU only)
     box_weight: float = 0.5  # weight of predicted-box IoU in the first-pass overlap
-    min_match_iou: float = 0.2  # first pass: pairs with a smaller overlap never match
+    min_match_iou: float = 0.25  # first pass: pairs with a smaller score x overlap never match
     min_low_match_iou: float = 0.5  # second pass: pairs with a smaller box IoU never match
     new_track_max_iou: float = 0.3  # a detection overlapping a same-class track this much starts none
-    min_hits: int = MIN_HITS  # consecutive matched frames before a track is confirmed (1: at once)
+    min_hits: int = MIN_HITS  # matched frames before a track is confirmed (1: at once)
     lost_track_buffer_s: float = LOST_BUFFER_S  # how long a lost track is kept (converted with the fps)
     reid_max_cost: float = 0.5  # re-identification: pairs costing more never match
     reid_appearance_weight: float = 0.7  # cost = w * (1 - cos) + (1 - w) * distance / gate
     reid_max_embedding_distance: float = 0.4  # pairs with 1 - cosine similarity above never match
     reid_gate_diagonals: float = 1.0  # gate radius, in track box diagonals, after one lost frame
     reid_gate_growth_per_s: float = 10.0  # gate growth, in box diagonals per second lost
-    velocity_momentum: float = 0.6  # EMA weight of the previous velocity
+    tentative_max_misses: int = 1  # a tentative track survives this many missed frames in a row
+    motion_noise: motion.MotionNoise = field(default_factory=motion.MotionNoise)  # of the Kalman filter
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
 
     def __post_init__(self) -> None:
@@ -59,9 +65,10 @@ class TrackerConfig:
             raise InputError("tracker thresholds need 0 <= low_score_threshold <= high_score_threshold <= 1")
         if self.new_track_threshold < self.high_score_threshold:
             raise InputError("tracker new_track_threshold must be >= high_score_threshold")
-        if self.min_hits < 1 or self.lost_track_buffer_s < 0 or self.mask_weight + self.box_weight <= 0:
-            raise InputError("tracker needs min_hits >= 1, lost_track_buffer_s >= 0 and "
-                             "mask_weight + box_weight > 0")
+        if (self.min_hits < 1 or self.tentative_max_misses < 0 or self.lost_track_buffer_s < 0
+                or self.mask_weight + self.box_weight <= 0):
+            raise InputError("tracker needs min_hits >= 1, tentative_max_misses >= 0, lost_track_buffer_s >= 0 "
+                             "and mask_weight + box_weight > 0")
 
 
 class TrackState(str, enum.Enum):
@@ -73,7 +80,7 @@ class TrackState(str, enum.Enum):
 @dataclass
 class Track:
     """One tracked object. ``id`` is -1 until confirmed; ``box`` (4,) xyxy and ``mask`` (H, W) bool|None
-    are the last observed; ``velocity`` (4,) is the change of (cx, cy, w, h) per frame."""
+    are the last observed; ``mean`` (8,) and ``cov`` (8, 8) are its Kalman state at ``state_frame``."""
 
     id: int
     class_id: int
@@ -86,12 +93,14 @@ class Track:
     age: int = 0  # frames since the track started
     frames_since_seen: int = 0
     state: TrackState = TrackState.TENTATIVE
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    mean: np.ndarray = field(default=None)  # cx, cy, w, h and their change per frame
+    cov: np.ndarray = field(default=None)
+    state_frame: int = -1
 
-    def predict(self, frame_index: int) -> np.ndarray:
-        """(4,) xyxy box predicted at ``frame_index`` by constant velocity."""
-        c = xyxy_to_cxcywh(self.box) + self.velocity * (frame_index - self.last_frame)
-        return cxcywh_to_xyxy(np.concatenate([c[:2], np.maximum(c[2:], 1.0)]))
+    def predicted_box(self) -> np.ndarray:
+        """(4,) xyxy box of the Kalman state (sizes at least 1 pixel)."""
+        c = self.mean[:4]
+        return cxcywh_to_xyxy(np.concatenate([c[:2], np.maximum(c[2:], 1.0)])).astype(np.float32)
 
 
 class Tracker:
@@ -128,16 +137,21 @@ class Tracker:
         high = np.flatnonzero(score >= cfg.high_score_threshold)
         low = np.flatnonzero((score >= cfg.low_score_threshold) & (score < cfg.high_score_threshold))
         emb = _normalize(dets.data["embedding"]) if "embedding" in dets.data else None
-        boxes = np.stack([t.predict(frame_index) for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
+        for track in tracks:
+            while track.state_frame < frame_index:
+                track.mean, track.cov = motion.predict(track.mean, track.cov, cfg.motion_noise)
+                track.state_frame += 1
+        boxes = np.stack([t.predicted_box() for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
         biou = box_iou(boxes, dets.xyxy)
         overlap = self._overlap(dets, boxes, biou)
+        first, limit = 1 - overlap * self._score_weight(score)[None, :], 1 - cfg.min_match_iou
         same = np.array([t.class_id for t in tracks], np.int64)[:, None] == dets.class_id[None, :]
         tentative = np.array([t.state == TrackState.TENTATIVE for t in tracks], bool)
         live = np.array([t.state != TrackState.LOST for t in tracks], bool)
 
         # Established (confirmed, lost) tracks pick first among confident detections, then tentative ones.
-        pairs, left, free = _match(np.flatnonzero(~tentative), high, 1 - overlap, same, 1 - cfg.min_match_iou)
-        pairs_t, _, free = _match(np.flatnonzero(tentative), free, 1 - overlap, same, 1 - cfg.min_match_iou)
+        pairs, left, free = _match(np.flatnonzero(~tentative), high, first, same, limit)
+        pairs_t, _, free = _match(np.flatnonzero(tentative), free, first, same, limit)
         pairs_low, left, _ = _match(left, low, 1 - biou, same, 1 - cfg.min_low_match_iou)
         reid = self._reid_cost(left, free, dets, emb, boxes, frame_index)
         pairs_reid, _, free = _match(left, free, reid, same, cfg.reid_max_cost)
@@ -152,8 +166,8 @@ class Tracker:
                 track.frames_since_seen = frame_index - track.last_frame
                 if track.state == TrackState.CONFIRMED:
                     track.state = TrackState.LOST
-        self._tracks = [t for t in tracks if t.frames_since_seen == 0 or (
-            t.state == TrackState.LOST and t.frames_since_seen <= self.lost_buffer_frames)]
+        self._tracks = [t for t in tracks if t.frames_since_seen <= (
+            self.lost_buffer_frames if t.state == TrackState.LOST else cfg.tentative_max_misses)]
         born = self._start_tracks(dets, free, overlap, same & live[:, None], emb, frame_index)
 
         report = {di: tracks[ti].id for ti, di in matched.items() if tracks[ti].state == TrackState.CONFIRMED}
@@ -162,6 +176,12 @@ class Tracker:
         out = dets[rows]
         out.tracker_id = np.array([report[r] for r in rows], np.int64)
         return out
+
+    def _score_weight(self, score: np.ndarray) -> np.ndarray:
+        """(N,) weight of the first-pass overlap: the score relative to the operating point, so that a
+        detection at ``high_score_threshold`` counts half and one at twice it (or 1) fully; at the
+        default threshold 0.5 it is the score itself."""
+        return np.minimum(1.0, score / max(2 * self.config.high_score_threshold, 1e-6))
 
     def _overlap(self, dets: Detections, boxes: np.ndarray, biou: np.ndarray) -> np.ndarray:
         """(T, N) first-pass overlap: weighted mask and box IoU, or box IoU where a mask is missing."""
@@ -205,9 +225,8 @@ class Tracker:
     def _hit(self, track: Track, dets: Detections, di: int, emb, frame_index: int) -> None:
         """Update ``track`` with detection ``di`` seen at ``frame_index``."""
         cfg = self.config
-        step = (xyxy_to_cxcywh(dets.xyxy[di]) - xyxy_to_cxcywh(track.box)) / (frame_index - track.last_frame)
-        m = cfg.velocity_momentum if track.hits > 1 else 0.0
-        track.velocity = (m * track.velocity + (1 - m) * step).astype(np.float32)
+        track.mean, track.cov = motion.update(track.mean, track.cov, xyxy_to_cxcywh(dets.xyxy[di]),
+                                              cfg.motion_noise)
         track.box = dets.xyxy[di].copy()
         track.mask = None if dets.mask is None else dets.mask[di].copy()
         if emb is not None:
@@ -238,7 +257,8 @@ class Tracker:
                 id=-1, class_id=int(dets.class_id[di]), box=dets.xyxy[di].copy(),
                 mask=None if dets.mask is None else dets.mask[di].copy(),
                 embedding=None if emb is None else emb[di].copy(),
-                first_frame=frame_index, last_frame=frame_index)
+                first_frame=frame_index, last_frame=frame_index, state_frame=frame_index)
+            track.mean, track.cov = motion.initiate(xyxy_to_cxcywh(track.box), cfg.motion_noise)
             if cfg.min_hits <= 1:
                 self._confirm(track)
             self._tracks.append(track)

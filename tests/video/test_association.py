@@ -60,11 +60,44 @@ def test_associate_rejects_pairs_above_max_cost_and_inf():
     np.testing.assert_array_equal(cols, [0])
 
 
-def test_associate_prefers_more_admissible_pairs():
-    # The cheapest single pair (0, 0) would leave row 1 unmatched; two pairs are possible.
-    cost = np.array([[0.0, 0.4], [0.4, np.inf]])
-    matches, _, _ = associate(cost, max_cost=0.5)
+def test_associate_two_weak_pairs_never_replace_a_strong_one():
+    # (0, 0) alone costs 0.1 + 2 x 0.4 (row 1 and column 1 left) = 0.9; the two pairs cost 1.4.
+    cost = np.array([[0.1, 0.7], [0.7, np.inf]])
+    matches, rows, cols = associate(cost, max_cost=0.8)
+    np.testing.assert_array_equal(matches, [[0, 0]])
+    np.testing.assert_array_equal(rows, [1])
+    np.testing.assert_array_equal(cols, [1])
+
+
+def test_associate_takes_two_pairs_when_cheaper_than_leaving_them():
+    # Two pairs cost 0.6, the best single pair 0.1 + 0.8.
+    cost = np.array([[0.1, 0.3], [0.3, np.inf]])
+    matches, _, _ = associate(cost, max_cost=0.8)
     np.testing.assert_array_equal(matches, [[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_associate_is_the_cheapest_with_unmatched_at_half_the_limit(seed):
+    # Brute force over every partial matching of a small matrix.
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    cost = rng.uniform(0, 1, (3, 3))
+    cost[rng.uniform(size=(3, 3)) < 0.2] = np.inf
+    max_cost = 0.6
+
+    def total(pairs):
+        return sum(cost[r, c] for r, c in pairs) + (6 - 2 * len(pairs)) * max_cost / 2
+
+    options = [()]
+    for k in (1, 2, 3):
+        for rows in itertools.combinations(range(3), k):
+            for cols in itertools.permutations(range(3), k):
+                pairs = tuple(zip(rows, cols))
+                if all(cost[r, c] <= max_cost for r, c in pairs):
+                    options.append(pairs)
+    matches, _, _ = associate(cost, max_cost)
+    assert total([tuple(p) for p in matches]) == pytest.approx(min(total(p) for p in options))
 
 
 def test_associate_is_deterministic_with_ties():

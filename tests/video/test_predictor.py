@@ -58,8 +58,8 @@ def test_ids_carry_across_window_boundaries(tiny_model, monkeypatch):
     results = list(predictor.track(FRAMES, window_seconds=0.5, source_fps=10, session=session))
     assert sorted({r.window for r in results}) == [0, 1, 2, 3]  # 20 frames at 10 fps, 0.5 s windows
     ids = [r.detections.tracker_id.tolist() for r in results]
-    assert ids[:2] == [[], []]  # tentative for min_hits = 3 frames
-    assert all(i == [1] for i in ids[2:])
+    assert ids[:1] == [[]]  # tentative for min_hits = 2 frames
+    assert all(i == [1] for i in ids[1:])
 
 
 def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
@@ -76,7 +76,7 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
     session = predictor.start_session(["dog"], [exemplar], fps=10)
     results = list(predictor.track(FRAMES[:8], session=session))
     counts = [len(r.detections) for r in results]
-    assert counts == [0, 0, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2, suppressed from frame 4 on
+    assert counts == [0, 1, 1, 1, 0, 0, 0, 0]  # confirmed at frame 1, suppressed from frame 4 on
     assert [p.positive for p in session.exemplars.prototypes] == [False]
 
 
