@@ -1,4 +1,4 @@
-"""The ``sam3video`` command: ``track``, ``eval`` and ``render`` subcommands.
+"""The ``sam3video`` command: ``track``, ``retrack``, ``eval`` and ``render`` subcommands.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem), 1 internal error,
 130 interrupted (Ctrl-C; no output file is left half-written under its final name).
@@ -46,7 +46,6 @@ def _unit_float(text: str) -> float:
 
 
 def add_track_parser(sub) -> None:
-    from . import thresholds as t
     from .video.peers import TRACKER_NAMES
 
     p = sub.add_parser("track", help="track every instance of a concept in a video",
@@ -76,20 +75,7 @@ def add_track_parser(sub) -> None:
     video.add_argument("--start", type=float, help="start time in seconds")
     video.add_argument("--end", type=float, help="end time in seconds (exclusive)")
     video.add_argument("--window-seconds", type=_positive_float, default=30.0, help="window length, <= 30 s")
-    thresholds = p.add_argument_group("thresholds")
-    thresholds.add_argument("--score-threshold", type=_unit_float,
-                            help="confident detection: reported, may start a track (default: the model's "
-                                 "calibrated value; 0.5 for sam3.pt)")
-    thresholds.add_argument("--low-score-threshold", type=_unit_float, default=t.LOW_SCORE_THRESHOLD,
-                            help=f"weaker detections only continue tracks (default {t.LOW_SCORE_THRESHOLD:g})")
-    thresholds.add_argument("--new-track-threshold", type=_unit_float, default=None,
-                            help=f"score to start a track (default: score threshold + {t.NEW_TRACK_MARGIN:g})")
-    thresholds.add_argument("--nms-iou", type=_unit_float, default=t.NMS_IOU,
-                            help=f"mask NMS IoU (default {t.NMS_IOU:g})")
-    thresholds.add_argument("--min-hits", type=int, default=t.MIN_HITS,
-                            help=f"frames before a track is reported (default {t.MIN_HITS})")
-    thresholds.add_argument("--lost-buffer", type=float, default=t.LOST_BUFFER_S,
-                            help=f"seconds a lost track is kept for re-identification (default {t.LOST_BUFFER_S:g})")
+    _add_threshold_flags(p.add_argument_group("thresholds"), retrack=False)
     p.add_argument("--tracker", default="sam3video", choices=TRACKER_NAMES,
                    help="association: ours (default), or a peer of the `trackers` package with its defaults")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
@@ -99,17 +85,51 @@ def add_track_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_threshold_flags(group, retrack: bool) -> None:
+    """The threshold flags of ``track`` (defaults of ``sam3video.thresholds``) or of ``retrack`` (not
+    given: the run's, or for a detection file the defaults)."""
+    from . import thresholds as t
+
+    flags = [  # flag, type, track's default, that default in words, what it sets
+        ("--score-threshold", _unit_float, None, "the model's calibrated value; 0.5 for sam3.pt",
+         "confident detection: reported, may start a track"),
+        ("--low-score-threshold", _unit_float, t.LOW_SCORE_THRESHOLD, f"{t.LOW_SCORE_THRESHOLD:g}",
+         "weaker detections only continue tracks" + ("; not below the run's" if retrack else "")),
+        ("--new-track-threshold", _unit_float, None, f"score threshold + {t.NEW_TRACK_MARGIN:g}",
+         "score to start a track"),
+        ("--nms-iou", _unit_float, t.NMS_IOU, f"{t.NMS_IOU:g}",
+         "mask NMS IoU" + (", applied before the detections were saved: only the run's" if retrack else "")),
+        ("--min-hits", int, t.MIN_HITS, str(t.MIN_HITS), "frames before a track is reported"),
+        ("--lost-buffer", float, t.LOST_BUFFER_S, f"{t.LOST_BUFFER_S:g}",
+         "seconds a lost track is kept for re-identification"),
+    ]
+    for flag, kind, value, shown, text in flags:
+        if retrack:  # a detection file has no calibrated model, and no masks to suppress
+            shown = "the run's" + ("" if flag == "--nms-iou" else "; for a detection file " + (
+                f"{t.SCORE_THRESHOLD:g}" if flag == "--score-threshold" else shown))
+        group.add_argument(flag, type=kind, default=None if retrack else value, help=f"{text} (default: {shown})")
+
+
+def _check_counts(args) -> None:
+    """``--frame-batch`` / ``--min-hits`` >= 1 and ``--lost-buffer`` >= 0, where given."""
+    for flag, value, least in (("--frame-batch", getattr(args, "frame_batch", None), 1),
+                               ("--min-hits", args.min_hits, 1), ("--lost-buffer", args.lost_buffer, 0)):
+        if value is not None and not value >= least:
+            raise _usage(f"{flag} must be >= {least}, got {value:g}")
+
+
+THRESHOLD_FLAGS = {"score_threshold": "score_threshold", "low_score_threshold": "low_score_threshold",
+                   "new_track_threshold": "new_track_threshold", "nms_iou": "nms_iou", "min_hits": "min_hits",
+                   "lost_buffer_s": "lost_buffer"}  # Thresholds field -> argparse dest
+
+
 def _job(args):
     """The ``TrackJob`` of the command line (flags not given take the defaults of ``sam3video.thresholds``)."""
     from .run import TrackJob
     from .thresholds import Thresholds
     from .video.exemplars import load_exemplars, parse_exemplar
 
-    for flag, value, ok in (("--frame-batch", args.frame_batch, args.frame_batch is None or args.frame_batch >= 1),
-                            ("--min-hits", args.min_hits, args.min_hits >= 1),
-                            ("--lost-buffer", args.lost_buffer, args.lost_buffer >= 0)):
-        if not ok:
-            raise _usage(f"{flag} must be >= {0 if flag == '--lost-buffer' else 1}, got {value:g}")
+    _check_counts(args)
     thresholds = Thresholds(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
                             new_track_threshold=args.new_track_threshold, nms_iou=args.nms_iou,
                             min_hits=args.min_hits, lost_buffer_s=args.lost_buffer)
@@ -139,13 +159,67 @@ def run_track(args) -> int:
     # Every check first (arguments, video, exemplars, output folder, checkpoint), so that bad input
     # ends in one line before anything else is printed.
     run = prepare(_job(args))
-    info, reader = run.info, run.reader
+    info = run.info
     if not args.quiet:
         count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
         print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
-              f"{reader.num_output_frames or '?'} frames to track", file=sys.stderr)
+              f"{run.source.num_output_frames or '?'} frames to track", file=sys.stderr)
     for note in run.notes:
         print(f"sam3video track: note: {note}", file=sys.stderr)
+    summary = run.execute(progress=None if args.quiet else _progress)
+    print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
+          f"{summary['timings']['frames_per_s']} frames/s -> {run.out_dir}/")
+    return EXIT_OK
+
+
+RETRACK_EXAMPLES = """examples:
+  sam3video retrack runs/pets --out runs/pets-bytetrack --tracker bytetrack
+  sam3video retrack runs/pets --out runs/pets-strict --score-threshold 0.6 --min-hits 5 --no-render
+  sam3video retrack --detections MOT17-02/det/det.txt --fps 30 --out runs/mot17-02 --tracker ocsort
+
+From a run folder: its detections.npz (every frame's candidates, as `track` gave them to the tracker)
+tracked again, without the model, into every file of `track` (overlay.mp4 if the run's video is still
+there, or --video PATH). Flags not given keep the run's values: the same settings give the same
+tracks.txt and tracks.mots.txt, byte for byte. Refused: a --low-score-threshold below the run's and
+another --nms-iou (applied before the detections were saved), and any change to a run with
+--carry-exemplar-boxes (its detections depended on its tracks).
+With --detections: a MOTChallenge detection file of any detector (frame,-1,x,y,w,h,score,..., frames
+1-based), boxes only, into tracks.txt and summary.json.
+"""
+
+
+def add_retrack_parser(sub) -> None:
+    from .video.peers import TRACKER_NAMES
+
+    p = sub.add_parser("retrack", help="track saved detections again (another tracker or thresholds), no model",
+                       description="Re-run association and every output from a run's saved detections "
+                                   "(RUN_DIR/detections.npz), or track a MOTChallenge detection file.",
+                       epilog=RETRACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", nargs="?", help="output folder of `sam3video track` (holds detections.npz)")
+    p.add_argument("--detections", metavar="FILE", help="instead of RUN_DIR: a MOTChallenge detection file")
+    p.add_argument("--fps", type=_positive_float, help="frame rate of the detection file (default 30)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tracker", choices=TRACKER_NAMES, help="association (default: the run's; sam3video for a "
+                                                            "detection file)")
+    _add_threshold_flags(p.add_argument_group("thresholds"), retrack=True)
+    p.add_argument("--video", help="the run's video for overlay.mp4 (default: the one named in the run)")
+    p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_retrack(args) -> int:
+    from .run import RetrackJob, prepare_retrack
+
+    _check_counts(args)
+    given = {field: getattr(args, dest) for field, dest in THRESHOLD_FLAGS.items() if getattr(args, dest) is not None}
+    run = prepare_retrack(RetrackJob(run_dir=args.run_dir, out_dir=args.out, detection_file=args.detections,
+                                     tracker=args.tracker, thresholds=given, fps=args.fps, video=args.video,
+                                     render=not args.no_render))
+    if not args.quiet:
+        print(f"{args.run_dir or args.detections}: {run.source.num_output_frames} frames of saved detections; "
+              f"tracker {run.config.tracker_name}", file=sys.stderr)
+    for note in run.notes:
+        print(f"sam3video retrack: note: {note}", file=sys.stderr)
     summary = run.execute(progress=None if args.quiet else _progress)
     print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
           f"{summary['timings']['frames_per_s']} frames/s -> {run.out_dir}/")
@@ -210,12 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
+    add_retrack_parser(sub)
     add_eval_parser(sub)
     add_render_parser(sub)
     return parser
 
 
-COMMANDS = {"track": run_track, "eval": run_eval_command, "render": run_render}
+COMMANDS = {"track": run_track, "retrack": run_retrack, "eval": run_eval_command, "render": run_render}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,41 +1,52 @@
-"""One module runs a job: open the video -> detect and track -> write every output -> ``summary.json``.
+"""One module runs a job: frames in -> detect (or replay saved detections) and track -> every output.
 
     job = TrackJob("clip.mp4", out_dir="runs/clip", prompts=("dog",))
     run = prepare(job)          # every check (video, exemplars, output folder, checkpoint), the model
     summary = run.execute()     # the files of ``export.outputs``; ``track(job)`` does both
 
-The CLI (``track``, ``render``), ``make benchmark``, ``tools/bench_video.py`` and
-``tools/calibrate_thresholds.py`` call it. Each window's outputs are segments in ``OUT/.partial``,
-with the run's state after the window (tracker, exemplar memory, per-track table, timings);
-``TrackJob(resume=True)`` goes on after the last complete window and gives the same files as an
-uninterrupted run. The state is a pickle of our own objects: resume only runs you made.
+    again = prepare_retrack(RetrackJob("runs/clip", out_dir="runs/clip-sort", tracker="sort"))
+    again.execute()             # the same files from runs/clip/detections.npz, without the model
+
+The CLI (``track``, ``retrack``, ``render``), ``make benchmark``, ``tools/bench_video.py`` and
+``tools/calibrate_thresholds.py`` call it. A ``Run`` consumes a frame source's ``FrameResult`` stream:
+the model's (``VideoPredictor.track``) or saved detections' (``sam3video.replay``), through one
+``execute``. Each window's outputs are segments in ``OUT/.partial``, with the run's state after the
+window (tracker, exemplar memory, per-track table, timings); ``TrackJob(resume=True)`` goes on after
+the last complete window and gives the same files as an uninterrupted run. The state is a pickle of
+our own objects: resume only runs you made.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .detections import Detections
 from .errors import InputError
 from .export.atomic import atomic_open
+from .export.detections_store import SavedFrame, StoreMeta
 from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,
                              prepare_out_dir, publish_outputs, remove_partial)
-from .export.summary import TrackStats
+from .export.summary import TrackStats, summary_text
 from .thresholds import Thresholds
 from .video.exemplars import Exemplar, check_exemplar
-from .video.loader import VideoReader, open_video
+from .video.loader import VideoInfo, VideoReader, open_video
 from .video.predictor import FrameResult, TrackingConfig, TrackingSession, VideoPredictor
+
+if TYPE_CHECKING:
+    from .replay import SavedRun
 
 STATE_NAME = "state.pkl"  # in OUT/.partial: the run after its last complete window
 STATE_VERSION = 1
+FINGERPRINT = ("input", "model", "prompts", "exemplars", "tracker", "config", "retracked_from")
 
 Progress = Callable[[Iterator[FrameResult], "int | None"], Iterator[FrameResult]]
 
@@ -66,6 +77,76 @@ class TrackJob:
     source_name: str | None = None  # how the summary names the source (default: str(source))
 
 
+@dataclass(frozen=True)
+class RetrackJob:
+    """What ``sam3video retrack`` takes: a run folder (its ``detections.npz``) or a MOTChallenge
+    ``detection_file``, tracked again into ``out_dir`` without the model."""
+
+    run_dir: "str | Path | None"  # a `track` output folder, or its detections.npz; None: ``detection_file``
+    out_dir: "str | Path"
+    detection_file: "str | Path | None" = None  # instead of run_dir: frame,-1,x,y,w,h,score,... (1-based)
+    tracker: str | None = None  # None: the run's (sam3video for a detection file)
+    thresholds: Mapping[str, Any] = field(default_factory=dict)  # ``Thresholds`` fields set; others: the run's
+    fps: float | None = None  # detection files only (default 30)
+    video: str | None = None  # the overlay's video (default: the run's, if it is still there)
+    render: bool = True
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Where a run's detections come from, for ``summary.json`` and ``detections.npz``: ``input`` and
+    ``model`` (None: no model), ``sampling`` (fps, start, end, window_seconds), the ``thresholds``
+    (``Thresholds`` fields) its config was made from with the model's calibrated ``score_default``;
+    ``detection`` replaces the summary's detection config; ``retracked_from`` (retrack only)."""
+
+    input: dict
+    model: dict | None
+    sampling: dict
+    thresholds: dict
+    score_default: float
+    detection: dict | None = None
+    retracked_from: dict | None = None
+
+
+class FrameSource(Protocol):
+    """What a ``Run`` consumes: the model on a video (``Detector``) or saved detections (``replay.Replay``)."""
+
+    facts: RunFacts
+    fps: float  # the run's frame rate (its tracker's)
+    frame_size: "tuple[int, int] | None"  # (H, W); None for box-only detections without frames
+    masks: bool  # candidates carry masks (MOTS and detections.npz are written)
+    num_output_frames: int | None
+
+    def results(self, session: TrackingSession, first_window: int,
+                on_window_end: Callable[[int], None]) -> Iterator[FrameResult]: ...
+
+
+class Detector:
+    """Frames of a video through the model: ``VideoPredictor.track`` (``sam3video track``)."""
+
+    masks = True
+
+    def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor):
+        self.reader, self.predictor = reader, predictor
+        info, model = reader.info, predictor.model
+        self.info: VideoInfo = info
+        self.fps = job.fps or info.fps
+        self.frame_size = (info.height, info.width)
+        self.num_output_frames = reader.num_output_frames
+        self.facts = RunFacts(
+            input={"source": job.source_name or str(job.source), "backend": info.backend, "fps": info.fps,
+                   "width": info.width, "height": info.height, "num_frames": info.num_frames},
+            model={"checkpoint": job.checkpoint or "demo", "config": model.config.to_dict(),
+                   "device": str(model.device)},
+            sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds},
+            thresholds=asdict(job.thresholds), score_default=model.config.score_threshold)
+
+    def results(self, session: TrackingSession, first_window: int,
+                on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
+        return self.predictor.track(self.reader, session=session, first_window=first_window,
+                                    on_window_end=on_window_end)
+
+
 @dataclass
 class _State:
     """A run after one of its windows, as saved in ``OUT/.partial/state.pkl``."""
@@ -83,46 +164,53 @@ class _State:
 
 
 class Run:
-    """A job checked and ready: ``execute()`` tracks and writes; ``info``, ``reader``, ``notes`` inform."""
+    """A job checked and ready: ``execute()`` tracks and writes; ``source``, ``config``, ``notes`` inform."""
 
-    def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor, session: TrackingSession,
-                 out_dir: Path, notes: list[str]):
-        self.job, self.reader, self.predictor, self.session = job, reader, predictor, session
-        self.out_dir, self.notes = out_dir, notes
-        self.info = reader.info
-        self.fps = job.fps or self.info.fps
+    def __init__(self, source: FrameSource, config: TrackingConfig, session: TrackingSession, out_dir: Path, *,
+                 render: bool, resume: bool = False, notes: Sequence[str] = ()):
+        self.source, self.config, self.session = source, config, session
+        self.out_dir, self.render, self.resume, self.notes = out_dir, render, resume, list(notes)
+        self.fps = source.fps
 
     @property
     def class_names(self) -> list[str]:
         return self.session.class_names
 
+    @property
+    def info(self) -> VideoInfo | None:
+        """The video's, for a run on one (``Detector``)."""
+        return getattr(self.source, "info", None)
+
     def summary_base(self) -> dict:
-        """Run facts for ``summary.json``: input, model, prompts, exemplars, thresholds."""
-        info, config, job = self.info, self.predictor.config, self.job
-        model = self.predictor.model
+        """Run facts for ``summary.json``: input, model, prompts, exemplars, tracker, thresholds."""
+        facts, config = self.source.facts, self.config
         return {
-            "input": {"source": job.source_name or str(job.source), "backend": info.backend, "fps": info.fps,
-                      "width": info.width, "height": info.height, "num_frames": info.num_frames},
-            "model": {"checkpoint": job.checkpoint or "demo", "config": model.config.to_dict(),
-                      "device": str(model.device)},
+            "input": facts.input,
+            "model": facts.model,
             "prompts": self.class_names,
             "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}
                           for e in self.session.exemplars.exemplars],
             "tracker": config.describe_tracker(),
-            "config": {"detection": asdict(config.detection),
+            "config": {"detection": facts.detection or asdict(config.detection),
                        "tracker": asdict(config.tracker) if config.tracker_name == "sam3video" else None,
-                       "exemplar": asdict(config.exemplar), "fps": job.fps, "start": job.start, "end": job.end,
-                       "window_seconds": job.window_seconds},
+                       "exemplar": asdict(config.exemplar), **facts.sampling},
+            **({"retracked_from": facts.retracked_from} if facts.retracked_from else {}),
             **({"notes": self.notes} if self.notes else {}),
         }
 
     def _fingerprint(self) -> dict:
         """What decides the results: a resumed run must have the same."""
         summary = self.summary_base()
-        return json.loads(json.dumps({k: summary[k] for k in ("input", "model", "prompts", "exemplars", "tracker",
-                                                              "config")}
-                                     | {"render": self.job.render, "precision": self.predictor.config.precision},
-                                     default=str))
+        return json.loads(json.dumps({k: summary[k] for k in FINGERPRINT if k in summary}
+                                     | {"render": self.render, "precision": self.config.precision}, default=str))
+
+    def _store_meta(self) -> StoreMeta:
+        """How ``detections.npz`` describes this run: its summary's facts and what ``retrack`` needs."""
+        facts = self.source.facts
+        run = {k: v for k, v in self.summary_base().items() if k != "notes"}
+        run |= {"thresholds": facts.thresholds, "model_score_threshold": facts.score_default}
+        height, width = self.source.frame_size
+        return StoreMeta(height, width, float(self.fps), tuple(self.class_names), json.loads(summary_text(run)))
 
     def execute(self, progress: Progress | None = None,
                 on_result: Callable[[FrameResult], None] | None = None) -> dict:
@@ -131,7 +219,7 @@ class Run:
         ``progress(results, total)`` wraps the result stream (a progress bar); ``on_result`` sees each
         frame's result after it is written (the benchmark records the tracker's candidates)."""
         partial = self.out_dir / PARTIAL_DIR
-        state = self._load_state(partial) if self.job.resume else None
+        state = self._load_state(partial) if self.resume else None
         if state is None:
             remove_partial(self.out_dir)
             partial.mkdir()
@@ -140,7 +228,8 @@ class Run:
             self.session.tracker, self.session.exemplars = state.tracker, state.exemplars
             self.session.timings.update(state.timings)
             self.session.frames_done = state.frames
-        names = output_files(self.class_names, self.job.render)
+        names = output_files(self.class_names, self.render, masks=self.source.masks, detections=self.source.masks)
+        store = self._store_meta() if OUTPUT_NAMES["detections"] in names else None
         start, elapsed_before = time.perf_counter(), state.elapsed_s
         writer: WindowFiles | None = None
 
@@ -158,24 +247,25 @@ class Run:
                 pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
 
         first_window = state.windows[-1] + 1 if state.windows else 0
-        results = self.predictor.track(self.reader, session=self.session, first_window=first_window,
-                                       on_window_end=window_done)
+        results = self.source.results(self.session, first_window, window_done)
         if progress is not None:
-            remaining = self.reader.num_output_frames
+            remaining = self.source.num_output_frames
             results = progress(results, None if remaining is None else max(remaining - state.frames, 0))
         from .export.overlay import annotate
 
         try:
             for result in results:
                 if writer is None:
-                    writer = WindowFiles(partial, result.window, self.class_names, self.fps,
-                                         (self.info.height, self.info.width), self.job.render).__enter__()
+                    writer = WindowFiles(partial, result.window, names, self.class_names, self.fps,
+                                         self.source.frame_size, store).__enter__()
                 overlay_frame = None
-                if self.job.render:
+                if self.render:
                     render_start = time.perf_counter()
                     overlay_frame = annotate(result.image, result.detections, self.class_names)
                     state.render_s += time.perf_counter() - render_start
-                writer.write(result.frame_index, result.detections, overlay_frame)
+                saved = None if store is None else SavedFrame(result.frame_index, result.timestamp, result.window,
+                                                              result.candidates, result.learned)
+                writer.write(result.frame_index, result.detections, overlay_frame, saved)
                 state.stats.update(result.frame_index, result.detections)
                 if on_result is not None:
                     on_result(result)
@@ -185,7 +275,7 @@ class Run:
             raise
         if state.frames == 0:
             raise InputError("the video produced no frames to track")
-        summary = self._summary(state)
+        summary = self._summary(state, names)
         publish_outputs(self.out_dir, state.windows, names, summary)
         remove_partial(self.out_dir)
         return summary
@@ -210,18 +300,19 @@ class Run:
                              f"({', '.join(changed)} differ); run again without --resume")
         return state
 
-    def _summary(self, state: _State) -> dict:
+    def _summary(self, state: _State, names: Sequence[str]) -> dict:
         elapsed = state.elapsed_s
         frames = state.frames
         summary = self.summary_base()
-        outputs = {k: v for k, v in OUTPUT_NAMES.items() if self.job.render or k != "overlay"}
+        outputs = {k: v for k, v in OUTPUT_NAMES.items() if v in names or k == "summary"}
         if len(self.class_names) > 1:
             outputs["per_prompt_mot"] = dict(zip(self.class_names, per_prompt_names(self.class_names)))
-        if self.job.render:
-            width, height = even_size(self.info.width, self.info.height)
+        if self.render:
+            height, width = self.source.frame_size
+            even_width, even_height = even_size(width, height)
             outputs["overlay_size"] = {
-                "width": width, "height": height,
-                "padded": {"right": width - self.info.width, "bottom": height - self.info.height},
+                "width": even_width, "height": even_height,
+                "padded": {"right": even_width - width, "bottom": even_height - height},
                 "note": "H.264 4:2:0 needs even sizes: an odd width/height gets one column/row repeated "
                         "at the right/bottom edge; the content is never scaled",
             }
@@ -264,12 +355,63 @@ def prepare(job: TrackJob, model=None) -> Run:
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
-    return Run(job, reader, predictor, session, out_dir, notes)
+    return Run(Detector(job, reader, predictor), config, session, out_dir, render=job.render, resume=job.resume,
+               notes=notes)
 
 
 def track(job: TrackJob, model=None, progress: Progress | None = None) -> dict:
     """``prepare(job, model).execute(progress)``: the summary of the finished run."""
     return prepare(job, model).execute(progress)
+
+
+def prepare_retrack(job: RetrackJob) -> Run:
+    """Check a retrack job (the saved detections read and checked, the settings against what they can
+    reproduce, the video for the overlay, the output folder) before anything is written; raises
+    ``Sam3VideoError`` (one line) for bad input. See ``sam3video.replay``."""
+    from . import replay
+
+    if (job.run_dir is None) == (job.detection_file is None):
+        raise InputError("retrack needs a run folder (RUN_DIR) or --detections FILE, one of them")
+    if job.detection_file is not None:
+        if job.video is not None:
+            raise InputError("--video draws a run's masks: a detection file is tracked into tracks.txt only")
+        source, config, session = replay.detection_file_source(job.detection_file, job.fps, job.tracker,
+                                                               job.thresholds)
+        return Run(source, config, session, prepare_out_dir(job.out_dir), render=False)
+    if job.fps is not None:
+        raise InputError("--fps is for --detections files: a run's detections keep the run's frame rate")
+    saved = replay.load_run(job.run_dir)
+    if Path(job.out_dir).resolve() == saved.path.parent.resolve():
+        raise InputError(f"--out {job.out_dir} is the run folder itself: give another folder")
+    config, thresholds, min_confidence = replay.retrack_config(saved, job.tracker, job.thresholds)
+    video, reader, notes = _overlay_video(saved, job) if job.render else (None, None, [])
+    source = replay.Replay(saved.frames, saved.facts(thresholds, video), saved.meta.fps,
+                           (saved.meta.height, saved.meta.width), min_confidence=min_confidence, reader=reader)
+    session = replay.replay_session(saved, config)
+    return Run(source, config, session, prepare_out_dir(job.out_dir), render=reader is not None, notes=notes)
+
+
+def retrack(job: RetrackJob, progress: Progress | None = None) -> dict:
+    """``prepare_retrack(job).execute(progress)``: the summary of the finished run."""
+    return prepare_retrack(job).execute(progress)
+
+
+def _overlay_video(saved: SavedRun, job: RetrackJob) -> tuple[str | None, VideoReader | None, list[str]]:
+    """(the overlay's video, ``job.video`` or the run's own, opened with the run's sampling, no notes),
+    or (None, None, a note) when the run's video is no longer where it was."""
+    video = job.video or saved.meta.run["input"].get("source")
+    if job.video is None and not (isinstance(video, str) and os.path.exists(video)):  # never raises
+        shown = repr(video) if len(str(video)) <= 80 else repr(str(video)[:77]) + "..."  # an array's text
+        return None, None, [f"the run's video {shown} is not there: no overlay.mp4 (give --video PATH, or "
+                            f"--no-render)"]
+    sampling = saved.meta.run["config"]
+    reader = open_video(_load_array(video), fps=sampling.get("fps"), start=sampling.get("start"),
+                        end=sampling.get("end"), window_seconds=sampling.get("window_seconds", 30.0))
+    size, saved_size = (reader.info.width, reader.info.height), (saved.meta.width, saved.meta.height)
+    if size != saved_size:
+        raise InputError(f"{video} is {size[0]}x{size[1]}, the saved detections {saved_size[0]}x{saved_size[1]}: "
+                         f"not the run's video")
+    return str(video), reader, []
 
 
 def demo_vocabulary_notes(prompts: Sequence[str]) -> list[str]:

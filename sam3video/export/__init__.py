@@ -1,4 +1,5 @@
-"""Output writers: MOT boxes, MOTS masks, the overlay video and the summary JSON — all written atomically.
+"""Output writers: MOT boxes, MOTS masks, saved detections, the overlay video and the summary JSON — all
+written atomically.
 
 Exporters are context managers consuming the predictor's ``(frame_index, Detections)`` stream::
 
@@ -26,6 +27,9 @@ _LAZY = {
     "annotate": "overlay",
     "color_for": "overlay",
     "PALETTE": "overlay",
+    "read_saved_detections": "detections_store",
+    "SavedFrame": "detections_store",
+    "StoreMeta": "detections_store",
     "OUTPUT_NAMES": "outputs",
     "prompt_slug": "outputs",
     "per_prompt_names": "outputs",

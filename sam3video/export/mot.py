@@ -114,13 +114,20 @@ def read_mot(path: str | os.PathLike) -> dict[int, Detections]:
     return _by_frame(read_table(path), with_ids=True)
 
 
-def read_detection_file(path: str | os.PathLike) -> dict[int, Detections]:
+def read_detection_file(path: str | os.PathLike, max_frames: int | None = None) -> dict[int, Detections]:
     """A MOTChallenge detection file (``frame,-1,x,y,w,h,score,...``, any detector's boxes) as
     ``{frame_index (0-based): Detections}`` (boxes and scores, class 0, no ids), only for frames that
-    have rows; checked line by line by ``sam3video.export.tables.read_detections``."""
+    have rows; checked line by line by ``sam3video.export.tables.read_detections``. ``max_frames``:
+    a frame beyond it is an ``InputError`` naming the file and line (a bound for what follows)."""
+    from ..errors import InputError
     from .tables import read_detections
 
-    return _by_frame(read_detections(path), with_ids=False)
+    table = read_detections(path)
+    if max_frames is not None and len(table) and table.frames.max() > max_frames:
+        row = int(np.argmax(table.frames))
+        raise InputError(f"{path}:{int(table.lines[row])}: frame {int(table.frames[row])} is beyond the "
+                         f"{max_frames} frames a detection file may span")
+    return _by_frame(table, with_ids=False)
 
 
 def _by_frame(table, with_ids: bool) -> dict[int, Detections]:

@@ -1,12 +1,15 @@
 """The files of a run folder: their names, one window's segments, and the final files assembled from them.
 
 ``OUT/tracks.txt`` (MOTChallenge boxes), ``OUT/tracks.mots.txt`` (MOTS masks, COCO RLE),
-``OUT/overlay.mp4`` (unless not rendered) and ``OUT/summary.json``; with several prompts also
-``OUT/tracks.<prompt>.txt``, the MOT file of each prompt alone (MOT lines carry no class).
+``OUT/detections.npz`` (every frame's candidates, ``detections_store``), ``OUT/overlay.mp4`` (unless
+not rendered) and ``OUT/summary.json``; with several prompts also ``OUT/tracks.<prompt>.txt``, the MOT
+file of each prompt alone (MOT lines carry no class). Tracking a detection file (boxes only) writes
+``tracks.txt`` and ``summary.json``.
 
 While a run goes, each window's outputs are written to ``OUT/.partial/`` as segments
 (``window-0003.tracks.txt`` ...), each complete once its window is; at the end the final files are
-assembled from the segments (text concatenated, video remuxed without re-encoding), each atomically.
+assembled from the segments (text concatenated, video remuxed without re-encoding, detections
+concatenated array by array), each atomically.
 A final name therefore never holds a half-written file, and an interrupted run can go on from its
 last complete window.
 """
@@ -24,11 +27,13 @@ from pathlib import Path
 from ..detections import Detections
 from ..errors import InputError
 from .atomic import atomic_open, atomic_path
+from .detections_store import DetectionsWriter, SavedFrame, StoreMeta, concatenate_segments
 from .mot import MOTWriter
 from .mots import MOTSWriter
 from .summary import summary_text
 
-OUTPUT_NAMES = {"mot": "tracks.txt", "mots": "tracks.mots.txt", "overlay": "overlay.mp4", "summary": "summary.json"}
+OUTPUT_NAMES = {"mot": "tracks.txt", "mots": "tracks.mots.txt", "overlay": "overlay.mp4", "detections": "detections.npz",
+                "summary": "summary.json"}
 PARTIAL_DIR = ".partial"  # inside OUT: the segments and state of a run that has not finished
 
 
@@ -68,11 +73,16 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width + width % 2, height + height % 2
 
 
-def output_files(class_names: Sequence[str], render: bool) -> list[str]:
-    """Names of the files written per frame (not the summary), in a fixed order."""
-    names = [OUTPUT_NAMES["mot"], OUTPUT_NAMES["mots"]]
+def output_files(class_names: Sequence[str], render: bool, masks: bool = True, detections: bool = True) -> list[str]:
+    """Names of the files written per frame (not the summary), in a fixed order: ``masks`` False
+    (box-only detections) leaves out the MOTS file, ``detections`` False ``detections.npz``."""
+    names = [OUTPUT_NAMES["mot"]]
+    if masks:
+        names.append(OUTPUT_NAMES["mots"])
     if len(class_names) > 1:
         names += per_prompt_names(class_names)
+    if detections:
+        names.append(OUTPUT_NAMES["detections"])
     if render:
         names.append(OUTPUT_NAMES["overlay"])
     return names
@@ -83,28 +93,33 @@ def segment_path(partial: Path, window: int, name: str) -> Path:
 
 
 class WindowFiles:
-    """One window's segments: ``write(frame_index, detections, overlay_frame)`` per frame, in order.
+    """One window's segments of the files ``names`` (``output_files``): ``write(frame_index, detections,
+    overlay_frame, saved)`` per frame, in order (``saved``: the frame for ``detections.npz``, described
+    by ``store``).
 
     A context manager: on normal exit every segment is complete under its name; on an exception none is
     left (the writers' temp files are removed)."""
 
-    def __init__(self, partial: Path, window: int, class_names: Sequence[str], fps: float,
-                 frame_size: tuple[int, int], render: bool):
-        self.partial, self.window = partial, window
-        self.class_names, self.fps, self.frame_size, self.render = list(class_names), fps, frame_size, render
+    def __init__(self, partial: Path, window: int, names: Sequence[str], class_names: Sequence[str], fps: float,
+                 frame_size: "tuple[int, int] | None", store: StoreMeta | None = None):
+        self.partial, self.window, self.names = partial, window, list(names)
+        self.class_names, self.fps, self.frame_size, self.store = list(class_names), fps, frame_size, store
         self._stack = ExitStack()
-        self.overlay = None
+        self.mots = self.detections = self.overlay = None
 
     def __enter__(self) -> "WindowFiles":
         path = lambda name: segment_path(self.partial, self.window, name)  # noqa: E731
         with ExitStack() as stack:
             self.mot = stack.enter_context(MOTWriter(path(OUTPUT_NAMES["mot"])))
-            self.mots = stack.enter_context(MOTSWriter(path(OUTPUT_NAMES["mots"])))
+            if OUTPUT_NAMES["mots"] in self.names:
+                self.mots = stack.enter_context(MOTSWriter(path(OUTPUT_NAMES["mots"])))
             self.per_prompt = []
             if len(self.class_names) > 1:
                 self.per_prompt = [stack.enter_context(MOTWriter(path(name)))
                                    for name in per_prompt_names(self.class_names)]
-            if self.render:
+            if OUTPUT_NAMES["detections"] in self.names:
+                self.detections = stack.enter_context(DetectionsWriter(path(OUTPUT_NAMES["detections"]), self.store))
+            if OUTPUT_NAMES["overlay"] in self.names:
                 from .overlay import OverlayWriter
 
                 height, width = self.frame_size
@@ -112,11 +127,15 @@ class WindowFiles:
             self._stack = stack.pop_all()
         return self
 
-    def write(self, frame_index: int, detections: Detections, overlay_frame=None) -> None:
+    def write(self, frame_index: int, detections: Detections, overlay_frame=None, saved: SavedFrame | None = None
+              ) -> None:
         self.mot.write(frame_index, detections)
-        self.mots.write(frame_index, detections)
+        if self.mots is not None:
+            self.mots.write(frame_index, detections)
         for class_id, writer in enumerate(self.per_prompt):
             writer.write(frame_index, detections[detections.class_id == class_id])
+        if self.detections is not None:
+            self.detections.write(saved)
         if self.overlay is not None:
             self.overlay.write(overlay_frame)
 
@@ -142,6 +161,9 @@ def publish_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str],
                 if name.endswith(".mp4"):
                     temp = stack.enter_context(_recorded(atomic_path(final), final, placed))
                     _concatenate_videos(segments, temp)
+                elif name.endswith(".npz"):
+                    temp = stack.enter_context(_recorded(atomic_path(final), final, placed))
+                    concatenate_segments(segments, temp)
                 else:
                     out = stack.enter_context(_recorded(atomic_open(final, "wb"), final, placed))
                     for segment in segments:

@@ -121,7 +121,9 @@ class TrackingConfig:
 class FrameResult:
     """One frame of the output stream. ``frame_index`` 0-based; ``image`` (H, W, 3) uint8 RGB;
     ``detections`` the reported, tracked instances; ``candidates`` what the tracker was given (every
-    detection above the low score threshold, before association) — for baselines and debugging."""
+    detection above the low score threshold, before association) — for baselines, debugging and
+    ``detections.npz``; ``learned``, on a frame with exemplars, what ``ExemplarMemory.learn`` was given
+    there: (the text-only pass's candidates, {exemplar box: (D,) embedding of the box region})."""
 
     frame_index: int
     timestamp: float
@@ -129,6 +131,7 @@ class FrameResult:
     detections: Detections
     image: np.ndarray
     candidates: Detections
+    learned: tuple[Detections, dict] | None = None
 
 
 @dataclass
@@ -319,22 +322,21 @@ class VideoPredictor:
         memory, timings = session.exemplars, session.timings
         start = time.perf_counter()
         detections = postprocess(outputs, (height, width), self.config.detection, features)
+        learned = None
         if memory.on_frame(frame.index):
-            self._learn_exemplars(local, frame, session, features, backbone_out)
+            learned = self._learn_exemplars(local, frame, session, features, backbone_out)
         timings["postprocess"] += time.perf_counter() - start
 
         start = time.perf_counter()
-        tracked = session.tracker.update(detections, frame.index)
-        memory.attach_tracks(frame.index, tracked)
-        tracked = memory.select(tracked)
+        tracked = track_candidates(session, frame.index, detections)
         timings["track"] += time.perf_counter() - start
         session.frames_done += 1
-        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections)
+        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections, learned)
 
     def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor,
-                         backbone_out: dict) -> None:
+                         backbone_out: dict) -> tuple[Detections, dict]:
         """Prototypes of this frame's exemplars, from every query of a text-only pass on its backbone
-        outputs (an object the text scores low still has a query on it)."""
+        outputs (an object the text scores low still has a query on it); returns what ``learn`` was given."""
         height, width = frame.image.shape[:2]
         no_boxes = prompt_from_boxes([[] for _ in session.class_names], self.model.device)
         with self._precision():
@@ -349,3 +351,12 @@ class VideoPredictor:
             box_mask[0, max(y0, 0):max(y1, y0 + 1), max(x0, 0):max(x1, x0 + 1)] = True
             box_embeddings[exemplar.box] = pooled_embeddings(features, box_mask)[0]
         session.exemplars.learn(frame.index, text_only, box_embeddings)
+        return text_only, box_embeddings
+
+
+def track_candidates(session: TrackingSession, frame_index: int, candidates: Detections) -> Detections:
+    """One frame's association: the session's tracker, then the exemplars' choice of tracks (the same
+    step for detections from the model and for saved ones, ``sam3video.replay``)."""
+    tracked = session.tracker.update(candidates, frame_index)
+    session.exemplars.attach_tracks(frame_index, tracked)
+    return session.exemplars.select(tracked)

@@ -1,6 +1,7 @@
 """A run that stops half way: Ctrl-C (SIGINT) to a running ``sam3video track``, and a disk that fills up
 (``OSError(ENOSPC)`` injected where files are written). Either way no file is left under a final name
-(``tracks.txt``, ``tracks.mots.txt``, ``overlay.mp4``, ``summary.json``) and no temp file anywhere;
+(``tracks.txt``, ``tracks.mots.txt``, ``detections.npz``, ``overlay.mp4``, ``summary.json``) and no temp
+file anywhere;
 a full disk is exit 2 with one line saying "No space left on device".
 """
 
@@ -22,7 +23,7 @@ from sam3video.export import atomic
 from sam3video.export.atomic import TEMP_MARKER
 
 REPO = Path(__file__).parent.parent.parent
-FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "overlay.mp4", "summary.json")
+FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "summary.json")
 # Every query reported from the first frame, so files are written from the first frame on.
 LOW = ["--score-threshold", "0", "--low-score-threshold", "0", "--new-track-threshold", "0", "--min-hits", "1"]
 
