@@ -43,6 +43,32 @@ def test_every_tracker_runs_and_is_scored(tmp_path, capsys):
             if line.split() and line.split()[0] in ("sam3video", "sort", "bytetrack", "ocsort", "botsort")}
     assert set(rows) == {"sam3video", "sort", "bytetrack", "ocsort", "botsort"}
     for name in rows:
-        assert (tmp_path / "out" / name / "WALK-01.txt").is_file()
+        assert (tmp_path / "out" / "mot" / name / "WALK-01.txt").is_file()
     hota = float(rows["sam3video"][0])
     assert 50 < hota <= 100, printed  # three clean tracks: every tracker should do well
+
+
+def test_synthetic_mode_re_tracks_saved_runs_as_track_did(tmp_path, tiny_model, capsys):
+    """A `make benchmark`-shaped folder with one tiny-model run: our tracker on its saved candidates
+    gives the run's own tracks.txt; every peer runs and is scored against the suite's ground truth."""
+    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.run import TrackJob, prepare
+    from sam3video.thresholds import Thresholds
+
+    clip = generate_clip(5, WorldConfig(width=96, height=64, duration_s=1.0, fps=10, radius_px=(8.0, 14.0)))
+    frames = np.stack([clip.image(t) for t in range(clip.num_frames)])
+    run = tmp_path / "bench" / "sam3video" / "clip_00__red_circle"
+    low = Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0, min_hits=1)
+    prepare(TrackJob(frames, run, prompts=("red circle",), thresholds=low, checkpoint="tiny.pt", render=False,
+                     fps=10), tiny_model).execute()
+    gt = tmp_path / "bench" / "suite" / "clip_00" / "gt" / "red_circle" / "gt.txt"
+    gt.parent.mkdir(parents=True)
+    assert len((run / "tracks.txt").read_text().splitlines()) > 20
+    gt.write_text((run / "tracks.txt").read_text())  # the run's own tracks as the truth: HOTA 100 for ours
+    load_tool().main(["--synthetic", str(tmp_path / "bench"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    ours = tmp_path / "out" / "synthetic" / "sam3video" / "clip_00__red_circle.txt"
+    assert ours.read_bytes() == (run / "tracks.txt").read_bytes()
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
+    assert float(rows["sam3video"][0]) == 100.0, printed
+    assert {"sort", "bytetrack", "ocsort", "botsort"} <= set(rows)

@@ -2,12 +2,16 @@
 
     python tools/bench_tracker.py --mot ../shared/mot15          # MOTChallenge folders: SEQ/det/det.txt,
                                                                   # SEQ/gt/gt.txt, SEQ/seqinfo.ini
+    python tools/bench_tracker.py --synthetic runs/benchmark     # `make benchmark`'s output folder
     python tools/bench_tracker.py --mot DIR --trackers sam3video bytetrack --out runs/bench_tracker
 
-Each tracker gets every frame's detections (boxes and scores only, class 0; frames without a row get
-none) with the sequence's frame rate, and its own defaults; BoT-SORT runs without camera motion
-compensation (no frames). Scored by TrackEval (HOTA, DetA, AssA, IDF1, MOTA, IDSW) per sequence and
-combined; frames/s is the tracker's update loop alone. Prints numbers; asserts nothing.
+MOTChallenge: each tracker gets every frame's detections (boxes and scores only, class 0; frames
+without a row get none) with the sequence's frame rate, and its own defaults; BoT-SORT runs without
+camera motion compensation (no frames). Synthetic: the candidates `make benchmark`'s runs saved
+(``detections.npz``: boxes, scores, masks, embeddings, exactly what their tracker was given), each
+tracker built as ``sam3video retrack RUN --tracker NAME`` builds it, scored against the suite's ground
+truth. Scored by TrackEval (HOTA, DetA, AssA, IDF1, MOTA, IDSW) per sequence and combined; frames/s is
+the tracker's update loop alone. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from pathlib import Path
 
 from sam3video.detections import Detections
 from sam3video.eval.metrics import run_eval
+from sam3video.data.dataset import MOT_NAME
 from sam3video.export import MOTWriter, read_detection_file
+from sam3video.export.outputs import OUTPUT_NAMES
 from sam3video.video.peers import TRACKER_NAMES
 from sam3video.video.predictor import TrackingConfig
 
@@ -42,16 +48,34 @@ def mot_sequences(root: Path) -> list[dict]:
     return sequences
 
 
-def run_tracker(name: str, frames: list[Detections], fps: float, out: Path) -> float:
-    """Track ``frames`` and write the MOT file ``out``; returns the update loop's frames/s."""
-    tracker = TrackingConfig(tracker_name=name).make_tracker(fps)  # as `track --tracker NAME` makes it
-    tracked, start = [], time.perf_counter()
-    for index, detections in enumerate(frames):
-        tracked.append(tracker.update(detections, index))
-    seconds = time.perf_counter() - start
+def synthetic_sequences(root: Path) -> list[dict]:
+    """[{name, run, gt}] of a `make benchmark` folder: its runs ``sam3video/CLIP__PROMPT`` (with
+    ``detections.npz``) and their ground truth ``suite/CLIP/gt/PROMPT/gt.txt``."""
+    sequences = []
+    for run in sorted((root / "sam3video").glob("*__*")):
+        clip, slug = run.name.split("__", 1)
+        gt = root / "suite" / clip / "gt" / slug / MOT_NAME
+        if (run / OUTPUT_NAMES["detections"]).is_file() and gt.is_file():
+            sequences.append({"name": run.name, "run": run, "gt": gt})
+    if not sequences:
+        raise SystemExit(f"no runs with {OUTPUT_NAMES['detections']} and ground truth under {root} "
+                         f"(made by `make benchmark`)")
+    return sequences
+
+
+def run_tracker(name: str, frames, fps: float, out: Path, tracker=None) -> float:
+    """Track ``frames`` (Detections, or (frame index, Detections)) and write the MOT file ``out``;
+    returns the update loop's frames/s. ``tracker`` None: ``name`` as `track --tracker NAME` makes it."""
+    tracker = tracker or TrackingConfig(tracker_name=name).make_tracker(fps)
+    tracked, seconds = [], 0.0
+    for item in frames:
+        index, detections = item if isinstance(item, tuple) else (len(tracked), item)
+        start = time.perf_counter()
+        tracked.append((index, tracker.update(detections, index)))
+        seconds += time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     with MOTWriter(out) as writer:
-        for index, detections in enumerate(tracked):
+        for index, detections in tracked:
             writer.write(index, detections)
     return len(frames) / max(seconds, 1e-9)
 
@@ -66,12 +90,22 @@ def table(title: str, rows: list[tuple[str, dict, float | None]]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mot", type=Path, required=True, help="folder of MOTChallenge sequence folders")
+    parser.add_argument("--mot", type=Path, help="folder of MOTChallenge sequence folders")
+    parser.add_argument("--synthetic", type=Path, help="a `make benchmark` output folder (runs/benchmark)")
     parser.add_argument("--trackers", nargs="+", default=list(TRACKERS), choices=TRACKERS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
     parser.add_argument("--per-sequence", action="store_true", help="also print a table per sequence")
     args = parser.parse_args(argv)
+    if args.mot is None and args.synthetic is None:
+        parser.error("give --mot DIR and/or --synthetic DIR")
     warnings.filterwarnings("ignore", module="trackers")  # deprecation notices of the peers
+    if args.mot is not None:
+        bench_mot(args)
+    if args.synthetic is not None:
+        bench_synthetic(args)
+
+
+def bench_mot(args) -> None:
     sequences = mot_sequences(args.mot)
     loaded = []
     for seq in sequences:
@@ -82,13 +116,11 @@ def main(argv=None) -> None:
     for name in args.trackers:
         preds, speeds = [], []
         for seq, frames in zip(sequences, loaded):
-            path = args.out / name / f"{seq['name']}.txt"
+            path = args.out / "mot" / name / f"{seq['name']}.txt"
             speeds.append((len(frames), run_tracker(name, frames, seq["fps"], path)))
             preds.append(path)
-        total = sum(n for n, _ in speeds)
-        fps = total / sum(n / f for n, f in speeds)
         results[name] = (run_eval([s["gt"] for s in sequences], preds, kind="mot",
-                                  names=[s["name"] for s in sequences]), fps)
+                                  names=[s["name"] for s in sequences]), _frames_per_s(speeds))
         print(f"{name}: done", flush=True)
     frames = sum(len(f) for f in loaded)
     print(table(f"{args.mot}: {len(sequences)} sequences, {frames} frames, combined",
@@ -98,6 +130,33 @@ def main(argv=None) -> None:
             print(table(f"\n{seq['name']} ({seq['fps']:g} fps)",
                         [(n, r.sequences[i].metrics, None) for n, (r, _) in results.items()]))
 
+
+def bench_synthetic(args) -> None:
+    from sam3video.replay import load_run, retrack_config
+
+    sequences = synthetic_sequences(args.synthetic)
+    results, frames_total = {}, 0
+    for name in args.trackers:
+        preds, speeds = [], []
+        for seq in sequences:
+            saved = load_run(seq["run"])
+            config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
+            frames = [(f.index, f.candidates) for f in saved.frames]
+            path = args.out / "synthetic" / name / f"{seq['name']}.txt"
+            speeds.append((len(frames), run_tracker(name, frames, saved.meta.fps, path,
+                                                    config.make_tracker(saved.meta.fps))))
+            preds.append(path)
+        frames_total = sum(n for n, _ in speeds)
+        results[name] = (run_eval([s["gt"] for s in sequences], preds, kind="mot",
+                                  names=[s["name"] for s in sequences]), _frames_per_s(speeds))
+        print(f"{name}: done", flush=True)
+    print(table(f"{args.synthetic}: {len(sequences)} synthetic sequences (masks, embeddings), {frames_total} "
+                f"frames, combined", [(n, r.combined.metrics, fps) for n, (r, fps) in results.items()]))
+
+
+def _frames_per_s(speeds: list[tuple[int, float]]) -> float:
+    """Frames/s over sequences of (frames, frames/s)."""
+    return sum(n for n, _ in speeds) / sum(n / f for n, f in speeds)
 
 if __name__ == "__main__":
     main()
