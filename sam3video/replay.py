@@ -34,10 +34,9 @@ from .export.detections_store import SavedFrame, SavedFrames, StoreMeta, read_sa
 from .export.outputs import OUTPUT_NAMES
 from .run import RunFacts
 from .thresholds import SCORE_THRESHOLD, Thresholds
-from .video.detect import DetectionConfig
 from .video.exemplars import Exemplar, ExemplarConfig, ExemplarMemory
 from .video.loader import MAX_WINDOW_SECONDS, VideoReader
-from .video.predictor import FrameResult, TrackingConfig, TrackingSession, track_candidates
+from .video.session import DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates
 
 DETECTION_FILE_FPS = 30.0  # a MOTChallenge detection file says no frame rate
 DETECTION_FILE_CLASS = "object"  # its one class (MOT lines carry none)

@@ -39,9 +39,10 @@ from .export.summary import TrackStats, summary_text
 from .thresholds import Thresholds
 from .video.exemplars import Exemplar, check_exemplar
 from .video.loader import VideoInfo, VideoReader, open_video
-from .video.predictor import FrameResult, TrackingConfig, TrackingSession, VideoPredictor
+from .video.session import FrameResult, TrackingConfig, TrackingSession
 
 if TYPE_CHECKING:
+    from .video.predictor import VideoPredictor
     from .replay import SavedRun
 
 STATE_NAME = "state.pkl"  # in OUT/.partial: the run after its last complete window
@@ -352,6 +353,8 @@ def prepare(job: TrackJob, model=None) -> Run:
     config = TrackingConfig.from_thresholds(job.thresholds, model.config.score_threshold, job.carry_exemplar_boxes,
                                             precision=job.precision, frame_batch=job.frame_batch,
                                             tracker_name=job.tracker)
+    from .video.predictor import VideoPredictor  # torch: only a run with the model needs it
+
     predictor = VideoPredictor(model, config)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []

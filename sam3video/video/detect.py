@@ -10,7 +10,6 @@ mask extent instead, the predicted box where the mask is empty).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,26 +21,7 @@ from ..model.box_ops import box_cxcywh_to_xyxy
 from ..model.geometry_encoders import Prompt
 from ..geometry import masks_to_boxes
 from ..model.sam3_image import FindStage, Sam3Image, instance_scores
-from ..thresholds import LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD
-
-
-@dataclass(frozen=True)
-class DetectionConfig:
-    score_threshold: float = SCORE_THRESHOLD  # a detection is "confident" (reported / may start a track)
-    low_score_threshold: float = LOW_SCORE_THRESHOLD  # below this a detection is dropped before tracking
-    nms_iou_threshold: float = NMS_IOU  # mask IoU above which the lower-scoring detection of a prompt goes
-    min_component_area: float = 2e-4  # connected components smaller than this fraction of the frame go
-    max_hole_area: float = 2e-4  # holes smaller than this fraction of the frame are filled
-    max_detections: int = 50  # per prompt and frame, highest scores first
-    # Boxes from the mask extent instead of the box head. Measured with the demo model on 12 validation
-    # clips (its masks are 64x64): head boxes HOTA 68.7, mask-extent boxes 58.9 (LocA 0.83).
-    box_from_mask: bool = False
-    # Backbone level (index into ``backbone_fpn``, finest first) mask-pooled into ``data["embedding"]``
-    # (re-identification, exemplar prototypes). Measured with the demo model on 12 ambiguous validation
-    # clips: the cosine between a red and a blue circle is 0.98-0.99 at level 0 (stride 4 of the ViT
-    # grid's upsampling), -0.1 on average at level 1; level 1 separates the colours better (AUC 0.96 vs
-    # 0.90 for "intended or not" by prototype similarity).
-    embedding_level: int = 1
+from .session import DetectionConfig
 
 
 def encode_prompts(model: Sam3Image, prompts: list[str]) -> dict:

@@ -16,9 +16,8 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
-import numpy as np
 import torch
 
 from ..detections import Detections
@@ -27,124 +26,16 @@ from ..model.geometry_encoders import prompt_from_boxes
 from ..model.sam3_image import Sam3Image
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
-from ..thresholds import Thresholds, new_track_threshold
 from .cache import LazyFrames
-from .detect import (DetectionConfig, encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
+from .detect import (encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
                      split_frames)
-from .exemplars import Exemplar, ExemplarConfig, ExemplarMemory, check_exemplar
-from .loader import Frame, VideoInfo, VideoReader, iter_windows, open_video
-from .peers import PEERS, TRACKER_NAMES, PeerTracker
-from .tracker import Tracker, TrackerConfig
+from .exemplars import Exemplar, ExemplarMemory, check_exemplar
+from .loader import Frame, VideoReader, iter_windows, open_video
+from .session import (  # noqa: F401 - the configs and the result stream, torch-free, importable from here too
+    DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Everything tunable in a run; every threshold lives in one of the nested configs."""
-
-    detection: DetectionConfig = field(default_factory=DetectionConfig)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
-    frame_cache: int = 4  # preprocessed frames kept per window (at least one batch)
-    lookahead: int = 4  # frames decoded ahead in a background thread
-    frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
-    precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
-    frame_batch: int | None = None  # frames per model call (None: 4 up to 512 px, else 1; 1 if boxes carried)
-    overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
-    tracker_name: str = "sam3video"  # or a peer of the `trackers` package: sort, bytetrack, ocsort, botsort
-
-    @classmethod
-    def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
-                           ) -> "TrackingConfig":
-        """Detection and tracker thresholds from one operating point: detections scoring at least
-        ``score_threshold`` are confident, tracks start at ``score_threshold + 0.1`` (0.5 and 0.6 by
-        default, as ByteTrack-style trackers do), weaker ones down to ``low_score_threshold`` only
-        continue tracks."""
-        if not 0 <= low_score_threshold <= score_threshold <= 1:
-            raise InputError(f"need 0 <= low score threshold ({low_score_threshold}) <= score threshold "
-                             f"({score_threshold}) <= 1")
-        detection = DetectionConfig(score_threshold=score_threshold, low_score_threshold=low_score_threshold)
-        tracker = TrackerConfig(high_score_threshold=score_threshold, low_score_threshold=low_score_threshold,
-                                new_track_threshold=new_track_threshold(score_threshold))
-        return cls(detection=detection, tracker=tracker, **kwargs)
-
-    @classmethod
-    def from_thresholds(cls, thresholds: Thresholds, model_score_threshold: float, carry_exemplar_boxes: bool = False,
-                        **kwargs) -> "TrackingConfig":
-        """The config of a run from the user's ``thresholds`` (the CLI flags); a score threshold of None
-        is the model's calibrated ``model_score_threshold``, a new-track threshold of None is derived
-        from it (and never below it)."""
-        score = model_score_threshold if thresholds.score_threshold is None else thresholds.score_threshold
-        if thresholds.low_score_threshold > score:
-            raise InputError(f"the low score threshold ({thresholds.low_score_threshold}) must not exceed the "
-                             f"score threshold ({score})")
-        config = cls.at_score_threshold(score, thresholds.low_score_threshold, **kwargs)
-        new_track = config.tracker.new_track_threshold
-        if thresholds.new_track_threshold is not None:
-            new_track = max(thresholds.new_track_threshold, score)
-        return replace(
-            config,
-            detection=replace(config.detection, nms_iou_threshold=thresholds.nms_iou),
-            tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=thresholds.min_hits,
-                            lost_track_buffer_s=thresholds.lost_buffer_s),
-            exemplar=replace(config.exemplar, carry_boxes=carry_exemplar_boxes),
-        )
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.frame_batch is not None and self.frame_batch < 1:
-            raise InputError(f"frame_batch must be at least 1, got {self.frame_batch}")
-        if self.tracker_name not in TRACKER_NAMES:
-            raise InputError(f"unknown tracker {self.tracker_name!r}; choose one of {', '.join(TRACKER_NAMES)}")
-        if self.tracker_name != "sam3video" and self.exemplar.carry_boxes:
-            raise InputError(f"carrying exemplar boxes needs the sam3video tracker, not {self.tracker_name}")
-
-    def make_tracker(self, fps: float):
-        """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults."""
-        if self.tracker_name == "sam3video":
-            return Tracker(self.tracker, fps=fps)
-        return PeerTracker(self.tracker_name, fps=fps)
-
-    def describe_tracker(self) -> dict:
-        """The tracker and its settings, for ``summary.json``."""
-        if self.tracker_name == "sam3video":
-            return {"name": "sam3video", "settings": asdict(self.tracker)}
-        return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
-                "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
-                            "compensation)"}
-
-
-@dataclass
-class FrameResult:
-    """One frame of the output stream. ``frame_index`` 0-based; ``image`` (H, W, 3) uint8 RGB;
-    ``detections`` the reported, tracked instances; ``candidates`` what the tracker was given (every
-    detection above the low score threshold, before association) — for baselines, debugging and
-    ``detections.npz``; ``learned``, on a frame with exemplars, what ``ExemplarMemory.learn`` was given
-    there: (the text-only pass's candidates, {exemplar box: (D,) embedding of the box region})."""
-
-    frame_index: int
-    timestamp: float
-    window: int
-    detections: Detections
-    image: np.ndarray
-    candidates: Detections
-    learned: tuple[Detections, dict] | None = None
-
-
-@dataclass
-class TrackingSession:
-    """Per-run state, created by ``VideoPredictor.start_session``."""
-
-    class_names: list[str]
-    text_out: dict
-    exemplars: ExemplarMemory
-    tracker: Tracker
-    info: VideoInfo | None = None
-    frames_done: int = 0
-    timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class VideoPredictor:
@@ -185,7 +76,7 @@ class VideoPredictor:
 
     def _precision(self):
         """An autocast context for bf16 / fp16, a no-op for fp32 (the default)."""
-        dtype = PRECISIONS[self.config.precision]
+        dtype = PRECISION_DTYPES[self.config.precision]
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.model.device.type, dtype=dtype)
@@ -352,11 +243,3 @@ class VideoPredictor:
             box_embeddings[exemplar.box] = pooled_embeddings(features, box_mask)[0]
         session.exemplars.learn(frame.index, text_only, box_embeddings)
         return text_only, box_embeddings
-
-
-def track_candidates(session: TrackingSession, frame_index: int, candidates: Detections) -> Detections:
-    """One frame's association: the session's tracker, then the exemplars' choice of tracks (the same
-    step for detections from the model and for saved ones, ``sam3video.replay``)."""
-    tracked = session.tracker.update(candidates, frame_index)
-    session.exemplars.attach_tracks(frame_index, tracked)
-    return session.exemplars.select(tracked)
