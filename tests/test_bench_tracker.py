@@ -72,3 +72,16 @@ def test_synthetic_mode_re_tracks_saved_runs_as_track_did(tmp_path, tiny_model, 
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
     assert float(rows["sam3video"][0]) == 100.0, printed
     assert {"sort", "bytetrack", "ocsort", "botsort"} <= set(rows)
+
+
+def test_set_overrides_our_tracker_config_and_refuses_unknown_fields(tmp_path, capsys):
+    import pytest
+
+    write_sequence(tmp_path / "data" / "WALK-01")
+    tool = load_tool()
+    args = ["--mot", str(tmp_path / "data"), "--trackers", "sam3video", "--out", str(tmp_path / "out")]
+    tool.main(args + ["--set", "min_hits=100"])  # longer than the sequence: no track is ever reported
+    assert (tmp_path / "out" / "mot" / "sam3video" / "WALK-01.txt").read_text() == ""
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(args + ["--set", "no_such_field=1"])
+    assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err

@@ -17,6 +17,7 @@ the tracker's update loop alone. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import configparser
 import time
 import warnings
@@ -28,7 +29,8 @@ from sam3video.data.dataset import MOT_NAME
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
 from sam3video.video.peers import TRACKER_NAMES
-from sam3video.video.predictor import TrackingConfig
+from sam3video.video.session import TrackingConfig
+from sam3video.video.tracker import TrackerConfig
 
 TRACKERS = TRACKER_NAMES
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
@@ -63,6 +65,28 @@ def synthetic_sequences(root: Path) -> list[dict]:
     return sequences
 
 
+def tracker_overrides(parser, items: list[str]) -> dict:
+    """{field: value} of ``FIELD=VALUE`` items for ``TrackerConfig`` (values parsed as Python literals)."""
+    import ast
+
+    fields = {f.name for f in dataclasses.fields(TrackerConfig)}
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            parser.error(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parser.error(f"--set {item}: {value!r} is not a number or literal")
+    return overrides
+
+
+def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
+    """``config`` with ``overrides`` applied to its tracker config (ours only; the peers keep theirs)."""
+    return dataclasses.replace(config, tracker=dataclasses.replace(config.tracker, **overrides)) if overrides else config
+
+
 def run_tracker(name: str, frames, fps: float, out: Path, tracker=None) -> float:
     """Track ``frames`` (Detections, or (frame index, Detections)) and write the MOT file ``out``;
     returns the update loop's frames/s. ``tracker`` None: ``name`` as `track --tracker NAME` makes it."""
@@ -95,9 +119,12 @@ def main(argv=None) -> None:
     parser.add_argument("--trackers", nargs="+", default=list(TRACKERS), choices=TRACKERS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
     parser.add_argument("--per-sequence", action="store_true", help="also print a table per sequence")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override fields of our tracker's TrackerConfig (ablations), e.g. min_hits=3")
     args = parser.parse_args(argv)
     if args.mot is None and args.synthetic is None:
         parser.error("give --mot DIR and/or --synthetic DIR")
+    args.overrides = tracker_overrides(parser, args.set)
     warnings.filterwarnings("ignore", module="trackers")  # deprecation notices of the peers
     if args.mot is not None:
         bench_mot(args)
@@ -117,7 +144,8 @@ def bench_mot(args) -> None:
         preds, speeds = [], []
         for seq, frames in zip(sequences, loaded):
             path = args.out / "mot" / name / f"{seq['name']}.txt"
-            speeds.append((len(frames), run_tracker(name, frames, seq["fps"], path)))
+            tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
+            speeds.append((len(frames), run_tracker(name, frames, seq["fps"], path, tracker)))
             preds.append(path)
         results[name] = (run_eval([s["gt"] for s in sequences], preds, kind="mot",
                                   names=[s["name"] for s in sequences]), _frames_per_s(speeds))
@@ -141,6 +169,7 @@ def bench_synthetic(args) -> None:
         for seq in sequences:
             saved = load_run(seq["run"])
             config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
+            config = with_overrides(config, args.overrides)
             frames = [(f.index, f.candidates) for f in saved.frames]
             path = args.out / "synthetic" / name / f"{seq['name']}.txt"
             speeds.append((len(frames), run_tracker(name, frames, saved.meta.fps, path,
