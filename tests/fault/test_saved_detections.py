@@ -114,7 +114,8 @@ def replaced_arrays(draw) -> dict[str, np.ndarray]:
         elif kind == "shape":
             arrays[key] = arrays[key].reshape(-1)[:draw(st.integers(0, 3))]
         elif arrays[key].dtype.kind in "iuf" and arrays[key].size:
-            fills = {"f": [-1.0, np.nan, 1e30], "i": [-1, 2**31 - 1], "u": [0, 255]}[arrays[key].dtype.kind]
+            top = np.iinfo(arrays[key].dtype).max if arrays[key].dtype.kind in "iu" else 1e30  # dtype may be replaced
+            fills = {"f": [-1.0, np.nan, 1e30], "i": [-1, top], "u": [0, top]}[arrays[key].dtype.kind]
             arrays[key] = np.full_like(arrays[key], draw(st.sampled_from(fills)))
     return arrays
 
