@@ -164,12 +164,7 @@ def run_track(args) -> int:
         count = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
         print(f"{args.video}: {info.width}x{info.height}, {info.fps:.3f} fps, {count} ({info.backend}); "
               f"{run.source.num_output_frames or '?'} frames to track", file=sys.stderr)
-    for note in run.notes:
-        print(f"sam3video track: note: {note}", file=sys.stderr)
-    summary = run.execute(progress=None if args.quiet else _progress)
-    print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
-          f"{summary['timings']['frames_per_s']} frames/s -> {run.out_dir}/")
-    return EXIT_OK
+    return _execute(run, "track", args.quiet)
 
 
 RETRACK_EXAMPLES = """examples:
@@ -218,9 +213,14 @@ def run_retrack(args) -> int:
     if not args.quiet:
         print(f"{args.run_dir or args.detections}: {run.source.num_output_frames} frames of saved detections; "
               f"tracker {run.config.tracker_name}", file=sys.stderr)
+    return _execute(run, "retrack", args.quiet)
+
+
+def _execute(run, command: str, quiet: bool) -> int:
+    """Print the run's notes, run it (with a progress bar unless ``quiet``), print its one-line result."""
     for note in run.notes:
-        print(f"sam3video retrack: note: {note}", file=sys.stderr)
-    summary = run.execute(progress=None if args.quiet else _progress)
+        print(f"sam3video {command}: note: {note}", file=sys.stderr)
+    summary = run.execute(progress=None if quiet else _progress)
     print(f"{summary['frames']} frames, {len(summary['tracks'])} tracks, "
           f"{summary['timings']['frames_per_s']} frames/s -> {run.out_dir}/")
     return EXIT_OK

@@ -39,7 +39,8 @@ from sam3video.video.association import associate, box_iou, mask_iou
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Thresholds of :class:`Tracker`, tuned for ~30 fps video. Scores and IoUs are in [0, 1]."""
+    """Thresholds of :class:`Tracker`: one set for 7 to 30 fps (times are in seconds; measured on MOT15
+    and the synthetic benchmark, README). Scores and IoUs are in [0, 1]."""
 
     high_score_threshold: float = SCORE_THRESHOLD  # at or above: first pass and re-identification
     low_score_threshold: float = LOW_SCORE_THRESHOLD  # in [low, high): second pass only; below low: ignored
