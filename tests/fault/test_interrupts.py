@@ -63,11 +63,23 @@ def test_sigint_leaves_no_final_file(fault_dir):
         else:
             pytest.fail(f"the run ended (exit {proc.poll()}) or never started writing before SIGINT: "
                         f"{bytes(stderr)[-500:]!r}")
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.fail("hung after SIGINT")
+        # Python drops a KeyboardInterrupt raised inside a destructor ("Exception ignored in ..."), so a
+        # signal landing there is lost (seen once in CI: the run went on to exit 0); like a user, press
+        # Ctrl-C again if the run is still going a moment later.
+        code = None
+        for _ in range(5):
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if b"interrupted" in stderr:  # taken: the run is cleaning up, no second Ctrl-C
+                    break
+        if code is None:
+            try:
+                code = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("hung after SIGINT")
     finally:
         if proc.poll() is None:
             proc.kill()
