@@ -32,7 +32,6 @@ from sam3video.video.peers import TRACKER_NAMES
 from sam3video.video.session import TrackingConfig
 from sam3video.video.tracker import TrackerConfig
 
-TRACKERS = TRACKER_NAMES
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
 
 
@@ -87,10 +86,9 @@ def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
     return dataclasses.replace(config, tracker=dataclasses.replace(config.tracker, **overrides)) if overrides else config
 
 
-def run_tracker(name: str, frames, fps: float, out: Path, tracker=None) -> float:
-    """Track ``frames`` (Detections, or (frame index, Detections)) and write the MOT file ``out``;
-    returns the update loop's frames/s. ``tracker`` None: ``name`` as `track --tracker NAME` makes it."""
-    tracker = tracker or TrackingConfig(tracker_name=name).make_tracker(fps)
+def run_tracker(tracker, frames, out: Path) -> float:
+    """Track ``frames`` (Detections, or (frame index, Detections)) with ``tracker`` and write the MOT file
+    ``out``; returns the update loop's frames/s."""
     tracked, seconds = [], 0.0
     for item in frames:
         index, detections = item if isinstance(item, tuple) else (len(tracked), item)
@@ -101,7 +99,7 @@ def run_tracker(name: str, frames, fps: float, out: Path, tracker=None) -> float
     with MOTWriter(out) as writer:
         for index, detections in tracked:
             writer.write(index, detections)
-    return len(frames) / max(seconds, 1e-9)
+    return len(tracked) / max(seconds, 1e-9)
 
 
 def table(title: str, rows: list[tuple[str, dict, float | None]]) -> str:
@@ -116,7 +114,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mot", type=Path, help="folder of MOTChallenge sequence folders")
     parser.add_argument("--synthetic", type=Path, help="a `make benchmark` output folder (runs/benchmark)")
-    parser.add_argument("--trackers", nargs="+", default=list(TRACKERS), choices=TRACKERS)
+    parser.add_argument("--trackers", nargs="+", default=list(TRACKER_NAMES), choices=TRACKER_NAMES)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
     parser.add_argument("--per-sequence", action="store_true", help="also print a table per sequence")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -132,25 +130,35 @@ def main(argv=None) -> None:
         bench_synthetic(args)
 
 
-def bench_mot(args) -> None:
-    sequences = mot_sequences(args.mot)
-    loaded = []
-    for seq in sequences:
-        by_frame = read_detection_file(seq["det"])
-        count = max(seq["frames"], max(by_frame, default=-1) + 1)
-        loaded.append([by_frame.get(i, Detections.empty()) for i in range(count)])
+def score_trackers(args, kind: str, sequences: list[dict], track) -> dict:
+    """{tracker name: (TrackEval result, frames/s)} over ``sequences`` ({name, gt, ...});
+    ``track(name, sequence, out path) -> (frames, frames/s)`` tracks one and writes its MOT file."""
     results = {}
     for name in args.trackers:
         preds, speeds = [], []
-        for seq, frames in zip(sequences, loaded):
-            path = args.out / "mot" / name / f"{seq['name']}.txt"
-            tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
-            speeds.append((len(frames), run_tracker(name, frames, seq["fps"], path, tracker)))
+        for seq in sequences:
+            path = args.out / kind / name / f"{seq['name']}.txt"
+            speeds.append(track(name, seq, path))
             preds.append(path)
         results[name] = (run_eval([s["gt"] for s in sequences], preds, kind="mot",
                                   names=[s["name"] for s in sequences]), _frames_per_s(speeds))
         print(f"{name}: done", flush=True)
-    frames = sum(len(f) for f in loaded)
+    return results
+
+
+def bench_mot(args) -> None:
+    sequences = mot_sequences(args.mot)
+    for seq in sequences:
+        by_frame = read_detection_file(seq["det"])
+        count = max(seq["frames"], max(by_frame, default=-1) + 1)
+        seq["detections"] = [by_frame.get(i, Detections.empty()) for i in range(count)]
+
+    def track(name: str, seq: dict, path: Path) -> tuple[int, float]:
+        tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
+        return len(seq["detections"]), run_tracker(tracker, seq["detections"], path)
+
+    results = score_trackers(args, "mot", sequences, track)
+    frames = sum(len(s["detections"]) for s in sequences)
     print(table(f"{args.mot}: {len(sequences)} sequences, {frames} frames, combined",
                 [(n, r.combined.metrics, fps) for n, (r, fps) in results.items()]))
     if args.per_sequence:
@@ -163,29 +171,25 @@ def bench_synthetic(args) -> None:
     from sam3video.replay import load_run, retrack_config
 
     sequences = synthetic_sequences(args.synthetic)
-    results, frames_total = {}, 0
-    for name in args.trackers:
-        preds, speeds = [], []
-        for seq in sequences:
-            saved = load_run(seq["run"])
-            config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
-            config = with_overrides(config, args.overrides)
-            frames = [(f.index, f.candidates) for f in saved.frames]
-            path = args.out / "synthetic" / name / f"{seq['name']}.txt"
-            speeds.append((len(frames), run_tracker(name, frames, saved.meta.fps, path,
-                                                    config.make_tracker(saved.meta.fps))))
-            preds.append(path)
-        frames_total = sum(n for n, _ in speeds)
-        results[name] = (run_eval([s["gt"] for s in sequences], preds, kind="mot",
-                                  names=[s["name"] for s in sequences]), _frames_per_s(speeds))
-        print(f"{name}: done", flush=True)
-    print(table(f"{args.synthetic}: {len(sequences)} synthetic sequences (masks, embeddings), {frames_total} "
+    for seq in sequences:
+        seq["saved"] = load_run(seq["run"])  # read and checked once; masks are decoded while tracking
+
+    def track(name: str, seq: dict, path: Path) -> tuple[int, float]:
+        saved = seq["saved"]
+        config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
+        tracker = with_overrides(config, args.overrides).make_tracker(saved.meta.fps)
+        return len(saved.frames), run_tracker(tracker, ((f.index, f.candidates) for f in saved.frames), path)
+
+    results = score_trackers(args, "synthetic", sequences, track)
+    frames = sum(len(s["saved"].frames) for s in sequences)
+    print(table(f"{args.synthetic}: {len(sequences)} synthetic sequences (masks, embeddings), {frames} "
                 f"frames, combined", [(n, r.combined.metrics, fps) for n, (r, fps) in results.items()]))
 
 
 def _frames_per_s(speeds: list[tuple[int, float]]) -> float:
     """Frames/s over sequences of (frames, frames/s)."""
     return sum(n for n, _ in speeds) / sum(n / f for n, f in speeds)
+
 
 if __name__ == "__main__":
     main()
