@@ -148,3 +148,28 @@ def test_full_disk_at_the_last_files(fault_dir, monkeypatch, capsys, full_at):
     monkeypatch.setattr(atomic, "open", fake_open, raising=False)
     out = fault_dir / f"enospc_at_{full_at}"
     _check_full_disk(*_run_full(fault_dir, out, capsys), out)
+
+
+@pytest.mark.parametrize("nth_file", [1, 3])
+def test_interrupt_right_after_a_temp_file_is_created(fault_dir, monkeypatch, capsys, nth_file):
+    """Ctrl-C the instant the n-th temp file exists, before any ``with`` block owns it (2 cases, ~2 s
+    each; the subprocess test above hit this window once in a clean-clone CI run): exit 130 and no
+    temp file left, because the CLI removes the temp files this process recorded and never finished."""
+    real_create = atomic._create_temp
+    created = []
+
+    def create_then_interrupt(final):
+        temp = real_create(final)
+        created.append(temp)
+        if len(created) == nth_file:
+            raise KeyboardInterrupt  # the file exists; atomic_path's try-block was never entered
+        return temp
+
+    monkeypatch.setattr(atomic, "_create_temp", create_then_interrupt)
+    out = fault_dir / f"interrupt_at_temp_{nth_file}"
+    code = main([*_track_argv(fault_dir, "clip.mp4", out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err, err
+    assert len(created) == nth_file and not created[-1].exists()
+    finals, temps = _left_behind(out)
+    assert not finals and not temps, f"left behind: {finals} {temps}"
