@@ -302,9 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam3video {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        from .export.atomic import remove_abandoned_temps
-
-        remove_abandoned_temps()  # an interrupt between creating a temp file and its with-block's cleanup
         hint = " (the finished windows are kept: add --resume to go on)" if args.command == "track" else ""
         print(f"sam3video {args.command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED

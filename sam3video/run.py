@@ -31,7 +31,7 @@ import numpy as np
 
 from .detections import Detections
 from .errors import InputError
-from .export.atomic import atomic_open
+from .export.atomic import atomic_open, remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
 from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,
                              prepare_out_dir, publish_outputs, remove_partial)
@@ -218,7 +218,18 @@ class Run:
         """Track and write every output; returns the summary written to ``summary.json``.
 
         ``progress(results, total)`` wraps the result stream (a progress bar); ``on_result`` sees each
-        frame's result after it is written (the benchmark records the tracker's candidates)."""
+        frame's result after it is written (the benchmark records the tracker's candidates). On any
+        exception (Ctrl-C too) no temp file is left in the output folder or its ``.partial``."""
+        try:
+            return self._execute(progress, on_result)
+        except BaseException:
+            # The writers remove their temp files, but an interrupt can strike between creating one
+            # and the block that owns it: this run owns both folders, so sweep them.
+            for folder in (self.out_dir / PARTIAL_DIR, self.out_dir):
+                remove_temp_files(folder)
+            raise
+
+    def _execute(self, progress: Progress | None, on_result: Callable[[FrameResult], None] | None) -> dict:
         partial = self.out_dir / PARTIAL_DIR
         state = self._load_state(partial) if self.resume else None
         if state is None:

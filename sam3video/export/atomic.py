@@ -9,9 +9,8 @@ propagates, and whatever was at the final name before (nothing, or an older file
 An ``OSError`` of the file itself (creating, writing, flushing, fsyncing or renaming it; disk full, no
 permission ...) is raised as ``OutputError``, one line naming the final file and the reason.
 
-A ``KeyboardInterrupt`` can land anywhere, also between creating a temp file and the code that would
-remove it. So every temp file is recorded before it is created and forgotten once renamed or removed;
-:func:`remove_abandoned_temps` (the CLI calls it as it exits) deletes whatever is still recorded.
+A ``KeyboardInterrupt`` can land anywhere, also between creating a temp file and the ``try`` that would
+remove it: a writer that owns a folder sweeps it with :func:`remove_temp_files` when it fails.
 """
 
 from __future__ import annotations
@@ -26,16 +25,15 @@ from typing import IO
 from ..errors import InputError, OutputError
 
 TEMP_MARKER = ".tmp-"  # temporary files are named ".<final name>.tmp-<8 hex digits>"
-_live_temps: set[Path] = set()  # this process's temp files not yet renamed or removed
 
 
-def remove_abandoned_temps() -> None:
-    """Delete the temp files this process created and has not yet renamed or removed (after an
-    interrupt that struck where no ``with`` block could clean up)."""
-    for temp in list(_live_temps):
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        _live_temps.discard(temp)
+def remove_temp_files(directory: str | os.PathLike) -> None:
+    """Delete the temp files (names with ``TEMP_MARKER``) directly in ``directory``, if it exists."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for path in Path(directory).iterdir():
+            if TEMP_MARKER in path.name and path.is_file():
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def _write_error(final: Path, error: OSError) -> OutputError:
@@ -59,15 +57,12 @@ def _create_temp(final: Path) -> Path:
         raise InputError(f"output directory does not exist: {final.parent}")
     while True:
         temp = final.with_name(f".{final.name}{TEMP_MARKER}{secrets.token_hex(4)}")
-        _live_temps.add(temp)  # before it exists, so an interrupt right after creating it cannot orphan it
         try:
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return temp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
-            _live_temps.discard(temp)
             continue
         except OSError as error:  # no permission, no space (for a directory entry), read-only file system
-            _live_temps.discard(temp)
             raise _write_error(final, error) from None
 
 
@@ -117,9 +112,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
-        _live_temps.discard(temp)
         raise
-    _live_temps.discard(temp)
     _fsync_dir(final.parent)
 
 

@@ -154,7 +154,7 @@ def test_full_disk_at_the_last_files(fault_dir, monkeypatch, capsys, full_at):
 def test_interrupt_right_after_a_temp_file_is_created(fault_dir, monkeypatch, capsys, nth_file):
     """Ctrl-C the instant the n-th temp file exists, before any ``with`` block owns it (2 cases, ~2 s
     each; the subprocess test above hit this window once in a clean-clone CI run): exit 130 and no
-    temp file left, because the CLI removes the temp files this process recorded and never finished."""
+    temp file left, because a failed run sweeps the temp files of its output folder and ``.partial``."""
     real_create = atomic._create_temp
     created = []
 
