@@ -1,4 +1,4 @@
-"""The ``sam3video`` command: ``track``, ``retrack``, ``eval`` and ``render`` subcommands.
+"""The ``sam3video`` command: ``track``, ``retrack``, ``batch``, ``eval`` and ``render`` subcommands.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem), 1 internal error,
 130 interrupted (Ctrl-C; no output file is left half-written under its final name).
@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import Sam3VideoError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_VIDEOS_FAILED = 1  # batch: some video failed (the others are done)
 
 TRACK_EXAMPLES = """examples:
   sam3video track clip.mp4 --prompt dog
@@ -46,8 +47,6 @@ def _unit_float(text: str) -> float:
 
 
 def add_track_parser(sub) -> None:
-    from .video.peers import TRACKER_NAMES
-
     p = sub.add_parser("track", help="track every instance of a concept in a video",
                        description="Detect, segment and track every instance of the prompted concepts.",
                        epilog=TRACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,10 +55,21 @@ def add_track_parser(sub) -> None:
     p.add_argument("--exemplar", action="append", default=[], metavar="FRAME:X1,Y1,X2,Y2[:neg]",
                    help="exemplar box in pixels on a 0-based output frame (repeatable)")
     p.add_argument("--exemplars", metavar="FILE", help="JSON list of {frame, box: [x1,y1,x2,y2], label, prompt}")
+    p.add_argument("--out", help="output directory (default: runs/<video stem>)")
+    _add_run_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the last complete window of an interrupted or failed run into the same --out "
+                        "(same settings; the files equal those of an uninterrupted run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_run_options(p) -> None:
+    """The options ``track`` and ``batch`` share: model, video sampling, thresholds, tracker, render."""
+    from .video.peers import TRACKER_NAMES
+
     p.add_argument("--carry-exemplar-boxes", action="store_true",
                    help="keep giving positive exemplar boxes to the model on later frames, at their track's "
                         "box (default: on their own frame only, as the official code)")
-    p.add_argument("--out", help="output directory (default: runs/<video stem>)")
     model = p.add_argument_group("model")
     model.add_argument("--checkpoint", help="sam3.pt path or hub id such as facebook/sam3 (default: the demo "
                                             "model, synthetic shapes only)")
@@ -79,10 +89,6 @@ def add_track_parser(sub) -> None:
     p.add_argument("--tracker", default="sam3video", choices=TRACKER_NAMES,
                    help="association: ours (default), or a peer of the `trackers` package with its defaults")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--resume", action="store_true",
-                   help="go on from the last complete window of an interrupted or failed run into the same --out "
-                        "(same settings; the files equal those of an uninterrupted run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_threshold_flags(group, retrack: bool) -> None:
@@ -125,26 +131,29 @@ THRESHOLD_FLAGS = {"score_threshold": "score_threshold", "low_score_threshold": 
 
 def _job(args):
     """The ``TrackJob`` of the command line (flags not given take the defaults of ``sam3video.thresholds``)."""
+    from .video.exemplars import load_exemplars, parse_exemplar
+
+    exemplars = [parse_exemplar(text) for text in args.exemplar]
+    if args.exemplars:
+        exemplars += load_exemplars(args.exemplars)
+    return _settings_job(args, source=args.video, out_dir=args.out or Path("runs") / Path(args.video.rstrip("/")).stem,
+                         exemplars=tuple(exemplars), resume=args.resume, source_name=args.video)
+
+
+def _settings_job(args, **job):
+    """A ``TrackJob`` with the options of ``_add_run_options`` and the fields ``job``."""
     from .run import TrackJob
     from .thresholds import Thresholds
-    from .video.exemplars import load_exemplars, parse_exemplar
 
     _check_counts(args)
     thresholds = Thresholds(score_threshold=args.score_threshold, low_score_threshold=args.low_score_threshold,
                             new_track_threshold=args.new_track_threshold, nms_iou=args.nms_iou,
                             min_hits=args.min_hits, lost_buffer_s=args.lost_buffer)
-    exemplars = [parse_exemplar(text) for text in args.exemplar]
-    if args.exemplars:
-        exemplars += load_exemplars(args.exemplars)
     return TrackJob(
-        source=args.video, out_dir=args.out or Path("runs") / Path(args.video.rstrip("/")).stem,
-        prompts=tuple(args.prompt), exemplars=tuple(exemplars), checkpoint=args.checkpoint,
-        model_config=args.config, device=args.device, thresholds=thresholds,
-        carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision, frame_batch=args.frame_batch,
-        tracker=args.tracker,
-        backend=args.backend, fps=args.fps, start=args.start, end=args.end, window_seconds=args.window_seconds,
-        render=not args.no_render, resume=args.resume, source_name=args.video,
-    )
+        prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
+        thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
+        frame_batch=args.frame_batch, tracker=args.tracker, backend=args.backend, fps=args.fps, start=args.start,
+        end=args.end, window_seconds=args.window_seconds, render=not args.no_render, **job)
 
 
 def _usage(message: str) -> Sam3VideoError:
@@ -233,6 +242,89 @@ def _progress(results, total):
         yield from bar
 
 
+BATCH_EXAMPLES = """examples:
+  sam3video batch clips/ --prompt person --out runs/day
+  sam3video batch a.mp4 b.mp4 list.txt --prompt dog --prompt cat --out runs/pets --workers 2
+  sam3video batch clips/ --prompt car --out runs/cars --address 10.0.0.5:6379 --device cuda
+
+INPUTS: video files, folders (searched recursively for videos and for folders of JPEG/PNG frames),
+and .txt lists of such paths (one per line, relative to the list). Each video gets OUT/<name>/ with
+the files of `track`; OUT/manifest.json records each one done (with output checksums) or failed (why),
+OUT/index.json and OUT/index.csv list them all. Run the same command again to skip the done videos
+and retry the others (an interrupted one goes on from its last complete window).
+Ray runs the videos: a local instance sized to this machine, or a cluster with --address (the inputs
+and OUT must then be on a filesystem every node sees). Each worker loads the model once.
+Exit: 0 all done, 1 some video failed (one line each), 2 bad usage, 130 interrupted.
+"""
+
+
+def add_batch_parser(sub) -> None:
+    p = sub.add_parser("batch", help="track many videos on Ray (local, or a cluster); resumable",
+                       description="Track every video of INPUTS with the same settings, on Ray workers that "
+                                   "load the model once.",
+                       epilog=BATCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUTS", help="video files, folders of videos, .txt lists")
+    p.add_argument("--prompt", action="append", default=[], help="noun phrase to track (repeatable)")
+    p.add_argument("--exemplars-dir", metavar="DIR",
+                   help="per-video exemplars: DIR/<name>.json (as track --exemplars) for the video written to "
+                        "OUT/<name>/")
+    p.add_argument("--out", required=True, help="output directory: OUT/<name>/ per video, manifest, index")
+    _add_run_options(p)
+    ray = p.add_argument_group("ray")
+    ray.add_argument("--address", help="join this Ray cluster (HOST:PORT of `ray start --head`, or auto); "
+                                       "default: a local Ray instance")
+    ray.add_argument("--workers", type=int, help="workers (each loads the model once); default: as many as "
+                                                 "fit: GPUs, or CPUs / --threads")
+    ray.add_argument("--threads", type=int, help="torch threads per worker (default: CPUs / --workers, or 2)")
+    ray.add_argument("--gpus-per-worker", type=float,
+                     help="GPUs per worker (default: 1 with --device cuda or auto on a GPU cluster; 0.5 packs two)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_batch_command(args) -> int:
+    from .batch import BatchJob, Manifest, collect_videos, run_batch, settings_of
+
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise _usage(f"{flag} must be >= 1, got {value}")
+    if args.gpus_per_worker is not None and not args.gpus_per_worker > 0:
+        raise _usage(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker:g}")
+    if not args.prompt and not args.exemplars_dir:
+        raise _usage("nothing to track: give --prompt TEXT (and/or --exemplars-dir DIR)")
+    if args.exemplars_dir and not Path(args.exemplars_dir).is_dir():
+        raise _usage(f"--exemplars-dir {args.exemplars_dir} is not a folder")
+    if args.checkpoint not in (None, "demo"):
+        from .model.checkpoint import is_hub_id
+
+        if not is_hub_id(args.checkpoint) and not Path(args.checkpoint).is_file():
+            raise _usage(f"checkpoint not found: {args.checkpoint}")
+    base = _settings_job(args, source=None, out_dir=args.out)
+    out = Path(args.out)
+    known = Manifest.load(out.resolve(), settings_of(base)).known_names() if out.is_dir() else {}
+    videos = collect_videos(args.inputs, out, args.exemplars_dir, known)
+    job = BatchJob(base=base, videos=videos, out_dir=out, workers=args.workers, threads=args.threads,
+                   address=args.address, gpus_per_worker=args.gpus_per_worker)
+    report = run_batch(job, show_progress=not args.quiet)
+    print(_batch_table(report))
+    for name in report.failed:
+        entry = report.entries[name]
+        print(f"sam3video batch: failed: {name} ({entry['source']}): {entry['reason']}", file=sys.stderr)
+    print(f"index: {out / 'index.json'}  {out / 'index.csv'}")
+    return EXIT_VIDEOS_FAILED if report.failed else EXIT_OK
+
+
+def _batch_table(report) -> str:
+    from tabulate import tabulate
+
+    ran_s = max(report.wall_s, 1e-9)
+    row = [len(report.ran) + len(report.skipped), len(report.ran) - len(report.failed), len(report.skipped),
+           len(report.failed), report.frames, f"{report.wall_s:.1f}",
+           f"{report.frames / ran_s:.1f}" if report.ran else "-", report.workers or "-",
+           f"{report.startup_s:.1f}" if report.ran else "-"]
+    return tabulate([row], headers=["videos", "done", "skipped", "failed", "frames", "time_s", "frames/s",
+                                    "workers", "startup_s"])
+
+
 def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="HOTA / MOTA / IDF1 of MOT or MOTS files against ground truth",
                        description="Evaluate tracks with TrackEval's HOTA, CLEAR and Identity metrics. "
@@ -285,12 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
     add_retrack_parser(sub)
+    add_batch_parser(sub)
     add_eval_parser(sub)
     add_render_parser(sub)
     return parser
 
 
-COMMANDS = {"track": run_track, "retrack": run_retrack, "eval": run_eval_command, "render": run_render}
+COMMANDS = {"track": run_track, "retrack": run_retrack, "batch": run_batch_command, "eval": run_eval_command,
+            "render": run_render}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam3video {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        hint = " (the finished windows are kept: add --resume to go on)" if args.command == "track" else ""
+        hint = {"track": " (the finished windows are kept: add --resume to go on)",
+                "batch": " (finished videos are kept: run the same command again to go on)"}.get(args.command, "")
         print(f"sam3video {args.command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # a bug: say so in one line, full traceback with --debug

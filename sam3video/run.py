@@ -361,16 +361,21 @@ def prepare(job: TrackJob, model=None) -> Run:
     out_dir = prepare_out_dir(job.out_dir)
     if model is None:
         model = load_model(job.checkpoint, job.model_config, job.device)
+    predictor = make_predictor(job, model)
+    session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
+    notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
+    return Run(Detector(job, reader, predictor), predictor.config, session, out_dir, render=job.render,
+               resume=job.resume, notes=notes)
+
+
+def make_predictor(job: TrackJob, model) -> VideoPredictor:
+    """The ``VideoPredictor`` of ``job``'s settings (thresholds, precision, tracker) on ``model``."""
     config = TrackingConfig.from_thresholds(job.thresholds, model.config.score_threshold, job.carry_exemplar_boxes,
                                             precision=job.precision, frame_batch=job.frame_batch,
                                             tracker_name=job.tracker)
     from .video.predictor import VideoPredictor  # torch: only a run with the model needs it
 
-    predictor = VideoPredictor(model, config)
-    session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
-    notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
-    return Run(Detector(job, reader, predictor), config, session, out_dir, render=job.render, resume=job.resume,
-               notes=notes)
+    return VideoPredictor(model, config)
 
 
 def track(job: TrackJob, model=None, progress: Progress | None = None) -> dict:
