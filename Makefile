@@ -10,7 +10,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -c "import cv2, trackeval, trackers, av"  # the install is whole: video, metrics, peers
+	$(BIN)/python -c "import cv2, trackeval, trackers, av, ray"  # the install is whole: video, metrics, peers, batch
 	touch $@
 
 install: $(VENV)/.installed

@@ -6,8 +6,8 @@
 Each video is the base ``run.TrackJob`` with its own source, folder ``OUT/<name>/`` and exemplars, run by
 ``run.prepare(job, model).execute()`` inside a Ray actor (``TrackWorker``) that loaded the model once.
 One video is one task: its windows carry identities through the tracker's state, so they run in order
-on one worker, and the parallelism is across videos. Videos run with ``resume=True``: one whose worker
-was killed, or that a Ctrl-C stopped, goes on from its last complete window.
+on one worker, and the parallelism is across videos. A video whose worker was killed, or that a
+Ctrl-C stopped, goes on from its last complete window (``resume=True``); every other one starts over.
 
 ``OUT/manifest.json`` holds every video's state: ``done`` (with each output's size and sha256),
 ``failed`` (the one-line reason), ``running`` or ``interrupted``. Running the same command again skips

@@ -160,9 +160,10 @@ def _run_on_ray(ray, job: BatchJob, todo: list[BatchVideo], out_dir: Path, manif
                 while idle and queue:
                     actor, video = idle.pop(), queue.popleft()
                     attempts[video.name] += 1
+                    resume = manifest.was_stopped(video)
                     manifest.record(video, state="running", attempts=attempts[video.name])
                     video_job = replace(base, source=video.source, out_dir=str(out_dir / video.name),
-                                        exemplars=video.exemplars, source_name=video.source, resume=True)
+                                        exemplars=video.exemplars, source_name=video.source, resume=resume)
                     pending[actor.track.remote(video_job, video.name, counter)] = (actor, video)
                 manifest.save()
             finished, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)

@@ -92,7 +92,7 @@ def _unique_names(sources: Sequence[Path], known: dict[str, str]) -> dict[str, s
     for source in sources:
         if str(source) in names:
             continue
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem if source.is_file() else source.name).lstrip(".")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem if source.suffix.lower() in VIDEO_SUFFIXES else source.name).lstrip(".")
         name, n = stem or "video", 1
         while name in taken:
             n += 1

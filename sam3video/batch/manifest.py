@@ -66,6 +66,13 @@ class Manifest:
         folder = self.out_dir / video.name
         return all(_unchanged(folder / name, saved) for name, saved in entry["outputs"].items())
 
+    def was_stopped(self, video: BatchVideo) -> bool:
+        """Whether ``video``, as it is now, was stopped part way (running when its worker died or the
+        driver was killed, or interrupted): it can go on from its last complete window."""
+        entry = self.entries.get(video.name)
+        return bool(entry) and entry["state"] in ("running", "interrupted") and entry["source"] == video.source \
+            and entry.get("exemplars", []) == _exemplars_json(video.exemplars)
+
     def record(self, video: BatchVideo, **entry) -> None:
         self.entries[video.name] = {"source": video.source, "exemplars": _exemplars_json(video.exemplars), **entry}
 

@@ -1,0 +1,124 @@
+"""The batch manifest, index and resource plan (no Ray, no model)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sam3video.batch import BatchJob, BatchVideo, Manifest, settings_of
+from sam3video.batch.driver import _plan
+from sam3video.batch.manifest import output_checksums, write_index
+from sam3video.errors import InputError
+from sam3video.run import TrackJob
+from sam3video.thresholds import Thresholds
+from sam3video.video.exemplars import Exemplar
+
+BASE = TrackJob(source=None, out_dir="", prompts=("dog",))
+
+
+def _done(tmp_path: Path, name: str = "a") -> tuple[Manifest, BatchVideo]:
+    """A manifest where ``name`` is done with two outputs."""
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    (folder / "tracks.txt").write_text("1,1,0,0,5,5,0.9,-1,-1,-1\n")
+    (folder / "summary.json").write_text("{}")
+    (folder / ".partial").mkdir()  # hidden: not an output
+    video = BatchVideo(name, str(tmp_path / f"{name}.mp4"))
+    manifest = Manifest(tmp_path, settings_of(BASE), {})
+    manifest.record(video, state="done", frames=3, tracks=1, outputs=output_checksums(folder))
+    return manifest, video
+
+
+def test_settings_must_match(tmp_path):
+    manifest, _ = _done(tmp_path)
+    manifest.save()
+    assert Manifest.load(tmp_path, settings_of(BASE)).entries.keys() == {"a"}
+    other = replace(BASE, thresholds=Thresholds(min_hits=5), render=False)
+    with pytest.raises(InputError, match=r"other settings \(render, thresholds differ\)"):
+        Manifest.load(tmp_path, settings_of(other))
+    # what is set per video is not a batch setting
+    assert settings_of(replace(BASE, source="x.mp4", out_dir="o", resume=True)) == settings_of(BASE)
+
+
+def test_an_unreadable_manifest_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match="manifest.json is unreadable"):
+        Manifest.load(tmp_path, settings_of(BASE))
+
+
+def test_done_means_outputs_unchanged(tmp_path):
+    """Done while every output keeps its size and sha256: touching a file is not a change, editing it
+    (same size) is, deleting it is; other exemplars or another source make it another job."""
+    manifest, video = _done(tmp_path)
+    tracks = tmp_path / "a" / "tracks.txt"
+    assert manifest.is_done(video)
+    os.utime(tracks, ns=(1, 1))
+    assert manifest.is_done(video)
+    tracks.write_text(tracks.read_text().replace("0.9", "0.8"))
+    assert not manifest.is_done(video)
+    manifest, video = _done(tmp_path / "again")
+    assert not manifest.is_done(replace(video, exemplars=(Exemplar(0, (1, 2, 3, 4)),)))
+    assert not manifest.is_done(replace(video, source="/elsewhere/a.mp4"))
+    (tmp_path / "again" / "a" / "summary.json").unlink()
+    assert not manifest.is_done(video)
+
+
+def test_only_stopped_videos_resume(tmp_path):
+    manifest, video = _done(tmp_path)
+    assert not manifest.was_stopped(video)
+    for state, resumes in (("running", True), ("interrupted", True), ("failed", False)):
+        manifest.record(video, state=state, attempts=1)
+        assert manifest.was_stopped(video) is resumes
+    assert not manifest.was_stopped(replace(video, exemplars=(Exemplar(0, (1, 2, 3, 4)),)))
+
+
+def test_index(tmp_path):
+    manifest, video = _done(tmp_path)
+    manifest.entries["a"] |= {"seconds": 1.5, "attempts": 1, "worker": "host:1"}
+    failed = BatchVideo("b", str(tmp_path / "b.mp4"))
+    manifest.record(failed, state="failed", reason="not a readable video: b.mp4", attempts=2)
+    write_index(tmp_path, [video, failed, BatchVideo("c", "/c.mp4")], manifest.entries)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [row["state"] for row in index["videos"]] == ["done", "failed", "pending"]
+    assert index["videos"][0]["frames_per_s"] == 2.0
+    assert index["videos"][0]["outputs"] == ["a/summary.json", "a/tracks.txt"]
+    assert index["totals"] == {"videos": 3, "done": 1, "failed": 1, "pending": 1, "frames": 3, "tracks": 1}
+    lines = (tmp_path / "index.csv").read_text().splitlines()
+    assert lines[0] == "name,source,state,frames,tracks,seconds,frames_per_s,attempts,worker,folder,reason"
+    assert lines[2].endswith(",not a readable video: b.mp4") and len(lines) == 4
+
+
+class _Cluster:
+    """What ``_plan`` reads of Ray: the cluster's resources and its nodes."""
+
+    def __init__(self, cpus: int, gpus: int = 0, nodes: int = 1):
+        self.cpus, self.gpus, self.num_nodes = cpus, gpus, nodes
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": float(self.cpus), **({"GPU": float(self.gpus)} if self.gpus else {})}
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": float(self.cpus // self.num_nodes)}}] * self.num_nodes
+
+
+@pytest.mark.parametrize("cluster, options, device, videos, expected", [
+    (_Cluster(2), {}, "cpu", 8, (1, 2, 0.0)),                      # 2 cores: one worker, 2 threads
+    (_Cluster(2), {"workers": 2}, "cpu", 8, (2, 1, 0.0)),          # threads follow --workers
+    (_Cluster(16), {}, "auto", 3, (3, 2, 0.0)),                    # never more workers than videos
+    (_Cluster(64, nodes=4), {"workers": 2}, "cpu", 8, (2, 16, 0.0)),  # an actor fits on one node
+    (_Cluster(16, gpus=4), {}, "auto", 8, (4, 2, 1.0)),            # auto on GPUs: one per GPU
+    (_Cluster(16, gpus=2), {"gpus_per_worker": 0.5}, "cuda", 8, (4, 2, 0.5)),
+    (_Cluster(8), {"threads": 3}, "cpu", 8, (2, 3, 0.0)),
+])
+def test_plan(cluster, options, device, videos, expected):
+    job = BatchJob(base=replace(BASE, device=device), videos=(), out_dir="o", **options)
+    assert _plan(cluster, job, videos) == expected
+
+
+def test_plan_needs_gpus_for_cuda():
+    with pytest.raises(InputError, match="needs 1 GPU per worker; the Ray cluster has 0"):
+        _plan(_Cluster(4), BatchJob(base=replace(BASE, device="cuda"), videos=(), out_dir="o"), 2)
