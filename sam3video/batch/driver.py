@@ -23,7 +23,8 @@ from .manifest import Manifest, settings_of, write_index
 from .workers import FrameCounter, TrackWorker
 
 MAX_ATTEMPTS = 2  # a video whose worker dies (killed, out of memory, node lost) is run once more
-DEFAULT_THREADS = 2  # torch threads per CPU worker when --workers is not given (see README: batch)
+WORKER_BASE_MEMORY = 1.5 * 2**30  # a worker besides its weights: torch, decoded frames, activations (bytes)
+FULL_CHECKPOINT_BYTES = 3.45e9  # sam3.pt, for a checkpoint not on this machine (a hub id not yet cached)
 POLL_S = 0.25  # how often the driver refreshes the progress bar
 READY_TIMEOUT_S = 900.0  # the workers' start (model load, a first download) before giving up
 
@@ -37,7 +38,7 @@ class BatchJob:
     videos: tuple[BatchVideo, ...]
     out_dir: str | Path
     workers: int | None = None  # None: as many as fit (GPUs, or CPUs / threads), at most one per video
-    threads: int | None = None  # torch threads per worker; None: CPUs / workers, or DEFAULT_THREADS
+    threads: int | None = None  # torch threads per worker; None: the cluster's CPUs / workers
     address: str | None = None  # a Ray cluster ("HOST:PORT", "auto"); None: a local instance
     gpus_per_worker: float | None = None  # None: 1 with --device cuda (or auto with GPUs), else 0
 
@@ -113,10 +114,14 @@ def _ray(address: str | None) -> Iterator:
         ray.shutdown()
 
 
-def _plan(ray, job: BatchJob, num_videos: int) -> tuple[int, int, float]:
-    """(workers, torch threads each, GPUs each) for this cluster."""
+def _plan(ray, job: BatchJob, num_videos: int, worker_memory: float) -> tuple[int, int, float]:
+    """(workers, torch threads each, GPUs each) for this cluster. CPU workers by default: one per CPU
+    (one thread each: the most frames/s on 2 cores, README), as many as its memory holds at
+    ``worker_memory`` bytes each; GPU workers: ``gpus_per_worker`` each. Never more than the videos;
+    the CPUs are shared among the workers, and a worker fits on one node."""
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    memory = float(resources.get("memory", float("inf")))
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
     device = job.base.device
     per_gpu = job.gpus_per_worker
@@ -124,17 +129,35 @@ def _plan(ray, job: BatchJob, num_videos: int) -> tuple[int, int, float]:
         per_gpu = 1.0 if device == "cuda" or (device == "auto" and gpus > 0) else 0.0
     if per_gpu > 0 and gpus < per_gpu:
         raise InputError(f"--device {device} needs {per_gpu:g} GPU per worker; the Ray cluster has {gpus:g}")
-    threads = job.threads or (max(1, cpus // job.workers) if job.workers else min(DEFAULT_THREADS, cpus))
-    threads = max(1, min(threads, node_cpus))  # an actor must fit on one node
-    workers = job.workers or (int(gpus // per_gpu) if per_gpu > 0 else max(1, cpus // threads))
-    return max(1, min(workers, num_videos)), threads, per_gpu
+    if job.workers:
+        workers = job.workers
+    elif per_gpu > 0:
+        workers = int(gpus // per_gpu)
+    else:
+        workers = min(cpus // (job.threads or 1), int(memory // worker_memory))
+    workers = max(1, min(workers, num_videos))
+    threads = max(1, min(job.threads or cpus // workers, node_cpus))
+    return workers, threads, per_gpu
+
+
+def worker_memory(checkpoint: str | None) -> float:
+    """Bytes one worker is expected to hold: its weights in fp32 (twice the file, for fp16 files, at
+    most) and ``WORKER_BASE_MEMORY``. A checkpoint not on this machine counts as the full model."""
+    if checkpoint in (None, "demo"):
+        from importlib import resources
+
+        path = Path(str(resources.files("sam3video") / "assets" / "demo.pt"))
+    else:
+        path = Path(checkpoint)
+    size = path.stat().st_size if path.is_file() else FULL_CHECKPOINT_BYTES
+    return 2 * size + WORKER_BASE_MEMORY
 
 
 def _run_on_ray(ray, job: BatchJob, todo: list[BatchVideo], out_dir: Path, manifest: Manifest,
                 report: BatchReport, show_progress: bool) -> None:
     from tqdm import tqdm
 
-    workers, threads, per_gpu = _plan(ray, job, len(todo))
+    workers, threads, per_gpu = _plan(ray, job, len(todo), worker_memory(job.base.checkpoint))
     report.workers, report.threads = workers, threads
     base = job.base
     worker_class = ray.remote(num_cpus=threads, num_gpus=per_gpu, max_restarts=0)(TrackWorker)

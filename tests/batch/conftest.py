@@ -29,7 +29,7 @@ def batch_data(tmp_path_factory, parity_state_dict) -> Path:
     """``clips/`` (three 1 s clips, 10 fps, 160x96, and ``broken.mp4``, not a video), ``long/long.mp4``
     (6 s) and ``tiny.pt`` (the tiny model's state dict with its config)."""
     root = tmp_path_factory.mktemp("batch")
-    world = dict(width=160, height=96, fps=10, radius_px=(8.0, 20.0))
+    world = {"width": 160, "height": 96, "fps": 10, "radius_px": (8.0, 20.0)}
     (root / "clips").mkdir()
     (root / "long").mkdir()
     for path, seed, seconds in ((root / "clips/a.mp4", 1, 1.0), (root / "clips/b.mp4", 2, 1.0),

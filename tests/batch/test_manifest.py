@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sam3video.batch import BatchJob, BatchVideo, Manifest, settings_of
-from sam3video.batch.driver import _plan
+from sam3video.batch.driver import _plan, worker_memory
 from sam3video.batch.manifest import output_checksums, write_index
 from sam3video.errors import InputError
 from sam3video.run import TrackJob
@@ -95,30 +95,41 @@ def test_index(tmp_path):
 class _Cluster:
     """What ``_plan`` reads of Ray: the cluster's resources and its nodes."""
 
-    def __init__(self, cpus: int, gpus: int = 0, nodes: int = 1):
-        self.cpus, self.gpus, self.num_nodes = cpus, gpus, nodes
+    def __init__(self, cpus: int, gpus: int = 0, nodes: int = 1, memory_gib: float = 64):
+        self.cpus, self.gpus, self.num_nodes, self.memory = cpus, gpus, nodes, memory_gib * 2**30
 
     def cluster_resources(self) -> dict:
-        return {"CPU": float(self.cpus), **({"GPU": float(self.gpus)} if self.gpus else {})}
+        return {"CPU": float(self.cpus), "memory": self.memory, **({"GPU": float(self.gpus)} if self.gpus else {})}
 
     def nodes(self) -> list[dict]:
         return [{"Alive": True, "Resources": {"CPU": float(self.cpus // self.num_nodes)}}] * self.num_nodes
 
 
-@pytest.mark.parametrize("cluster, options, device, videos, expected", [
-    (_Cluster(2), {}, "cpu", 8, (1, 2, 0.0)),                      # 2 cores: one worker, 2 threads
-    (_Cluster(2), {"workers": 2}, "cpu", 8, (2, 1, 0.0)),          # threads follow --workers
-    (_Cluster(16), {}, "auto", 3, (3, 2, 0.0)),                    # never more workers than videos
-    (_Cluster(64, nodes=4), {"workers": 2}, "cpu", 8, (2, 16, 0.0)),  # an actor fits on one node
-    (_Cluster(16, gpus=4), {}, "auto", 8, (4, 2, 1.0)),            # auto on GPUs: one per GPU
-    (_Cluster(16, gpus=2), {"gpus_per_worker": 0.5}, "cuda", 8, (4, 2, 0.5)),
-    (_Cluster(8), {"threads": 3}, "cpu", 8, (2, 3, 0.0)),
+GIB = 2**30
+
+
+@pytest.mark.parametrize("cluster, options, device, videos, memory, expected", [
+    (_Cluster(2), {}, "cpu", 8, GIB, (2, 1, 0.0)),                       # 2 cores: two workers, 1 thread
+    (_Cluster(2), {"workers": 1}, "cpu", 8, GIB, (1, 2, 0.0)),           # threads follow --workers
+    (_Cluster(16), {}, "auto", 3, GIB, (3, 5, 0.0)),                     # never more workers than videos
+    (_Cluster(16, memory_gib=24), {}, "cpu", 8, 8.4 * GIB, (2, 8, 0.0)),  # sam3.pt: as many as memory holds
+    (_Cluster(64, nodes=4), {"workers": 2}, "cpu", 8, GIB, (2, 16, 0.0)),  # an actor fits on one node
+    (_Cluster(16, gpus=4), {}, "auto", 8, GIB, (4, 4, 1.0)),             # auto on GPUs: one per GPU
+    (_Cluster(16, gpus=2), {"gpus_per_worker": 0.5}, "cuda", 8, GIB, (4, 4, 0.5)),
+    (_Cluster(8), {"threads": 3}, "cpu", 8, GIB, (2, 3, 0.0)),
+    (_Cluster(4, memory_gib=4), {}, "cpu", 8, 8.4 * GIB, (1, 4, 0.0)),   # too little memory: still one
 ])
-def test_plan(cluster, options, device, videos, expected):
+def test_plan(cluster, options, device, videos, memory, expected):
     job = BatchJob(base=replace(BASE, device=device), videos=(), out_dir="o", **options)
-    assert _plan(cluster, job, videos) == expected
+    assert _plan(cluster, job, videos, memory) == expected
 
 
 def test_plan_needs_gpus_for_cuda():
     with pytest.raises(InputError, match="needs 1 GPU per worker; the Ray cluster has 0"):
-        _plan(_Cluster(4), BatchJob(base=replace(BASE, device="cuda"), videos=(), out_dir="o"), 2)
+        _plan(_Cluster(4), BatchJob(base=replace(BASE, device="cuda"), videos=(), out_dir="o"), 2, GIB)
+
+
+def test_worker_memory(tmp_path):
+    """The demo model's file is small (about 1.5 GiB a worker); an absent checkpoint counts as sam3.pt."""
+    assert 1.5 * GIB < worker_memory(None) < 1.6 * GIB
+    assert worker_memory(str(tmp_path / "not-here.pt")) == pytest.approx(2 * 3.45e9 + 1.5 * GIB)
