@@ -314,15 +314,17 @@ def run_batch_command(args) -> int:
 
 
 def _batch_table(report) -> str:
+    """The final table of a batch, and a line on its workers."""
     from tabulate import tabulate
 
-    ran_s = max(report.wall_s, 1e-9)
     row = [len(report.ran) + len(report.skipped), len(report.ran) - len(report.failed), len(report.skipped),
            len(report.failed), report.frames, f"{report.wall_s:.1f}",
-           f"{report.frames / ran_s:.1f}" if report.ran else "-", report.workers or "-",
-           f"{report.startup_s:.1f}" if report.ran else "-"]
-    return tabulate([row], headers=["videos", "done", "skipped", "failed", "frames", "time_s", "frames/s",
-                                    "workers", "startup_s"])
+           f"{report.frames / max(report.wall_s, 1e-9):.1f}" if report.ran else "-"]
+    table = tabulate([row], headers=["videos", "done", "skipped", "failed", "frames", "time_s", "frames/s"])
+    if not report.workers:
+        return table + "\nnothing to run: every video is done"
+    return table + (f"\n{report.workers} worker(s) x {report.threads} thread(s); {report.startup_s:.1f} s to start "
+                    f"them (model load {report.model_load_s:.2f} s each)")
 
 
 def add_eval_parser(sub) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..export.atomic import remove_temp_files
-from ..export.outputs import PARTIAL_DIR
+from ..export.outputs import PARTIAL_DIR, prepare_out_dir
 from ..run import TrackJob
 from ..video.loader import open_video
 from .inputs import BatchVideo
@@ -73,13 +73,12 @@ def run_batch(job: BatchJob, show_progress: bool = True) -> BatchReport:
     ``InputError`` for bad settings (before any video runs). ``KeyboardInterrupt`` is re-raised after
     the workers are stopped, the videos they were on marked ``interrupted`` and their temp files removed.
     """
-    out_dir = Path(job.out_dir).resolve()
-    if not out_dir.is_dir():
-        out_dir.mkdir(parents=True)
+    out_dir = prepare_out_dir(Path(job.out_dir).resolve())
     manifest = Manifest.load(out_dir, settings_of(job.base))
     report = BatchReport(manifest.entries)
-    todo = [v for v in job.videos if not manifest.is_done(v)]
-    report.skipped = [v.name for v in job.videos if v not in todo]
+    done = {v.name for v in job.videos if manifest.is_done(v)}
+    todo = [v for v in job.videos if v.name not in done]
+    report.skipped = [v.name for v in job.videos if v.name in done]
     start = time.perf_counter()
     try:
         if todo:
@@ -196,7 +195,7 @@ def _run_on_ray(ray, job: BatchJob, todo: list[BatchVideo], out_dir: Path, manif
                     entry = ray.get(ref)
                     idle.append(actor)
                 except ray.exceptions.RayError as error:  # the worker died: killed, out of memory, node lost
-                    ray.kill(actor, no_restart=True)
+                    _stop(ray, [actor], [])
                     idle.append(spawn())
                     if attempts[video.name] < MAX_ATTEMPTS:
                         queue.appendleft(video)
