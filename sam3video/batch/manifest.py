@@ -117,7 +117,11 @@ INDEX_COLUMNS = ("name", "source", "state", "frames", "tracks", "seconds", "fram
 
 
 def index_rows(videos: Sequence[BatchVideo], entries: dict[str, dict]) -> list[dict]:
-    """One row per video of this batch: ``INDEX_COLUMNS`` plus its ``outputs`` (paths relative to OUT)."""
+    """One row per video of OUT: ``videos`` (this command's, in order), then the others of the manifest
+    (earlier commands into the same OUT), by name: ``INDEX_COLUMNS`` plus ``outputs`` (paths relative to OUT)."""
+    given = {video.name for video in videos}
+    videos = list(videos) + [BatchVideo(name, entry["source"]) for name, entry in sorted(entries.items())
+                             if name not in given]
     rows = []
     for video in videos:
         entry = entries.get(video.name, {"state": "pending"})

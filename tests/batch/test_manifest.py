@@ -90,6 +90,10 @@ def test_index(tmp_path):
     lines = (tmp_path / "index.csv").read_text().splitlines()
     assert lines[0] == "name,source,state,frames,tracks,seconds,frames_per_s,attempts,worker,folder,reason"
     assert lines[2].endswith(",not a readable video: b.mp4") and len(lines) == 4
+    # a later command on c alone still lists a and b (done and failed by the first one)
+    write_index(tmp_path, [BatchVideo("c", "/c.mp4")], manifest.entries)
+    rows = json.loads((tmp_path / "index.json").read_text())["videos"]
+    assert [(row["name"], row["state"]) for row in rows] == [("c", "pending"), ("a", "done"), ("b", "failed")]
 
 
 class _Cluster:
