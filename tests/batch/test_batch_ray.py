@@ -130,12 +130,11 @@ def test_killed_worker_video_is_retried(batch_data, ray_head, ray_client_env, tm
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             pids = _worker_pids()
-            if pids and (out / "long" / PARTIAL).is_dir():
-                time.sleep(0.5)
+            if pids and (out / "long" / PARTIAL).is_dir():  # tracking has begun: 60 frames still to go
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)
                 killed.extend(pids)
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_worker_once_busy, daemon=True)
     killer.start()
@@ -169,8 +168,8 @@ def test_ctrl_c_on_a_local_instance(batch_data, ray_head, ray_client_env, tmp_pa
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"batch ended (exit {proc.poll()}) or never started long.mp4: "
                             f"{proc.stderr.read().decode()[-1000:] if proc.poll() is not None else ''}")
-            time.sleep(0.05)
-        time.sleep(0.5)
+            time.sleep(0.01)
+        time.sleep(0.2)  # well inside the 60 frames of long.mp4 (about 3 s here)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
