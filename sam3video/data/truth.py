@@ -36,14 +36,11 @@ class ObjectTruth:
 
 @dataclass(frozen=True)
 class FrameTruth:
-    """Ground truth of frame ``frame_index`` (0-based): the visible objects, in ascending id order.
-    ``gray``: the frame is gray (R = G = B), so colour words cannot be told apart in it (objects keep
-    their colour names; ``training.split_prompts`` asks only shape prompts of such frames)."""
+    """Ground truth of frame ``frame_index`` (0-based): the visible objects, in ascending id order."""
 
     frame_index: int
     label_map: np.ndarray
     objects: tuple[ObjectTruth, ...]
-    gray: bool = False
 
     @property
     def object_ids(self) -> tuple[int, ...]:
