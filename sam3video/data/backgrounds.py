@@ -81,6 +81,13 @@ _PATTERNS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
 }
 
 
+def make_pattern(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) float32 mixing pattern in [0, 1] of ``kind`` (one of ``BACKGROUND_KINDS``)."""
+    if kind not in _PATTERNS:
+        raise ValueError(f"unknown background kind {kind!r}; expected one of {BACKGROUND_KINDS}")
+    return _PATTERNS[kind](height, width, rng)
+
+
 def make_background(
     kind: str,
     height: int,

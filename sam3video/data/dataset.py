@@ -5,7 +5,8 @@ Layout of a clip folder::
     video.mp4                      H.264 (libx264, yuv420p, crf 18) when available, else MPEG-4 Part 2
     gt/<prompt_slug>/gt.txt        MOTChallenge: frame,id,x,y,w,h,1,1,visibility
     gt/<prompt_slug>/gt.mots.txt   MOTS: frame id class_id height width rle
-    meta.json                      seed, config, objects, prompts (written last: marks a complete folder)
+    meta.json                      seed, config, objects, prompts (+ style, object_styles when randomised);
+                                   written last: marks a complete folder
 
 Frames and ids are 1-based in the files. Boxes: x, y = top-left pixel (0-based, like ``Detections``),
 w, h in pixels, the tight box of the visible mask. ``visibility`` in (0, 1] is the visible fraction
@@ -24,6 +25,7 @@ from typing import Any, Iterable
 
 from sam3video.data.concepts import PROMPTS
 from sam3video.export.outputs import prompt_slug
+from sam3video.data.styled import StyledClip
 from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig, generate_clip
 from sam3video.errors import InputError
 from sam3video.export.atomic import atomic_open
@@ -65,9 +67,10 @@ def mots_lines(truth: FrameTruth, prompt: str, class_id: int = 1, rles: dict[int
 
 
 def clip_meta(clip: Clip, prompts: Iterable[str]) -> dict[str, Any]:
-    """What ``meta.json`` holds: enough to regenerate the clip (seed + config) and to read the GT."""
+    """What ``meta.json`` holds: enough to regenerate the clip (seed + config) and to read the GT; for
+    a randomised clip also its sampled ``style`` and ``object_styles`` (informative only)."""
     width, height = clip.size
-    return {
+    meta = {
         "seed": clip.seed,
         "config": clip.config.to_dict(),
         "num_frames": clip.num_frames,
@@ -82,6 +85,10 @@ def clip_meta(clip: Clip, prompts: Iterable[str]) -> dict[str, Any]:
         "conventions": "frames and ids 1-based in gt files; x,y = 0-based top-left pixel; "
                        "masks = visible parts; see sam3video.data.dataset",
     }
+    if isinstance(clip, StyledClip):
+        meta["style"] = clip.style.to_dict()
+        meta["object_styles"] = [s.to_dict() for s in clip.object_styles]
+    return meta
 
 
 def write_clip(

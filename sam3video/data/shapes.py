@@ -56,9 +56,14 @@ def _regular(n: int, radius: float, phase: float) -> np.ndarray:
 def outline(shape: str, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
     """(K, 2) float64 pixel vertices of ``shape`` at ``center`` (x, y), scaled by ``radius``, rotated by
     ``angle`` radians (clockwise on screen, since y points down)."""
+    return place(unit_outline(shape), center, radius, angle)
+
+
+def place(unit: np.ndarray, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
+    """(K, 2) float64 pixel vertices of a unit outline ``unit`` (K, 2) placed like ``outline`` does."""
     cos, sin = np.cos(angle), np.sin(angle)
     rot = np.array([[cos, sin], [-sin, cos]])
-    return unit_outline(shape) @ rot * radius + np.asarray(center, dtype=np.float64)
+    return unit @ rot * radius + np.asarray(center, dtype=np.float64)
 
 
 def polygon_area(vertices: np.ndarray) -> float:

@@ -2,6 +2,8 @@
 
 ``generate_clip(seed, config)`` samples the objects and their motion; the returned ``Clip`` renders
 any frame on demand (``clip.frame(t) -> (image, FrameTruth)``), deterministically from the seed alone.
+``WorldConfig.style`` (None: this classic world, unchanged) switches on domain randomisation (``styles``,
+``styled``): frame size, backgrounds, object looks, colours and camera effects drawn per clip.
 Conventions: frame index ``t`` 0-based; object ids 1-based and stable over the clip; images (H, W, 3)
 uint8 RGB; pixel (row y, column x) covers [x, x + 1) x [y, y + 1). Objects are drawn back to front by
 ``depth`` (0 = back), so a later object hides an earlier one and truth masks are the visible parts.
@@ -23,6 +25,7 @@ from sam3video.data.concepts import (
     jittered_rgb,
 )
 from sam3video.data.motion import MotionSpec, Track, make_track
+from sam3video.data.styles import SPLITS, StyleConfig
 from sam3video.data.truth import FrameTruth, ObjectTruth, object_truth
 from sam3video.errors import InputError
 
@@ -64,8 +67,18 @@ class WorldConfig:
     blur_prob: float = 0.5  # chance a clip is lightly blurred
     blur_sigma: tuple[float, float] = (0.5, 0.9)
     min_visible_px: int = 1  # objects with fewer visible pixels are absent from the truth
+    # None: the classic world above. A StyleConfig (or the shorthand "train" / "heldout") randomises
+    # the look per clip; width and height then only set the reference size for radius_px and
+    # speed_px_s, which scale with the sampled frame (see styled.generate_styled_clip).
+    style: StyleConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.style, str):
+            if self.style not in SPLITS + ("classic",):
+                raise InputError(f"style must be a StyleConfig, 'classic' or one of {SPLITS}, got {self.style!r}")
+            object.__setattr__(self, "style", None if self.style == "classic" else StyleConfig(split=self.style))
+        elif self.style is not None and not isinstance(self.style, StyleConfig):
+            raise InputError(f"style must be a StyleConfig or None, got {type(self.style).__name__}")
         if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
             raise InputError(f"width and height must be even and >= 16 (H.264 yuv420p), got "
                              f"{self.width}x{self.height}")
@@ -92,8 +105,11 @@ class WorldConfig:
         return max(1, int(round(self.duration_s * self.fps)))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return asdict(self)
+        """JSON-ready dict (tuples become lists); no "style" key for the classic world."""
+        data = asdict(self)
+        if self.style is None:
+            del data["style"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WorldConfig":
@@ -102,7 +118,10 @@ class WorldConfig:
         unknown = set(data) - names
         if unknown:
             raise InputError(f"unknown WorldConfig keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if isinstance(values.get("style"), dict):
+            values["style"] = StyleConfig.from_dict(values["style"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -151,7 +170,7 @@ class Clip:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
+        """(width, height) in pixels (a randomised clip samples its own)."""
         return self.config.width, self.config.height
 
     def object(self, object_id: int) -> ObjectSpec:
@@ -167,7 +186,8 @@ class Clip:
 
     def full_mask(self, object_id: int, t: int) -> np.ndarray:
         """(H, W) bool: the object in frame ``t`` as if nothing hid it (still clipped to the frame)."""
-        return shapes.rasterize(self.outline(object_id, t), self.config.height, self.config.width)
+        width, height = self.size
+        return shapes.rasterize(self.outline(object_id, t), height, width)
 
     def label_map(self, t: int) -> np.ndarray:
         """(H, W) int32 id of the object seen at each pixel of frame ``t`` (0 = background)."""
@@ -175,13 +195,14 @@ class Clip:
 
     def image(self, t: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB frame ``t``."""
-        return self._render_image(self.label_map(t), t)
+        rasters = self._rasters(t)
+        return self._render_image(self._render_labels(rasters), t, rasters)
 
     def frame(self, t: int) -> tuple[np.ndarray, FrameTruth]:
         """(image (H, W, 3) uint8 RGB, its ground truth) of frame ``t`` (0-based)."""
         rasters = self._rasters(t)
         labels = self._render_labels(rasters)
-        return self._render_image(labels, t), self._truth(labels, rasters, t)
+        return self._render_image(labels, t, rasters), self._truth(labels, rasters, t)
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray, FrameTruth]]:
         """Yield ``(t, image, truth)`` for frames ``start`` to ``stop`` (exclusive; default: the end)."""
@@ -210,7 +231,7 @@ class Clip:
             shapes.paste(labels, x0, y0, mask, oid)
         return labels
 
-    def _render_image(self, labels: np.ndarray, t: int) -> np.ndarray:
+    def _render_image(self, labels: np.ndarray, t: int, rasters: dict[int, tuple[int, int, np.ndarray]]) -> np.ndarray:
         image = self.background.copy()
         covered = np.flatnonzero(labels)
         image.reshape(-1, 3)[covered] = self._palette[labels.ravel()[covered]]
@@ -238,6 +259,10 @@ class Clip:
             palette[spec.object_id] = spec.rgb
         return palette
 
+    @property
+    def _noise_sigma(self) -> float:
+        return self.config.noise_sigma
+
     @cached_property
     def _noise_bank(self) -> np.ndarray:
         """Triangular noise (the sum of two uniform bytes) of standard deviation ``noise_sigma``; cheaper
@@ -249,7 +274,7 @@ class Clip:
         bank = draws[0].astype(np.float32)
         bank += draws[1]
         bank -= np.float32(255.0)
-        bank *= np.float32(self.config.noise_sigma / (256.0 / np.sqrt(6.0)))
+        bank *= np.float32(self._noise_sigma / (256.0 / np.sqrt(6.0)))
         bank += np.float32(0.5)  # so that the final truncation to uint8 rounds
         return bank
 
@@ -262,10 +287,14 @@ class Clip:
 
 
 def generate_clip(seed: int, config: WorldConfig | None = None) -> Clip:
-    """Sample a clip: objects, their motion and the background, all from ``seed`` (an int >= 0)."""
+    """Sample a clip: objects, their motion and the background, all from ``seed`` (an int >= 0).
+    With ``config.style`` set, a randomised ``styled.StyledClip`` (a ``Clip``)."""
     config = config or WorldConfig()
     if seed < 0:
         raise InputError(f"seed must be >= 0, got {seed}")
+    if config.style is not None:
+        from sam3video.data.styled import generate_styled_clip  # styled builds on this module
+        return generate_styled_clip(seed, config)
     rng = np.random.default_rng(seed)
     kinds = _sample_kinds(rng, config)
     depths = rng.permutation(len(kinds))

@@ -3,6 +3,10 @@
 Prompts come from ``PROMPTS``. Negatives are prompts with no visible instance; "hard" negatives share
 the shape or the colour of something visible (a red circle is there, "blue circle" or "red square" is
 asked), which is what teaches a model to read both words of a prompt.
+
+Gray frames (``FrameTruth.gray``, from randomised clips: R = G = B) cannot answer a colour word, so
+only shape prompts are asked of them, as positives or negatives; colour + shape prompts are neither
+(not asked, not listed as negatives). ``STYLED_TRAINING_CONFIG`` draws the randomised train split.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from typing import Iterator
 import numpy as np
 
 from sam3video.data.concepts import PROMPTS, parse_prompt
+from sam3video.data.styles import StyleConfig
 from sam3video.data.synthetic import FrameTruth, WorldConfig, generate_clip
 
 #: A shorter default than a benchmark clip: only one frame of each sampled clip is used.
 TRAINING_CONFIG = WorldConfig(duration_s=2.0)
+#: The same with domain randomisation (the "train" split; evaluate on ``StyleConfig("heldout")``).
+STYLED_TRAINING_CONFIG = WorldConfig(duration_s=2.0, style=StyleConfig(split="train"))
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,16 @@ class TrainingExample:
         return len(self.object_ids) > 0
 
 
+def askable_prompts(truth: FrameTruth, prompts: tuple[str, ...] = PROMPTS) -> tuple[str, ...]:
+    """The ``prompts`` a frame can answer: all of them, or only the shape prompts on a gray frame."""
+    if not truth.gray:
+        return tuple(prompts)
+    return tuple(p for p in prompts if (parse_prompt(p) or (None, ""))[0] is None)
+
+
 def split_prompts(truth: FrameTruth, prompts: tuple[str, ...] = PROMPTS) -> tuple[list[str], list[str], list[str]]:
-    """(positives, hard negatives, easy negatives) among ``prompts`` for one frame's truth."""
+    """(positives, hard negatives, easy negatives) among the ``askable_prompts`` for one frame's truth."""
+    prompts = askable_prompts(truth, prompts)
     seen = {(o.colour, o.shape) for o in truth.objects}
     colours = {c for c, _ in seen}
     shapes = {s for _, s in seen}
@@ -67,12 +82,13 @@ def sample_training_example(
 
     With probability ``positive_prob`` (when anything is visible) the prompt has instances: a
     shape-only prompt with probability ``shape_prompt_prob``, else a colour + shape one. Otherwise it
-    is a negative, a hard one with probability ``hard_negative_prob`` when one exists.
+    is a negative, a hard one with probability ``hard_negative_prob`` when one exists (a positive
+    when no negative exists, as on a gray frame showing every shape). Gray frames: see the module.
     """
     clip = generate_clip(int(rng.integers(0, 2**62)), config)
     image, truth = clip.frame(int(rng.integers(clip.num_frames)))
     positives, hard, easy = split_prompts(truth)
-    if positives and rng.random() < positive_prob:
+    if positives and (not hard and not easy or rng.random() < positive_prob):
         shape_only = [p for p in positives if " " not in p]
         coloured = [p for p in positives if " " in p]
         pool = shape_only if shape_only and (not coloured or rng.random() < shape_prompt_prob) else coloured

@@ -36,11 +36,14 @@ class ObjectTruth:
 
 @dataclass(frozen=True)
 class FrameTruth:
-    """Ground truth of frame ``frame_index`` (0-based): the visible objects, in ascending id order."""
+    """Ground truth of frame ``frame_index`` (0-based): the visible objects, in ascending id order.
+    ``gray``: the frame is gray (R = G = B), so colour words cannot be told apart in it (objects keep
+    their colour names; ``training.split_prompts`` asks only shape prompts of such frames)."""
 
     frame_index: int
     label_map: np.ndarray
     objects: tuple[ObjectTruth, ...]
+    gray: bool = False
 
     @property
     def object_ids(self) -> tuple[int, ...]:
