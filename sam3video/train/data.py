@@ -80,7 +80,7 @@ def _exemplar_query(example, rng, width, height, mask_size):
     """(prompt, [(box cxcywh, positive)], targets) built from exemplar boxes, or None if not possible."""
     objects = example.truth.objects
     targets_of = [o for o in objects if o.shape in TARGET_SHAPES]
-    if not targets_of:
+    if not targets_of or example.truth.gray:  # both kinds of query need colours told apart
         return None
     marked = targets_of[int(rng.integers(len(targets_of)))]
     if rng.random() < 0.5:  # the concept is given by one positive box only

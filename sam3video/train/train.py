@@ -14,15 +14,17 @@ batches in N processes (use it on a GPU, where one process cannot render frames 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.styles import StyleConfig
 from ..errors import CheckpointError
 from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
@@ -136,6 +138,28 @@ def export_weights(checkpoint: Path, out: Path, score_threshold: float | None = 
         torch.save({"model": half, "config": config, "step": state["step"]}, tmp)
 
 
+WORLDS = {"classic": DataConfig.world, "train": replace(DataConfig.world, style=StyleConfig(split="train")),
+          "heldout": replace(DataConfig.world, style=StyleConfig(split="heldout"))}
+
+
+def _autocast(precision: str, device: torch.device):
+    """A bf16 autocast context on ``device`` for ``precision`` "bf16", else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _float32(outputs):
+    """The model's outputs with every floating tensor in fp32 (the loss runs in fp32)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_float32(v) for v in outputs)
+    return outputs
+
+
 def train(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +169,9 @@ def train(args) -> None:
     device = resolve_device(args.device)
     model = build_model(model_config).train().to(device)
     data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
-                             // model_config.patch_size)
+                             // model_config.patch_size, exemplar_prob=args.exemplar_prob,
+                             world=WORLDS[args.world])
+    autocast = _autocast(args.precision, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = resumed_from = 0
     last = out / "last.pt"
@@ -164,8 +190,11 @@ def train(args) -> None:
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
     held_out = [batch_to(b, device) for b in held_out_batches(data_config, args.eval_batches)]  # moved once
+    held_out_styles = [batch_to(b, device) for b in  # the randomised world's held-out style split
+                       held_out_batches(replace(data_config, world=WORLDS["heldout"]), args.eval_batches)]
     if args.eval_only:
         print(" ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out).items()), f"(step {step})")
+        print("held-out styles: " + " ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out_styles).items()))
         return
     metrics_path = out / "metrics.csv"
     new_file = not metrics_path.exists()
@@ -173,7 +202,8 @@ def train(args) -> None:
             BatchStream(args.seed, step, args.images_per_batch, args.easy_steps, data_config, args.workers) as stream:
         writer = csv.writer(f)
         if new_file:
-            writer.writerow(["step", "loss", "lr", "ap50", "precision", "recall", "f1", "presence_acc", "elapsed_s"])
+            writer.writerow(["step", "loss", "lr", "ap50", "precision", "recall", "f1", "presence_acc", "elapsed_s",
+                             "heldout_styles_ap50", "heldout_styles_f1", "heldout_styles_presence_acc"])
         start, running = time.time(), {}
         while step < args.steps:
             lr = lr_at(step, args.lr, args.warmup, args.steps)
@@ -182,7 +212,9 @@ def train(args) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = batch_to(next(stream), device)
-            loss, logs = criterion(forward(model, batch), batch["targets"])
+            with autocast:
+                outputs = forward(model, batch)
+            loss, logs = criterion(_float32(outputs), batch["targets"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -199,12 +231,14 @@ def train(args) -> None:
                                                                      "loss_semantic", "presence_acc") if k in running)
                 print(f"step {step} lr={lr:.2e} {shown} ({minutes:.1f} min)", flush=True)
             if step % args.eval_every == 0 or step == args.steps or stop_here:
-                metrics = evaluate(model, held_out)
+                metrics, styles = evaluate(model, held_out), evaluate(model, held_out_styles)
                 writer.writerow([step, f"{running['loss']:.4f}", f"{lr:.3e}"] +
                                 [f"{metrics[k]:.4f}" for k in ("ap50", "precision", "recall", "f1", "presence_acc")] +
-                                [f"{time.time() - start:.0f}"])
+                                [f"{time.time() - start:.0f}"] +
+                                [f"{styles[k]:.4f}" for k in ("ap50", "f1", "presence_acc")])
                 f.flush()
-                print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), flush=True)
+                print(f"eval step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()) +
+                      f"; held-out styles ap50={styles['ap50']:.3f} f1={styles['f1']:.3f}", flush=True)
                 save_checkpoint(last, model, optimizer, step, config)
             if stop_here:
                 reason = f"--time-limit {args.time_limit} min reached" if out_of_time else "--stop-at"
@@ -239,9 +273,18 @@ def main(argv=None) -> None:
     parser.add_argument("--score-threshold", type=float,
                         help="with --export: the calibrated operating point to store in the config")
     parser.add_argument("--eval-only", action="store_true", help="evaluate OUT/last.pt (or --init) and exit")
+    parser.add_argument("--world", default="classic", choices=["classic", "train"],
+                        help="classic: the world the shipped weights were trained on; train: domain randomisation "
+                             "(sam3video.data.styles, its train split; the held-out split is only evaluated)")
+    parser.add_argument("--exemplar-prob", type=float, default=DataConfig.exemplar_prob,
+                        help="chance an image's last prompt is an exemplar-box query")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="autocast of the forward pass (the loss and the optimiser stay fp32)")
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
+    if not 0 <= args.exemplar_prob <= 1:
+        parser.error(f"--exemplar-prob must be in [0, 1], got {args.exemplar_prob:g}")
     if args.time_limit is not None and args.time_limit <= 0:
         parser.error(f"--time-limit must be > 0 minutes, got {args.time_limit}")
     try:

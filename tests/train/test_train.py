@@ -161,7 +161,25 @@ def test_training_command_runs_evaluates_saves_and_resumes(tmp_path, capsys):
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["2", "3"]
 
 
-@pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"]])
+def test_training_on_the_randomised_world_in_bf16(tmp_path, capsys):
+    """--world train --precision bf16 --exemplar-prob 1: two steps run, and the metrics row holds the
+    held-out styles' scores beside the training world's."""
+    import math
+
+    from sam3video.train.train import main
+
+    main(["--out", str(tmp_path), "--config", "tiny", "--images-per-batch", "1", "--eval-batches", "1",
+          "--eval-every", "2", "--log-every", "1", "--warmup", "1", "--threads", "1", "--device", "cpu",
+          "--steps", "2", "--world", "train", "--precision", "bf16", "--exemplar-prob", "1"])
+    assert "held-out styles ap50=" in capsys.readouterr().out
+    header, row = (tmp_path / "metrics.csv").read_text().splitlines()
+    values = dict(zip(header.split(","), row.split(",")))
+    assert values["step"] == "2" and math.isfinite(float(values["loss"]))
+    assert 0 <= float(values["heldout_styles_f1"]) <= 1 and 0 <= float(values["heldout_styles_presence_acc"]) <= 1
+
+
+@pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"],
+                                 ["--exemplar-prob", "1.5"]])
 def test_training_command_rejects_bad_options_in_one_line(tmp_path, bad, capsys):
     from sam3video.train.train import main
 
