@@ -2,6 +2,11 @@
 
     python -m sam3video.eval.benchmark --out runs/benchmark               # 20 clips of 10 s
     python -m sam3video.eval.benchmark --clips 4 --seconds 5 --out /tmp/b  # quicker
+    python -m sam3video.eval.benchmark --worlds classic train heldout       # and the randomised styles
+
+``--worlds``: the classic world (the one the shipped demo model was trained on), and the randomised
+world of ``sam3video.data.styles`` in its train split and in its held-out split (backgrounds and fills
+that training never draws), each its own suite of the same seeds, side by side.
 
 Exemplar line: on clips where a shape prompt ("circle") matches objects of several colours, the
 intended concept is one colour ("red circle"); HOTA for it with the shape prompt alone, and with one
@@ -81,13 +86,17 @@ def write_tracks(path: Path, frames: list[Detections], class_id: int) -> None:
             writer.write(index, dets[dets.class_id == class_id])
 
 
-def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu") -> dict:
+WORLDS = ("classic", "train", "heldout")  # WorldConfig.style of each suite
+
+
+def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu",
+                  world: str = "classic") -> dict:
     from ..model.checkpoint import load_model
     from ..run import TrackJob, prepare
 
     model = load_model(checkpoint, None, device)
     score_threshold = model.config.score_threshold
-    config = WorldConfig(duration_s=seconds)
+    config = WorldConfig(duration_s=seconds, style=world)
     gt_files: list[Path] = []
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
     names, frames_total, seconds_total = [], 0, 0.0
@@ -121,7 +130,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     rows = {method: run_eval(gt_files, preds, kind="mot", names=names) for method, preds in pred_files.items()}
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
-        "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo",
+        "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
     }
@@ -193,6 +202,16 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def format_worlds(summaries: dict[str, dict]) -> str:
+    """sam3video's scores on each world's suite, one line each."""
+    lines = [f"{'world':8s} {'HOTA':>6s} {'DetA':>6s} {'AssA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>6s} sequences"]
+    for world, summary in summaries.items():
+        m = summary["methods"]["sam3video"]
+        lines.append(f"{world:8s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
+                     f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {summary['sequences']}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/benchmark")
@@ -202,14 +221,24 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--exemplar-clips", type=int, default=10,
                         help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
+    parser.add_argument("--worlds", nargs="+", default=["classic"], choices=WORLDS,
+                        help="suites: classic (OUT), and train / heldout (OUT/<world>), side by side")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    summary = run_benchmark(out, args.checkpoint, args.clips, args.seconds, args.device)
-    if args.exemplar_clips:
-        summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips, args.seconds,
-                                                          args.device)
-        (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
-    print(format_summary(summary))
+    summaries = {}
+    for world in args.worlds:
+        world_out = out if world == "classic" else out / world
+        summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world)
+        if world == "classic" and args.exemplar_clips:
+            summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
+                                                              args.seconds, args.device)
+            (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
+        print(f"[{world}]\n{format_summary(summary)}", flush=True)
+        summaries[world] = summary
+    if len(summaries) > 1:
+        print(format_worlds(summaries))
+        (out / "worlds.json").write_text(json.dumps({w: s["methods"]["sam3video"] for w, s in summaries.items()},
+                                                    indent=2))
 
 
 if __name__ == "__main__":
