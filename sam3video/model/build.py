@@ -41,6 +41,9 @@ else:  # pragma: no cover
 PRESETS = ("sam3", "tiny", "demo")
 # Keys the official parity config carries that say nothing about the architecture.
 _INFORMATIONAL_KEYS = {"name", "seed", "parameters"}
+# Tables of a config file for other parts of the model: ``[tracker]``, the video tracker's sizes, read by
+# ``build_video.load_video_config`` (the image model ignores it).
+_SECTIONS = {"tracker"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,13 @@ class Sam3Config:
         if not isinstance(values, dict):
             raise ConfigError(f"a config is a table of keys, got {type(values).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, values)) - set(fields) - _INFORMATIONAL_KEYS)
+        unknown = sorted(set(map(str, values)) - set(fields) - _INFORMATIONAL_KEYS - _SECTIONS)
         if unknown:
             shown = ", ".join(k if k.isprintable() else repr(k) for k in unknown)  # one line
             raise ConfigError(f"unknown config keys: {shown}")
+        for section in _SECTIONS & set(values):
+            if not isinstance(values[section], dict):
+                raise ConfigError(f"config key {section}: expected a table of keys, got {_shown(values[section])}")
         kwargs = {k: _checked_value(k, v, fields[k].default) for k, v in values.items() if k in fields}
         return cls(**kwargs)
 
@@ -150,10 +156,22 @@ def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
         return config
     if isinstance(config, dict):
         return Sam3Config.from_dict(config)
+    path, values = read_config_values(config)
+    if path is None:
+        return Sam3Config.from_dict(values)
+    try:
+        return Sam3Config.from_dict(values)
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from None
+
+
+def read_config_values(config: "str | Path") -> "tuple[Path | None, object]":
+    """The raw values of a preset (path None) or of a .toml/.json file (with its path; ``name`` set to
+    the file stem when missing). Raises ``ConfigError`` for a missing or unreadable file."""
     text_config = str(config)
     if text_config in PRESETS:
         data = resources.files("sam3video.configs").joinpath(f"{text_config}.toml").read_text()
-        return Sam3Config.from_dict({"name": text_config, **tomllib.loads(data)})
+        return None, {"name": text_config, **tomllib.loads(data)}
     path = Path(text_config)
     if not path.is_file():
         raise ConfigError(f"config not found: {path} (or use one of: {', '.join(PRESETS)})")
@@ -169,17 +187,14 @@ def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
         raise ConfigError(f"cannot read config {path}: nested too deeply") from None
     if isinstance(values, dict):
         values.setdefault("name", path.stem)
-    try:
-        return Sam3Config.from_dict(values)
-    except ConfigError as e:
-        raise ConfigError(f"config {path}: {e}") from None
+    return path, values
 
 
 def _attention(c: Sam3Config, dropout: float, batch_first: bool = False) -> MultiheadAttention:
     return MultiheadAttention(c.d_model, c.heads, dropout=dropout, batch_first=batch_first)
 
 
-def _build_backbone(c: Sam3Config) -> SAM3VLBackbone:
+def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False) -> SAM3VLBackbone:
     vit = ViT(
         img_size=c.resolution, pretrain_img_size=c.pretrain_img_size, patch_size=c.patch_size,
         embed_dim=c.vit_dim, depth=c.vit_depth, num_heads=c.vit_heads, mlp_ratio=c.vit_mlp_ratio,
@@ -191,7 +206,7 @@ def _build_backbone(c: Sam3Config) -> SAM3VLBackbone:
     )
     neck = Sam3DualViTDetNeck(
         position_encoding=_position_encoding(c, precompute_resolution=c.resolution), d_model=c.d_model,
-        scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=False,
+        scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=add_sam2_neck,
     )
     text = VETextEncoder(
         tokenizer=SimpleTokenizer(), d_model=c.d_model, width=c.text_width, heads=c.text_heads,
@@ -267,10 +282,14 @@ def build_model(config: "str | Path | dict | Sam3Config" = "sam3") -> Sam3Image:
 
     Build under ``torch.device("meta")`` to get the structure without allocating weights.
     """
-    c = load_config(config)
+    return _build_image_model(load_config(config))
+
+
+def _build_image_model(c: Sam3Config, add_sam2_neck: bool = False) -> Sam3Image:
+    """``build_model``; with ``add_sam2_neck`` the vision neck also has the tracker's ``sam2_convs``."""
     scoring, segmentation_head, geometry_encoder = _build_heads(c)
     model = Sam3Image(
-        backbone=_build_backbone(c), transformer=_build_transformer(c),
+        backbone=_build_backbone(c, add_sam2_neck), transformer=_build_transformer(c),
         input_geometry_encoder=geometry_encoder, segmentation_head=segmentation_head,
         num_feature_levels=1, o2m_mask_predict=True, dot_prod_scoring=scoring,
         use_instance_query=False, multimask_output=True,
