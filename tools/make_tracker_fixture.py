@@ -24,7 +24,6 @@ import tomllib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 torch.Tensor.cuda = lambda self, *a, **k: self  # the official code calls .cuda() in a few places
 torch.Tensor.pin_memory = lambda self, *a, **k: self
