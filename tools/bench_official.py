@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -158,7 +159,7 @@ def time_image_api(processor, model, images, prompt: str, precision: str) -> lis
             frames.append({"backbone": middle - start, "preprocess": middle - start - spent["vision"],
                            "text": spent["text"], "heads": spent["heads"],
                            "post": end - middle - spent["text"] - spent["heads"], "total": end - start,
-                           "detections": int(len(state["scores"]))})
+                           "detections": len(state["scores"])})
     finally:
         timer.unwrap()
     return frames
@@ -184,7 +185,7 @@ def first_frame_outputs(processor, image, prompt: str) -> dict:
     return {"scores": state["scores"].float().tolist(), "boxes": state["boxes"].float().tolist()}
 
 
-def load_frames(folder: "str | Path") -> list:
+def load_frames(folder: str | Path) -> list:
     """The frames under ``folder`` (PNG; warm-up first, then timed) as RGB PIL images."""
     import PIL.Image
 
@@ -203,7 +204,7 @@ def torch_info() -> dict:
     return info
 
 
-def write_json(path: "str | Path", data: dict) -> None:
+def write_json(path: str | Path, data: dict) -> None:
     Path(path).write_text(json.dumps(data, indent=1))
 
 
@@ -251,7 +252,7 @@ def time_video(model, frames_dir: str, prompt: str, precision: str, threshold: f
             "heads": (model_s.get("grounding", 0.0) - model_s.get("backbone", 0.0)) / n,
             "post": (loop_s["postprocess"] + loop_s["track"]) / n, "text": run["text"],
             "total": (stamps[-1] - stamps[0]) / n, "detections": statistics.median(run["counts"]),
-            "per_frame_total": [b - a for a, b in zip(stamps, stamps[1:])], "frame_batch": predictor.frame_batch,
+            "per_frame_total": [b - a for a, b in itertools.pairwise(stamps)], "frame_batch": predictor.frame_batch,
             "warmup_total": [] if warmup is None else [warmup["stamps"][-1] - warmup["stamps"][0]],
             "loop_timings": loop_s}
 
@@ -435,29 +436,35 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def describe_torch(side: str, info: dict) -> str:
+    return (f"{side} {info['torch']} ({info['cpu_capability']}, oneDNN bf16 {info.get('mkldnn_bf16', '?')}, "
+            f"{info['threads']} threads)")
+
+
+def describe_check(check: dict | None) -> str:
+    """One line on the weights check."""
+    if check is None:
+        return "weights: ours only (seeded random weights; no --official)"
+    if "scores_max_abs_diff" not in check:
+        return f"weights check FAILED: {check['queries']} queries (official, ours)"
+    verdict = "same weights" if check["same"] else "NOT THE SAME MODEL: the timings compare different weights"
+    return (f"weights check (frame 0, fp32, threshold 0, {check['queries']} queries): scores max |diff| "
+            f"{check['scores_max_abs_diff']:.2e}, boxes max |diff| {check['boxes_max_abs_diff_px']:.2e} px "
+            f"-> {verdict}")
+
+
 def format_header(args, cpu: dict, official: dict | None, ours: dict, check: dict | None) -> str:
     """CPU, flags, versions, model and frames, and the weights check."""
     flags = ", ".join(f"{flag} {'yes' if has else 'no'}" for flag, has in cpu["flags"].items())
-    torches = [f"ours {ours['torch']['torch']} ({ours['torch']['cpu_capability']}, oneDNN bf16 "
-               f"{ours['torch'].get('mkldnn_bf16', '?')}, {ours['torch']['threads']} threads)"]
+    torches = [describe_torch("ours", ours["torch"])]
     if official is not None:
-        torches.append(f"official {official['torch']['torch']} ({official['torch']['cpu_capability']}, "
-                       f"{official['torch']['threads']} threads)")
-    lines = [f"CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs ({cpu['usable_cpus']} usable)",
-             f"CPU flags: {flags}", f"torch: {'; '.join(torches)}", f"OpenVINO: {cpu['openvino'] or 'not installed'}",
-             f"model: --size {args.size} ({SIZES[args.size]}), {ours['parameters'] / 1e6:.1f} M parameters; "
+        torches.append(describe_torch("official", official["torch"]))
+    model = (f"model: --size {args.size} ({SIZES[args.size]}), {ours['parameters'] / 1e6:.1f} M parameters; "
              f"{args.warmup} warm-up + {args.frames} timed frames of {FRAME_WIDTH}x{FRAME_HEIGHT}; "
-             f"prompt {args.prompt!r}, threshold {args.threshold:g}"]
-    if check is None:
-        lines.append("weights: ours only (seeded random weights; no --official)")
-    elif "scores_max_abs_diff" not in check:
-        lines.append(f"weights check FAILED: {check['queries']} queries (official, ours)")
-    else:
-        verdict = "same weights" if check["same"] else "NOT THE SAME MODEL: the timings compare different weights"
-        lines.append(f"weights check (frame 0, fp32, threshold 0, {check['queries']} queries): scores max |diff| "
-                     f"{check['scores_max_abs_diff']:.2e}, boxes max |diff| {check['boxes_max_abs_diff_px']:.2e} px "
-                     f"-> {verdict}")
-    return "\n".join(lines)
+             f"prompt {args.prompt!r}, threshold {args.threshold:g}")
+    return "\n".join([f"CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs ({cpu['usable_cpus']} usable)",
+                      f"CPU flags: {flags}", f"torch: {'; '.join(torches)}",
+                      f"OpenVINO: {cpu['openvino'] or 'not installed'}", model, describe_check(check)])
 
 
 def parse_args(argv=None):

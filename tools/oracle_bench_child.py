@@ -24,8 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_official import (PRECISIONS, PeakRss, first_frame_outputs, load_frames, log, summarise,  # noqa: E402
-                            time_image_api, torch_info, write_json)
+from bench_official import (  # the helpers both sides share (stdlib and torch only)
+    PRECISIONS,
+    PeakRss,
+    first_frame_outputs,
+    load_frames,
+    log,
+    summarise,
+    time_image_api,
+    torch_info,
+    write_json,
+)
 
 
 def quiet_import_warnings() -> None:
@@ -36,8 +45,9 @@ def quiet_import_warnings() -> None:
 
 def build_official(builder: str, config: dict, seed: int):
     """The official image model in eval mode on the CPU, with seeded random weights."""
+    # make_parity_fixture: shared/tools/oracle (--oracle-tools)
     import torch
-    from make_parity_fixture import SIZES, build, randomise  # shared/tools/oracle (--oracle-tools)
+    from make_parity_fixture import SIZES, build, randomise
 
     torch.manual_seed(seed)
     if builder == "official":
