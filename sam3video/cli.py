@@ -66,6 +66,7 @@ def add_track_parser(sub) -> None:
 def _add_run_options(p) -> None:
     """The options ``track`` and ``batch`` share: model, video sampling, thresholds, tracker, render."""
     from .video.peers import TRACKER_NAMES
+    from .video.session import PRECISIONS
 
     p.add_argument("--carry-exemplar-boxes", action="store_true",
                    help="keep giving positive exemplar boxes to the model on later frames, at their track's "
@@ -75,10 +76,11 @@ def _add_run_options(p) -> None:
                                             "model, synthetic shapes only)")
     model.add_argument("--config", help="model config: preset (sam3, tiny, demo) or file (default: from the checkpoint)")
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    model.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                       help="autocast precision of the model (default fp32)")
-    model.add_argument("--frame-batch", type=int, help="frames per model call (default: 4 for "
-                                                         "models up to 512 px, 1 for sam3.pt: memory)")
+    model.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                       help="fp32: exact (default); bf16/fp16: weights cast once + autocast; int8: the vision "
+                            "trunk's linear layers quantized (CPU); auto: the fastest this device runs well")
+    model.add_argument("--frame-batch", type=int, help="frames per model call (default: 4 on a GPU "
+                                                         "or for models up to 512 px, 1 for sam3.pt on a CPU)")
     video = p.add_argument_group("video")
     video.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
     video.add_argument("--fps", type=_positive_float, help="subsample to this frame rate")

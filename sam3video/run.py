@@ -138,7 +138,7 @@ class Detector:
             input={"source": job.source_name or str(job.source), "backend": info.backend, "fps": info.fps,
                    "width": info.width, "height": info.height, "num_frames": info.num_frames},
             model={"checkpoint": job.checkpoint or "demo", "config": model.config.to_dict(),
-                   "device": str(model.device)},
+                   "device": str(model.device), "precision": predictor.config.precision},
             sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds},
             thresholds=asdict(job.thresholds), score_default=model.config.score_threshold)
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
-OUR_ROWS = ("ours fp32 (image API)", "ours fp32 (video e2e)", "ours bf16 (video e2e)")
+OUR_ROWS = ("ours fp32 (image API)", "ours fp32 (video e2e)", "ours bf16 (video e2e)", "ours int8 (video e2e)")
 
 
 def load_tool():
@@ -61,3 +61,35 @@ def test_table_ratios_and_weights_check_against_official_rows():
     assert result["boxes_max_abs_diff_px"] == 0.5
     ours["check"]["scores"][0] += 0.01
     assert not tool.weights_check(official, ours)["same"]
+
+
+def test_agreement_of_a_mode_with_fp32_on_the_top_queries():
+    import torch
+
+    tool = load_tool()
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2], masks[1, 2:], masks[2, :, :1] = True, True, True
+    reference = {"scores": torch.tensor([0.9, 0.2, 0.6]), "boxes": torch.tensor([[0.0, 0, 4, 2], [0, 2, 4, 4], [0, 0, 1, 4]]),
+                 "masks": masks}
+    other_masks = masks.clone()
+    other_masks[0, 1] = False  # query 0 loses half its mask
+    other = {"scores": torch.tensor([0.85, 0.2, 0.4]), "boxes": reference["boxes"].clone(), "masks": other_masks}
+    result = tool.agreement(reference, other, threshold=0.5, top=2)
+    assert result["queries"] == 2  # queries 0 and 2, fp32's best
+    assert abs(result["score_max_abs_diff"] - 0.2) < 1e-6
+    assert result["box_iou_min"] == 1.0 and result["mask_iou_min"] == 0.5
+    assert result["above_threshold"] == [2, 1] and not result["same_above_threshold"]
+
+
+def test_rounds_merge_into_medians_and_the_profile_table_pairs_ops():
+    tool = load_tool()
+    rounds = [[{"name": "official fp32", "total": t, "backbone": t - 1, "detections": 0}] for t in (3.0, 5.0, 4.0)]
+    (row,) = tool.median_rows(rounds)
+    assert row["total"] == 4.0 and row["backbone"] == 3.0 and row["rounds_total"] == [3.0, 5.0, 4.0]
+    official = {"profile": {"aten::addmm": [2.0, 10], "aten::gelu": [0.5, 3]}}
+    ours = {"profile": {"aten::addmm": [1.9, 10], "aten::bmm": [0.1, 2]}}
+    text = tool.format_profile(official, ours)
+    lines = text.splitlines()
+    assert lines[1].split() == ["aten::addmm", "2.000", "10", "1.900", "10"]
+    assert lines[2].split() == ["aten::gelu", "0.500", "3", "-", "-"]
+    assert lines[-1].split()[-2:] == ["2.500", "2.000"]

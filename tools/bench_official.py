@@ -59,7 +59,9 @@ OFFICIAL_BUILDER = {"full": "official", "tiny": "parity"}
 OURS_ONLY_KEYS = ("dropout", "drop_path_rate", "score_threshold", "name")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
              "amx_int8")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")  # ours: sam3video.model.precision; the official side: fp32 and bf16
+OFFICIAL_PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast, as the official code runs on CUDA
+TOP_QUERIES = 10  # the agreement check compares fp32's highest-scoring queries with each mode's
 DEFAULT_FRAMES = 2
 DEFAULT_WARMUP = 1
 DEFAULT_THRESHOLD = 0.5  # the official Sam3Processor's confidence threshold
@@ -128,6 +130,16 @@ class PeakRss:
         return max(self.overall_gib, self._now_gib())
 
 
+def profile_ops(processor, image, prompt: str) -> dict[str, list]:
+    """One fp32 frame of the image API under ``torch.profiler``: per aten op, [self CPU seconds, calls]."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        processor.set_text_prompt(prompt, processor.set_image(image))
+    return {e.key: [e.self_cpu_time_total / 1e6, e.count] for e in prof.key_averages() if e.key.startswith("aten::")}
+
+
 def autocast(precision: str):
     """CPU autocast for "bf16", nothing for "fp32"."""
     import torch
@@ -183,6 +195,38 @@ def first_frame_outputs(processor, image, prompt: str) -> dict:
     finally:
         processor.set_confidence_threshold(threshold)
     return {"scores": state["scores"].float().tolist(), "boxes": state["boxes"].float().tolist()}
+
+
+def query_outputs(processor, image, prompt: str) -> dict:
+    """Every query's score (Q,), box (Q, 4 pixels) and mask (Q, H, W bool) on ``image``, threshold 0."""
+    threshold = processor.confidence_threshold
+    processor.set_confidence_threshold(0.0)
+    try:
+        state = processor.set_text_prompt(prompt, processor.set_image(image))
+    finally:
+        processor.set_confidence_threshold(threshold)
+    return {"scores": state["scores"].float(), "boxes": state["boxes"].float(), "masks": state["masks"][:, 0]}
+
+
+def agreement(reference: dict, outputs: dict, threshold: float, top: int = TOP_QUERIES) -> dict:
+    """How a precision mode's ``outputs`` (``query_outputs``) agree with fp32's ``reference`` on fp32's
+    ``top`` queries: |score difference|, box IoU, mask IoU (min and mean); and whether the same queries
+    score above ``threshold``."""
+    import torch
+    from torchvision.ops import box_iou
+
+    order = reference["scores"].argsort(descending=True)[:top]
+    score_diff = (outputs["scores"][order] - reference["scores"][order]).abs()
+    box = box_iou(reference["boxes"][order], outputs["boxes"][order]).diagonal()
+    a, b = reference["masks"][order].flatten(1), outputs["masks"][order].flatten(1)
+    union = (a | b).sum(1)
+    mask = torch.where(union > 0, (a & b).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+    above = (reference["scores"] > threshold), (outputs["scores"] > threshold)
+    return {"queries": len(order), "score_max_abs_diff": score_diff.max().item(),
+            "box_iou_min": box.min().item(), "box_iou_mean": box.mean().item(),
+            "mask_iou_min": mask.min().item(), "mask_iou_mean": mask.mean().item(),
+            "above_threshold": [int(above[0].sum()), int(above[1].sum())],
+            "same_above_threshold": bool(torch.equal(*above))}
 
 
 def load_frames(folder: str | Path) -> list:
@@ -242,7 +286,7 @@ def time_video(model, frames_dir: str, prompt: str, precision: str, threshold: f
 
     config = TrackingConfig.at_score_threshold(threshold, min(threshold, LOW_SCORE_THRESHOLD),
                                                precision=precision)
-    predictor = VideoPredictor(model, config)
+    predictor = VideoPredictor(model, config)  # converts the model to ``precision`` (in place)
     warmup_dir, timed_dir = Path(frames_dir) / WARMUP_DIR, Path(frames_dir) / TIMED_DIR
     warmup = track_once(predictor, warmup_dir, prompt) if any(warmup_dir.glob("*.png")) else None
     run = track_once(predictor, timed_dir, prompt)
@@ -271,10 +315,12 @@ def our_model(args):
 
 
 def run_ours(args) -> None:
-    """Our side: image-API stages (fp32), the weights check, the video path per precision."""
+    """Our side: image-API stages (fp32), the weights check, the video path per precision (a fresh
+    model for each mode but the first fp32: modes convert in place), each mode's agreement with fp32."""
     import torch
 
     from sam3video import Sam3Processor
+    from sam3video.model.precision import apply_precision, autocast_context
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -291,12 +337,24 @@ def run_ours(args) -> None:
     result["rows"]["fp32 stages"] = {**summarise(frames, args.warmup), "run_rss_gib": peak.end_section()}
     log(f"ours: image API fp32 {[round(f['total'], 2) for f in frames]} s per frame")
     result["check"] = first_frame_outputs(processor, images[0], args.prompt)
+    if args.profile:
+        result["profile"] = profile_ops(processor, images[-1], args.prompt)
+    reference = query_outputs(processor, images[0], args.prompt)
+    result["agreement"] = {}
     for precision in args.precisions:
+        if getattr(model, "precision", "fp32") != "fp32" or precision != "fp32":
+            del model, processor
+            model = our_model(args)
+            apply_precision(model, precision)
         peak.start_section()
         row = time_video(model, args.frames_dir, args.prompt, precision, args.threshold)
         result["rows"][f"{precision} video"] = {**row, "run_rss_gib": peak.end_section()}
         log(f"ours: video {precision} {[round(t, 2) for t in row['warmup_total'] + row['per_frame_total']]} "
             "s per frame")
+        processor = Sam3Processor(model, confidence_threshold=args.threshold)
+        with torch.inference_mode(), autocast_context(model):
+            result["agreement"][precision] = agreement(reference, query_outputs(processor, images[0], args.prompt),
+                                                       args.threshold)
     result["peak_rss_gib"] = peak.total_gib()
     write_json(args.out, result)
 
@@ -358,12 +416,13 @@ def run_child(command: list[str], what: str) -> dict:
     return result
 
 
-def child_args(args, tmp: Path, config: Path, out: str) -> list[str]:
+def child_args(args, tmp: Path, config: Path, out: str, precisions: list[str]) -> list[str]:
     """The options both children take."""
     command = ["--config", str(config), "--frames-dir", str(tmp / "frames"), "--prompt", args.prompt,
                "--threshold", str(args.threshold), "--seed", str(args.seed), "--warmup", str(args.warmup),
-               "--precisions", *args.precisions, "--out", str(tmp / out)]
-    return command + (["--threads", str(args.threads)] if args.threads else [])
+               "--precisions", *precisions, "--out", str(tmp / out)]
+    return (command + (["--threads", str(args.threads)] if args.threads else [])
+            + (["--profile"] if args.profile else []))
 
 
 def run_sides(args, tmp: Path) -> tuple[dict | None, dict]:
@@ -372,13 +431,14 @@ def run_sides(args, tmp: Path) -> tuple[dict | None, dict]:
     write_json(config, official_config(args.size))
     make_frames(tmp / "frames", args.warmup, args.frames, args.seed)
     official, weights = None, tmp / "weights.pt"
-    if args.official:
+    if args.official and args.official_precisions:
         python = Path(args.official).expanduser() / "bin" / "python"
-        official = run_child([str(python), str(ORACLE_CHILD), *child_args(args, tmp, config, "official.json"),
+        official = run_child([str(python), str(ORACLE_CHILD), *child_args(args, tmp, config, "official.json",
+                                                                        args.official_precisions),
                               "--builder", OFFICIAL_BUILDER[args.size], "--oracle-tools", str(args.oracle_tools),
                               "--weights", str(weights)], "official")
     ours_command = [sys.executable, str(Path(__file__).resolve()), "--child",
-                    *child_args(args, tmp, config, "ours.json")]
+                    *child_args(args, tmp, config, "ours.json", args.precisions)]
     if official is not None:
         ours_command += ["--weights", str(weights)]
     ours = run_child(ours_command, "ours")
@@ -405,8 +465,7 @@ def table_rows(official: dict | None, ours: dict) -> list[dict]:
         for precision, row in official["rows"].items():
             name = "official fp32" if precision == "fp32" else f"official {precision} autocast"
             rows.append({"name": name, "precision": precision, **row, "peak_rss_gib": official["peak_rss_gib"]})
-    labels = {"fp32 stages": "ours fp32 (image API)", "fp32 video": "ours fp32 (video e2e)",
-              "bf16 video": "ours bf16 (video e2e)"}
+    labels = {"fp32 stages": "ours fp32 (image API)"} | {f"{p} video": f"ours {p} (video e2e)" for p in PRECISIONS}
     for key, row in ours["rows"].items():
         rows.append({"name": labels.get(key, f"ours {key}"), "precision": key.split()[0], **row,
                      "peak_rss_gib": ours["peak_rss_gib"]})
@@ -416,6 +475,44 @@ def table_rows(official: dict | None, ours: dict) -> list[dict]:
         row["vs_official_fp32"] = row["total"] / base if base else None
         row["vs_official_same_precision"] = row["total"] / same if same else None
     return rows
+
+
+def median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """Rows of several rounds (same names, same order) -> one row each: the median of every number."""
+    if len(rounds) == 1:
+        return rounds[0]
+    merged = []
+    for same in zip(*rounds, strict=True):
+        row = dict(same[-1])
+        for key, value in row.items():
+            values = [r.get(key) for r in same]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and None not in values:
+                row[key] = statistics.median(values)
+        row["rounds_total"] = [r["total"] for r in same]
+        merged.append(row)
+    return merged
+
+
+PROFILE_OPS = 12  # rows of the op table: the official side's costliest ops
+
+
+def format_profile(official: dict | None, ours: dict) -> str:
+    """Self CPU seconds and calls per aten op on one fp32 frame, official beside ours."""
+    theirs = (official or {}).get("profile", {})
+    mine = ours.get("profile", {})
+    ranked = sorted(theirs or mine, key=lambda op: -(theirs or mine)[op][0])[:PROFILE_OPS]
+
+    def cell(value, fmt: str) -> str:
+        return fmt.format(value) if value is not None else "-"
+
+    lines = [f"{'op (one fp32 frame)':52s} {'official s':>10s} {'calls':>6s} {'ours s':>8s} {'calls':>6s}"]
+    for op in ranked:
+        a, b = theirs.get(op, [None, None]), mine.get(op, [None, None])
+        lines.append(f"{op[:52]:52s} {cell(a[0], '{:10.3f}'):>10s} {cell(a[1], '{:6d}'):>6s} "
+                     f"{cell(b[0], '{:8.3f}'):>8s} {cell(b[1], '{:6d}'):>6s}")
+    total = [sum(v[0] for v in side.values()) if side else None for side in (theirs, mine)]
+    lines.append(f"{'all aten ops':52s} {cell(total[0], '{:10.3f}'):>10s} {'':6s} {cell(total[1], '{:8.3f}'):>8s}")
+    return "\n".join(lines)
 
 
 COLUMNS = (("backbone", "backbone", "{:9.3f}"), ("text", "text", "{:7.3f}"), ("heads", "enc+dec+heads", "{:13.3f}"),
@@ -433,6 +530,18 @@ def format_table(rows: list[dict]) -> str:
         cells = [fmt.format(row[key]) if row.get(key) is not None else f"{'-':>{len(fmt.format(0))}s}"
                  for key, _, fmt in COLUMNS]
         lines.append(f"{row['name']:{NAME_WIDTH}s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def format_agreement(agreement: dict) -> str:
+    """Each mode against fp32 on frame 0 (fp32's top queries): scores, boxes, masks, detections."""
+    lines = [f"{'agreement with fp32':{NAME_WIDTH}s} {'queries':>7s} {'max |score diff|':>16s} "
+             f"{'box IoU min/mean':>16s} {'mask IoU min/mean':>17s} {'above threshold':>15s}"]
+    for precision, a in agreement.items():
+        above = "same" if a["same_above_threshold"] else "differ"
+        lines.append(f"{'ours ' + precision:{NAME_WIDTH}s} {a['queries']:7d} {a['score_max_abs_diff']:16.2e} "
+                     f"{a['box_iou_min']:9.4f}/{a['box_iou_mean']:.4f} {a['mask_iou_min']:10.4f}/{a['mask_iou_mean']:.4f} "
+                     f"{above:>6s} ({a['above_threshold'][1]:d} vs {a['above_threshold'][0]:d})")
     return "\n".join(lines)
 
 
@@ -478,15 +587,26 @@ def parse_args(argv=None):
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold, both sides")
     parser.add_argument("--seed", type=int, default=0, help="weights and frames")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                        help="fp32 and/or bf16 (bf16 is slow on CPUs without AVX-512 BF16 or AMX)")
+                        help="our modes, fp32 first (bf16 is slow on CPUs without AVX-512 BF16 or AMX)")
+    parser.add_argument("--official-precisions", nargs="*", choices=OFFICIAL_PRECISIONS, default=None,
+                        help="the official side's (default: those of --precisions it has; none: skip it)")
     parser.add_argument("--oracle-tools", default=str(ORACLE_TOOLS), help="where make_parity_fixture.py is")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run official, ours, official, ours ... this many times; medians over rounds "
+                             "(a drifting machine biases one round)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one fp32 frame per side: self CPU time per aten op, side by side")
     parser.add_argument("--json", help="write header, rows and both sides' raw results here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--config", "--frames-dir", "--out", "--weights"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.warmup < 0:
-        parser.error("--frames must be at least 1 and --warmup at least 0")
+    if args.frames < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--frames and --rounds must be at least 1, --warmup at least 0")
+    if args.precisions[0] != "fp32":
+        parser.error("--precisions must start with fp32 (the reference of the agreement check)")
+    if args.official_precisions is None:
+        args.official_precisions = [p for p in args.precisions if p in OFFICIAL_PRECISIONS]
     return args
 
 
@@ -496,18 +616,27 @@ def main(argv=None) -> None:
         run_ours(args)
         return
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
-        official, ours = run_sides(args, Path(tmp))
-    cpu, check, rows = cpu_info(), weights_check(official, ours), table_rows(official, ours)
+    rounds = []
+    for round_index in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {round_index + 1} of {args.rounds}")
+        with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
+            rounds.append(run_sides(args, Path(tmp)))
+    official, ours = rounds[-1]
+    cpu, check = cpu_info(), weights_check(official, ours)
+    rows = median_rows([table_rows(*sides) for sides in rounds])
     print(format_header(args, cpu, official, ours, check))
     print(format_table(rows))
     print("seconds per frame; image API: medians, total = set_image + set_text_prompt (text every frame); "
           "video: means over the timed run, text once per run (not in the total)")
+    print(format_agreement(ours["agreement"]))
+    if args.profile:
+        print(format_profile(official, ours))
     wall_s = time.perf_counter() - start
     print(f"wall time {wall_s:.0f} s")
     if args.json:
         write_json(args.json, {"args": vars(args), "cpu": cpu, "weights_check": check, "rows": rows,
-                               "official": official, "ours": ours, "wall_s": wall_s})
+                               "official": official, "ours": ours, "rounds": rounds, "wall_s": wall_s})
 
 
 if __name__ == "__main__":

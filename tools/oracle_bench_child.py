@@ -25,11 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_official import (  # the helpers both sides share (stdlib and torch only)
-    PRECISIONS,
+    OFFICIAL_PRECISIONS,
     PeakRss,
     first_frame_outputs,
     load_frames,
     log,
+    profile_ops,
     summarise,
     time_image_api,
     torch_info,
@@ -88,7 +89,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--profile", action="store_true", help="profile one fp32 frame (aten ops)")
+    parser.add_argument("--precisions", nargs="+", choices=OFFICIAL_PRECISIONS, default=list(OFFICIAL_PRECISIONS))
     args = parser.parse_args()
     sys.path.insert(0, args.oracle_tools)
 
@@ -116,6 +118,8 @@ def main() -> None:
         result["rows"][precision] = {**summarise(frames, args.warmup), "run_rss_gib": peak.end_section()}
         log(f"official: image API {precision} {[round(f['total'], 2) for f in frames]} s per frame")
     result["check"] = first_frame_outputs(processor, images[0], args.prompt)
+    if args.profile:
+        result["profile"] = profile_ops(processor, images[-1], args.prompt)
     result["peak_rss_gib"] = peak.total_gib()  # before saving: the fp16 copy is not the model's memory
     save_weights(model, args.weights)
     write_json(args.out, result)

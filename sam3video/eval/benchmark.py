@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from ..export import MOTWriter
 from ..export.outputs import OUTPUT_NAMES, prompt_slug
 from ..video.association import box_iou
 from ..video.exemplars import Exemplar
+from ..video.session import PRECISIONS
 from .metrics import run_eval
 
 SUITE_SEED = 2_000_000_000  # suite seeds start here; training samples clip seeds from its own generator
@@ -90,7 +92,10 @@ WORLDS = ("classic", "train", "heldout")  # WorldConfig.style of each suite
 
 
 def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu",
-                  world: str = "classic") -> dict:
+                  world: str = "classic", precision: str = "fp32",
+                  on_sequence: Callable[[str, list[Detections]], None] | None = None) -> dict:
+    """The suite of ``num_clips`` clips of ``world``; ``on_sequence(name, candidates)`` gets each
+    sequence's per-frame tracker candidates (what ``precision`` changes)."""
     from ..model.checkpoint import load_model
     from ..run import TrackJob, prepare
 
@@ -111,11 +116,14 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
             run_dir = out / "sam3video" / name.replace("/", "__")
             start = time.perf_counter()  # timed like `track --no-render`: MOT, MOTS and summary written
             candidates = []
-            job = TrackJob(clip_dir / "video.mp4", run_dir, prompts=(prompt,), checkpoint=checkpoint, render=False)
+            job = TrackJob(clip_dir / "video.mp4", run_dir, prompts=(prompt,), checkpoint=checkpoint, render=False,
+                           precision=precision)
             prepare(job, model).execute(on_result=lambda result: candidates.append(result.candidates))
             seconds_total += time.perf_counter() - start
             mot_path = run_dir / OUTPUT_NAMES["mot"]
             frames_total += len(candidates)
+            if on_sequence is not None:
+                on_sequence(name, candidates)
             baselines = {"no tracker": no_tracker(candidates, score_threshold),
                          "greedy IoU": greedy_iou_tracker(candidates, score_threshold)}
             for method, frames in baselines.items():
@@ -130,7 +138,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     rows = {method: run_eval(gt_files, preds, kind="mot", names=names) for method, preds in pred_files.items()}
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
-        "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world,
+        "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
     }
@@ -219,6 +227,7 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as `track --precision`")
     parser.add_argument("--exemplar-clips", type=int, default=10,
                         help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
     parser.add_argument("--worlds", nargs="+", default=["classic"], choices=WORLDS,
@@ -228,7 +237,8 @@ def main(argv=None) -> None:
     summaries = {}
     for world in args.worlds:
         world_out = out if world == "classic" else out / world
-        summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world)
+        summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world,
+                                args.precision)
         if world == "classic" and args.exemplar_clips:
             summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
                                                               args.seconds, args.device)

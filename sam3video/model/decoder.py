@@ -44,6 +44,8 @@ class TransformerDecoderLayer(nn.Module):
     """Self-attention (o2o queries + presence token), text cross-attention, image cross-attention with
     the boxRPB mask, FFN; post-norm. ``cross_attention`` must be sequence-first."""
 
+    full_precision_children = ("linear1", "linear2")  # the FFN runs outside autocast (model.precision)
+
     def __init__(
         self,
         activation: str,

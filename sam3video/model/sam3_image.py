@@ -103,7 +103,9 @@ class Sam3Image(nn.Module):
         If ``backbone_out`` has no ``backbone_fpn`` but an ``img_batch_all_stages`` (a tensor or any
         indexable of (3, H, W) frames, possibly fp16 on the CPU), the backbone runs on the unique
         requested frames only and ``id_mapping`` (frame index -> row in ``backbone_fpn``, -1 if not
-        computed) records them; the returned ``backbone_out`` is a new dict holding those features.
+        computed; a CPU tensor) records them; the returned ``backbone_out`` is a new dict holding those
+        features. With ``img_ids`` on the CPU (as the video path gives them) this bookkeeping never waits
+        for the GPU.
         """
         if "backbone_fpn" in backbone_out:
             id_mapping = backbone_out.get("id_mapping")
@@ -114,7 +116,7 @@ class Sam3Image(nn.Module):
             vis_feats = backbone_out["backbone_fpn"][-self.num_feature_levels :]
             vis_pos_enc = backbone_out["vision_pos_enc"][-self.num_feature_levels :]
             vis_feat_sizes = [x.shape[-2:] for x in vis_pos_enc]
-            img_ids = img_ids.to(vis_feats[0].device)
+            img_ids = img_ids.to(vis_feats[0].device, non_blocking=True)
             img_feats = [x[img_ids].flatten(2).permute(2, 0, 1) for x in vis_feats]
             img_pos_embeds = [x[img_ids].flatten(2).permute(2, 0, 1) for x in vis_pos_enc]
             return backbone_out, img_feats, img_pos_embeds, vis_feat_sizes
@@ -127,8 +129,8 @@ class Sam3Image(nn.Module):
         else:
             frames = [torch.as_tensor(img_batch[i]).to(device=self.device, dtype=dtype) for i in unique_ids.tolist()]
             image = torch.stack(frames)
-        id_mapping = torch.full((len(img_batch),), -1, dtype=torch.long, device=self.device)
-        id_mapping[unique_ids.to(self.device)] = torch.arange(len(unique_ids), device=self.device)
+        id_mapping = torch.full((len(img_batch),), -1, dtype=torch.long)
+        id_mapping[unique_ids.cpu()] = torch.arange(len(unique_ids))
         backbone_out = {**backbone_out, **self.backbone.forward_image(image), "id_mapping": id_mapping}
         return self._get_img_feats(backbone_out, img_ids)
 
@@ -269,6 +271,7 @@ class Sam3Image(nn.Module):
         obj_queries = hs if self.o2m_mask_predict else hs[:, :, :num_o2o]
         if backbone_out.get("id_mapping") is not None:  # lazily computed rows, not frame indices
             img_ids = backbone_out["id_mapping"][img_ids.to(backbone_out["id_mapping"].device)]
+        img_ids = img_ids.to(hs.device, non_blocking=True)
         seg_head_outputs = self.segmentation_head(
             backbone_feats=backbone_out["backbone_fpn"],
             obj_queries=obj_queries,

@@ -38,7 +38,7 @@ def run_frames(
     same order). ``backbone_out`` holds ``img_batch_all_stages`` (lazy frames) or cached features with
     ``id_mapping``. Batching frames changes no result; on a CPU it uses the cores better."""
     num_prompts = text_out["language_features"].shape[1]
-    frames = torch.as_tensor(frame_indices, dtype=torch.long, device=model.device)
+    frames = torch.as_tensor(frame_indices, dtype=torch.long)  # on the CPU: frame bookkeeping needs no GPU sync
     find = FindStage(
         img_ids=frames.repeat_interleave(num_prompts),
         text_ids=torch.arange(num_prompts, device=model.device).repeat(len(frames)),

@@ -12,7 +12,6 @@ window boundaries. Writing files is not done here: ``sam3video.run`` consumes th
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import torch
 from ..detections import Detections
 from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
+from ..model.precision import apply_precision, autocast_context
 from ..model.sam3_image import Sam3Image
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
@@ -35,9 +35,6 @@ from .session import (  # noqa: F401 - the configs and the result stream, torch-
     DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
 
 
-PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 class VideoPredictor:
     """Runs a ``Sam3Image`` over a video and tracks every instance of the prompted concepts."""
 
@@ -45,6 +42,8 @@ class VideoPredictor:
         """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt)."""
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
+        # the model converted once; the config names the mode it runs in ("auto" resolved)
+        self.config = replace(self.config, precision=apply_precision(self.model, self.config.precision))
         self.resolution = model.config.resolution
         levels = len(model.config.neck_scales) - model.config.scalp
         if not 0 <= self.config.detection.embedding_level < levels:
@@ -67,19 +66,18 @@ class VideoPredictor:
         memory = ExemplarMemory(exemplars, prompts, self.config.exemplar)
         for exemplar in exemplars:
             memory.classes_of(exemplar)  # validates exemplar.prompt
+        with self._precision():
+            text_out = encode_prompts(self.model, prompts)
         return TrackingSession(
             class_names=prompts,
-            text_out=encode_prompts(self.model, prompts),
+            text_out=text_out,
             exemplars=memory,
             tracker=self.config.make_tracker(fps),
         )
 
     def _precision(self):
-        """An autocast context for bf16 / fp16, a no-op for fp32 (the default)."""
-        dtype = PRECISION_DTYPES[self.config.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.model.device.type, dtype=dtype)
+        """The context of the model's calls: autocast for bf16 / fp16, nothing for fp32 and int8."""
+        return autocast_context(self.model)
 
     def _preprocess(self, frame: Frame) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
@@ -167,11 +165,11 @@ class VideoPredictor:
 
     @property
     def frame_batch(self) -> int:
-        """Frames per model call: ``config.frame_batch``, or 4 for models up to 512 px and 1 above (a
-        full-size model gains nothing from batches on a CPU and needs the memory)."""
+        """Frames per model call: ``config.frame_batch``, else 4 on a GPU or for models up to 512 px, and 1
+        for a full-size model on a CPU (it gains nothing from batches there and needs the memory)."""
         if self.config.frame_batch is not None:
             return self.config.frame_batch
-        return 4 if self.resolution <= 512 else 1
+        return 4 if self.resolution <= 512 or self.model.device.type != "cpu" else 1
 
     def _detect(self, lazy: LazyFrames, locals_: range, session: TrackingSession
                 ) -> list[tuple[Frame, dict, dict]]:

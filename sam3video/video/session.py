@@ -39,7 +39,7 @@ class DetectionConfig:
     embedding_level: int = 1
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")  # fp32 exact; bf16 / fp16: autocast around the model
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # fp32 exact; the others: sam3video.model.precision
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class TrackingConfig:
     frame_cache: int = 4  # preprocessed frames kept per window (at least one batch)
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
-    precision: str = "fp32"  # "fp32", or "bf16" / "fp16" autocast around the model's forward
-    frame_batch: int | None = None  # frames per model call (None: 4 up to 512 px, else 1; 1 if boxes carried)
+    precision: str = "fp32"  # one of PRECISIONS (sam3video.model.precision); the model is converted once
+    frame_batch: int | None = None  # frames per model call (None: 4 on a GPU or up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
     tracker_name: str = "sam3video"  # or a peer of the `trackers` package: sort, bytetrack, ocsort, botsort
 

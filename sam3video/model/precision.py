@@ -1,0 +1,141 @@
+"""Precision modes of a ``Sam3Image``, chosen with one flag (``--precision``).
+
+    fp32   exact (the default): the official fp32 math, parity-tested to 1e-6.
+    bf16   weights of the matmul layers (Linear, Conv, attention projections) cast to bfloat16 once, and
+           autocast to bfloat16 around every model call, as the official code runs on CUDA. The result is
+           the same as autocast alone (autocast casts those weights to the same values on every call);
+           casting once saves the per-call cast of ~840 M weights and half their memory.
+    fp16   the same with float16 (GPUs; slow on most CPUs).
+    int8   the vision trunk's Linear layers (most of a frame's FLOPs) quantized dynamically: int8
+           weights per output channel, activations quantized on the fly (``torch.ao`` dynamic Linear);
+           everything else fp32. CPU only.
+    auto   the fastest of these this device runs well (``resolve_precision``).
+
+``apply_precision(model, mode)`` converts a model in place (once; a model is in one mode for its life) and
+``autocast_context(model)`` is the context its forward passes run in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import InputError
+from ..video.session import PRECISIONS  # the torch-free list the configs check against
+
+LOW_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MATMUL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d, nn.MultiheadAttention)  # the modules autocast runs in low precision
+# CPU flags that make bf16 matmuls faster than fp32 (AMX tiles; AVX-512 BF16 dot products)
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# auto picks int8 for trunks at least this wide. Measured on an AVX2 CPU (README, "Speed"): the full
+# model (1024) runs 0.88x its fp32 time per frame in int8, the demo model (64) 1.09x (quantizing its
+# activations costs more than its small matmuls save).
+INT8_MIN_TRUNK_WIDTH = 1024
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The flags of this CPU (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(precision: str, device: torch.device, trunk_width: int = INT8_MIN_TRUNK_WIDTH) -> str:
+    """``precision`` with "auto" replaced by a concrete mode for ``device`` and a vision trunk of
+    ``trunk_width`` channels.
+
+    auto: bf16 on GPUs that have it (fp16 on older ones); on a CPU, bf16 where it has bf16 matmul units
+    (AMX or AVX-512 BF16), else int8 for a wide trunk (dynamic quantization runs on AVX2 / AVX-512 VNNI
+    integer dot products), else fp32.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise InputError(f"int8 runs on the CPU only (this model is on {device.type}): use bf16 there")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        if cpu_flags() & set(BF16_CPU_FLAGS):
+            return "bf16"
+        return "int8" if trunk_width >= INT8_MIN_TRUNK_WIDTH else "fp32"
+    return "fp32"
+
+
+def full_precision_modules(model: nn.Module) -> set[nn.Module]:
+    """Modules that run outside autocast (a module lists them in ``full_precision_children``): their
+    weights must stay fp32."""
+    kept = set()
+    for module in model.modules():
+        for name in getattr(module, "full_precision_children", ()):
+            kept.update(getattr(module, name).modules())
+    return kept
+
+
+def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast the parameters of the matmul modules (``MATMUL_MODULES``) that run under autocast to ``dtype``,
+    in place; returns how many tensors were cast. Norms, embeddings and free parameters stay fp32, as
+    autocast keeps them."""
+    kept = full_precision_modules(model)
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, MATMUL_MODULES) and module not in kept:
+            for name, param in module.named_parameters(recurse=False):
+                if param.is_floating_point() and param.dtype != dtype:
+                    module._parameters[name] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                    cast += 1
+    return cast
+
+
+def quantize_trunk_int8(model: nn.Module) -> int:
+    """Dynamic int8 quantization of every Linear of the vision trunk, in place (``torch.ao``'s dynamic
+    Linear: int8 weights per output channel, activations quantized per call, fbgemm / oneDNN kernels);
+    returns how many layers. torchao's int8 configs were measured too: on an AVX2 CPU they ran 25x slower
+    than fp32, eager or compiled, while this runs 1.6-1.9x faster (see README, "Speed")."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    trunk = model.backbone.vision_backbone.trunk
+    count = sum(isinstance(m, nn.Linear) for m in trunk.modules())
+    with warnings.catch_warnings():  # torch.ao asks eager users to move to torchao (slow on CPUs, above)
+        warnings.simplefilter("ignore")
+        quantize_dynamic(trunk, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+    return count
+
+
+def apply_precision(model: nn.Module, precision: str) -> str:
+    """Put ``model`` (eval, inference only) in ``precision`` in place; returns the mode (auto resolved).
+
+    A model is converted once: asking a converted model for another mode raises ``InputError``.
+    """
+    mode = resolve_precision(precision, next(model.parameters()).device, model.config.vit_dim)
+    current = getattr(model, "precision", "fp32")
+    if mode == current:
+        return mode
+    if current != "fp32":
+        raise InputError(f"this model was converted to {current}; load it again for {mode}")
+    if mode in LOW_PRECISION_DTYPES:
+        cast_matmul_weights(model, LOW_PRECISION_DTYPES[mode])
+    elif mode == "int8":
+        quantize_trunk_int8(model)
+    model.precision = mode
+    return mode
+
+
+def autocast_context(model: nn.Module):
+    """The context the model's forward passes run in: autocast for bf16 / fp16, nothing else."""
+    dtype = LOW_PRECISION_DTYPES.get(getattr(model, "precision", "fp32"))
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=dtype)
