@@ -301,20 +301,31 @@ def load_model(
     device = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
     obj = read_checkpoint(path)
-    if config is None:
-        config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
-        if isinstance(config, dict) and isinstance(config.get("model"), dict):  # a training run's last.pt
-            config = config["model"]
-    cfg = load_config(config)
+    cfg = load_config(saved_config(obj) if config is None else config)
     state_dict, report = extract_state_dict(obj, source=str(path))
-    with torch.device("meta"):
-        model = build_model(cfg)
-    check_state_dict(model, state_dict, report.not_tensors)
-    model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
-    _materialise_non_persistent_buffers(model)
+    model = build_and_load(build_model, cfg, state_dict, report.not_tensors)
     logger.info("%s", report)
     model.load_report = report
     return model.to(device).eval()
+
+
+def build_and_load(build, config, state_dict: dict, not_tensors: dict):
+    """``build(config)`` on the meta device, ``state_dict`` checked against it (``CheckpointError``
+    naming what does not fit) and assigned strictly (as fp32), non-persistent buffers rebuilt."""
+    with torch.device("meta"):
+        model = build(config)
+    check_state_dict(model, state_dict, not_tensors)
+    model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
+    _materialise_non_persistent_buffers(model)
+    return model
+
+
+def saved_config(obj: dict) -> "dict | str":
+    """The model config a checkpoint object carries (ours, or a training run's ``last.pt``), else "sam3"."""
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):  # a training run's last.pt
+        config = config["model"]
+    return config
 
 
 def _materialise_non_persistent_buffers(model: torch.nn.Module) -> None:

@@ -49,13 +49,13 @@ class TrackStepOutput:
     obj_ptr (B, C); object_score_logits (B, 1); ious (B, M) (ours: the official code keeps only
     their max, ``iou_score`` (B,), and ``eff_iou_score`` (), under memory selection);
     maskmem_features (B, mem_dim, h, w) and maskmem_pos_enc [(B, mem_dim, h, w)] (None without the
-    memory encoder).
+    memory encoder, or once evicted by ``MemoryBank.evict``).
     """
 
     point_inputs: Optional[PointInputs]
     mask_inputs: Optional[Tensor]
     pred_masks: Tensor
-    pred_masks_high_res: Tensor
+    pred_masks_high_res: Optional[Tensor]  # None once evicted from a MemoryBank
     obj_ptr: Tensor
     object_score_logits: Tensor
     ious: Tensor
@@ -75,7 +75,10 @@ class TrackStepOutput:
 @dataclass
 class MemoryBank:
     """The frames a tracker conditions on (official ``output_dict``): prompted frames
-    (``cond_frame_outputs``) and tracked frames (``non_cond_frame_outputs``), frame index -> output."""
+    (``cond_frame_outputs``) and tracked frames (``non_cond_frame_outputs``), frame index -> output.
+
+    The official bank keeps every frame (about 1 MB per object and frame at full size); ``evict``
+    bounds it to what ``track_step`` can still read."""
 
     cond_frame_outputs: Dict[int, TrackStepOutput] = field(default_factory=dict)
     non_cond_frame_outputs: Dict[int, TrackStepOutput] = field(default_factory=dict)
@@ -83,6 +86,68 @@ class MemoryBank:
     def add(self, frame_idx: int, output: TrackStepOutput, is_cond: bool) -> None:
         """Store ``output`` as a conditioning (prompted) or a tracked frame."""
         (self.cond_frame_outputs if is_cond else self.non_cond_frame_outputs)[frame_idx] = output
+
+    def evict(
+        self, frame_idx: int, num_maskmem: int, max_obj_ptrs: int, r: int = 1,
+        mf_threshold: Optional[float] = None, track_in_reverse: bool = False,
+    ) -> None:
+        """Drop from the tracked frames before ``frame_idx`` (after it, in reverse) what ``track_step``
+        can never read on ``frame_idx`` or any later (earlier) frame, so that results are unchanged:
+
+        - ``pred_masks_high_res`` of all of them (never read; the official bank does not store them);
+        - ``maskmem_features`` / ``maskmem_pos_enc`` of those no future frame can take as spatial
+          memory (``memory_frame_indices``): without memory selection, older than the num_maskmem - 1
+          frame window (every r-th frame); with it (``mf_threshold`` given), all but the adjacent frame
+          and, per residue mod r, the num_maskmem - 1 most recent with ``eff_iou_score > mf_threshold``;
+        - whole entries no future frame can read a pointer of (or select, ``frame_filter``): without
+          selection, older than max_obj_ptrs - 1 frames; with it, all but the adjacent frame and, per
+          residue mod r, the max_obj_ptrs - 1 most recent selectable ones (low scorers may be very old).
+
+        Pass the tracker's settings: ``num_maskmem``, ``max_obj_ptrs = min(num_frames,
+        max_obj_ptrs_in_encoder)``, ``r = memory_temporal_stride_for_eval``, ``mf_threshold`` under
+        ``use_memory_selection`` (else None). Calling it with the frame just stored also keeps what is
+        needed if that frame is then re-prompted. Conditioning frames are never evicted (prompts bound
+        them), nor frames at or after ``frame_idx``. Stored outputs are replaced, not modified.
+        """
+        sign = -1 if track_in_reverse else 1
+        past = sorted((t for t in self.non_cond_frame_outputs if (frame_idx - t) * sign > 0), key=lambda t: -t * sign)
+        if mf_threshold is None:
+            keep_mem = {t for nxt in range(frame_idx, frame_idx + sign * (num_maskmem * r + 2), sign)
+                        for _, t in memory_frame_indices(nxt, num_maskmem, r, track_in_reverse)}
+            keep_entry = keep_mem | {t for t in past if abs(frame_idx - t) < max_obj_ptrs}
+        else:
+            keep_mem, keep_entry, counts = {frame_idx - sign}, {frame_idx - sign}, {}
+            for t in past:  # most recent first; frame 0 is never scanned forward (frame_filter)
+                score = self.non_cond_frame_outputs[t].eff_iou_score
+                if score is None or (t == 0 and not track_in_reverse) or not score > mf_threshold:
+                    continue
+                n = counts[t % r] = counts.get(t % r, 0) + 1
+                if n <= max(1, max_obj_ptrs - 1):
+                    keep_entry.add(t)
+                if n <= num_maskmem - 1:
+                    keep_mem.add(t)
+        for t in past:
+            out = self.non_cond_frame_outputs[t]
+            if t not in keep_entry:
+                del self.non_cond_frame_outputs[t]
+            elif out.pred_masks_high_res is not None or (t not in keep_mem and out.maskmem_features is not None):
+                slim = {} if t in keep_mem else {"maskmem_features": None, "maskmem_pos_enc": None}
+                self.non_cond_frame_outputs[t] = dataclasses.replace(out, pred_masks_high_res=None, **slim)
+
+    def tensors(self) -> List[Tensor]:
+        """Every tensor stored, conditioning and tracked frames."""
+        found = []
+        for out in (*self.cond_frame_outputs.values(), *self.non_cond_frame_outputs.values()):
+            for f in dataclasses.fields(out):
+                value = getattr(out, f.name)
+                if isinstance(value, PointInputs):
+                    value = [value.point_coords, value.point_labels]
+                found.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, Tensor))
+        return found
+
+    def nbytes(self) -> int:
+        """Bytes held by the stored tensors (each counted whole, views included)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
 def get_1d_sine_pe(pos_inds: Tensor, dim: int, temperature: float = 10000) -> Tensor:

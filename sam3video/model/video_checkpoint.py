@@ -1,0 +1,63 @@
+"""Loading the video model (``Sam3VideoModel``: detector with the second neck, and the tracker) from
+an official-layout checkpoint: ``sam3.pt``'s 1465 tensors ``detector.*`` and ``tracker.*``, at the top
+level or under ``"model"`` (``.pt`` or ``.safetensors``). Every tensor is used; none may be missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .build import Sam3Config
+from .build_video import VideoConfig, build_video_model, load_video_config
+from .checkpoint import (
+    build_and_load,
+    read_checkpoint,
+    resolve_checkpoint,
+    resolve_device,
+    saved_config,
+)
+from .sam3_video import Sam3VideoModel
+
+logger = logging.getLogger(__name__)
+
+TRACKER_PREFIX = "tracker."
+
+
+def video_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The video model's state dict from a checkpoint object (keys as stored) and its non-tensor values
+    (key -> type name). Raises ``CheckpointError`` when it holds no ``tracker.*`` tensors."""
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    bad_key = next((k for k in state if not isinstance(k, str)), None)
+    if bad_key is not None:
+        raise CheckpointError(f"checkpoint {source}: key {bad_key!r} is a {type(bad_key).__name__}, "
+                              "expected tensor names (text)")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not any(k.startswith(TRACKER_PREFIX) for k in tensors):
+        raise CheckpointError(f"checkpoint {source} has no tracker weights (no tracker.* tensors): the video model "
+                              "needs the official sam3.pt layout, not an image-model checkpoint")
+    return tensors, {k: type(v).__name__ for k, v in state.items() if not isinstance(v, torch.Tensor)}
+
+
+def load_video_model(
+    checkpoint: "str | Path",
+    config: "str | Path | dict | Sam3Config | VideoConfig | None" = None,
+    device: "str | torch.device | None" = "auto",
+) -> Sam3VideoModel:
+    """A ``Sam3VideoModel`` in eval mode with every tensor of ``checkpoint`` (strict), on ``device``.
+
+    ``checkpoint``: a local file or a hub id (``owner/name``, file ``sam3.pt``). ``config``: preset
+    name, file, dict or config; None means the config saved in the checkpoint, else the full ``sam3``
+    size. fp16 / bf16 tensors are loaded as fp32.
+    """
+    device = resolve_device(device)
+    path = resolve_checkpoint(checkpoint)
+    obj = read_checkpoint(path)
+    video = load_video_config(saved_config(obj) if config is None else config)
+    state_dict, not_tensors = video_state_dict(obj, source=str(path))
+    model = build_and_load(build_video_model, video, state_dict, not_tensors)
+    logger.info("loaded %d tensors from %s", len(state_dict), path)
+    return model.to(device).eval()
