@@ -21,7 +21,10 @@ def test_ours_only_at_tiny_size_prints_every_row_with_positive_times(tmp_path, c
     printed = capsys.readouterr().out
     assert "CPU flags: avx2 " in printed and "amx_bf16 " in printed, printed
     assert "ours only" in printed  # no weights check without --official
-    table = {line[:24].strip(): line[24:].split() for line in printed.splitlines() if line.startswith("ours ")}
+    lines = printed.splitlines()
+    speed = lines[next(i for i, line in enumerate(lines) if line.startswith("row ")):]
+    speed = speed[: next(i for i, line in enumerate(speed) if line.startswith("seconds per frame"))]
+    table = {line[:24].strip(): line[24:].split() for line in speed if line.startswith("ours ")}
     assert set(table) == set(OUR_ROWS), printed
     for cells in table.values():
         assert float(cells[4]) > 0  # total per frame
@@ -36,6 +39,9 @@ def test_ours_only_at_tiny_size_prints_every_row_with_positive_times(tmp_path, c
     assert stages["backbone"] > 0 and stages["text"] > 0 and stages["heads"] > 0
     assert rows["ours fp32 (video e2e)"]["backbone"] > 0
     assert data["ours"]["torch"]["threads"] == 1
+    agreement = data["ours"]["agreement"]
+    assert set(agreement) == {"fp32", "bf16", "int8"} and agreement["fp32"]["score_max_abs_diff"] == 0.0
+    assert 0.5 < agreement["int8"]["box_iou_min"] <= 1.0 and "agreement with fp32" in printed
     assert set(data["cpu"]["flags"]) >= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}
 
 

@@ -188,3 +188,17 @@ def test_peer_tracker_resumes_like_ours(frames, model, tmp_path, two_objects):
 def test_carried_boxes_need_our_tracker(frames, model, tmp_path):
     with pytest.raises(InputError, match="needs the sam3video tracker"):
         prepare(job(frames, tmp_path, tracker="sort", carry_exemplar_boxes=True), model)
+
+
+def test_the_summary_names_the_precision_that_ran(frames, tiny_model, tmp_path, monkeypatch):
+    """--precision auto on an AVX2-only CPU: fp32 for a small model (int8 would be slower), recorded."""
+    import copy
+
+    from sam3video.model import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    summary = prepare(job(frames, tmp_path / "auto", precision="auto", render=False), copy.deepcopy(tiny_model)).execute()
+    assert summary["model"]["precision"] == "fp32"
+    summary = prepare(job(frames, tmp_path / "int8", precision="int8", render=False), copy.deepcopy(tiny_model)).execute()
+    assert summary["model"]["precision"] == "int8"
+    assert json.loads((tmp_path / "int8" / "summary.json").read_text())["model"]["precision"] == "int8"

@@ -597,6 +597,8 @@ def parse_args(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="also profile one fp32 frame per side: self CPU time per aten op, side by side")
     parser.add_argument("--json", help="write header, rows and both sides' raw results here")
+    parser.add_argument("--show", metavar="JSON", help="print the tables of a saved --json run (runs nothing)")
+    parser.add_argument("--round", type=int, help="with --show: that round's tables alone (1-based)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--config", "--frames-dir", "--out", "--weights"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -610,10 +612,28 @@ def parse_args(argv=None):
     return args
 
 
+def show(path: str, round_number: int | None) -> None:
+    """The tables of a saved run: the medians over its rounds, or one round's."""
+    saved = json.loads(Path(path).read_text())
+    rounds = saved.get("rounds") or [[saved["official"], saved["ours"]]]
+    if round_number is not None and not 1 <= round_number <= len(rounds):
+        sys.exit(f"--round must be in 1..{len(rounds)} for {path}")
+    official, ours = rounds[-1] if round_number is None else rounds[round_number - 1]
+    rows = saved["rows"] if round_number is None else table_rows(official, ours)
+    print(f"{path}: {'medians over ' + str(len(rounds)) + ' rounds' if round_number is None else f'round {round_number} of {len(rounds)}'}")
+    print(format_table(rows))
+    print(format_agreement(ours["agreement"]))
+    if "profile" in ours:
+        print(format_profile(official, ours))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child:
         run_ours(args)
+        return
+    if args.show:
+        show(args.show, args.round)
         return
     start = time.perf_counter()
     rounds = []
