@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .sam3_tracker_utils import (
     MemoryBank,
+    apply_non_overlapping_constraints,
     frame_filter,
     memory_frame_indices,
     obj_ptr_frame_indices,
@@ -192,10 +193,4 @@ class TrackerMemoryMixin:
 
     def _apply_non_overlapping_constraints(self, pred_masks: Tensor) -> Tensor:
         """(B, 1, H, W) logits: where an object is not the highest scoring, clamp its logits to <= -10."""
-        batch_size = pred_masks.size(0)
-        if batch_size == 1:
-            return pred_masks
-        max_obj_inds = torch.argmax(pred_masks, dim=0, keepdim=True)
-        batch_obj_inds = torch.arange(batch_size, device=pred_masks.device)[:, None, None, None]
-        keep = max_obj_inds == batch_obj_inds
-        return torch.where(keep, pred_masks, torch.clamp(pred_masks, max=-10.0))
+        return apply_non_overlapping_constraints(pred_masks)

@@ -150,6 +150,18 @@ class MemoryBank:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
+def apply_non_overlapping_constraints(pred_masks: Tensor) -> Tensor:
+    """(N, 1, H, W) logits: at each pixel only the argmax object (first on ties) keeps its logit, the
+    others are clamped to <= -10 (official ``_apply_non_overlapping_constraints``)."""
+    batch_size = pred_masks.size(0)
+    if batch_size == 1:
+        return pred_masks
+    max_obj_inds = torch.argmax(pred_masks, dim=0, keepdim=True)
+    batch_obj_inds = torch.arange(batch_size, device=pred_masks.device)[:, None, None, None]
+    keep = max_obj_inds == batch_obj_inds
+    return torch.where(keep, pred_masks, torch.clamp(pred_masks, max=-10.0))
+
+
 def get_1d_sine_pe(pos_inds: Tensor, dim: int, temperature: float = 10000) -> Tensor:
     """(N,) positions -> (N, dim): [sin | cos] (not interleaved) of pos / temperature^(2 (i // 2) / (dim / 2))."""
     pe_dim = dim // 2
