@@ -188,13 +188,12 @@ def summarise(frames: list[dict], warmup: int) -> dict:
 
 def first_frame_outputs(processor, image, prompt: str) -> dict:
     """Scores and boxes (pixels) of every query on ``image`` at threshold 0, fp32: the weights check."""
-    threshold = processor.confidence_threshold
-    processor.set_confidence_threshold(0.0)
-    try:
-        state = processor.set_text_prompt(prompt, processor.set_image(image))
-    finally:
-        processor.set_confidence_threshold(threshold)
-    return {"scores": state["scores"].float().tolist(), "boxes": state["boxes"].float().tolist()}
+    return check_values(query_outputs(processor, image, prompt))
+
+
+def check_values(outputs: dict) -> dict:
+    """The weights check's part of ``query_outputs``, as lists (JSON)."""
+    return {"scores": outputs["scores"].tolist(), "boxes": outputs["boxes"].tolist()}
 
 
 def query_outputs(processor, image, prompt: str) -> dict:
@@ -336,10 +335,10 @@ def run_ours(args) -> None:
     frames = time_image_api(processor, model, images, args.prompt, "fp32")
     result["rows"]["fp32 stages"] = {**summarise(frames, args.warmup), "run_rss_gib": peak.end_section()}
     log(f"ours: image API fp32 {[round(f['total'], 2) for f in frames]} s per frame")
-    result["check"] = first_frame_outputs(processor, images[0], args.prompt)
+    reference = query_outputs(processor, images[0], args.prompt)
+    result["check"] = check_values(reference)
     if args.profile:
         result["profile"] = profile_ops(processor, images[-1], args.prompt)
-    reference = query_outputs(processor, images[0], args.prompt)
     result["agreement"] = {}
     for precision in args.precisions:
         if getattr(model, "precision", "fp32") != "fp32" or precision != "fp32":
