@@ -24,6 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .errors import InputError
 from .model.box_ops import box_cxcywh_to_xyxy
+from .model.precision import autocast_context
 from .model.sam3_image import FindStage, Sam3Image, instance_scores
 from .preprocess import preprocess_image
 from .thresholds import SCORE_THRESHOLD
@@ -128,7 +129,8 @@ class Sam3Processor:
         state = {} if state is None else state
         chw = image_to_uint8_chw(image)
         state["original_height"], state["original_width"] = chw.shape[-2:]
-        state["backbone_out"] = self.model.backbone.forward_image(self.preprocess(chw))
+        with autocast_context(self.model):  # the model's precision mode (model.precision; fp32: nothing)
+            state["backbone_out"] = self.model.backbone.forward_image(self.preprocess(chw))
         return state
 
     def _require_image(self, state: dict) -> None:
@@ -150,7 +152,8 @@ class Sam3Processor:
                 f"prompt has {num_tokens} tokens; truncated to the model's {self.context_length}",
                 stacklevel=2,
             )
-        state["backbone_out"].update(self.model.backbone.forward_text([prompt], device=self.device))
+        with autocast_context(self.model):
+            state["backbone_out"].update(self.model.backbone.forward_text([prompt], device=self.device))
         if "geometric_prompt" not in state:
             state["geometric_prompt"] = self.model._get_dummy_prompt()
         return self._forward_grounding(state)
@@ -168,7 +171,8 @@ class Sam3Processor:
         if clipped:
             warnings.warn("exemplar box extends past the image; clipped to it", stacklevel=2)
         if "language_features" not in state["backbone_out"]:
-            state["backbone_out"].update(self.model.backbone.forward_text([VISUAL_PROMPT], device=self.device))
+            with autocast_context(self.model):
+                state["backbone_out"].update(self.model.backbone.forward_text([VISUAL_PROMPT], device=self.device))
         if "geometric_prompt" not in state:
             state["geometric_prompt"] = self.model._get_dummy_prompt()
         boxes = torch.tensor(box, device=self.device, dtype=torch.float32).view(1, 1, 4)
@@ -193,12 +197,13 @@ class Sam3Processor:
 
     @torch.inference_mode()
     def _forward_grounding(self, state: dict) -> dict:
-        outputs = self.model.forward_grounding(
-            backbone_out=state["backbone_out"],
-            find_input=self._find_stage(),
-            geometric_prompt=state["geometric_prompt"],
-            find_target=None,
-        )
+        with autocast_context(self.model):
+            outputs = self.model.forward_grounding(
+                backbone_out=state["backbone_out"],
+                find_input=self._find_stage(),
+                geometric_prompt=state["geometric_prompt"],
+                find_target=None,
+            )
         scores = instance_scores(outputs)  # (1, Q)
         keep = scores > self.confidence_threshold
         boxes = box_cxcywh_to_xyxy(outputs["pred_boxes"][keep])

@@ -118,3 +118,20 @@ def test_the_predictor_reports_the_resolved_mode(tiny_model, monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     predictor = VideoPredictor(copy.deepcopy(tiny_model), TrackingConfig(precision="auto"))
     assert predictor.config.precision == "bf16"
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_the_image_api_runs_a_converted_model_in_its_mode(tiny_model, mode):
+    """Sam3Processor on a converted model: the calls run in the model's mode (a bf16-cast model called
+    outside autocast would fail on fp32 inputs), with scores close to fp32's."""
+    from sam3video import Sam3Processor
+
+    image = np.random.default_rng(2).integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
+    fp32 = Sam3Processor(tiny_model, confidence_threshold=0.0)
+    reference = fp32.set_text_prompt("dog", fp32.set_image(image))
+    model = copy.deepcopy(tiny_model)
+    apply_precision(model, mode)
+    processor = Sam3Processor(model, confidence_threshold=0.0)
+    state = processor.set_text_prompt("dog", processor.set_image(image))
+    assert state["scores"].shape == reference["scores"].shape
+    assert (state["scores"].float() - reference["scores"]).abs().max() < 0.05
