@@ -52,3 +52,26 @@ def test_benchmark_worlds_side_by_side(tmp_path, capsys):
     assert set(worlds) == {"classic", "heldout"} and all(0 <= w["HOTA"] <= 1 for w in worlds.values())
     assert json.loads((tmp_path / "heldout" / "benchmark.json").read_text())["world"] == "heldout"
     assert "[classic]" in printed and "[heldout]" in printed and printed.splitlines()[-3].startswith("world")
+
+
+def test_sam3_tracker_cost_rows_and_a_bounded_bank(capsys):
+    """tools/bench_sam3_tracker.py at the tiny size: a row per object count, positive times, and the
+    bank per object the same for 1 and 3 objects (bounded by eviction, linear in objects)."""
+    tool = _tool("bench_sam3_tracker")
+    tool.main(["--size", "tiny", "--objects", "1", "3", "--frames", "9", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]] for line in lines[2:4]}
+    assert set(rows) == {1, 3} and all(v > 0 for row in rows.values() for v in row)
+    assert abs(rows[1][4] - rows[3][4]) < 0.05  # MiB per object
+    assert lines[-1].startswith("peak RSS")
+
+
+def test_bench_linear_prints_each_variant(capsys):
+    tool = _tool("bench_linear")
+    tool.TOKENS, tool.WIDTH, tool.HIDDEN = 64, 32, 48  # a small MLP: the table, not the speed
+    tool.main(["--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("CPU flags: avx2 ")
+    names = [line[:36].strip() for line in lines[2:]]
+    assert names == ["fp32", "bf16 (weights cast once)", "int8 torch.ao dynamic"]
+    assert all(float(line.split()[-1]) < 0.2 for line in lines[2:])  # max |diff| from fp32
