@@ -82,9 +82,7 @@ def run(args) -> dict:
                                   **{k: summary["methods"]["sam3video"][k] for k in ("HOTA", "IDF1", "MOTA")}}
             print(f"{precision}: HOTA {results[precision]['HOTA'] * 100:.2f} "
                   f"({results[precision]['frames_per_s']:.1f} frames/s)", flush=True)
-    from sam3video.model.checkpoint import load_model
-
-    threshold = load_model(args.checkpoint, None, "cpu").config.score_threshold
+    threshold = summary["score_threshold"]  # the model's calibrated one, the same for every mode
     for precision in args.precisions:
         frames = [compare_frame(ref, other, threshold)
                   for name, ref_frames in candidates["fp32"].items()
