@@ -26,9 +26,10 @@ TRACK_EXAMPLES = """examples:
 Without --checkpoint the small DEMO model shipped in the package is used: it was trained on the
 synthetic shapes world only (prompts like "circle" or "red circle") and finds nothing in real videos.
 Real videos need the official weights: --checkpoint facebook/sam3 (gated: accept the licence on the
-hub and log in) or --checkpoint PATH to a downloaded sam3.pt. Of sam3.pt (the official video model,
-1465 tensors) the image model's 1134 are used; the second vision neck (22, sam2_convs) and the memory
-tracker (309, tracker.*) are not used yet: tracking is by detection and association.
+hub and log in) or --checkpoint PATH to a downloaded sam3.pt. With sam3.pt (the official video model,
+1465 tensors) all of them are used: the default tracker is then the official SAM 3 loop (--tracker sam3:
+detector + memory tracker, outputs 14 frames behind for its hot-start rule); --tracker sam3video uses the
+image model's 1134 tensors with our association tracker.
 """
 
 
@@ -65,8 +66,7 @@ def add_track_parser(sub) -> None:
 
 def _add_run_options(p) -> None:
     """The options ``track`` and ``batch`` share: model, video sampling, thresholds, tracker, render."""
-    from .video.peers import TRACKER_NAMES
-    from .video.session import PRECISIONS
+    from .video.session import PRECISIONS, TRACK_TRACKERS
 
     p.add_argument("--carry-exemplar-boxes", action="store_true",
                    help="keep giving positive exemplar boxes to the model on later frames, at their track's "
@@ -88,8 +88,10 @@ def _add_run_options(p) -> None:
     video.add_argument("--end", type=float, help="end time in seconds (exclusive)")
     video.add_argument("--window-seconds", type=_positive_float, default=30.0, help="window length, <= 30 s")
     _add_threshold_flags(p.add_argument_group("thresholds"), retrack=False)
-    p.add_argument("--tracker", default="sam3video", choices=TRACKER_NAMES,
-                   help="association: ours (default), or a peer of the `trackers` package with its defaults")
+    p.add_argument("--tracker", choices=TRACK_TRACKERS,
+                   help="sam3: the official SAM 3 loop (memory tracker + detector; default when the checkpoint "
+                        "has tracker weights, as sam3.pt); sam3video: our association tracker (default for the "
+                        "demo model); or a peer of the `trackers` package with its defaults")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
 
 

@@ -23,7 +23,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -67,7 +67,8 @@ class TrackJob:
     carry_exemplar_boxes: bool = False
     precision: str = "fp32"
     frame_batch: int | None = None
-    tracker: str = "sam3video"  # or sort, bytetrack, ocsort, botsort (the `trackers` package)
+    tracker: str | None = None  # None: "sam3" (official loop) if the checkpoint has tracker weights, else
+    # "sam3video"; or sort, bytetrack, ocsort, botsort (the `trackers` package)
     backend: str = "auto"
     fps: float | None = None
     start: float | None = None
@@ -350,7 +351,7 @@ def prepare(job: TrackJob, model=None) -> Run:
     """Check everything a run needs before it writes or prints anything: the video (probed), the
     exemplars against it, the output folder, the checkpoint (loaded unless ``model`` is given), the
     thresholds and prompts. Raises ``Sam3VideoError`` (one line) for bad input."""
-    from .model.checkpoint import load_model
+    from .model.video_checkpoint import load_for_tracker
 
     source = _load_array(job.source)
     reader = open_video(source, backend=job.backend, fps=job.fps, start=job.start, end=job.end,
@@ -360,8 +361,10 @@ def prepare(job: TrackJob, model=None) -> Run:
         check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
     out_dir = prepare_out_dir(job.out_dir)
     if model is None:
-        model = load_model(job.checkpoint, job.model_config, job.device)
-    predictor = make_predictor(job, model)
+        model, tracker = load_for_tracker(job.checkpoint, job.model_config, job.device, job.tracker)
+    else:
+        tracker = job.tracker or ("sam3" if hasattr(model, "tracker") else "sam3video")
+    predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
     return Run(Detector(job, reader, predictor), predictor.config, session, out_dir, render=job.render,
@@ -369,10 +372,17 @@ def prepare(job: TrackJob, model=None) -> Run:
 
 
 def make_predictor(job: TrackJob, model) -> VideoPredictor:
-    """The ``VideoPredictor`` of ``job``'s settings (thresholds, precision, tracker) on ``model``."""
-    config = TrackingConfig.from_thresholds(job.thresholds, model.config.score_threshold, job.carry_exemplar_boxes,
+    """The ``VideoPredictor`` of ``job``'s settings (thresholds, precision, tracker) on ``model`` (a
+    ``Sam3Image``, or a ``Sam3VideoModel`` for the official loop). With ``tracker="sam3"`` the official
+    loop's thresholds apply; a score threshold or new-track threshold the user gives replaces its
+    detection / new-object threshold."""
+    detector = getattr(model, "detector", model)
+    config = TrackingConfig.from_thresholds(job.thresholds, detector.config.score_threshold, job.carry_exemplar_boxes,
                                             precision=job.precision, frame_batch=job.frame_batch,
-                                            tracker_name=job.tracker)
+                                            tracker_name=job.tracker or "sam3video")
+    given = {"score_threshold_detection": job.thresholds.score_threshold,
+             "new_det_thresh": job.thresholds.new_track_threshold}
+    config = replace(config, sam3=replace(config.sam3, **{k: v for k, v in given.items() if v is not None}))
     from .video.predictor import VideoPredictor  # torch: only a run with the model needs it
 
     return VideoPredictor(model, config)

@@ -46,3 +46,52 @@ class Thresholds:
             raise InputError(f"min_hits must be >= 1, got {self.min_hits}")
         if not self.lost_buffer_s >= 0:
             raise InputError(f"lost_buffer_s must be >= 0, got {self.lost_buffer_s}")
+
+
+# The official SAM 3 video loop (``--tracker sam3``): sam3 0.1.4 ``sam3_video_base.py`` ("VB") and the
+# values ``sam3.model_builder.build_sam3_video_model`` passes (model_builder.py:716-740).
+HIGH_CONF_THRESH = 0.8  # VB:1281 (det score) and VB:440 (tracker object-score *logit*) for recondition
+HIGH_IOU_THRESH = 0.8  # VB:1282
+NO_LIMIT_MAX_NUM_OBJECTS = 10000  # VB:125
+
+
+@dataclass(frozen=True)
+class Sam3LoopConfig:
+    """Every threshold of the official per-frame loop (builder value, else VB class default)."""
+
+    score_threshold_detection: float = 0.5  # builder (VB default 0.5)
+    det_nms_thresh: float = 0.1  # builder (VB default 0.0 = NMS off)
+    assoc_iou_thresh: float = 0.1  # builder (VB default 0.5): det "matches" a track / is not new
+    trk_assoc_iou_thresh: float = 0.5  # VB default (builder leaves it): track counts as matched
+    new_det_thresh: float = 0.7  # builder (VB default 0.0)
+    hotstart_delay: int = 15  # builder (VB default 0)
+    hotstart_unmatch_thresh: int = 8  # builder (VB default 3)
+    hotstart_dup_thresh: int = 8  # builder (VB default 3)
+    suppress_unmatched_only_within_hotstart: bool = True  # builder (VB default True)
+    init_trk_keep_alive: int = 30  # builder (VB default 0)
+    max_trk_keep_alive: int = 30  # builder (VB default 8)
+    min_trk_keep_alive: int = -1  # builder (VB default -4)
+    suppress_overlapping_based_on_recent_occlusion_threshold: float = 0.7  # builder (VB 0.0)
+    decrease_trk_keep_alive_for_empty_masklets: bool = False  # builder (VB default False)
+    o2o_matching_masklets_enable: bool = False  # VB default (builder leaves it)
+    suppress_det_close_to_boundary: bool = False  # builder (VB default False)
+    fill_hole_area: int = 16  # builder (VB default 16); used by propagation/outputs, not here
+    max_num_objects: int = -1  # VB default; -1 means NO_LIMIT_MAX_NUM_OBJECTS (VB:121-126)
+    recondition_every_nth_frame: int = 16  # builder (VB default -1)
+    masklet_confirmation_enable: bool = False  # builder (VB default False); not implemented here
+    masklet_confirmation_consecutive_det_thresh: int = 3  # VB default
+    reconstruction_bbox_iou_thresh: float = 0.0  # VB default (off)
+    reconstruction_bbox_det_score: float = 0.0  # VB default
+    recondition_det_score_thresh: float = HIGH_CONF_THRESH  # VB:1281, hard-coded
+    recondition_iou_thresh: float = HIGH_IOU_THRESH  # VB:1282, hard-coded
+    recondition_obj_score_logit_thresh: float = HIGH_CONF_THRESH  # VB:440, hard-coded
+
+    def __post_init__(self):  # VB:93-95
+        if self.hotstart_delay > 0:
+            assert self.hotstart_unmatch_thresh <= self.hotstart_delay
+            assert self.hotstart_dup_thresh <= self.hotstart_delay
+
+    @property
+    def effective_max_num_objects(self) -> int:
+        """VB:121-126: a non-positive ``max_num_objects`` means no limit (10000)."""
+        return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS

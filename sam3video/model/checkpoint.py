@@ -298,9 +298,13 @@ def load_model(
     shipped demo model (synthetic shapes only: real videos need ``sam3.pt``). ``config``: preset name,
     file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size.
     """
-    device = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
-    obj = read_checkpoint(path)
+    return image_model_from(read_checkpoint(path), path, config, device)
+
+
+def image_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto") -> Sam3Image:
+    """``load_model`` of a checkpoint object already read from ``path``."""
+    device = resolve_device(device)
     cfg = load_config(saved_config(obj) if config is None else config)
     state_dict, report = extract_state_dict(obj, source=str(path))
     model = build_and_load(build_model, cfg, state_dict, report.not_tensors)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .build import Sam3Config
 from .build_video import VideoConfig, build_video_model, load_video_config
 from .checkpoint import (
     build_and_load,
+    image_model_from,
     read_checkpoint,
     resolve_checkpoint,
     resolve_device,
@@ -53,11 +54,45 @@ def load_video_model(
     name, file, dict or config; None means the config saved in the checkpoint, else the full ``sam3``
     size. fp16 / bf16 tensors are loaded as fp32.
     """
-    device = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
-    obj = read_checkpoint(path)
+    return video_model_from(read_checkpoint(path), path, config, device)
+
+
+def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto"
+                     ) -> Sam3VideoModel:
+    """``load_video_model`` of a checkpoint object already read from ``path``."""
+    device = resolve_device(device)
     video = load_video_config(saved_config(obj) if config is None else config)
     state_dict, not_tensors = video_state_dict(obj, source=str(path))
     model = build_and_load(build_video_model, video, state_dict, not_tensors)
     logger.info("loaded %d tensors from %s", len(state_dict), path)
     return model.to(device).eval()
+
+
+def holds_tracker_weights(obj: dict) -> bool:
+    """Whether a checkpoint object has the SAM 3 tracker's tensors (``tracker.*``, as ``sam3.pt``)."""
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    return any(isinstance(k, str) and k.startswith(TRACKER_PREFIX) for k in state)
+
+
+def load_for_tracker(
+    checkpoint: "str | Path | None",
+    config: "str | Path | dict | Sam3Config | VideoConfig | None" = None,
+    device: "str | torch.device | None" = "auto",
+    tracker: "str | None" = None,
+) -> "tuple[torch.nn.Module, str]":
+    """The model a run with ``tracker`` needs, and the tracker's name, reading the checkpoint once.
+
+    ``tracker`` None: "sam3" (the official loop, a ``Sam3VideoModel``) when the checkpoint holds the
+    tracker's weights, else "sam3video" (a ``Sam3Image``). "sam3" without tracker weights is an
+    ``InputError``; any other tracker gets the image model."""
+    path = resolve_checkpoint(checkpoint)
+    obj = read_checkpoint(path)
+    holds = holds_tracker_weights(obj)
+    name = tracker or ("sam3" if holds else "sam3video")
+    if name != "sam3":
+        return image_model_from(obj, path, config, device), name
+    if not holds:
+        raise InputError(f"--tracker sam3 needs the SAM 3 tracker weights (tracker.*, as in the official sam3.pt); "
+                         f"{path.name} has none: use --tracker sam3video")
+    return video_model_from(obj, path, config, device), name

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
 from ..model.precision import apply_precision, autocast_context
 from ..model.sam3_image import Sam3Image
+from ..model.sam3_video import Sam3VideoModel
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
 from .cache import LazyFrames
@@ -31,20 +32,30 @@ from .detect import (encode_prompts, pooled_embeddings, postprocess, run_frame, 
                      split_frames)
 from .exemplars import Exemplar, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoReader, iter_windows, open_video
+from .sam3_tracking import Sam3Tracking, frame_detections, tracker_features
 from .session import (  # noqa: F401 - the configs and the result stream, torch-free, importable from here too
-    DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
+    SAM3_TRACKER, DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
 
 
 class VideoPredictor:
-    """Runs a ``Sam3Image`` over a video and tracks every instance of the prompted concepts."""
+    """Runs a ``Sam3Image`` over a video and tracks every instance of the prompted concepts; with a
+    ``Sam3VideoModel`` (detector + tracker) also the official SAM 3 loop (``tracker_name="sam3"``)."""
 
-    def __init__(self, model: Sam3Image, config: TrackingConfig | None = None):
-        """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt)."""
+    def __init__(self, model: Sam3Image | Sam3VideoModel, config: TrackingConfig | None = None):
+        """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt).
+        The tracker of a ``Sam3VideoModel`` runs in fp32 whatever the precision (the detector's)."""
+        self.tracker_model = None
+        if isinstance(model, Sam3VideoModel):
+            self.tracker_model = model.tracker.eval()
+            model = model.detector
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         # the model converted once; the config names the mode it runs in ("auto" resolved)
         self.config = replace(self.config, precision=apply_precision(self.model, self.config.precision))
         self.resolution = model.config.resolution
+        if self.config.tracker_name == SAM3_TRACKER and self.tracker_model is None:
+            raise InputError("--tracker sam3 needs the SAM 3 tracker weights (tracker.* of the official sam3.pt); "
+                             "this checkpoint has none: use --tracker sam3video")
         levels = len(model.config.neck_scales) - model.config.scalp
         if not 0 <= self.config.detection.embedding_level < levels:
             raise InputError(f"embedding_level must be in [0, {levels}) for this model's {levels} feature "
@@ -123,6 +134,14 @@ class VideoPredictor:
         for exemplar in session.exemplars.exemplars:
             check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
         session.info = info
+        if self.config.tracker_name == SAM3_TRACKER:
+            if first_window > 0:
+                raise InputError("resuming is not supported with --tracker sam3: run again without --resume")
+            session.sam3 = session.sam3 or Sam3Tracking(
+                self.tracker_model, self.config.sam3, len(session.class_names), reader.num_output_frames,
+                (info.height, info.width), self.config.sam3_options)
+            yield from self._track_sam3(reader, session, on_window_end)
+            return
         for window, frames in iter_windows(reader):
             if window < first_window:
                 for _ in frames:  # decoded, not tracked
@@ -136,6 +155,42 @@ class VideoPredictor:
                 lazy.close()
             if on_window_end is not None:
                 on_window_end(window)
+
+    def _track_sam3(self, reader: VideoReader, session: TrackingSession,
+                    on_window_end: Callable[[int], None] | None) -> Iterator[FrameResult]:
+        """The windows through the official loop. Its outputs come ``hotstart_delay - 1`` frames late, so
+        a window ends (``on_window_end``) once its last frame has been given out."""
+        ended: dict[int, int] = {}  # window -> its last frame, while some of its frames are held
+
+        def given_out(results: Iterable[FrameResult]) -> Iterator[FrameResult]:
+            for result in results:
+                yield result
+                for window in [w for w, last in ended.items() if result.frame_index >= last]:
+                    del ended[window]
+                    if on_window_end is not None:
+                        on_window_end(window)
+
+        for window, frames in iter_windows(reader):
+            lazy = LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
+                              lookahead=self.config.lookahead)
+            try:
+                yield from given_out(self._track_window(lazy, session))
+            finally:
+                lazy.close()
+            if session.held:
+                ended[window] = max(session.held)
+            elif on_window_end is not None:
+                on_window_end(window)
+        yield from given_out(self._sam3_results(session.sam3.flush(), session))
+
+    def _sam3_results(self, ready: list[tuple[int, Detections]], session: TrackingSession) -> list[FrameResult]:
+        """The official loop's output frames -> their ``FrameResult`` (the frames it held, released)."""
+        results = []
+        for frame_index, tracked in ready:
+            frame, candidates, learned = session.held.pop(frame_index)
+            results.append(FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, candidates,
+                                       learned))
+        return results
 
     def _track_window(self, lazy: LazyFrames, session: TrackingSession) -> Iterator[FrameResult]:
         """Frames of one window in order. The model runs on ``frame_batch`` frames at once, in a worker
@@ -151,7 +206,7 @@ class VideoPredictor:
         if not overlap:
             while detected := self._detect(lazy, range(local, local + batch), session):
                 for item in detected:
-                    yield self._finish(local, *item, session)
+                    yield from self._finish(local, *item, session)
                     local += 1
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3video-detect") as worker:
@@ -160,7 +215,7 @@ class VideoPredictor:
                 ahead = local + len(detected)
                 pending = worker.submit(self._detect, lazy, range(ahead, ahead + batch), session)
                 for item in detected:
-                    yield self._finish(local, *item, session)
+                    yield from self._finish(local, *item, session)
                     local += 1
 
     @property
@@ -203,8 +258,9 @@ class VideoPredictor:
         return detected
 
     def _finish(self, local: int, frame: Frame, outputs: dict, backbone_out: dict,
-                session: TrackingSession) -> FrameResult:
-        """Post-process one frame's outputs, apply exemplars, track."""
+                session: TrackingSession) -> list[FrameResult]:
+        """Post-process one frame's outputs, apply exemplars, track -> the frames now tracked (this one;
+        with the official loop, those its hot-start delay releases)."""
         height, width = frame.image.shape[:2]
         row = int(backbone_out["id_mapping"][local]) if backbone_out.get("id_mapping") is not None else 0
         features = backbone_out["backbone_fpn"][self.config.detection.embedding_level][row]  # appearance
@@ -217,10 +273,17 @@ class VideoPredictor:
         timings["postprocess"] += time.perf_counter() - start
 
         start = time.perf_counter()
-        tracked = track_candidates(session, frame.index, detections)
+        if session.sam3 is not None:
+            session.held[frame.index] = (frame, detections, learned)
+            features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
+            results = self._sam3_results(session.sam3.step(frame.index, frame_detections(outputs), features), session)
+        else:
+            tracked = track_candidates(session, frame.index, detections)
+            results = [FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections,
+                                   learned)]
         timings["track"] += time.perf_counter() - start
         session.frames_done += 1
-        return FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections, learned)
+        return results
 
     def _learn_exemplars(self, local: int, frame: Frame, session: TrackingSession, features: torch.Tensor,
                          backbone_out: dict) -> tuple[Detections, dict]:

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..detections import Detections
 from ..errors import InputError
-from ..thresholds import LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD, Thresholds, new_track_threshold
+from ..thresholds import (LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD, Sam3LoopConfig, Thresholds,
+                          new_track_threshold)
 from .backends import VideoInfo
 from .exemplars import ExemplarConfig, ExemplarMemory
 from .peers import PEERS, TRACKER_NAMES, PeerTracker
@@ -40,6 +41,20 @@ class DetectionConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # fp32 exact; the others: sam3video.model.precision
+SAM3_TRACKER = "sam3"  # the official SAM 3 loop (memory tracker + detector), needs the checkpoint's tracker.*
+TRACK_TRACKERS = (SAM3_TRACKER, *TRACKER_NAMES)  # what `track --tracker` takes (retrack: TRACKER_NAMES)
+
+
+@dataclass(frozen=True)
+class Sam3Options:
+    """Where a ``--tracker sam3`` run may differ from the official loop; the defaults are official."""
+
+    memory_dtype: str = "bf16"  # memories stored in bf16 as officially, or "fp32"
+    rerun_prompt_frame: bool = True  # officially the first frame is processed twice (add_prompt, then propagate)
+
+    def __post_init__(self) -> None:
+        if self.memory_dtype not in ("bf16", "fp32"):
+            raise InputError(f"memory_dtype must be bf16 or fp32, got {self.memory_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,9 @@ class TrackingConfig:
     precision: str = "fp32"  # one of PRECISIONS (sam3video.model.precision); the model is converted once
     frame_batch: int | None = None  # frames per model call (None: 4 on a GPU or up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
-    tracker_name: str = "sam3video"  # or a peer of the `trackers` package: sort, bytetrack, ocsort, botsort
+    tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort
+    sam3: Sam3LoopConfig = field(default_factory=Sam3LoopConfig)  # the official loop's thresholds (tracker "sam3")
+    sam3_options: Sam3Options = field(default_factory=Sam3Options)
 
     @classmethod
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
@@ -99,21 +116,27 @@ class TrackingConfig:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.frame_batch is not None and self.frame_batch < 1:
             raise InputError(f"frame_batch must be at least 1, got {self.frame_batch}")
-        if self.tracker_name not in TRACKER_NAMES:
-            raise InputError(f"unknown tracker {self.tracker_name!r}; choose one of {', '.join(TRACKER_NAMES)}")
+        if self.tracker_name not in TRACK_TRACKERS:
+            raise InputError(f"unknown tracker {self.tracker_name!r}; choose one of {', '.join(TRACK_TRACKERS)}")
         if self.tracker_name != "sam3video" and self.exemplar.carry_boxes:
             raise InputError(f"carrying exemplar boxes needs the sam3video tracker, not {self.tracker_name}")
 
     def make_tracker(self, fps: float):
-        """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults."""
+        """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults;
+        None for "sam3" (``VideoPredictor`` starts the official loop once the video is open)."""
         if self.tracker_name == "sam3video":
             return Tracker(self.tracker, fps=fps)
+        if self.tracker_name == SAM3_TRACKER:
+            return None
         return PeerTracker(self.tracker_name, fps=fps)
 
     def describe_tracker(self) -> dict:
         """The tracker and its settings, for ``summary.json``."""
         if self.tracker_name == "sam3video":
             return {"name": "sam3video", "settings": asdict(self.tracker)}
+        if self.tracker_name == SAM3_TRACKER:
+            return {"name": SAM3_TRACKER, "implementation": "sam3video.video.sam3_loop (the official SAM 3 loop)",
+                    "settings": asdict(self.sam3), "options": asdict(self.sam3_options)}
         return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
                 "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
                             "compensation)"}
@@ -143,8 +166,10 @@ class TrackingSession:
     class_names: list[str]
     text_out: dict
     exemplars: ExemplarMemory
-    tracker: Tracker
+    tracker: Tracker | PeerTracker | None  # None with the official loop ("sam3"), which is ``sam3``
     info: VideoInfo | None = None
+    sam3: object | None = None  # video.sam3_tracking.Sam3Tracking, started by VideoPredictor.track
+    held: dict = field(default_factory=dict)  # frame index -> (Frame, candidates, learned) the loop holds back
     frames_done: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
 
