@@ -249,3 +249,44 @@ def test_eval_without_trackeval_is_one_line_exit_2(workdir):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "needs TrackEval" in lines[0] and "pip install" in lines[0], lines
     assert "internal error" not in lines[0]
+
+
+@pytest.fixture(scope="module")
+def video_checkpoint(workdir):
+    """The tiny video model (detector + tracker) saved in the official layout with its config."""
+    from sam3video.model.build_video import build_video_model, load_video_config
+
+    torch.manual_seed(5)
+    video = load_video_config("tiny")
+    config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
+    torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, workdir / "tiny_video.pt")
+    return workdir / "tiny_video.pt"
+
+
+def test_track_with_tracker_weights_runs_the_official_loop(workdir, video_checkpoint, capsys):
+    out = workdir / "run_sam3"
+    code = run("track", workdir / "clip.mp4", "--prompt", "red circle", "--prompt", "square",
+               "--checkpoint", video_checkpoint, "--out", out, "--quiet", "--score-threshold", "0.2",
+               "--new-track-threshold", "0.25")
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 10
+    assert summary["tracker"]["name"] == "sam3"  # the default with tracker weights
+    assert summary["tracker"]["settings"]["score_threshold_detection"] == 0.2
+    assert summary["tracker"]["settings"]["new_det_thresh"] == 0.25
+    assert summary["tracker"]["settings"]["hotstart_delay"] == 15
+    mot, mots = read_mot(out / "tracks.txt"), read_mots(out / "tracks.mots.txt")
+    assert set(mots) <= set(mot) and max(mot, default=0) <= 9
+    for dets in mots.values():
+        for prompt in (0, 1):  # the official loop's outputs of one prompt never overlap
+            assert dets.mask[dets.class_id == prompt].sum(0).max(initial=0) <= 1
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+
+
+def test_sam3_tracker_without_tracker_weights_is_one_line(workdir, capsys):
+    code = run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", workdir / "tiny.pt",
+               "--tracker", "sam3", "--out", workdir / "run_no_tracker", "--quiet")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "tracker weights" in err and "--tracker sam3video" in err and len(err.splitlines()) == 1
+    assert not (workdir / "run_no_tracker" / "summary.json").exists()
