@@ -276,7 +276,10 @@ class VideoPredictor:
         if session.sam3 is not None:
             session.held[frame.index] = (frame, detections, learned)
             features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
-            results = self._sam3_results(session.sam3.step(frame.index, frame_detections(outputs), features), session)
+            # officially, exemplar boxes without text start objects on their own frame only
+            allow_new = session.class_names != [VISUAL_PROMPT] or bool(memory.on_frame(frame.index))
+            ready = session.sam3.step(frame.index, frame_detections(outputs), features, allow_new)
+            results = self._sam3_results(ready, session)
         else:
             tracked = track_candidates(session, frame.index, detections)
             results = [FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections,

@@ -316,6 +316,7 @@ class Sam3Loop:
     memory_dtype: torch.dtype = torch.bfloat16
     buckets: list[TrackerBucket] = field(default_factory=list)
     state: PlanningState = field(default_factory=PlanningState)
+    last_propagation: Optional[tuple[list[int], Tensor, Tensor]] = None  # ids, (M, h, w) masks, (M,) score logits
 
     @property
     def obj_ids(self) -> list[int]:
@@ -344,6 +345,7 @@ class Sam3Loop:
         trk_scores = torch.cat(scores) if scores else torch.zeros(0, device=device)
         if len(trk_masks):
             trk_masks = fill_holes_in_mask_scores(trk_masks[:, None], c.fill_hole_area)[:, 0]
+        self.last_propagation = (prev_ids, trk_masks, trk_scores)  # for inspection (the official run_tracker_propagation)
 
         plan, new_state = plan_frame(self.state, frame_idx, det_masks, det_scores, trk_masks, trk_scores, c,
                                      det_boxes_xyxy=det_boxes)

@@ -56,15 +56,17 @@ class Sam3Tracking:
         self.ids: dict[tuple[int, int], int] = {}  # (prompt, official id) -> run-wide id, 1-based
         self.frames_seen = 0
 
-    def step(self, frame_idx: int, detections: list[FrameDetections], features: FrameFeatures
-             ) -> list[tuple[int, Detections]]:
+    def step(self, frame_idx: int, detections: list[FrameDetections], features: FrameFeatures,
+             allow_new_detections: bool = True) -> list[tuple[int, Detections]]:
         """One frame's detections (one per prompt) -> [(frame index, its tracked ``Detections``)] of the
-        frames now ready, in order (the hot-start delay holds back ``hotstart_delay - 1`` frames)."""
+        frames now ready, in order (the hot-start delay holds back ``hotstart_delay - 1`` frames).
+        ``allow_new_detections`` False: no object starts here (officially, a frame without text or box
+        prompt)."""
         ready: list[list[LoopOutput]] = []
         for loop, buffer, dets in zip(self.loops, self.buffers, detections, strict=True):
             if self.frames_seen == 0 and self.options.rerun_prompt_frame:
-                loop.step(frame_idx, dets, features)  # official add_prompt: its output is not part of the stream
-            ready.append(buffer.push(loop.step(frame_idx, dets, features)))
+                loop.step(frame_idx, dets, features, allow_new_detections)  # official add_prompt: not streamed
+            ready.append(buffer.push(loop.step(frame_idx, dets, features, allow_new_detections)))
         self.frames_seen += 1
         return self._merged(ready)
 

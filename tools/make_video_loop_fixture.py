@@ -1,0 +1,616 @@
+"""Make the video-loop parity fixture (tests/data/video_loop_parity) from the OFFICIAL SAM 3 video loop.
+
+Run with the oracle venv only (never with the project's), from the repository root (~15 s on 2 cores):
+
+    OMP_NUM_THREADS=1 ~/.cache/sam3-oracle/bin/python tools/make_video_loop_fixture.py --out tests/data/video_loop_parity
+
+Model: the official ``Sam3VideoInferenceWithInstanceInteractivity`` (detector ``Sam3ImageOnVideoMultiGPU`` with the
+second, tracker-side ViTDet neck; tracker ``Sam3TrackerPredictor``), wired as ``sam3.model_builder.
+build_sam3_video_model`` wires it, at the tiny sizes of ``sam3video/configs/tiny.toml`` (read as TOML; nothing of
+``sam3video`` is imported), from the components of ``../shared/tools/oracle/make_parity_fixture.py`` (detector) and
+``tools/make_tracker_fixture.py`` (tracker, SAM heads at the ``[tracker]`` sizes). Weights, loaded with
+``strict=True``: ``tests/data/parity/state_dict.pt`` (``detector.*``), ``tests/data/tracker_parity/tracker_parity.pt``
+(``tracker.*``) and, the only new tensors, ``detector.backbone.vision_backbone.sam2_convs.*``: seeded PyTorch
+default init with the weights times sqrt(3) (so the tracker features have about unit scale), bias noise, fp16-exact;
+saved in the fixture.
+
+Run: CPU, fp32. The official code's explicit bf16 casts are removed at runtime by source-patched copies of three
+methods (the installed package is not edited); other runtime patches: no-op ``Tensor.cuda``/``pin_memory``, the
+CPU connected-components fallback (empty batch; scipy instead of the missing scikit-image), the tracker state's
+hard-coded CUDA storage device. Input: a synthetic 10-frame 120x160 clip, preprocessed to fp16-exact 224x224 frames
+written straight into the official inference state. Flow: the official user flow, ``add_prompt(frame 0, "red
+circle")`` then ``propagate_in_video(start 0)`` (frame 0 is processed twice), with lowered thresholds (random
+weights pass none of the defaults).
+
+Recorded (by wrapping official methods, never editing them), per processed step: the detections (and the raw
+detector outputs / NMS per frame), the tracker propagation, the update plan, reconditioning calls, what reaches the
+memory encoder, the bucket structure, the hot-start bookkeeping; and every frame yielded by ``propagate_in_video``.
+A rerun with 1e-6 relative weight noise checks that no decision sits on a threshold. Every key saved is described
+in the fixture folder's README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import textwrap
+import time
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import tomllib
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.dont_write_bytecode = True  # the helpers imported below live in folders this tool must not write to
+sys.path.insert(0, str(ROOT.parent / "shared" / "tools" / "oracle"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+torch.Tensor.cuda = lambda self, *a, **k: self  # patch 1: the official code calls .cuda() / .pin_memory()
+torch.Tensor.pin_memory = lambda self, *a, **k: self
+
+# after the patch above: make_parity_fixture builds the official image model's parts at the tiny size,
+# make_tracker_fixture the official tracker's (both are read-only helpers here)
+import make_parity_fixture as mpf
+import make_tracker_fixture as mtf
+import sam3.model.sam3_image as sam3_image_mod
+import sam3.model.sam3_tracking_predictor as predictor_mod
+import sam3.perflib.connected_components as cc
+from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
+from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
+from sam3.model.sam3_video_inference import Sam3VideoInferenceWithInstanceInteractivity
+
+NUM_FRAMES, VIDEO_H, VIDEO_W = 10, 120, 160
+PROMPT = "red circle"
+SAM2_CONVS = "detector.backbone.vision_backbone.sam2_convs."
+
+# build_sam3_video_model's settings (apply_temporal_disambiguation=True), then what this fixture changes
+BUILDER = {
+    "score_threshold_detection": 0.5, "assoc_iou_thresh": 0.1, "det_nms_thresh": 0.1, "new_det_thresh": 0.7,
+    "hotstart_delay": 15, "hotstart_unmatch_thresh": 8, "hotstart_dup_thresh": 8,
+    "suppress_unmatched_only_within_hotstart": True, "min_trk_keep_alive": -1, "max_trk_keep_alive": 30,
+    "init_trk_keep_alive": 30, "suppress_overlapping_based_on_recent_occlusion_threshold": 0.7,
+    "suppress_det_close_to_boundary": False, "fill_hole_area": 16, "recondition_every_nth_frame": 16,
+    "masklet_confirmation_enable": False, "decrease_trk_keep_alive_for_empty_masklets": False,
+}
+# Sam3VideoBase.__init__ defaults the builder does not pass (recorded too)
+CLASS_DEFAULTS = ["trk_assoc_iou_thresh", "o2o_matching_masklets_enable", "max_num_objects",
+                  "masklet_confirmation_consecutive_det_thresh", "reconstruction_bbox_iou_thresh",
+                  "reconstruction_bbox_det_score"]
+# Random weights: detection probabilities are 0.30-0.38, detector masks are ~20-60 scattered pixels of 64x64,
+# tracker masks ~400-600 pixels, so the IoU thresholds are tiny. Chosen (by a small search) so that objects are
+# born on frames 0, 1, 4, 5, tracks are matched and unmatched, hot-start removes by both rules, outputs hold 1-2
+# objects, and no decision sits near a threshold (unchanged under 1e-6 relative weight noise).
+CHANGED = {
+    "score_threshold_detection": 0.31, "new_det_thresh": 0.362, "assoc_iou_thresh": 0.015,
+    "trk_assoc_iou_thresh": 0.015, "hotstart_delay": 4, "hotstart_unmatch_thresh": 2, "hotstart_dup_thresh": 2,
+    "recondition_every_nth_frame": 3, "fill_hole_area": 6,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# runtime patches of the official code (nothing installed is edited)
+
+def _cc_allow_empty(x, _orig=cc.connected_components_cpu):
+    """patch 2: the CPU connected-components fallback fails on an empty batch (torch.stack of [])."""
+    if x.shape[0] == 0:
+        return torch.zeros_like(x, dtype=torch.int32), torch.zeros_like(x, dtype=torch.int32)
+    return _orig(x)
+
+
+# patch 5 (fp32): (class, method, exact line fragment removed, replacement, expected count)
+FP32_PATCHES = [
+    (Sam3ImageOnVideoMultiGPU, "_build_multigpu_buffer_next_chunk",
+     'backbone_fpn_bf16 = [x.to(torch.bfloat16) for x in feats["backbone_fpn"]]',
+     'backbone_fpn_bf16 = [x for x in feats["backbone_fpn"]]', 1),
+    (Sam3TrackerPredictor, "_run_single_frame_inference",
+     "maskmem_features = maskmem_features.to(torch.bfloat16)", "maskmem_features = maskmem_features", 1),
+    (Sam3TrackerPredictor, "_run_memory_encoder",
+     "maskmem_features = maskmem_features.to(torch.bfloat16)", "maskmem_features = maskmem_features", 1),
+]
+
+
+def _cc_single_scipy(values: torch.Tensor):
+    """patch 3: connected_components_cpu_single needs scikit-image (not in the oracle venv); the same
+    8-connected labelling (skimage.measure.label's default full connectivity, background 0) with scipy.
+    Only the per-pixel component sizes are used by the official callers; labels are in raster order too."""
+    from scipy import ndimage
+
+    assert values.dim() == 2
+    labels, _ = ndimage.label(values.cpu().numpy() != 0, structure=np.ones((3, 3), bool))
+    labels = labels.astype(np.int64)
+    counts = np.bincount(labels.ravel())[labels]
+    counts[labels == 0] = 0
+    return torch.from_numpy(labels), torch.from_numpy(counts)
+
+
+def _tracker_init_state_cpu(self, *a, _orig=Sam3TrackerPredictor.init_state, **k):
+    """patch 4: Sam3TrackerPredictor.init_state hard-codes storage_device = cuda (unless offloading)."""
+    state = _orig(self, *a, **k)
+    state["storage_device"] = torch.device("cpu")
+    return state
+
+
+def apply_patches() -> list[str]:
+    cc.connected_components_cpu = _cc_allow_empty
+    cc.connected_components_cpu_single = _cc_single_scipy
+    Sam3TrackerPredictor.init_state = _tracker_init_state_cpu
+    done = ["torch.Tensor.cuda and torch.Tensor.pin_memory -> return self (no-op)",
+            "sam3.perflib.connected_components.connected_components_cpu: empty batch -> zeros (int32)",
+            ("sam3.perflib.connected_components.connected_components_cpu_single: scipy.ndimage.label with a 3x3 "
+             "structure (8-connected, as skimage.measure.label's default) instead of skimage (not installed)"),
+            ("Sam3TrackerPredictor.init_state: wrapped, sets inference_state['storage_device'] = cpu "
+             "(hard-coded cuda, as if offload_state_to_cpu=True)")]
+    for cls, name, old, new, count in FP32_PATCHES:
+        fn = cls.__dict__[name]
+        src = textwrap.dedent(inspect.getsource(fn))
+        assert src.count(old) == count and "super()" not in src and "torch.bfloat16" not in src.replace(old, ""), name
+        module = sys.modules[fn.__module__]
+        assert module in (sam3_image_mod, predictor_mod)
+        ns: dict = {}
+        code = compile(src.replace(old, new), f"<fp32 copy of {fn.__qualname__}>", "exec")
+        exec(code, module.__dict__, ns)  # noqa: S102  (the official source, one cast removed)
+        setattr(cls, name, ns[name])
+        done.append(f"{fn.__module__}.{fn.__qualname__}: `{old}` -> `{new}`")
+    return done
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model
+
+def read_sizes() -> tuple[dict, dict]:
+    values = tomllib.loads((ROOT / "sam3video" / "configs" / "tiny.toml").read_text())
+    det = {k: v for k, v in values.items() if k in mpf.SIZES["tiny"]}
+    assert det == mpf.SIZES["tiny"], "tiny.toml and make_parity_fixture's SIZES['tiny'] disagree"
+    return det, mtf.read_sizes("tiny")
+
+
+def build(det_sizes: dict, trk_sizes: dict) -> Sam3VideoInferenceWithInstanceInteractivity:
+    """The wiring of sam3.model_builder.build_sam3_video_model, with tiny official components."""
+    img = mpf.build(det_sizes)  # official Sam3Image at tiny size (random init; weights are loaded later)
+    neck = img.backbone.vision_backbone
+    neck.sam2_convs = deepcopy(neck.convs)  # exactly what Sam3DualViTDetNeck(add_sam2_neck=True) does
+    detector = Sam3ImageOnVideoMultiGPU(
+        num_feature_levels=1, backbone=img.backbone, transformer=img.transformer,
+        segmentation_head=img.segmentation_head, semantic_segmentation_head=None,
+        input_geometry_encoder=img.geometry_encoder, use_early_fusion=True, use_dot_prod_scoring=True,
+        dot_prod_scoring=img.dot_prod_scoring, supervise_joint_box_scores=True)
+
+    s = trk_sizes
+    base = mtf.build_official(s)  # official Sam3TrackerBase at tiny size: reuse its parts and SAM-heads builder
+
+    class TinyHeadsTrackerPredictor(Sam3TrackerPredictor):
+        _build_sam_heads = type(base)._build_sam_heads
+
+    # sam3.model_builder.build_tracker(apply_temporal_disambiguation=True), sizes from tiny.toml
+    tracker = TinyHeadsTrackerPredictor(
+        image_size=s["resolution"], num_maskmem=s["num_maskmem"], backbone=None, backbone_stride=s["patch_size"],
+        transformer=base.transformer, maskmem_backbone=base.maskmem_backbone, multimask_output_in_sam=True,
+        forward_backbone_per_frame_for_eval=True, trim_past_non_cond_mem_for_eval=False,
+        multimask_output_for_tracking=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        always_start_from_first_ann_frame=False, non_overlap_masks_for_mem_enc=False,
+        non_overlap_masks_for_output=False, max_cond_frames_in_attn=s["max_cond_frames_in_attn"],
+        offload_output_to_cpu_for_eval=False,
+        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True, "dynamic_multimask_stability_delta": 0.05,
+                                     "dynamic_multimask_stability_thresh": 0.98},
+        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=s["use_memory_selection"],
+        max_obj_ptrs_in_encoder=s["max_obj_ptrs_in_encoder"], mf_threshold=s["mf_threshold"])
+    model = Sam3VideoInferenceWithInstanceInteractivity(
+        detector=detector, tracker=tracker, **BUILDER, image_size=det_sizes["resolution"],
+        image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), compile_model=False)
+    return model.eval()
+
+
+def sam2_convs_weights(model, seed: int, gain: float) -> dict:
+    """Default (PyTorch) init of the second neck, seeded, weights times `gain`; biases get a little extra
+    noise; fp16-exact."""
+    torch.manual_seed(seed)
+    convs = model.detector.backbone.vision_backbone.sam2_convs
+    with torch.no_grad():
+        for m in convs.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.reset_parameters()
+                m.weight.mul_(gain)
+                m.bias.add_(0.02 * torch.randn_like(m.bias))
+        for p in convs.parameters():
+            p.copy_(p.half().float())
+    return {SAM2_CONVS + k: v.detach().clone() for k, v in convs.state_dict().items()}
+
+
+def load_weights(model, sam2: dict) -> dict:
+    det = torch.load(ROOT / "tests/data/parity/state_dict.pt", map_location="cpu", weights_only=True)
+    det = {f"detector.{k}": v.float() if v.dtype == torch.float16 else v for k, v in det.items()}
+    trk = torch.load(ROOT / "tests/data/tracker_parity/tracker_parity.pt", map_location="cpu",
+                     weights_only=True)["state_dict"]
+    want = set(model.state_dict())
+    sources = {"detector (tests/data/parity/state_dict.pt)": det, "tracker (tracker_parity.pt)": trk,
+               "seeded here (sam2_convs)": sam2}
+    have = set().union(*sources.values())
+    missing, extra = sorted(want - have), sorted(have - want)
+    assert not missing and not extra, (missing, extra)
+    model.load_state_dict({**det, **trk, **sam2}, strict=True)
+    return {name: len(v) for name, v in sources.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# clip
+
+def make_clip(seed: int) -> np.ndarray:
+    """(T, H, W, 3) uint8: a plain background and three flat shapes moving; the third enters at frame 3."""
+    rng = np.random.default_rng(seed)
+    T, H, W = NUM_FRAMES, VIDEO_H, VIDEO_W
+    yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    clip = np.empty((T, H, W, 3), np.uint8)
+    jitter = rng.uniform(-3, 3, size=(T, 3, 2))
+    for t in range(T):
+        img = np.empty((H, W, 3), np.uint8)
+        img[:] = (96, 112, 104)
+        cy, cx = 40 + 2.0 * t + jitter[t, 0, 0], 30 + 9.0 * t + jitter[t, 0, 1]  # red circle, to the right
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2] = (220, 30, 30)
+        y0, x0 = int(70 - 3 * t + jitter[t, 1, 0]), int(100 - 4 * t + jitter[t, 1, 1])  # blue box, up-left
+        img[max(y0, 0):y0 + 26, max(x0, 0):x0 + 34] = (30, 40, 210)
+        if t >= 3:  # yellow triangle entering from the right edge
+            ax, ay = W + 10 - 12.0 * (t - 3) + jitter[t, 2, 1], 85 + jitter[t, 2, 0]
+            tri = (yy <= ay + 18) & (yy - (ay - 18) >= 2 * np.abs(xx - ax))
+            img[tri] = (230, 215, 40)
+        clip[t] = img
+    return clip
+
+
+def preprocess(clip: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> fp16-exact (T, 3, size, size): bilinear antialiased resize, /255, (x-0.5)/0.5."""
+    x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return ((x / 255.0 - 0.5) / 0.5).half()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# recording (wrappers around official methods; the methods themselves are not changed)
+
+def cpu(x, dtype=None):
+    t = torch.as_tensor(x).detach().cpu().clone()
+    return t.to(dtype) if dtype is not None else t
+
+
+def ids(x) -> list[int]:
+    return sorted(int(i) for i in x)
+
+
+class Recorder:
+    def __init__(self, model):
+        self.model, self.steps, self.detector_raw, self.step = model, [], {}, None
+        self.phase, self.in_recondition, self.in_update_memories = None, False, False
+        self.detector_calls = []  # (frame of the detector run, index of the step during which it ran)
+        m, tr, det = model, model.tracker, model.detector
+        self._wrap(m, "_run_single_frame_inference", self.on_frame)
+        self._wrap(m, "run_backbone_and_detection", self.on_detection)
+        self._wrap(m, "run_tracker_propagation", self.on_propagation)
+        self._wrap(m, "run_tracker_update_planning_phase", self.on_planning)
+        self._wrap(m, "_recondition_masklets", self.on_recondition)
+        self._wrap(m, "_tracker_update_memories", self.on_update_memories)
+        self._wrap(m, "_get_objects_to_suppress_based_on_most_recently_occluded", self.on_occlusion)
+        self._wrap(tr, "add_new_mask", self.on_add_new_mask)
+        self._wrap(tr, "_suppress_object_pw_area_shrinkage", self.on_shrinkage)
+        self._wrap(tr, "_run_memory_encoder", self.on_memory_encoder)
+        self._wrap(det, "forward_grounding", self.on_grounding)
+
+    def _wrap(self, obj, name, hook):
+        orig = getattr(obj, name)
+        object.__setattr__(obj, name, lambda *a, **k: hook(orig, *a, **k))
+        self.wrapped = getattr(self, "wrapped", []) + [(obj, name)]
+
+    def unwrap(self):
+        for obj, name in self.wrapped:
+            del obj.__dict__[name]
+
+    def on_frame(self, orig, inference_state, frame_idx, reverse):
+        self.step = {"frame_idx": int(frame_idx), "phase": self.phase, "reconditioned": [],
+                     "mem_encoder_batches": []}
+        out = orig(inference_state, frame_idx, reverse)
+        st, md = self.step, inference_state["tracker_metadata"]
+        st["buckets_after"] = [[int(i) for i in s["obj_ids"]] for s in inference_state["tracker_inference_states"]]
+        st["obj_ids_after"] = [int(i) for i in md["obj_ids_all_gpu"]]
+        st["max_obj_id_after"] = int(md["max_obj_id"])
+        st["obj_id_to_score"] = {int(k): float(v) for k, v in out["obj_id_to_score"].items()}
+        st["obj_id_to_tracker_score"] = {int(k): float(v) for k, v in out["obj_id_to_tracker_score"].items()}
+        st["removed_obj_ids_so_far"] = ids(out["removed_obj_ids"])
+        st["suppressed_obj_ids"] = ids(out["suppressed_obj_ids"])
+        st["frame_mask_obj_ids"] = [int(i) for i in out["obj_id_to_mask"]]
+        r0 = md["rank0_metadata"]
+        st["hotstart"] = {
+            "obj_first_frame_idx": {int(k): int(v) for k, v in r0["obj_first_frame_idx"].items()},
+            "unmatched_frame_inds": {int(k): [int(f) for f in v] for k, v in r0["unmatched_frame_inds"].items()},
+            "overlap_pair_to_frame_inds": {f"{int(a)},{int(b)}": [int(f) for f in v]
+                                           for (a, b), v in r0["overlap_pair_to_frame_inds"].items()},
+            "trk_keep_alive": {int(k): int(v) for k, v in r0["trk_keep_alive"].items()},
+        }
+        st["obj_id_to_last_occluded"] = {int(k): int(v.item()) for k, v in md["obj_id_to_last_occluded"].items()}
+        self.steps.append(st)
+        self.step = None
+        return out
+
+    def on_grounding(self, orig, backbone_out, find_input, find_target, geometric_prompt):
+        out = orig(backbone_out=backbone_out, find_input=find_input, find_target=find_target,
+                   geometric_prompt=geometric_prompt)
+        frame = int(find_input.img_ids.reshape(-1)[0])
+        self.detector_calls.append([frame, len(self.steps)])
+        thr = self.model.score_threshold_detection
+        probs = out["pred_logits"][0, :, 0].sigmoid()
+        cand = torch.nonzero(probs > thr).flatten()
+        self.detector_raw[frame] = {
+            # NMS later edits out["pred_logits"] in place: keep the tensor itself to read the result at the end
+            "_logits_ref": out["pred_logits"], "pred_logits": cpu(out["pred_logits"][0, :, 0]),
+            "presence_logit_dec": cpu(out["presence_logit_dec"].reshape(-1)),
+            "pred_boxes_xyxy": cpu(out["pred_boxes_xyxy"][0]), "nms_candidates": cpu(cand),
+            "candidate_masks_packed": pack_masks(cpu(out["pred_masks"][0, cand] > 0).numpy()),
+        }
+        return out
+
+    def on_detection(self, orig, **kw):
+        det_out = orig(**kw)
+        feats = kw["feature_cache"][kw["frame_idx"]][1]["tracker_backbone_out"]["backbone_fpn"]
+        assert det_out["mask"].dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats)  # fp32 run
+        self.step["det"] = {"scores": cpu(det_out["scores"]), "bbox_xyxy": cpu(det_out["bbox"]),
+                            "masks": cpu(det_out["mask"], torch.float16)}
+        return det_out
+
+    def on_propagation(self, orig, **kw):
+        obj_ids = [int(i) for i in kw["tracker_metadata_prev"]["obj_ids_all_gpu"]]
+        masks, scores = orig(**kw)
+        assert masks.dtype == torch.float32
+        same = [[obj_ids[i], obj_ids[j]] for i in range(len(obj_ids)) for j in range(i + 1, len(obj_ids))
+                if torch.equal(masks[i], masks[j])]
+        self.step["trk"] = {"obj_ids": obj_ids, "masks": cpu(masks, torch.float16), "obj_score_logits": cpu(scores),
+                            "identical_mask_pairs": same}
+        self._trk_masks = masks.clone()  # to check what reaches the memory encoder
+        return masks, scores
+
+    def on_planning(self, orig, **kw):
+        plan, md_new = orig(**kw)
+        self.step["plan"] = {
+            "new_det_fa_inds": [int(i) for i in plan["new_det_fa_inds"]],
+            "new_det_obj_ids": [int(i) for i in plan["new_det_obj_ids"]],
+            "unmatched_trk_obj_ids": [int(i) for i in plan["unmatched_trk_obj_ids"]],
+            "det_to_matched_trk_obj_ids": {int(d): [int(i) for i in v]
+                                           for d, v in plan["det_to_matched_trk_obj_ids"].items()},
+            "obj_ids_newly_removed": ids(plan["obj_ids_newly_removed"]),
+            "trk_id_to_max_iou_high_conf_det": {int(k): int(v)
+                                                for k, v in plan["trk_id_to_max_iou_high_conf_det"].items()},
+            "num_obj_dropped_due_to_limit": int(plan["num_obj_dropped_due_to_limit"]),
+        }
+        return plan, md_new
+
+    def on_recondition(self, orig, *a, **k):
+        self.in_recondition = True
+        try:
+            return orig(*a, **k)
+        finally:
+            self.in_recondition = False
+
+    def on_add_new_mask(self, orig, **kw):
+        if self.in_recondition:
+            self.step["reconditioned"].append({"obj_id": int(kw["obj_id"]), "mask": cpu(kw["mask"], torch.bool),
+                                               "bucket_obj_ids": [int(i) for i in kw["inference_state"]["obj_ids"]]})
+        return orig(**kw)
+
+    def on_update_memories(self, orig, tracker_inference_states, frame_idx, tracker_metadata, low_res_masks):
+        # the memory-encoder input = the propagated masks with occlusion-suppressed objects set to -10 (in place)
+        expect = self._trk_masks.clone()
+        expect[torch.tensor(self.step.get("occlusion_suppressed", [False] * len(expect)), dtype=torch.bool)] = -10.0
+        assert torch.equal(expect, low_res_masks)
+        self.step["mem"] = {"obj_ids": [int(i) for i in tracker_metadata["obj_ids_all_gpu"]]}
+        self.in_update_memories = True
+        try:
+            return orig(tracker_inference_states, frame_idx, tracker_metadata=tracker_metadata,
+                        low_res_masks=low_res_masks)
+        finally:
+            self.in_update_memories = False
+
+    def on_occlusion(self, orig, *a, **k):
+        to_suppress = orig(*a, **k)
+        self.step["occlusion_suppressed"] = [bool(b) for b in to_suppress]
+        return to_suppress
+
+    def on_shrinkage(self, orig, pred_masks):
+        out = orig(pred_masks)
+        if self.in_update_memories:
+            self.step["mem"]["shrink_suppressed"] = [bool(b) for b in (out != pred_masks).flatten(1).any(1)]
+        return out
+
+    def on_memory_encoder(self, orig, inference_state, frame_idx, batch_size, high_res_masks, object_score_logits,
+                          is_mask_from_pts):
+        feats, pos = orig(inference_state, frame_idx, batch_size, high_res_masks, object_score_logits,
+                          is_mask_from_pts)
+        assert feats.dtype == torch.float32  # the bf16 storage cast is gone
+        if self.step is not None:
+            self.step["mem_encoder_batches"].append({
+                "caller": "update_memories" if self.in_update_memories else (
+                    "recondition_preflight" if self.in_recondition else "new_objects_preflight"),
+                "bucket_obj_ids": [int(i) for i in inference_state["obj_ids"]],
+                "object_score_logits": cpu(object_score_logits.reshape(-1)),
+                "is_mask_from_pts": bool(is_mask_from_pts)})
+        return feats, pos
+
+    def finish(self) -> dict:
+        raw = {}
+        for f, d in sorted(self.detector_raw.items()):
+            d = dict(d)
+            d["nms_suppressed"] = cpu(d.pop("_logits_ref")[0, :, 0] != d["pred_logits"])
+            raw[f] = d
+        return raw
+
+
+def pack_masks(masks) -> torch.Tensor:
+    m = np.asarray(masks, dtype=bool)
+    return torch.from_numpy(np.packbits(m, axis=-1)) if m.size else torch.zeros((*m.shape[:-1], (m.shape[-1] + 7) // 8),
+                                                                                  dtype=torch.uint8)
+
+
+def output_record(frame_idx: int, out: dict) -> dict:
+    return {"frame_idx": int(frame_idx), "out_obj_ids": cpu(out["out_obj_ids"], torch.int64),
+            "out_probs": cpu(np.asarray(out["out_probs"], np.float32)),
+            "out_boxes_xywh": cpu(np.asarray(out["out_boxes_xywh"], np.float32)).reshape(-1, 4),
+            "out_binary_masks_packed": pack_masks(out["out_binary_masks"]),
+            "num_obj_tracked": int(out["frame_stats"]["num_obj_tracked"]) if out.get("frame_stats") else -1}
+
+
+def run_loop(model, images: torch.Tensor):
+    """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0)."""
+    rec = Recorder(model)
+    outputs, yield_after_step = [], []
+    with torch.inference_mode():
+        state = model.init_state(f"<load-dummy-video-{NUM_FRAMES}>")  # a state of the right length...
+        state["input_batch"].img_batch = images.clone()  # ...holding the exact preprocessed frames
+        state["orig_height"], state["orig_width"] = VIDEO_H, VIDEO_W
+        rec.phase = "add_prompt"
+        f0, out0 = model.add_prompt(state, frame_idx=0, text_str=PROMPT)
+        add_prompt_output = output_record(f0, out0)
+        rec.phase = "propagate"
+        for frame_idx, out in model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=NUM_FRAMES - 1):
+            outputs.append(output_record(frame_idx, out))
+            yield_after_step.append(len(rec.steps) - 1)
+    rec.unwrap()
+    return rec, add_prompt_output, outputs, yield_after_step
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def decisions(rec, outputs) -> list:
+    """The discrete trace of a run (what a parity test would compare exactly)."""
+    tr = []
+    for s in rec.steps:
+        p = s["plan"]
+        tr.append([s["frame_idx"], p["new_det_fa_inds"], p["new_det_obj_ids"], p["unmatched_trk_obj_ids"],
+                   p["det_to_matched_trk_obj_ids"], p["obj_ids_newly_removed"], p["trk_id_to_max_iou_high_conf_det"],
+                   s["buckets_after"], s.get("occlusion_suppressed"), s.get("mem", {}).get("shrink_suppressed"),
+                   [r["obj_id"] for r in s["reconditioned"]], len(s["det"]["scores"])])
+    return tr + [[o["frame_idx"], o["out_obj_ids"].tolist()] for o in outputs]
+
+
+def robustness(model, images, rec, outputs, rel: float) -> dict:
+    """Rerun with every weight times (1 + rel * N(0, 1)): same decisions? how many mask pixels flip?"""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + rel * torch.randn(p.shape, generator=g))
+    rec2, _, outputs2, _ = run_loop(model, images)
+    model.load_state_dict(saved)
+    same = decisions(rec, outputs) == decisions(rec2, outputs2)
+    flips = [0]
+    if same:
+        for a, b in zip(rec.steps, rec2.steps):
+            for key in ("det", "trk"):
+                if len(a[key]["masks"]):
+                    flips.append(int(((a[key]["masks"] > 0) != (b[key]["masks"] > 0)).flatten(1).sum(1).max()))
+        for a, b in zip(outputs, outputs2):
+            if len(a["out_obj_ids"]):
+                flips.append(int((np.unpackbits(a["out_binary_masks_packed"].numpy(), axis=-1)
+                                  != np.unpackbits(b["out_binary_masks_packed"].numpy(), axis=-1)).sum()))
+    return {"rel_weight_noise": rel, "same_decisions": bool(same), "max_pixel_flips_per_mask": max(flips)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--neck-seed", type=int, default=0, help="seed of the sam2_convs init")
+    ap.add_argument("--neck-gain", type=float, default=3 ** 0.5, help="factor on the sam2_convs default init weights")
+    ap.add_argument("--clip-seed", type=int, default=0, help="seed of the clip's position jitter")
+    ap.add_argument("--set", nargs="*", default=[], metavar="ATTR=VALUE", help="override a threshold (exploring)")
+    ap.add_argument("--robustness", type=float, default=1e-6, help="relative weight noise of the check rerun (0: skip)")
+    ap.add_argument("--dry", action="store_true", help="do not write the fixture")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    patches = apply_patches()
+    det_sizes, trk_sizes = read_sizes()
+    torch.manual_seed(0)
+    model = build(det_sizes, trk_sizes)
+    sam2 = sam2_convs_weights(model, args.neck_seed, args.neck_gain)
+    n_keys = load_weights(model, sam2)
+    changed = dict(CHANGED)
+    for kv in args.set:
+        k, v = kv.split("=")
+        changed[k] = (v == "True") if isinstance(getattr(model, k), bool) else type(getattr(model, k))(float(v))
+    for k, v in changed.items():
+        assert hasattr(model, k), k
+        setattr(model, k, v)
+    assert model.hotstart_unmatch_thresh <= model.hotstart_delay and model.hotstart_dup_thresh <= model.hotstart_delay
+    config = {k: getattr(model, k) for k in [*BUILDER, *CLASS_DEFAULTS]}
+    config.update(image_size=model.image_size, image_mean=list(model.image_mean), image_std=list(model.image_std),
+                  **{f"tracker.{k}": getattr(model.tracker, k) for k in (
+                      "fill_hole_area", "non_overlap_masks_for_output", "clear_non_cond_mem_around_input",
+                      "clear_non_cond_mem_for_multi_obj", "use_memory_selection", "mf_threshold", "num_maskmem",
+                      "max_cond_frames_in_attn", "max_obj_ptrs_in_encoder", "memory_temporal_stride_for_eval",
+                      "multimask_output_in_sam", "multimask_output_for_tracking", "multimask_min_pt_num",
+                      "multimask_max_pt_num", "sigmoid_scale_for_mem_enc", "sigmoid_bias_for_mem_enc",
+                      "non_overlap_masks_for_mem_enc", "image_size", "low_res_mask_size", "input_mask_size")})
+    print(f"built + loaded {n_keys} tensors in {time.time() - t0:.1f} s")
+
+    images = preprocess(make_clip(args.clip_seed), det_sizes["resolution"])
+    t1 = time.time()
+    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images)
+    t_run = time.time() - t1
+    detector_raw = rec.finish()
+    robust = robustness(model, images, rec, outputs, args.robustness) if args.robustness > 0 else None
+
+    # ---- summary
+    print(f"official loop: {len(rec.steps)} steps (frame 0 twice) in {t_run:.1f} s")
+    for i, s in enumerate(rec.steps):
+        p, tracked = s["plan"], s["trk"]["obj_ids"]
+        shrunk = [o for o, b in zip(tracked, s.get("mem", {}).get("shrink_suppressed", [])) if b]
+        occluded = [o for o, b in zip(tracked, s.get("occlusion_suppressed", [])) if b]
+        print(f"step {i:2d} frame {s['frame_idx']} {s['phase']:10s} dets {len(s['det']['scores'])} "
+              f"(p {' '.join(f'{float(x):.3f}' for x in s['det']['scores'])}) | tracked {tracked} "
+              f"| born {p['new_det_obj_ids']} unmatched {p['unmatched_trk_obj_ids']} "
+              f"removed {p['obj_ids_newly_removed']} reconditioned {[r['obj_id'] for r in s['reconditioned']]} "
+              f"shrink-suppressed {shrunk} occlusion-suppressed {occluded} | buckets {s['buckets_after']}")
+    births = {}
+    for s in rec.steps:
+        if s["plan"]["new_det_obj_ids"]:
+            births.setdefault(s["frame_idx"], []).extend(s["plan"]["new_det_obj_ids"])
+    print("objects born per frame:", births)
+    print("removed (hot start):", {s["frame_idx"]: s["plan"]["obj_ids_newly_removed"] for s in rec.steps
+                                   if s["plan"]["obj_ids_newly_removed"]})
+    print("reconditioned:", [(s["frame_idx"], r["obj_id"]) for s in rec.steps for r in s["reconditioned"]] or "never")
+    print("add_prompt output (frame 0) ids:", add_prompt_output["out_obj_ids"].tolist())
+    print("propagate_in_video yields (frame: ids, after step):",
+          ", ".join(f"{o['frame_idx']}: {o['out_obj_ids'].tolist()} @{a}" for o, a in zip(outputs, yield_after_step)))
+    print("robustness:", robust)
+    if args.dry:
+        return 0
+
+    fx = {
+        "format": "video_loop_parity v1",
+        "prompt": PROMPT,
+        "num_frames": NUM_FRAMES, "orig_height": VIDEO_H, "orig_width": VIDEO_W,
+        "images": images,
+        "detector_sizes": det_sizes, "tracker_sizes": trk_sizes,
+        "config": config, "config_changed": sorted(changed), "config_builder": dict(BUILDER),
+        "seeds": {"neck": args.neck_seed, "clip": args.clip_seed, "build": 0}, "neck_gain": args.neck_gain,
+        "sam2_convs": {k: v.half() for k, v in sam2.items()},
+        "extra_keys": [],
+        "patches": patches,
+        "steps": rec.steps,
+        "detector_raw": detector_raw,
+        "detector_calls": rec.detector_calls,
+        "add_prompt_output": add_prompt_output,
+        "outputs": outputs,
+        "yield_frame_order": [o["frame_idx"] for o in outputs],
+        "yield_after_step": yield_after_step,
+        "robustness": robust,
+    }
+    assert all(torch.equal(v.half().float(), v) for v in sam2.values())
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "video_loop_parity.pt"
+    torch.save(fx, path)
+    back = torch.load(path, weights_only=True)
+    assert decisions(type("R", (), {"steps": back["steps"]}), back["outputs"]) == decisions(rec, outputs)
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.1f} s total")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
