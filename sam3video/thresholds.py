@@ -87,9 +87,9 @@ class Sam3LoopConfig:
     recondition_obj_score_logit_thresh: float = HIGH_CONF_THRESH  # VB:440, hard-coded
 
     def __post_init__(self):  # VB:93-95
-        if self.hotstart_delay > 0:
-            assert self.hotstart_unmatch_thresh <= self.hotstart_delay
-            assert self.hotstart_dup_thresh <= self.hotstart_delay
+        if self.hotstart_delay > 0 and max(self.hotstart_unmatch_thresh, self.hotstart_dup_thresh) > self.hotstart_delay:
+            raise InputError(f"hotstart_unmatch_thresh ({self.hotstart_unmatch_thresh}) and hotstart_dup_thresh "
+                             f"({self.hotstart_dup_thresh}) must not exceed hotstart_delay ({self.hotstart_delay})")
 
     @property
     def effective_max_num_objects(self) -> int:

@@ -278,7 +278,13 @@ class VideoPredictor:
             features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
             # officially, exemplar boxes without text start objects on their own frame only
             allow_new = session.class_names != [VISUAL_PROMPT] or bool(memory.on_frame(frame.index))
-            ready = session.sam3.step(frame.index, frame_detections(outputs), features, allow_new)
+            boxes = [[] for _ in session.class_names]
+            for exemplar in memory.on_frame(frame.index):
+                if exemplar.positive:
+                    x0, y0, x1, y1 = exemplar.box
+                    for c in memory.classes_of(exemplar):
+                        boxes[c].append((x0 / width, y0 / height, x1 / width, y1 / height))
+            ready = session.sam3.step(frame.index, frame_detections(outputs), features, allow_new, boxes)
             results = self._sam3_results(ready, session)
         else:
             tracked = track_candidates(session, frame.index, detections)

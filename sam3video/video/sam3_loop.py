@@ -324,10 +324,14 @@ class Sam3Loop:
 
     @torch.inference_mode()
     def step(self, frame_idx: int, detections: FrameDetections, features: FrameFeatures,
-             allow_new_detections: bool = True) -> LoopFrame:
-        """One ``_det_track_one_frame``: detections of one frame in, that frame's raw outputs out."""
+             allow_new_detections: bool = True, exemplar_queries: tuple[int, ...] = ()) -> LoopFrame:
+        """One ``_det_track_one_frame``: detections of one frame in, that frame's raw outputs out.
+        ``exemplar_queries``: queries that positive exemplar boxes mark (not official): kept whatever
+        their score, each starts an object or re-prompts the track it overlaps (``plan_frame``)."""
         c, t = self.config, self.tracker
         keep = select_detections(detections.probs, detections.masks, c, allow_new_detections)
+        if exemplar_queries:
+            keep = torch.unique(torch.cat([keep, torch.as_tensor(exemplar_queries, dtype=keep.dtype)]))
         det_masks, det_scores = detections.masks[keep].float(), detections.probs[keep]
         det_boxes = detections.boxes[keep]
 
@@ -347,8 +351,10 @@ class Sam3Loop:
             trk_masks = fill_holes_in_mask_scores(trk_masks[:, None], c.fill_hole_area)[:, 0]
         self.last_propagation = (prev_ids, trk_masks, trk_scores)  # for inspection (the official run_tracker_propagation)
 
+        exemplar_dets = tuple(int(i) for i in torch.nonzero(torch.isin(keep, torch.as_tensor(
+            exemplar_queries, dtype=keep.dtype)))[:, 0]) if exemplar_queries else ()
         plan, new_state = plan_frame(self.state, frame_idx, det_masks, det_scores, trk_masks, trk_scores, c,
-                                     det_boxes_xyxy=det_boxes)
+                                     det_boxes_xyxy=det_boxes, exemplar_dets=exemplar_dets)
         # recondition: the matched detection's mask as a new prompt of its object, before memory encoding
         reconditioned: dict[int, list[int]] = {}
         for obj_id, det_idx in plan.recondition.items():

@@ -597,6 +597,7 @@ def plan_frame(
     reverse: bool = False,
     det_boxes_xyxy: Tensor | None = None,
     is_image_only: bool = False,
+    exemplar_dets: tuple[int, ...] = (),
 ) -> tuple[FramePlan, PlanningState]:
     """One ``run_tracker_update_planning_phase`` (VB:505) on rank 0 of one GPU, minus the tracker
     calls: association, boundary filter, object limit, id assignment, hot-start, recondition
@@ -606,11 +607,26 @@ def plan_frame(
     ``trk_masks`` (M, h, w) / ``trk_obj_scores`` (M,) logits the propagated tracks in
     ``state.obj_ids`` order. ``det_boxes_xyxy`` (N, 4) normalized are needed only by the
     (default-off) boundary filter and bbox recondition heuristic.
+
+    ``exemplar_dets`` (not official: the official loop takes one box on one frame): detections that a
+    positive exemplar box marks. Each becomes a new object when no track reaches ``assoc_iou_thresh``
+    with it, whatever its score, and otherwise re-prompts (reconditions) the track it overlaps most,
+    whatever the recondition rules say.
     """
     obj_ids = np.array(state.obj_ids, np.int64)
     det_scores_np = det_scores.float().cpu().numpy()
     assoc = associate_det_trk(det_masks, det_scores_np, trk_masks, obj_ids, config)
     new_det_fa_inds = assoc.new_det_fa_inds
+    exemplar_recondition: dict[int, int] = {}
+    if exemplar_dets:
+        unmatched = [d for d in exemplar_dets if len(assoc.det_to_matched_trk_obj_ids.get(d, ())) == 0]
+        new_det_fa_inds = np.union1d(new_det_fa_inds, np.asarray(unmatched, np.int64)).astype(np.int64)
+        matched = [d for d in exemplar_dets if d not in unmatched]
+        if matched:
+            det_r, trk_r = resize_to_smaller(det_masks[matched], trk_masks)
+            ious = mask_iou(det_r > 0, trk_r > 0)
+            for row, d in enumerate(matched):
+                exemplar_recondition[int(obj_ids[int(ious[row].argmax())])] = d
     if config.suppress_det_close_to_boundary:
         keep = suppress_detections_close_to_boundary(det_boxes_xyxy[new_det_fa_inds])
         new_det_fa_inds = new_det_fa_inds[keep.cpu().numpy()]
@@ -638,6 +654,7 @@ def plan_frame(
     recondition = {}
     if should_recondition_periodic(frame_idx, pairs, config) or len(reconditioned_obj_ids) > 0:
         recondition = masklets_to_recondition(pairs, obj_ids, trk_obj_scores, config)
+    recondition.update((i, d) for i, d in exemplar_recondition.items() if i not in removed)
 
     memory_masks = trk_masks
     to_suppress = torch.zeros(trk_masks.size(0), dtype=torch.bool)

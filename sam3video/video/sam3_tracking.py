@@ -31,6 +31,16 @@ def frame_detections(outputs: dict) -> list[FrameDetections]:
             for p in range(outputs["pred_logits"].shape[0])]
 
 
+def exemplar_queries(detections: FrameDetections, boxes: list[tuple]) -> tuple[int, ...]:
+    """For each normalised xyxy box, the query whose predicted box overlaps it most (box IoU)."""
+    if not boxes:
+        return ()
+    from torchvision.ops import box_iou
+
+    ious = box_iou(torch.as_tensor(boxes, dtype=torch.float32), detections.boxes.float().cpu())
+    return tuple(sorted({int(i) for i in ious.argmax(dim=1)}))
+
+
 def tracker_features(tracker: Sam3TrackerBase, sam2_backbone_out: dict, row: int) -> FrameFeatures:
     """Row ``row`` of the detector's ``sam2_backbone_out`` (the second neck) -> the tracker's features
     of that frame (conv_s0 / conv_s1 applied, flattened seq-first, batch 1)."""
@@ -57,16 +67,21 @@ class Sam3Tracking:
         self.frames_seen = 0
 
     def step(self, frame_idx: int, detections: list[FrameDetections], features: FrameFeatures,
-             allow_new_detections: bool = True) -> list[tuple[int, Detections]]:
+             allow_new_detections: bool = True, exemplar_boxes: list[list[tuple]] | None = None
+             ) -> list[tuple[int, Detections]]:
         """One frame's detections (one per prompt) -> [(frame index, its tracked ``Detections``)] of the
         frames now ready, in order (the hot-start delay holds back ``hotstart_delay - 1`` frames).
         ``allow_new_detections`` False: no object starts here (officially, a frame without text or box
-        prompt)."""
+        prompt). ``exemplar_boxes``: per prompt, this frame's positive exemplar boxes (normalised xyxy);
+        with ``options.exemplar_conditioning`` the query whose box overlaps each most conditions the
+        tracker (``Sam3Loop.step``)."""
         ready: list[list[LoopOutput]] = []
-        for loop, buffer, dets in zip(self.loops, self.buffers, detections, strict=True):
-            if self.frames_seen == 0 and self.options.rerun_prompt_frame:
-                loop.step(frame_idx, dets, features, allow_new_detections)  # official add_prompt: not streamed
-            ready.append(buffer.push(loop.step(frame_idx, dets, features, allow_new_detections)))
+        for p, (loop, buffer, dets) in enumerate(zip(self.loops, self.buffers, detections, strict=True)):
+            boxes = exemplar_boxes[p] if exemplar_boxes and self.options.exemplar_conditioning else []
+            queries = exemplar_queries(dets, boxes)
+            if self.frames_seen == 0 and self.options.rerun_prompt_frame:  # official add_prompt: not streamed
+                loop.step(frame_idx, dets, features, allow_new_detections, queries)
+            ready.append(buffer.push(loop.step(frame_idx, dets, features, allow_new_detections, queries)))
         self.frames_seen += 1
         return self._merged(ready)
 

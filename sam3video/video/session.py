@@ -51,6 +51,9 @@ class Sam3Options:
 
     memory_dtype: str = "bf16"  # memories stored in bf16 as officially, or "fp32"
     rerun_prompt_frame: bool = True  # officially the first frame is processed twice (add_prompt, then propagate)
+    # Not official (it takes one box on one frame): the detection a positive exemplar box marks, on any
+    # frame, starts an object whatever its score or re-prompts the track it overlaps. Only acts with exemplars.
+    exemplar_conditioning: bool = True
 
     def __post_init__(self) -> None:
         if self.memory_dtype not in ("bf16", "fp32"):

@@ -171,3 +171,39 @@ def test_sam3_tracker_needs_tracker_weights(video_model):
         VideoPredictor(video_model.detector, TrackingConfig(tracker_name="sam3"))
     with pytest.raises(InputError, match="memory_dtype"):
         Sam3Options(memory_dtype="fp8")
+
+
+def test_exemplar_box_starts_an_object_whatever_its_score(video_model, clip):
+    """Official thresholds: random weights detect nothing; the query under a positive exemplar box on
+    frame 3 still starts an object there (not official: exemplar conditioning)."""
+    loop = Sam3Loop(video_model.tracker, Sam3LoopConfig(), num_frames=len(clip), video_size=VIDEO_SIZE)
+    for f in range(3):
+        loop.step(f, clip[f][0][0], clip[f][1])
+    assert loop.state.max_obj_id == -1
+    dets, features = clip[3][0][0], clip[3][1]
+    query = int(dets.probs.argmax())
+    out = loop.step(3, dets, features, exemplar_queries=(query,))
+    assert loop.state.obj_ids == (0,) and loop.state.obj_first_frame_idx[0] == 3
+    assert out.scores[0] == pytest.approx(float(dets.probs[query]), abs=1e-6) and out.scores[0] < 0.5
+
+
+def test_predictor_conditions_the_tracker_on_exemplars(video_model):
+    from dataclasses import replace
+
+    from sam3video.video.exemplars import Exemplar
+    from sam3video.video.predictor import VideoPredictor
+
+    video = (np.random.default_rng(0).random((6, *VIDEO_SIZE, 3)) * 255).astype(np.uint8)
+    exemplar = Exemplar(frame=2, box=(20.0, 20.0, 90.0, 80.0))
+    config = TrackingConfig(tracker_name="sam3", sam3=Sam3LoopConfig(hotstart_delay=2, hotstart_unmatch_thresh=2,
+                                                                       hotstart_dup_thresh=2))
+    born = {}
+    for result in VideoPredictor(video_model, config).track(video, prompts=["dog"], exemplars=[exemplar],
+                                                             source_fps=5):
+        for tid in result.detections.tracker_id:
+            born.setdefault(int(tid), result.frame_index)
+    assert born and min(born.values()) == 2
+    official = replace(config, sam3_options=Sam3Options(exemplar_conditioning=False))
+    results = list(VideoPredictor(video_model, official).track(video, prompts=["dog"], exemplars=[exemplar],
+                                                                source_fps=5))
+    assert all(len(r.detections) == 0 for r in results)  # random scores never reach the official 0.5

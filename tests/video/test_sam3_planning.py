@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sam3video.errors import InputError
 from sam3video.video import sam3_planning as sp
 from sam3video.video.sam3_planning import PlanningState, Sam3LoopConfig
 
@@ -49,7 +50,7 @@ def test_config_defaults_are_the_builder_values():
     assert c.suppress_overlapping_based_on_recent_occlusion_threshold == 0.7
     assert (c.fill_hole_area, c.recondition_every_nth_frame, c.effective_max_num_objects) == (16, 16, 10000)
     assert (c.recondition_det_score_thresh, c.recondition_iou_thresh, c.recondition_obj_score_logit_thresh) == (0.8, 0.8, 0.8)
-    with pytest.raises(AssertionError):
+    with pytest.raises(InputError, match="must not exceed hotstart_delay"):
         Sam3LoopConfig(hotstart_delay=5, hotstart_unmatch_thresh=8)
 
 
