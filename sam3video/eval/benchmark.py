@@ -93,17 +93,23 @@ WORLDS = ("classic", "train", "heldout")  # WorldConfig.style of each suite
 
 def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu",
                   world: str = "classic", precision: str = "fp32",
-                  on_sequence: Callable[[str, list[Detections]], None] | None = None) -> dict:
+                  on_sequence: Callable[[str, list[Detections]], None] | None = None,
+                  sam3_checkpoint: str | None = None) -> dict:
     """The suite of ``num_clips`` clips of ``world``; ``on_sequence(name, candidates)`` gets each
-    sequence's per-frame tracker candidates (what ``precision`` changes)."""
+    sequence's per-frame tracker candidates (what ``precision`` changes). ``sam3_checkpoint``: a video
+    checkpoint (tracker weights) whose official SAM 3 loop (``--tracker sam3``) is scored too, as "sam3"."""
     from ..model.checkpoint import load_model
+    from ..model.video_checkpoint import load_video_model
     from ..run import TrackJob, prepare
 
     model = load_model(checkpoint, None, device)
+    video_model = load_video_model(sam3_checkpoint, None, device) if sam3_checkpoint else None
     score_threshold = model.config.score_threshold
     config = WorldConfig(duration_s=seconds, style=world)
     gt_files: list[Path] = []
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
+    if video_model is not None:
+        pred_files["sam3"] = []
     names, frames_total, seconds_total = [], 0, 0.0
     for i in range(num_clips):
         seed = SUITE_SEED + i
@@ -132,6 +138,11 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
                 write_tracks(path, frames, 0)
                 pred_files[method].append(path)
             pred_files["sam3video"].append(mot_path)
+            if video_model is not None:  # the official loop on the same clip (its own detector pass)
+                sam3_dir = out / "sam3" / name.replace("/", "__")
+                prepare(TrackJob(clip_dir / "video.mp4", sam3_dir, prompts=(prompt,), checkpoint=sam3_checkpoint,
+                                 render=False, precision=precision, tracker="sam3"), video_model).execute()
+                pred_files["sam3"].append(sam3_dir / OUTPUT_NAMES["mot"])
             gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
         print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts", flush=True)
     fps = frames_total / seconds_total
@@ -139,6 +150,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
+        "sam3_checkpoint": sam3_checkpoint,
         "score_threshold": score_threshold,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
@@ -231,6 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as `track --precision`")
     parser.add_argument("--exemplar-clips", type=int, default=10,
                         help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
+    parser.add_argument("--sam3-checkpoint", help="also score the official SAM 3 loop (--tracker sam3) of this "
+                                                  "video checkpoint (tracker weights), e.g. a train_tracker export")
     parser.add_argument("--worlds", nargs="+", default=["classic"], choices=WORLDS,
                         help="suites: classic (OUT), and train / heldout (OUT/<world>), side by side")
     args = parser.parse_args(argv)
@@ -239,7 +253,7 @@ def main(argv=None) -> None:
     for world in args.worlds:
         world_out = out if world == "classic" else out / world
         summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world,
-                                args.precision)
+                                args.precision, sam3_checkpoint=args.sam3_checkpoint)
         if world == "classic" and args.exemplar_clips:
             summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
                                                               args.seconds, args.device)
