@@ -67,24 +67,19 @@ def demo_video_model():
     return model, config
 
 
-def clip_loss(model, frames: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The tracker's loss on one clip (see the module docstring) and its parts."""
-    neck = model.detector.backbone.vision_backbone
-    tracker = model.tracker
+def propagate_clip(model, frames: torch.Tensor, masks: torch.Tensor):
+    """Yield (t, ``TrackStepOutput``) for the clip's 8 frames: frame 0 prompted with the masks of frame 0
+    (K objects), frames 1-7 propagated through the memory (with gradients unless under no_grad)."""
+    neck, tracker = model.detector.backbone.vision_backbone, model.tracker
     with torch.no_grad():
         trunk = neck.trunk(frames)[-1]
     levels = [conv(trunk) for conv in neck.sam2_convs][:3]  # scalp 1
     pos = [neck.position_encoding(f).to(f.dtype) for f in levels]
     _, feats, pos_embeds, sizes = tracker._prepare_backbone_features(
         tracker.tracker_backbone_out({"backbone_fpn": levels, "vision_pos_enc": pos}))
-    K = masks.shape[1]
-    size = tracker.input_mask_size
+    K, size = masks.shape[1], tracker.input_mask_size
     prompt = F.interpolate(masks[0][:, None].float(), size=(size, size), mode="bilinear", align_corners=False) > 0.5
-    low = tracker.low_res_mask_size
-    targets = F.interpolate(masks.float(), size=(low, low), mode="area")  # (8, K, h, w) coverage
     bank = MemoryBank()
-    terms = {"mask": 0.0, "iou": 0.0, "score": 0.0}
-    count = 0
     for t in range(CLIP_FRAMES):
         out = tracker.track_step(
             frame_idx=t, is_init_cond_frame=t == 0,
@@ -93,6 +88,16 @@ def clip_loss(model, frames: torch.Tensor, masks: torch.Tensor) -> tuple[torch.T
             feat_sizes=sizes, point_inputs=None, mask_inputs=prompt.float() if t == 0 else None,
             output_dict=bank, num_frames=CLIP_FRAMES)
         bank.add(t, out, is_cond=t == 0)
+        yield t, out
+
+
+def clip_loss(model, frames: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The tracker's loss on one clip (see the module docstring) and its parts."""
+    low = model.tracker.low_res_mask_size
+    targets = F.interpolate(masks.float(), size=(low, low), mode="area")  # (8, K, h, w) coverage
+    terms = {"mask": 0.0, "iou": 0.0, "score": 0.0}
+    count = 0
+    for t, out in propagate_clip(model, frames, masks):
         if t == 0:
             continue
         logits = out.pred_masks[:, 0].flatten(1)  # (K, h*w)
@@ -107,7 +112,7 @@ def clip_loss(model, frames: torch.Tensor, masks: torch.Tensor) -> tuple[torch.T
                                                      reduction="sum")
         terms["score"] = terms["score"] + F.binary_cross_entropy_with_logits(
             out.object_score_logits[:, 0], visible.float(), reduction="sum")
-        count += K
+        count += len(visible)
     loss = sum(terms.values()) / count
     return loss, {k: float(v.detach() if torch.is_tensor(v) else v) / count for k, v in terms.items()}
 
@@ -118,29 +123,12 @@ def evaluate(model, clips: list) -> float:
     model.tracker.eval()
     ious = []
     for frames, masks in clips:
-        tracker, K = model.tracker, masks.shape[1]
-        neck = model.detector.backbone.vision_backbone
-        levels = [conv(neck.trunk(frames)[-1]) for conv in neck.sam2_convs][:3]
-        pos = [neck.position_encoding(f) for f in levels]
-        _, feats, pos_embeds, sizes = tracker._prepare_backbone_features(
-            tracker.tracker_backbone_out({"backbone_fpn": levels, "vision_pos_enc": pos}))
-        size = tracker.input_mask_size
-        prompt = F.interpolate(masks[0][:, None].float(), size=(size, size), mode="bilinear") > 0.5
-        bank = MemoryBank()
-        for t in range(CLIP_FRAMES):
-            out = tracker.track_step(
-                frame_idx=t, is_init_cond_frame=t == 0,
-                current_vision_feats=[x[:, t : t + 1].expand(-1, K, -1) for x in feats],
-                current_vision_pos_embeds=[x[:, t : t + 1].expand(-1, K, -1) for x in pos_embeds],
-                feat_sizes=sizes, point_inputs=None, mask_inputs=prompt.float() if t == 0 else None,
-                output_dict=bank, num_frames=CLIP_FRAMES)
-            bank.add(t, out, is_cond=t == 0)
+        for t, out in propagate_clip(model, frames, masks):
             if t == 0:
                 continue
             pred = F.interpolate(out.pred_masks, size=masks.shape[-2:], mode="bilinear")[:, 0] > 0
-            for k in range(K):
-                if masks[t, k].any():
-                    ious.append(float((pred[k] & masks[t, k]).sum() / (pred[k] | masks[t, k]).sum()))
+            ious += [float((pred[k] & masks[t, k]).sum() / (pred[k] | masks[t, k]).sum())
+                     for k in range(masks.shape[1]) if masks[t, k].any()]
     model.tracker.train()
     return float(np.mean(ious)) if ious else 0.0
 
