@@ -255,6 +255,8 @@ class PlanningState:
     overlap_pair_to_frame_inds: Mapping[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
     removed_obj_ids: frozenset[int] = frozenset()
     suppressed_obj_ids: Mapping[int, frozenset[int]] = field(default_factory=dict)  # frame -> ids
+    # not official: objects a positive exemplar box started or re-prompted, never removed by hot-start
+    exemplar_obj_ids: frozenset[int] = frozenset()
 
 
 def _ints(a) -> list[int]:
@@ -325,7 +327,8 @@ def process_hotstart(
     for obj_id, frame_indices in unmatched_frame_inds.items():
         if obj_id in removed_obj_ids or obj_id in obj_ids_newly_removed:
             continue
-        if len(frame_indices) >= config.hotstart_unmatch_thresh and within_hotstart(obj_id):
+        if (len(frame_indices) >= config.hotstart_unmatch_thresh and within_hotstart(obj_id)
+                and obj_id not in state.exemplar_obj_ids):
             obj_ids_newly_removed.add(obj_id)
         if obj_id not in trk_keep_alive:
             trk_keep_alive[obj_id] = 0  # defaultdict(int) read
@@ -352,7 +355,8 @@ def process_hotstart(
     for (_, obj_id), frame_indices in overlap_pair_to_frame_inds.items():
         if obj_id in removed_obj_ids or obj_id in obj_ids_newly_removed:
             continue
-        if within_hotstart(obj_id) and len(frame_indices) >= config.hotstart_dup_thresh:
+        if (within_hotstart(obj_id) and len(frame_indices) >= config.hotstart_dup_thresh
+                and obj_id not in state.exemplar_obj_ids):
             obj_ids_newly_removed.add(obj_id)
 
     removed_obj_ids.update(obj_ids_newly_removed)
@@ -611,7 +615,7 @@ def plan_frame(
     ``exemplar_dets`` (not official: the official loop takes one box on one frame): detections that a
     positive exemplar box marks. Each becomes a new object when no track reaches ``assoc_iou_thresh``
     with it, whatever its score, and otherwise re-prompts (reconditions) the track it overlaps most,
-    whatever the recondition rules say.
+    whatever the recondition rules say; hot-start never removes these objects.
     """
     obj_ids = np.array(state.obj_ids, np.int64)
     det_scores_np = det_scores.float().cpu().numpy()
@@ -641,6 +645,10 @@ def plan_frame(
         new_det_fa_inds = drop_new_det_with_obj_limit(new_det_fa_inds, det_scores_np, to_keep)
         new_det_num = len(new_det_fa_inds)
     new_det_obj_ids = state.max_obj_id + 1 + np.arange(new_det_num)
+    exemplar_obj_ids = {int(i) for d, i in zip(new_det_fa_inds, new_det_obj_ids) if int(d) in exemplar_dets}
+    exemplar_obj_ids |= set(exemplar_recondition)
+    if exemplar_obj_ids:
+        state = replace(state, exemplar_obj_ids=state.exemplar_obj_ids | exemplar_obj_ids)
 
     removed, state_h = process_hotstart(
         state, frame_idx, reverse, assoc.det_to_matched_trk_obj_ids, new_det_obj_ids,

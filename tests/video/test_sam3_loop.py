@@ -185,6 +185,22 @@ def test_exemplar_box_starts_an_object_whatever_its_score(video_model, clip):
     out = loop.step(3, dets, features, exemplar_queries=(query,))
     assert loop.state.obj_ids == (0,) and loop.state.obj_first_frame_idx[0] == 3
     assert out.scores[0] == pytest.approx(float(dets.probs[query]), abs=1e-6) and out.scores[0] < 0.5
+    assert loop.state.exemplar_obj_ids == {0}
+
+
+def test_hotstart_never_removes_an_exemplar_object(video_model, clip):
+    """With a short hot-start, objects born from detections are removed once unmatched (the low
+    thresholds of LOW); the one a positive exemplar started stays."""
+    loop = Sam3Loop(video_model.tracker, LOW, num_frames=len(clip), video_size=VIDEO_SIZE)
+    dets, features = clip[0][0][0], clip[0][1]
+    exemplar_query = int(dets.probs.argmin())  # the weakest query: below every threshold
+    loop.step(0, dets, features, exemplar_queries=(exemplar_query,))
+    protected = set(loop.state.exemplar_obj_ids)
+    assert len(protected) == 1
+    for f in range(1, len(clip)):
+        loop.step(f, clip[f][0][0], clip[f][1])
+    assert loop.state.removed_obj_ids, "others are removed by hot-start"
+    assert not protected & loop.state.removed_obj_ids and protected <= set(loop.state.obj_ids)
 
 
 def test_predictor_conditions_the_tracker_on_exemplars(video_model):
