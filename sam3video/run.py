@@ -364,6 +364,9 @@ def prepare(job: TrackJob, model=None) -> Run:
         model, tracker = load_for_tracker(job.checkpoint, job.model_config, job.device, job.tracker)
     else:
         tracker = job.tracker or ("sam3" if hasattr(model, "tracker") else "sam3video")
+    if tracker == "sam3" and job.resume:
+        raise InputError("--resume is not supported with the official loop (--tracker sam3, the default with "
+                         "tracker weights): run without --resume, or with --tracker sam3video")
     predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []

@@ -290,3 +290,10 @@ def test_sam3_tracker_without_tracker_weights_is_one_line(workdir, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "tracker weights" in err and "--tracker sam3video" in err and len(err.splitlines()) == 1
     assert not (workdir / "run_no_tracker" / "summary.json").exists()
+
+
+def test_resume_with_the_official_loop_is_one_line(workdir, video_checkpoint, capsys):
+    code = run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", video_checkpoint,
+               "--out", workdir / "run_resume_sam3", "--quiet", "--resume")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--resume is not supported" in err and len(err.splitlines()) == 1
