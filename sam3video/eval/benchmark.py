@@ -110,7 +110,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
     if video_model is not None:
         pred_files["sam3"] = []
-    names, frames_total, seconds_total = [], 0, 0.0
+    names, frames_total, seconds_total, sam3_seconds = [], 0, 0.0, 0.0
     for i in range(num_clips):
         seed = SUITE_SEED + i
         clip = generate_clip(seed, config)
@@ -140,8 +140,10 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
             pred_files["sam3video"].append(mot_path)
             if video_model is not None:  # the official loop on the same clip (its own detector pass)
                 sam3_dir = out / "sam3" / name.replace("/", "__")
+                start = time.perf_counter()
                 prepare(TrackJob(clip_dir / "video.mp4", sam3_dir, prompts=(prompt,), checkpoint=sam3_checkpoint,
                                  render=False, precision=precision, tracker="sam3"), video_model).execute()
+                sam3_seconds += time.perf_counter() - start
                 pred_files["sam3"].append(sam3_dir / OUTPUT_NAMES["mot"])
             gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
         print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts", flush=True)
@@ -151,6 +153,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
         "sam3_checkpoint": sam3_checkpoint,
+        "sam3_frames_per_s_end_to_end": frames_total / sam3_seconds if sam3_seconds else None,
         "score_threshold": score_threshold,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
@@ -213,7 +216,11 @@ def format_summary(summary: dict) -> str:
              f"(clip, colour+shape prompt) sequences, {summary['frames']} frames",
              f"{'method':12s} {'HOTA':>6s} {'DetA':>6s} {'AssA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>6s} {'frames/s':>9s}"]
     for method, m in summary["methods"].items():
-        fps = f"{summary['frames_per_s_end_to_end']:9.1f}" if method == "sam3video" else f"{'(same)':>9s}"
+        fps = f"{'(same)':>9s}"
+        if method == "sam3video":
+            fps = f"{summary['frames_per_s_end_to_end']:9.1f}"
+        elif method == "sam3" and summary.get("sam3_frames_per_s_end_to_end"):
+            fps = f"{summary['sam3_frames_per_s_end_to_end']:9.1f}"
         lines.append(f"{method:12s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {fps}")
     if "exemplar_hota" in summary:
