@@ -331,7 +331,8 @@ class Sam3Loop:
         c, t = self.config, self.tracker
         keep = select_detections(detections.probs, detections.masks, c, allow_new_detections)
         if exemplar_queries:
-            keep = torch.unique(torch.cat([keep, torch.as_tensor(exemplar_queries, dtype=keep.dtype)]))
+            keep = torch.unique(torch.cat([keep, torch.as_tensor(exemplar_queries, dtype=keep.dtype,
+                                                                 device=keep.device)]))
         det_masks, det_scores = detections.masks[keep].float(), detections.probs[keep]
         det_boxes = detections.boxes[keep]
 
@@ -351,8 +352,8 @@ class Sam3Loop:
             trk_masks = fill_holes_in_mask_scores(trk_masks[:, None], c.fill_hole_area)[:, 0]
         self.last_propagation = (prev_ids, trk_masks, trk_scores)  # for inspection (the official run_tracker_propagation)
 
-        exemplar_dets = tuple(int(i) for i in torch.nonzero(torch.isin(keep, torch.as_tensor(
-            exemplar_queries, dtype=keep.dtype)))[:, 0]) if exemplar_queries else ()
+        exemplar_dets = tuple(torch.nonzero(torch.isin(keep, torch.as_tensor(
+            exemplar_queries, dtype=keep.dtype, device=keep.device)))[:, 0].tolist()) if exemplar_queries else ()
         plan, new_state = plan_frame(self.state, frame_idx, det_masks, det_scores, trk_masks, trk_scores, c,
                                      det_boxes_xyxy=det_boxes, exemplar_dets=exemplar_dets)
         # recondition: the matched detection's mask as a new prompt of its object, before memory encoding

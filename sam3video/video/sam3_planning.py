@@ -521,16 +521,17 @@ def suppress_overlapping_based_on_recent_occlusion(
             for obj_id in ids
         ],
         dtype=torch.long,
+        device=trk_masks.device,
     )
     to_suppress = objects_to_suppress_based_on_most_recently_occluded(
         binary, last_occluded_prev, config.suppress_overlapping_based_on_recent_occlusion_threshold, reverse
     )
     is_occluded = ~binary.any(dim=(-1, -2))
     last_occluded_new = last_occluded_prev.clone()
-    last_occluded_new[is_occluded | to_suppress.cpu()] = frame_idx
+    last_occluded_new[is_occluded | to_suppress] = frame_idx
     out_masks = trk_masks.clone()
     out_masks[to_suppress] = NO_OBJ_LOGIT
-    return out_masks, to_suppress, {obj_id: int(last_occluded_new[i]) for i, obj_id in enumerate(ids)}
+    return out_masks, to_suppress, dict(zip(ids, last_occluded_new.tolist()))
 
 
 def suppress_shrinked_masks(pred_masks: Tensor, new_pred_masks: Tensor, shrink_threshold: float = SHRINK_THRESHOLD) -> Tensor:
@@ -665,7 +666,7 @@ def plan_frame(
     recondition.update((i, d) for i, d in exemplar_recondition.items() if i not in removed)
 
     memory_masks = trk_masks
-    to_suppress = torch.zeros(trk_masks.size(0), dtype=torch.bool)
+    to_suppress = torch.zeros(trk_masks.size(0), dtype=torch.bool, device=trk_masks.device)
     last_occluded: dict[int, int] = {}
     if trk_masks.size(0) > 0 and config.suppress_overlapping_based_on_recent_occlusion_threshold > 0.0:
         memory_masks, to_suppress, last_occluded = suppress_overlapping_based_on_recent_occlusion(
