@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError, Sam3VideoError
@@ -20,16 +21,18 @@ REPORT_S = 0.25  # how often a worker reports its frame count
 class TrackWorker:
     """The body of a Ray actor: loads the model once, then tracks one video per ``track`` call."""
 
-    def __init__(self, checkpoint: str | None, model_config: str | None, device: str, threads: int):
+    def __init__(self, checkpoint: str | None, model_config: str | None, device: str, threads: int,
+                 tracker: str | None = None):
+        """``tracker``: the jobs' (None: "sam3" if the checkpoint has tracker weights, as ``track``)."""
         import torch
 
-        from ..model.checkpoint import load_model
+        from ..model.video_checkpoint import load_for_tracker
 
         torch.set_num_threads(threads)
         self.where = f"{socket.gethostname()}:{os.getpid()}"
-        self.model, self.error, start = None, None, time.perf_counter()
+        self.model, self.tracker, self.error, start = None, tracker, None, time.perf_counter()
         try:
-            self.model = load_model(checkpoint, model_config, device)
+            self.model, self.tracker = load_for_tracker(checkpoint, model_config, device, tracker)
         except Sam3VideoError as e:
             self.error = str(e)
         except Exception as e:  # noqa: BLE001 - a bug: reported by ``ready``, in one line
@@ -41,7 +44,7 @@ class TrackWorker:
         error = self.error
         if error is None and base.prompts:
             try:
-                make_predictor(base, self.model).start_session(base.prompts)
+                make_predictor(replace(base, tracker=self.tracker), self.model).start_session(base.prompts)
             except Sam3VideoError as e:
                 error = str(e)
         return {"error": error, "load_s": self.load_s, "where": self.where}
@@ -53,6 +56,8 @@ class TrackWorker:
         try:
             if self.model is None:
                 raise InputError(self.error)
+            # the official loop cannot resume (its state holds memory banks): a stopped video starts over
+            job = replace(job, tracker=self.tracker, resume=job.resume and self.tracker != "sam3")
             run = prepare(job, self.model)
             summary = run.execute(progress=_reporter(counter, name, run.source.num_output_frames))
         except Sam3VideoError as e:
