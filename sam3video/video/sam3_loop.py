@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..geometry import masks_to_boxes
 from ..model.sam3_tracker_base import Sam3TrackerBase
 from ..model.sam3_tracker_utils import MemoryBank, TrackStepOutput, apply_non_overlapping_constraints
 from .propagation import FrameFeatures
@@ -435,22 +436,12 @@ def postprocess_frame(frame: LoopFrame, hidden: Iterable[int], video_size: tuple
     masks = torch.stack([frame.masks[i] for i in kept]).cpu()
     probs = torch.tensor([frame.scores[i] for i in kept], dtype=torch.float32)
     tracker_probs = torch.tensor([frame.tracker_scores.get(i, 0.0) for i in kept], dtype=torch.float32)
-    boxes = _mask_boxes(masks)
+    boxes = masks_to_boxes(masks.numpy())  # before the non-overlap step, as officially
     if len(kept) > 1:
         masks = apply_object_wise_non_overlapping_constraints(masks[:, None].float(), tracker_probs[:, None],
                                                               background_value=0)[:, 0] > 0
     return LoopOutput(frame.frame_idx, np.asarray(kept, np.int64), probs.numpy(), tracker_probs.numpy(),
                       masks.numpy(), boxes)
-
-
-def _mask_boxes(masks: Tensor) -> np.ndarray:
-    """(K, H, W) bool -> (K, 4) float32 xyxy of each mask's extent, x1 / y1 exclusive (torchvision's
-    ``masks_to_boxes`` gives inclusive maxima; +1 here so that the box covers the pixels, our convention)."""
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for k, mask in enumerate(masks.numpy()):
-        ys, xs = np.nonzero(mask)
-        boxes[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    return boxes
 
 
 class HotstartBuffer:
