@@ -169,7 +169,7 @@ class TrackingSession:
     class_names: list[str]
     text_out: dict
     exemplars: ExemplarMemory
-    tracker: Tracker | PeerTracker | None  # None with the official loop ("sam3"), which is ``sam3``
+    tracker: Tracker | PeerTracker | None  # None under the official loop, which is ``sam3`` below
     info: VideoInfo | None = None
     sam3: object | None = None  # video.sam3_tracking.Sam3Tracking, started by VideoPredictor.track
     held: dict = field(default_factory=dict)  # frame index -> (Frame, candidates, learned) the loop holds back
