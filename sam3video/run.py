@@ -342,7 +342,7 @@ class Run:
                 "frames_per_s_without_render": round(frames / max(elapsed - state.render_s, 1e-9), 2),
             },
         })
-        if self.session.exemplars.exemplars:
+        if self.session.exemplars.exemplars and self.session.sam3 is None:  # the official loop conditions instead
             summary["exemplar_effect"] = self.session.exemplars.summary()
         return summary
 
