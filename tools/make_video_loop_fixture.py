@@ -27,12 +27,30 @@ detector outputs / NMS per frame), the tracker propagation, the update plan, rec
 memory encoder, the bucket structure, the hot-start bookkeeping; and every frame yielded by ``propagate_in_video``.
 A rerun with 1e-6 relative weight noise checks that no decision sits on a threshold. Every key saved is described
 in the fixture folder's README.md.
+
+``--size full`` (never writes under tests/; ~14 min and 6.4 GB peak on 2 busy cores, ~170 s per frame):
+
+    OMP_NUM_THREADS=2 ~/.cache/sam3-oracle/bin/python tools/make_video_loop_fixture.py --size full --out /tmp/loop_full
+
+the same flow and recording at the real sam3.pt architecture: the model is ``sam3.model_builder.
+build_sam3_video_model(checkpoint_path=None, load_from_HF=False, device="cpu")`` itself after
+``torch.manual_seed(0)``, then ``randomise_full`` (seeded, see its docstring: uninitialised tensors filled, constant
+ones noised, own ``sam2_convs`` init times sqrt(3), the detector decoder's attention outputs times 0.25 so that its
+200 queries do not collapse, the tracker's object-score bias set to 2 so that propagated objects are present, every
+float tensor fp16-exact). Written: ``OUT/state_dict.pt`` (the official video model's ``state_dict()``, 1465 tensors,
+``detector.*`` + ``tracker.*``, floats as fp16, 1.7 GB) and ``OUT/fixture.pt`` (the tiny fixture's keys, plus
+``size``, ``weights``, ``weights_digest``, ``weights_randomisation``, the gains, ``margins`` and
+``official_seconds``; no ``sam2_convs``: every weight is in the state dict). Clip: 4 frames of the same scene at
+360x480 (shapes and motion scaled by 3), preprocessed to 1008x1008. Thresholds: ``CHANGED_FULL`` (see there). The
+noisy rerun is off by default (it doubles the run); ``margins`` reports how far each decision sits from its
+threshold instead. ``tools/check_sam3_loop_parity.py`` compares our loop with either fixture.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 import textwrap
 import time
@@ -238,23 +256,25 @@ def load_weights(model, sam2: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # clip
 
-def make_clip(seed: int) -> np.ndarray:
-    """(T, H, W, 3) uint8: a plain background and three flat shapes moving; the third enters at frame 3."""
+def make_clip(seed: int, num_frames: int = NUM_FRAMES, height: int = VIDEO_H, width: int = VIDEO_W) -> np.ndarray:
+    """(T, H, W, 3) uint8: a plain background and three flat shapes moving; the third enters at frame 3.
+    Sizes and motion are those of the 120x160 clip scaled by height / 120 (exactly the tiny clip at 120x160)."""
     rng = np.random.default_rng(seed)
-    T, H, W = NUM_FRAMES, VIDEO_H, VIDEO_W
+    T, H, W = num_frames, height, width
+    s = H / VIDEO_H  # 1.0 for the tiny clip: every product below is then exact
     yy, xx = np.mgrid[:H, :W].astype(np.float32)
     clip = np.empty((T, H, W, 3), np.uint8)
-    jitter = rng.uniform(-3, 3, size=(T, 3, 2))
+    jitter = rng.uniform(-3, 3, size=(T, 3, 2)) * s
     for t in range(T):
         img = np.empty((H, W, 3), np.uint8)
         img[:] = (96, 112, 104)
-        cy, cx = 40 + 2.0 * t + jitter[t, 0, 0], 30 + 9.0 * t + jitter[t, 0, 1]  # red circle, to the right
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 15 ** 2] = (220, 30, 30)
-        y0, x0 = int(70 - 3 * t + jitter[t, 1, 0]), int(100 - 4 * t + jitter[t, 1, 1])  # blue box, up-left
-        img[max(y0, 0):y0 + 26, max(x0, 0):x0 + 34] = (30, 40, 210)
+        cy, cx = s * (40 + 2.0 * t) + jitter[t, 0, 0], s * (30 + 9.0 * t) + jitter[t, 0, 1]  # red circle, to the right
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < (15 * s) ** 2] = (220, 30, 30)
+        y0, x0 = int(s * (70 - 3 * t) + jitter[t, 1, 0]), int(s * (100 - 4 * t) + jitter[t, 1, 1])  # blue box
+        img[max(y0, 0):y0 + round(26 * s), max(x0, 0):x0 + round(34 * s)] = (30, 40, 210)
         if t >= 3:  # yellow triangle entering from the right edge
-            ax, ay = W + 10 - 12.0 * (t - 3) + jitter[t, 2, 1], 85 + jitter[t, 2, 0]
-            tri = (yy <= ay + 18) & (yy - (ay - 18) >= 2 * np.abs(xx - ax))
+            ax, ay = W + s * (10 - 12.0 * (t - 3)) + jitter[t, 2, 1], s * 85 + jitter[t, 2, 0]
+            tri = (yy <= ay + 18 * s) & (yy - (ay - 18 * s) >= 2 * np.abs(xx - ax))
             img[tri] = (230, 215, 40)
         clip[t] = img
     return clip
@@ -457,19 +477,20 @@ def output_record(frame_idx: int, out: dict) -> dict:
             "num_obj_tracked": int(out["frame_stats"]["num_obj_tracked"]) if out.get("frame_stats") else -1}
 
 
-def run_loop(model, images: torch.Tensor):
+def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W)):
     """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0)."""
     rec = Recorder(model)
     outputs, yield_after_step = [], []
+    num_frames = len(images)
     with torch.inference_mode():
-        state = model.init_state(f"<load-dummy-video-{NUM_FRAMES}>")  # a state of the right length...
+        state = model.init_state(f"<load-dummy-video-{num_frames}>")  # a state of the right length...
         state["input_batch"].img_batch = images.clone()  # ...holding the exact preprocessed frames
-        state["orig_height"], state["orig_width"] = VIDEO_H, VIDEO_W
+        state["orig_height"], state["orig_width"] = video_hw
         rec.phase = "add_prompt"
         f0, out0 = model.add_prompt(state, frame_idx=0, text_str=PROMPT)
         add_prompt_output = output_record(f0, out0)
         rec.phase = "propagate"
-        for frame_idx, out in model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=NUM_FRAMES - 1):
+        for frame_idx, out in model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=num_frames - 1):
             outputs.append(output_record(frame_idx, out))
             yield_after_step.append(len(rec.steps) - 1)
     rec.unwrap()
@@ -490,14 +511,14 @@ def decisions(rec, outputs) -> list:
     return tr + [[o["frame_idx"], o["out_obj_ids"].tolist()] for o in outputs]
 
 
-def robustness(model, images, rec, outputs, rel: float) -> dict:
+def robustness(model, images, rec, outputs, rel: float, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W)) -> dict:
     """Rerun with every weight times (1 + rel * N(0, 1)): same decisions? how many mask pixels flip?"""
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(1234)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + rel * torch.randn(p.shape, generator=g))
-    rec2, _, outputs2, _ = run_loop(model, images)
+    rec2, _, outputs2, _ = run_loop(model, images, video_hw)
     model.load_state_dict(saved)
     same = decisions(rec, outputs) == decisions(rec2, outputs2)
     flips = [0]
@@ -513,31 +534,163 @@ def robustness(model, images, rec, outputs, rel: float) -> dict:
     return {"rel_weight_noise": rel, "same_decisions": bool(same), "max_pixel_flips_per_mask": max(flips)}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--neck-seed", type=int, default=0, help="seed of the sam2_convs init")
-    ap.add_argument("--neck-gain", type=float, default=3 ** 0.5, help="factor on the sam2_convs default init weights")
-    ap.add_argument("--clip-seed", type=int, default=0, help="seed of the clip's position jitter")
-    ap.add_argument("--set", nargs="*", default=[], metavar="ATTR=VALUE", help="override a threshold (exploring)")
-    ap.add_argument("--robustness", type=float, default=1e-6, help="relative weight noise of the check rerun (0: skip)")
-    ap.add_argument("--dry", action="store_true", help="do not write the fixture")
-    args = ap.parse_args(argv)
-    t0 = time.time()
-    patches = apply_patches()
-    det_sizes, trk_sizes = read_sizes()
-    torch.manual_seed(0)
-    model = build(det_sizes, trk_sizes)
-    sam2 = sam2_convs_weights(model, args.neck_seed, args.neck_gain)
-    n_keys = load_weights(model, sam2)
-    changed = dict(CHANGED)
-    for kv in args.set:
+# ----------------------------------------------------------------------------------------------------------
+# full size (--size full): the real sam3.pt architecture, seeded random weights, a short clip
+
+FULL_NUM_FRAMES, FULL_VIDEO_H, FULL_VIDEO_W = 4, 360, 480
+FULL_OUT = Path("/tmp/loop_full")
+# Full size, random weights (found by a search over runs of this clip; the margins are printed and saved): the
+# detector ranks its queries almost identically on every frame (the clip barely moves them), the top probabilities
+# are 0.357 (query 40), 0.356 (89), 0.345 (69), 0.336 (108), 0.333 (93, 21), 0.332 (103), 0.330 (160); detector
+# masks are large blobs (13k-83k of 288x288 pixels), propagated tracker masks cover ~80% of the frame (logits
+# about +-0.7) and are nearly the same for every object. score_threshold_detection sits between 103 and 160 on
+# every frame, NMS at 0.65 keeps 40, 89, 21, 103 (suppresses 69, 108, 93: IoU 0.75-0.91 with a kept one; the kept
+# ones overlap <= 0.61); assoc_iou_thresh 0.3 lies between the det-track IoUs of the small detections (<= 0.22) and
+# the large ones (>= 0.41), so 21 and 103 are born again on every frame; trk_assoc_iou_thresh 0.55 leaves the small
+# conditioning track of 103 unmatched on frame 0 (max IoU 0.49) while the large tracks match 89 (>= 0.69).
+CHANGED_FULL = {
+    "score_threshold_detection": 0.3308, "new_det_thresh": 0.3308, "det_nms_thresh": 0.65, "assoc_iou_thresh": 0.3,
+    "trk_assoc_iou_thresh": 0.55, "hotstart_delay": 2, "hotstart_unmatch_thresh": 1, "hotstart_dup_thresh": 1,
+    "recondition_every_nth_frame": 2, "fill_hole_area": 6,
+}
+OBJ_SCORE_HEAD = "tracker.sam_mask_decoder.pred_obj_score_head.layers.2."
+DECODER_ATTN_OUT = r"detector\.transformer\.decoder\.layers\.\d+\.(self_attn|ca_text|cross_attn)\.out_proj\."
+
+
+def build_full(seed: int) -> Sam3VideoInferenceWithInstanceInteractivity:
+    """``sam3.model_builder.build_sam3_video_model(checkpoint_path=None, load_from_HF=False, device="cpu")``
+    itself (full sizes, the official default init), after ``torch.manual_seed(seed)``."""
+    from sam3.model_builder import build_sam3_video_model
+
+    torch.manual_seed(seed)
+    return build_sam3_video_model(checkpoint_path=None, load_from_HF=False, device="cpu").eval()
+
+
+def randomise_full(model, seed: int, neck_seed: int, neck_gain: float, decoder_attn_gain: float,
+                   obj_score_gain: float, obj_score_bias: float | None) -> dict:
+    """Seeded random weights on top of the official default init, every float tensor fp16-exact:
+    - parameters created with ``torch.empty`` and never initialised (the text encoder's ``positional_embedding``
+      and ``text_projection``; anything non-finite or > 1e3) get N(0, 0.02^2);
+    - constant parameters (norm weights and biases, zero biases, layer scales, the zero-initialised box-refinement
+      heads) get + 0.02 N(0, 1) noise, so that no path is hidden;
+    - the second (tracker) neck ``sam2_convs``, a deepcopy of the detector's ``convs`` in the builder, gets its own
+      seeded default init times ``neck_gain`` (as the tiny mode), so the two necks differ;
+    - the detector decoder's attention outputs (``out_proj`` of ``self_attn``, ``ca_text``, ``cross_attn`` in its 6
+      post-norm layers) times ``decoder_attn_gain``: at the default init the (nearly uniform, so query-independent)
+      attention outputs dominate each residual and the 200 queries collapse (spread 8.7 -> 0.18 over the layers,
+      detection probabilities all 0.1575 +- 1e-4, which puts every threshold on a tie); 0.25 keeps them apart
+      (spread 9.4 at the last layer, probabilities 0.32-0.36);
+    - the tracker's object-score head's last layer: weights times ``obj_score_gain``, bias set to ``obj_score_bias``
+      (None: kept), so that propagated objects are present (the default init gives a logit of -0.004 on every
+      propagated frame: every tracker mask empty);
+    - then every float tensor of the state dict (parameters and the float buffer) is rounded through fp16.
+    """
+    g = torch.Generator().manual_seed(seed)
+    done = {"empty_reinit": [], "constant_noised": []}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            bad = (not torch.isfinite(p).all()) or p.abs().max() > 1e3
+            if name.endswith(("positional_embedding", "text_projection")) or bad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                done["empty_reinit"].append(name)
+            elif p.numel() == 1 or p.std() == 0:
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+                done["constant_noised"].append(name)
+        done["sam2_convs"] = len(sam2_convs_weights(model, neck_seed, neck_gain))
+        done["decoder_attn_scaled"] = []
+        for name, p in model.named_parameters():
+            if re.fullmatch(DECODER_ATTN_OUT + r"(weight|bias)", name):
+                p.mul_(decoder_attn_gain)
+                done["decoder_attn_scaled"].append(name)
+        assert len(done["decoder_attn_scaled"]) == 36, done["decoder_attn_scaled"]
+        head = dict(model.named_parameters())
+        head[OBJ_SCORE_HEAD + "weight"].mul_(obj_score_gain)
+        if obj_score_bias is not None:
+            head[OBJ_SCORE_HEAD + "bias"].fill_(obj_score_bias)
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().to(v.dtype))
+    return done
+
+
+def state_dict_digest(sd: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sd.items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def full_sizes() -> tuple[dict, dict]:
+    values = tomllib.loads((ROOT / "sam3video" / "configs" / "sam3.toml").read_text())
+    det = {k: v for k, v in values.items() if k in mpf.SIZES["full"]}
+    assert det == mpf.SIZES["full"], "sam3.toml and make_parity_fixture's SIZES['full'] disagree"
+    return det, mtf.read_sizes("sam3")
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    inter = a @ b.T
+    return inter / (a.sum(1)[:, None] + b.sum(1)[None] - inter).clamp(min=1)
+
+
+def margins(rec, detector_raw: dict, model) -> dict:
+    """How far the recorded run's decisions sit from their thresholds (full mode; the tiny mode checks this by a
+    noisy rerun instead): detection probabilities vs score_threshold_detection and new_det_thresh (every query of
+    every frame), the greedy-NMS IoUs (each candidate's max IoU with the kept candidates ranked above it) vs
+    det_nms_thresh, every non-empty det-track IoU vs assoc_iou_thresh, every non-empty track's best IoU vs
+    trk_assoc_iou_thresh, and the share of stored tracker-mask logits within 1e-3 of 0."""
+    m = model
+    out = {"score": 1.0, "new_det": 1.0, "nms": 1.0, "assoc": 1.0, "trk_assoc": 1.0}
+    for d in detector_raw.values():
+        p = d["pred_logits"].sigmoid()
+        out["score"] = min(out["score"], float((p - m.score_threshold_detection).abs().min()))
+        out["new_det"] = min(out["new_det"], float((p - m.new_det_thresh).abs().min()))
+        cand = d["nms_candidates"]
+        if len(cand) > 1:
+            masks = torch.from_numpy(np.unpackbits(d["candidate_masks_packed"].numpy(), axis=-1)).bool()
+            iou = _mask_iou(masks, masks)
+            order = torch.argsort(p[cand], descending=True, stable=True).tolist()
+            kept = []
+            for j in order:
+                if kept:
+                    worst = float(iou[j, kept].max())
+                    out["nms"] = min(out["nms"], abs(worst - m.det_nms_thresh))
+                    if worst > m.det_nms_thresh:
+                        continue
+                kept.append(j)
+    near_zero, total = 0, 0
+    for st in rec.steps:
+        det, trk = st["det"]["masks"].float() > 0, st["trk"]["masks"].float()
+        near_zero += int((trk.abs() < 1e-3).sum())
+        total += trk.numel()
+        trk = trk > 0
+        nonempty = trk.flatten(1).any(1)
+        if len(det) and nonempty.any():
+            iou = _mask_iou(det, trk[nonempty])
+            out["assoc"] = min(out["assoc"], float((iou - m.assoc_iou_thresh).abs().min()))
+            out["trk_assoc"] = min(out["trk_assoc"], float((iou.max(0).values - m.trk_assoc_iou_thresh).abs().min()))
+    out["trk_logits_within_1e-3_of_0"] = near_zero / max(total, 1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def set_thresholds(model, base: dict, overrides: list[str]) -> dict:
+    changed = dict(base)
+    for kv in overrides:
         k, v = kv.split("=")
         changed[k] = (v == "True") if isinstance(getattr(model, k), bool) else type(getattr(model, k))(float(v))
     for k, v in changed.items():
         assert hasattr(model, k), k
         setattr(model, k, v)
     assert model.hotstart_unmatch_thresh <= model.hotstart_delay and model.hotstart_dup_thresh <= model.hotstart_delay
+    return changed
+
+
+def loop_config(model) -> dict:
     config = {k: getattr(model, k) for k in [*BUILDER, *CLASS_DEFAULTS]}
     config.update(image_size=model.image_size, image_mean=list(model.image_mean), image_std=list(model.image_std),
                   **{f"tracker.{k}": getattr(model.tracker, k) for k in (
@@ -547,16 +700,10 @@ def main(argv=None) -> int:
                       "multimask_output_in_sam", "multimask_output_for_tracking", "multimask_min_pt_num",
                       "multimask_max_pt_num", "sigmoid_scale_for_mem_enc", "sigmoid_bias_for_mem_enc",
                       "non_overlap_masks_for_mem_enc", "image_size", "low_res_mask_size", "input_mask_size")})
-    print(f"built + loaded {n_keys} tensors in {time.time() - t0:.1f} s")
+    return config
 
-    images = preprocess(make_clip(args.clip_seed), det_sizes["resolution"])
-    t1 = time.time()
-    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images)
-    t_run = time.time() - t1
-    detector_raw = rec.finish()
-    robust = robustness(model, images, rec, outputs, args.robustness) if args.robustness > 0 else None
 
-    # ---- summary
+def print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_run: float, masks: bool) -> None:
     print(f"official loop: {len(rec.steps)} steps (frame 0 twice) in {t_run:.1f} s")
     for i, s in enumerate(rec.steps):
         p, tracked = s["plan"], s["trk"]["obj_ids"]
@@ -567,6 +714,13 @@ def main(argv=None) -> int:
               f"| born {p['new_det_obj_ids']} unmatched {p['unmatched_trk_obj_ids']} "
               f"removed {p['obj_ids_newly_removed']} reconditioned {[r['obj_id'] for r in s['reconditioned']]} "
               f"shrink-suppressed {shrunk} occlusion-suppressed {occluded} | buckets {s['buckets_after']}")
+        if masks:  # full mode: what the masks look like (pixels > 0, logit ranges, object scores)
+            d, t = s["det"]["masks"].float(), s["trk"]["masks"].float()
+            print(f"         det mask px {[(m > 0).sum().item() for m in d]} | trk mask px "
+                  f"{[(m > 0).sum().item() for m in t]} logits "
+                  f"{[(round(m.min().item(), 2), round(m.max().item(), 2)) for m in t]} obj scores "
+                  f"{[round(x, 3) for x in s['trk']['obj_score_logits'].tolist()]} matches "
+                  f"{p['det_to_matched_trk_obj_ids']}")
     births = {}
     for s in rec.steps:
         if s["plan"]["new_det_obj_ids"]:
@@ -578,7 +732,59 @@ def main(argv=None) -> int:
     print("add_prompt output (frame 0) ids:", add_prompt_output["out_obj_ids"].tolist())
     print("propagate_in_video yields (frame: ids, after step):",
           ", ".join(f"{o['frame_idx']}: {o['out_obj_ids'].tolist()} @{a}" for o, a in zip(outputs, yield_after_step)))
+    if masks:
+        print("output mask pixels:", [[int(np.unpackbits(m).sum()) for m in o["out_binary_masks_packed"].numpy()]
+                                      for o in outputs])
     print("robustness:", robust)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                    help="tiny (default: tests/data/video_loop_parity) or full (sam3.pt sizes, random weights)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (tiny: required; full: default /tmp/loop_full, never under tests/data)")
+    ap.add_argument("--neck-seed", type=int, default=0, help="seed of the sam2_convs init")
+    ap.add_argument("--neck-gain", type=float, default=3 ** 0.5, help="factor on the sam2_convs default init weights")
+    ap.add_argument("--clip-seed", type=int, default=0, help="seed of the clip's position jitter")
+    ap.add_argument("--set", nargs="*", default=[], metavar="ATTR=VALUE", help="override a threshold (exploring)")
+    ap.add_argument("--robustness", type=float, default=None,
+                    help="relative weight noise of the check rerun (0: skip; default 1e-6 tiny, 0 full)")
+    ap.add_argument("--dry", action="store_true", help="do not write the fixture")
+    full = ap.add_argument_group("full size only")
+    full.add_argument("--frames", type=int, default=FULL_NUM_FRAMES, help="clip length (full)")
+    full.add_argument("--video-size", type=int, nargs=2, default=(FULL_VIDEO_H, FULL_VIDEO_W), metavar=("H", "W"))
+    full.add_argument("--weights-seed", type=int, default=0, help="seed of the build and of the weight noise (full)")
+    full.add_argument("--decoder-attn-gain", type=float, default=0.25,
+                      help="factor on the detector decoder's attention output projections (full)")
+    full.add_argument("--obj-score-gain", type=float, default=1.0,
+                      help="factor on the object-score head's last weights (full)")
+    full.add_argument("--obj-score-bias", type=float, default=2.0, help="the object-score head's last bias (full)")
+    args = ap.parse_args(argv)
+    if args.size == "full":
+        return main_full(args)
+    if args.out is None:
+        ap.error("--out is required for --size tiny")
+    if args.robustness is None:
+        args.robustness = 1e-6
+    t0 = time.time()
+    patches = apply_patches()
+    det_sizes, trk_sizes = read_sizes()
+    torch.manual_seed(0)
+    model = build(det_sizes, trk_sizes)
+    sam2 = sam2_convs_weights(model, args.neck_seed, args.neck_gain)
+    n_keys = load_weights(model, sam2)
+    changed = set_thresholds(model, CHANGED, args.set)
+    config = loop_config(model)
+    print(f"built + loaded {n_keys} tensors in {time.time() - t0:.1f} s")
+
+    images = preprocess(make_clip(args.clip_seed), det_sizes["resolution"])
+    t1 = time.time()
+    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images)
+    t_run = time.time() - t1
+    detector_raw = rec.finish()
+    robust = robustness(model, images, rec, outputs, args.robustness) if args.robustness > 0 else None
+    print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_run, masks=False)
     if args.dry:
         return 0
 
@@ -605,6 +811,83 @@ def main(argv=None) -> int:
     assert all(torch.equal(v.half().float(), v) for v in sam2.values())
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "video_loop_parity.pt"
+    torch.save(fx, path)
+    back = torch.load(path, weights_only=True)
+    assert decisions(type("R", (), {"steps": back["steps"]}), back["outputs"]) == decisions(rec, outputs)
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.1f} s total")
+    return 0
+
+
+def main_full(args) -> int:
+    """--size full: the official video model at full size (the builder itself), seeded random fp16-exact weights
+    saved to OUT/state_dict.pt (fp16, the official keys), the recorded flow to OUT/fixture.pt."""
+    out = (args.out or FULL_OUT).resolve()
+    if out == (ROOT / "tests").resolve() or (ROOT / "tests").resolve() in out.parents:
+        raise SystemExit(f"--size full must not write under tests/ (got {out})")
+    robust_rel = args.robustness or 0.0
+    t0 = time.time()
+    patches = apply_patches()
+    det_sizes, trk_sizes = full_sizes()
+    model = build_full(args.weights_seed)
+    done = randomise_full(model, args.weights_seed, args.neck_seed, args.neck_gain, args.decoder_attn_gain,
+                          args.obj_score_gain, args.obj_score_bias)
+    sd = model.state_dict()
+    digest = state_dict_digest(sd)
+    changed = set_thresholds(model, CHANGED_FULL, args.set)
+    config = loop_config(model)
+    assert config["image_size"] == 1008 and config["tracker.low_res_mask_size"] == 288
+    print(f"built the full official video model ({len(sd)} tensors, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, digest {digest}) in "
+          f"{time.time() - t0:.1f} s; re-initialised {done['empty_reinit']}, noised {len(done['constant_noised'])} "
+          f"constant tensors")
+    if not args.dry:
+        out.mkdir(parents=True, exist_ok=True)
+        half = {k: v.half() if v.dtype == torch.float32 else v for k, v in sd.items()}
+        assert all(torch.equal(half[k].to(v.dtype), v) for k, v in sd.items())
+        torch.save(half, out / "state_dict.pt")
+        print(f"saved {out / 'state_dict.pt'} ({(out / 'state_dict.pt').stat().st_size / 1e9:.2f} GB)")
+        del half
+
+    video_hw = tuple(args.video_size)
+    images = preprocess(make_clip(args.clip_seed, args.frames, *video_hw), det_sizes["resolution"])
+    t1 = time.time()
+    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images, video_hw)
+    t_run = time.time() - t1
+    detector_raw = rec.finish()
+    robust = robustness(model, images, rec, outputs, robust_rel, video_hw) if robust_rel > 0 else None
+    print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_run, masks=True)
+    margin = margins(rec, detector_raw, model)
+    print("margins to the thresholds:", {k: round(v, 5) for k, v in margin.items()})
+    print(f"official run: {t_run:.1f} s for {args.frames} frames ({t_run / args.frames:.1f} s per frame)")
+    if args.dry:
+        return 0
+    fx = {
+        "format": "video_loop_parity v1",
+        "size": "full",
+        "prompt": PROMPT,
+        "num_frames": args.frames, "orig_height": video_hw[0], "orig_width": video_hw[1],
+        "images": images,
+        "detector_sizes": det_sizes, "tracker_sizes": trk_sizes,
+        "config": config, "config_changed": sorted(changed), "config_builder": dict(BUILDER),
+        "seeds": {"neck": args.neck_seed, "clip": args.clip_seed, "build": args.weights_seed,
+                  "weights": args.weights_seed},
+        "neck_gain": args.neck_gain, "decoder_attn_gain": args.decoder_attn_gain,
+        "obj_score_gain": args.obj_score_gain, "obj_score_bias": args.obj_score_bias,
+        "weights": "state_dict.pt", "weights_digest": digest, "weights_randomisation": done,
+        "margins": margin,
+        "extra_keys": [],
+        "patches": patches,
+        "steps": rec.steps,
+        "detector_raw": detector_raw,
+        "detector_calls": rec.detector_calls,
+        "add_prompt_output": add_prompt_output,
+        "outputs": outputs,
+        "yield_frame_order": [o["frame_idx"] for o in outputs],
+        "yield_after_step": yield_after_step,
+        "robustness": robust,
+        "official_seconds": {"run": t_run, "per_frame": t_run / args.frames},
+    }
+    path = out / "fixture.pt"
     torch.save(fx, path)
     back = torch.load(path, weights_only=True)
     assert decisions(type("R", (), {"steps": back["steps"]}), back["outputs"]) == decisions(rec, outputs)
