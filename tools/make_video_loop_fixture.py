@@ -112,6 +112,22 @@ CHANGED = {
 # ----------------------------------------------------------------------------------------------------------
 # runtime patches of the official code (nothing installed is edited)
 
+def recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust) -> dict:
+    """The fixture keys both sizes share, in their saved order (what the official run recorded)."""
+    return {
+        "extra_keys": [],
+        "patches": patches,
+        "steps": rec.steps,
+        "detector_raw": detector_raw,
+        "detector_calls": rec.detector_calls,
+        "add_prompt_output": add_prompt_output,
+        "outputs": outputs,
+        "yield_frame_order": [o["frame_idx"] for o in outputs],
+        "yield_after_step": yield_after_step,
+        "robustness": robust,
+    }
+
+
 def _cc_allow_empty(x, _orig=cc.connected_components_cpu):
     """patch 2: the CPU connected-components fallback fails on an empty batch (torch.stack of [])."""
     if x.shape[0] == 0:
@@ -797,16 +813,7 @@ def main(argv=None) -> int:
         "config": config, "config_changed": sorted(changed), "config_builder": dict(BUILDER),
         "seeds": {"neck": args.neck_seed, "clip": args.clip_seed, "build": 0}, "neck_gain": args.neck_gain,
         "sam2_convs": {k: v.half() for k, v in sam2.items()},
-        "extra_keys": [],
-        "patches": patches,
-        "steps": rec.steps,
-        "detector_raw": detector_raw,
-        "detector_calls": rec.detector_calls,
-        "add_prompt_output": add_prompt_output,
-        "outputs": outputs,
-        "yield_frame_order": [o["frame_idx"] for o in outputs],
-        "yield_after_step": yield_after_step,
-        "robustness": robust,
+        **recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust),
     }
     assert all(torch.equal(v.half().float(), v) for v in sam2.values())
     args.out.mkdir(parents=True, exist_ok=True)
@@ -875,16 +882,7 @@ def main_full(args) -> int:
         "obj_score_gain": args.obj_score_gain, "obj_score_bias": args.obj_score_bias,
         "weights": "state_dict.pt", "weights_digest": digest, "weights_randomisation": done,
         "margins": margin,
-        "extra_keys": [],
-        "patches": patches,
-        "steps": rec.steps,
-        "detector_raw": detector_raw,
-        "detector_calls": rec.detector_calls,
-        "add_prompt_output": add_prompt_output,
-        "outputs": outputs,
-        "yield_frame_order": [o["frame_idx"] for o in outputs],
-        "yield_after_step": yield_after_step,
-        "robustness": robust,
+        **recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust),
         "official_seconds": {"run": t_run, "per_frame": t_run / args.frames},
     }
     path = out / "fixture.pt"
