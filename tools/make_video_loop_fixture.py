@@ -112,22 +112,6 @@ CHANGED = {
 # ----------------------------------------------------------------------------------------------------------
 # runtime patches of the official code (nothing installed is edited)
 
-def recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust) -> dict:
-    """The fixture keys both sizes share, in their saved order (what the official run recorded)."""
-    return {
-        "extra_keys": [],
-        "patches": patches,
-        "steps": rec.steps,
-        "detector_raw": detector_raw,
-        "detector_calls": rec.detector_calls,
-        "add_prompt_output": add_prompt_output,
-        "outputs": outputs,
-        "yield_frame_order": [o["frame_idx"] for o in outputs],
-        "yield_after_step": yield_after_step,
-        "robustness": robust,
-    }
-
-
 def _cc_allow_empty(x, _orig=cc.connected_components_cpu):
     """patch 2: the CPU connected-components fallback fails on an empty batch (torch.stack of [])."""
     if x.shape[0] == 0:
@@ -752,6 +736,22 @@ def print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_r
         print("output mask pixels:", [[int(np.unpackbits(m).sum()) for m in o["out_binary_masks_packed"].numpy()]
                                       for o in outputs])
     print("robustness:", robust)
+
+
+def recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust) -> dict:
+    """The fixture keys both sizes share, in their saved order (what the official run recorded)."""
+    return {
+        "extra_keys": [],
+        "patches": patches,
+        "steps": rec.steps,
+        "detector_raw": detector_raw,
+        "detector_calls": rec.detector_calls,
+        "add_prompt_output": add_prompt_output,
+        "outputs": outputs,
+        "yield_frame_order": [o["frame_idx"] for o in outputs],
+        "yield_after_step": yield_after_step,
+        "robustness": robust,
+    }
 
 
 def main(argv=None) -> int:
