@@ -90,6 +90,11 @@ class VideoPredictor:
         """The context of the model's calls: autocast for bf16 / fp16, nothing for fp32 and int8."""
         return autocast_context(self.model)
 
+    def _lazy_frames(self, frames: Iterable[Frame]) -> LazyFrames:
+        """One window's frames, preprocessed on demand and cached (at least one batch of them)."""
+        return LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
+                          lookahead=self.config.lookahead)
+
     def _preprocess(self, frame: Frame) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, R, R) normalised (fp16 if configured), on the CPU."""
         image = frame.image if frame.image.flags.writeable else frame.image.copy()  # e.g. memory-mapped
@@ -147,8 +152,7 @@ class VideoPredictor:
                 for _ in frames:  # decoded, not tracked
                     pass
                 continue
-            lazy = LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
-                              lookahead=self.config.lookahead)
+            lazy = self._lazy_frames(frames)
             try:
                 yield from self._track_window(lazy, session)
             finally:
@@ -171,8 +175,7 @@ class VideoPredictor:
                         on_window_end(window)
 
         for window, frames in iter_windows(reader):
-            lazy = LazyFrames(frames, self._preprocess, capacity=max(self.config.frame_cache, self.frame_batch),
-                              lookahead=self.config.lookahead)
+            lazy = self._lazy_frames(frames)
             try:
                 yield from given_out(self._track_window(lazy, session))
             finally:

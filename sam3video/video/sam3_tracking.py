@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..detections import Detections
-from ..model.box_ops import box_cxcywh_to_xyxy
+from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
 from ..model.sam3_tracker_base import Sam3TrackerBase
 from .propagation import FrameFeatures
 from .sam3_loop import FrameDetections, HotstartBuffer, LoopOutput, Sam3Loop, detector_probs
@@ -35,9 +35,7 @@ def exemplar_queries(detections: FrameDetections, boxes: list[tuple]) -> tuple[i
     """For each normalised xyxy box, the query whose predicted box overlaps it most (box IoU)."""
     if not boxes:
         return ()
-    from torchvision.ops import box_iou
-
-    ious = box_iou(torch.as_tensor(boxes, dtype=torch.float32), detections.boxes.float().cpu())
+    ious, _ = box_iou(torch.as_tensor(boxes, dtype=torch.float32), detections.boxes.float().cpu())
     return tuple(sorted({int(i) for i in ious.argmax(dim=1)}))
 
 
@@ -58,9 +56,7 @@ class Sam3Tracking:
                  options: Sam3Options = Sam3Options()):
         memory_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[options.memory_dtype]
         length = num_frames if num_frames else UNKNOWN_LENGTH
-        self.config = config
         self.options = options
-        self.video_size = video_size
         self.loops = [Sam3Loop(tracker, config, length, video_size, memory_dtype) for _ in range(num_prompts)]
         self.buffers = [HotstartBuffer(config.hotstart_delay, video_size) for _ in range(num_prompts)]
         self.ids: dict[tuple[int, int], int] = {}  # (prompt, official id) -> run-wide id, 1-based

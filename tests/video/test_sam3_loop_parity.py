@@ -14,7 +14,8 @@ from sam3video.model.build_video import build_video_model
 from sam3video.model.geometry_encoders import prompt_from_boxes
 from sam3video.thresholds import Sam3LoopConfig
 from sam3video.video.detect import encode_prompts, run_frames, split_frames
-from sam3video.video.sam3_loop import HotstartBuffer, Sam3Loop
+from sam3video.video.sam3_loop import HotstartBuffer, LoopFrame, Sam3Loop
+from sam3video.video.sam3_planning import select_detections
 from sam3video.video.sam3_tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.session import Sam3Options
 from tests.conftest import DATA
@@ -81,8 +82,6 @@ def test_steps_match_the_official_loop(fixture, model, loop_config, frames):
         prev_ids = list(loop.obj_ids)
         assert prev_ids == step["trk"]["obj_ids"], f"step {k}: tracked objects"
         # detections kept, in query order
-        from sam3video.video.sam3_planning import select_detections
-
         keep = select_detections(dets.probs, dets.masks, loop_config)
         torch.testing.assert_close(dets.probs[keep], step["det"]["scores"], atol=1e-5, rtol=0)
         assert torch.equal(dets.masks[keep] > 0, step["det"]["masks"].float() > 0), f"step {k}: detector masks"
@@ -150,8 +149,6 @@ def test_outputs_match_the_official_stream(fixture, model, loop_config, frames):
 
 def test_hotstart_buffer_matches_the_official_yield_schedule(fixture):
     buffer = HotstartBuffer(fixture["config"]["hotstart_delay"], (4, 4))
-    from sam3video.video.sam3_loop import LoopFrame
-
     after = []
     for k in range(1, len(fixture["steps"])):  # step 0 (add_prompt) is not streamed
         got = buffer.push(LoopFrame(k - 1, {}, {}, {}, frozenset(), frozenset()))
