@@ -45,6 +45,7 @@ class DataConfig:
     exemplar_prob: float = 0.2
     second_positive: bool = False  # with > 2 prompts per image, a second colour + shape prompt that is there
     world: WorldConfig = WorldConfig(duration_s=2.0)
+    classic_share: float = 0.0  # with a styled ``world``: this share of images is drawn unstyled (classic)
 
 
 def curriculum(step: int, easy_steps: int, config: "DataConfig") -> "DataConfig":
@@ -99,7 +100,10 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) 
     ``geometric_prompt`` for all queries (I x prompts_per_image of them)."""
     images, prompts, img_ids, targets, boxes = [], [], [], [], []
     for i in range(num_images):
-        example = sample_training_example(rng, config.world, positive_prob=config.positive_prob,
+        world = config.world
+        if config.classic_share and rng.random() < config.classic_share:  # no draw at 0: old runs replay
+            world = replace(world, style=None)
+        example = sample_training_example(rng, world, positive_prob=config.positive_prob,
                                           shape_prompt_prob=config.shape_prompt_prob,
                                           hard_negative_prob=config.hard_negative_prob)
         height, width = example.image.shape[:2]

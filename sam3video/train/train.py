@@ -170,7 +170,7 @@ def train(args) -> None:
     model = build_model(model_config).train().to(device)
     data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
                              // model_config.patch_size, exemplar_prob=args.exemplar_prob,
-                             world=WORLDS[args.world])
+                             world=WORLDS[args.world], classic_share=args.classic_share)
     autocast = _autocast(args.precision, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = resumed_from = 0
@@ -189,7 +189,8 @@ def train(args) -> None:
         step = resumed_from = int(state.get("step", 0))
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
-    held_out = [batch_to(b, device) for b in held_out_batches(data_config, args.eval_batches)]  # moved once
+    held_out = [batch_to(b, device) for b in  # moved once; the --world alone, without --classic-share
+                held_out_batches(replace(data_config, classic_share=0.0), args.eval_batches)]
     held_out_styles = [batch_to(b, device) for b in  # the randomised world's held-out style split
                        held_out_batches(replace(data_config, world=WORLDS["heldout"]), args.eval_batches)]
     if args.eval_only:
@@ -278,6 +279,9 @@ def main(argv=None) -> None:
                              "(sam3video.data.styles, its train split; the held-out split is only evaluated)")
     parser.add_argument("--exemplar-prob", type=float, default=DataConfig.exemplar_prob,
                         help="chance an image's last prompt is an exemplar-box query")
+    parser.add_argument("--classic-share", type=float, default=0.0,
+                        help="with --world train: this share of images comes from the classic world (so the "
+                             "classic benchmark is kept while the randomised styles are learnt)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="autocast of the forward pass (the loss and the optimiser stay fp32)")
     args = parser.parse_args(argv)
@@ -285,6 +289,8 @@ def main(argv=None) -> None:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if not 0 <= args.exemplar_prob <= 1:
         parser.error(f"--exemplar-prob must be in [0, 1], got {args.exemplar_prob:g}")
+    if not 0 <= args.classic_share <= 1:
+        parser.error(f"--classic-share must be in [0, 1], got {args.classic_share:g}")
     if args.time_limit is not None and args.time_limit <= 0:
         parser.error(f"--time-limit must be > 0 minutes, got {args.time_limit}")
     try:

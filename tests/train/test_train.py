@@ -1,5 +1,7 @@
 """Training pieces: matching, losses, and a short run that lowers the loss (a smoke test)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -178,8 +180,26 @@ def test_training_on_the_randomised_world_in_bf16(tmp_path, capsys):
     assert 0 <= float(values["heldout_styles_f1"]) <= 1 and 0 <= float(values["heldout_styles_presence_acc"]) <= 1
 
 
+def test_classic_share_draws_that_share_of_images_unstyled(monkeypatch):
+    """--classic-share: about that share of a styled world's images come from the classic world; at 0
+    the random stream is the one of a run without the option (no extra draw)."""
+    import sam3video.train.data as data
+    from sam3video.train.train import WORLDS
+
+    styles, original = [], data.sample_training_example
+    monkeypatch.setattr(data, "sample_training_example",
+                        lambda rng, world, **kw: styles.append(world.style) or original(rng, world, **kw))
+    config = DataConfig(world=WORLDS["train"], exemplar_prob=0.0)
+    sample_batch(np.random.default_rng(3), 40, replace(config, classic_share=0.5))
+    unstyled = sum(style is None for style in styles)
+    assert 10 <= unstyled <= 30 and all(s is None or s.split == "train" for s in styles)
+    plain = sample_batch(np.random.default_rng(4), 3, config)
+    zero = sample_batch(np.random.default_rng(4), 3, replace(config, classic_share=0.0))
+    assert torch.equal(plain["images"], zero["images"]) and plain["prompts"] == zero["prompts"]
+
+
 @pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"],
-                                 ["--exemplar-prob", "1.5"]])
+                                 ["--exemplar-prob", "1.5"], ["--classic-share", "-0.1"]])
 def test_training_command_rejects_bad_options_in_one_line(tmp_path, bad, capsys):
     from sam3video.train.train import main
 
