@@ -75,3 +75,16 @@ def test_bench_linear_prints_each_variant(capsys):
     names = [line[:36].strip() for line in lines[2:]]
     assert names == ["fp32", "bf16 (weights cast once)", "int8 torch.ao dynamic"]
     assert all(float(line.split()[-1]) < 0.2 for line in lines[2:])  # max |diff| from fp32
+
+
+def test_bench_openvino_rows_agree_with_torch(capsys):
+    """tools/bench_openvino.py on the tiny trunk: every mode's row, OpenVINO f32 within float rounding of
+    torch, the int8 modes within quantisation error."""
+    _tool("bench_openvino").main(["--size", "tiny", "--repeats", "1", "--threads", "1", "--calibration", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("mode "))
+    rows = {line[:34].strip(): float(line.split()[-1]) for line in lines[header + 1:]}
+    assert list(rows) == ["torch fp32", "torch int8 (torch.ao dynamic)", "openvino f32", "openvino bf16 hint",
+                          "openvino int8 (NNCF static)", "openvino int8 weights + dynamic"]
+    assert rows["torch fp32"] == 0 and rows["openvino f32"] < 1e-5
+    assert all(diff < 0.2 for diff in rows.values())

@@ -53,6 +53,28 @@ def apply_rotary_enc(xq: Tensor, xk: Tensor, freqs_cis: Tensor) -> Tuple[Tensor,
     return xq_out.type_as(xq), xk_out.type_as(xk)
 
 
+def apply_rotary_enc_real(xq: Tensor, xk: Tensor, freqs_cis: Tensor) -> Tuple[Tensor, Tensor]:
+    """``apply_rotary_enc`` in real arithmetic, for exporters without complex tensors (OpenVINO, ONNX):
+    pair (a, b) rotated by (cos, sin) is (a cos - b sin, a sin + b cos). Same shapes and values."""
+    cos, sin = freqs_cis.real, freqs_cis.imag
+
+    def rotate(x: Tensor) -> Tensor:
+        pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(3).type_as(x)
+
+    return rotate(xq), rotate(xk)
+
+
+def use_real_rope(module: nn.Module, real: bool = True) -> nn.Module:
+    """Every ``Attention`` under ``module`` rotates with ``apply_rotary_enc_real`` (``real``) or the
+    complex ``apply_rotary_enc``; returns ``module``."""
+    for child in module.modules():
+        if isinstance(child, Attention):
+            child.real_rope = real
+    return module
+
+
 # ----------------------------------------------------------------------------------------------------
 # Helpers: windows, absolute position embedding, patch embedding, MLP, stochastic depth
 # ----------------------------------------------------------------------------------------------------
@@ -205,6 +227,7 @@ class Attention(nn.Module):
         self.rope_theta = rope_theta
         self.rope_pt_size = rope_pt_size if rope_pt_size is not None else input_size
         self.rope_interp = rope_interp
+        self.real_rope = False  # ``apply_rotary_enc_real`` instead (same values), for exporters
         if use_rope:
             assert input_size is not None
             scale_pos = self.rope_pt_size[0] / input_size[0] if rope_interp else 1.0
@@ -220,7 +243,7 @@ class Attention(nn.Module):
         L = H * W
         q, k, v = self.qkv(x).reshape(B, L, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         if self.use_rope:
-            q, k = apply_rotary_enc(q, k, self.freqs_cis)
+            q, k = (apply_rotary_enc_real if self.real_rope else apply_rotary_enc)(q, k, self.freqs_cis)
         x = F.scaled_dot_product_attention(q, k, v)  # (B, nHead, L, head_dim)
         x = x.permute(0, 2, 1, 3).reshape(B, H, W, -1)
         return self.proj(x)

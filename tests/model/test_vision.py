@@ -8,7 +8,8 @@ import torch
 
 from sam3video.model.necks import Sam3DualViTDetNeck
 from sam3video.model.position_encoding import PositionEmbeddingSine
-from sam3video.model.vitdet import ViT, compute_axial_cis, window_partition, window_unpartition
+from sam3video.model.vitdet import (ViT, apply_rotary_enc, apply_rotary_enc_real, compute_axial_cis, use_real_rope,
+                                    window_partition, window_unpartition)
 from tests.conftest import official_image_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -105,6 +106,25 @@ def test_full_size_rope_values():
     # Token (row 3, col 3) of the global grid sits where token (1, 1) of a window does.
     torch.testing.assert_close(glob[3 * 72 + 3], win[1 * 24 + 1])
     torch.testing.assert_close(glob.abs(), torch.ones_like(glob.abs()))
+
+
+def test_real_valued_rope_equals_the_complex_one(tiny):
+    """``use_real_rope`` (the exporters' RoPE, no complex tensors) gives the complex path's outputs, and the
+    official fixture's, on the tiny backbone; a rotation by hand checks the convention."""
+    model, sub = tiny
+    model.load_state_dict(sub, strict=True)
+    image = torch.load(PARITY / "cases.pt", weights_only=False)["image"]["input"]
+    with torch.no_grad():
+        complex_out = model(image)[0]
+        real_out = use_real_rope(model)(image)[0]
+    use_real_rope(model, False)
+    for a, b in zip(complex_out, real_out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    q = torch.tensor([[[[1.0, 2.0]]]])
+    turn = torch.polar(torch.ones(1, 1), torch.tensor([[torch.pi / 2]]))  # 90 degrees
+    rotated, _ = apply_rotary_enc_real(q, q, turn)
+    torch.testing.assert_close(rotated, torch.tensor([[[[-2.0, 1.0]]]]))
+    torch.testing.assert_close(rotated, apply_rotary_enc(q, q, turn)[0])
 
 
 def test_window_partition_roundtrip_with_padding():
