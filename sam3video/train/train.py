@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..data.styles import StyleConfig
+from ..data.synthetic import WorldConfig
 from ..errors import CheckpointError
 from ..export.atomic import atomic_path
 from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
@@ -142,6 +143,14 @@ WORLDS = {"classic": DataConfig.world, "train": replace(DataConfig.world, style=
           "heldout": replace(DataConfig.world, style=StyleConfig(split="heldout"))}
 
 
+def _world(args) -> WorldConfig:
+    """The training world of ``--world``, with ``--gray-prob`` (if given) as its share of gray clips."""
+    world = WORLDS[args.world]
+    if args.gray_prob is None:
+        return world
+    return replace(world, style=replace(world.style, gray_prob=args.gray_prob))
+
+
 def _autocast(precision: str, device: torch.device):
     """A bf16 autocast context on ``device`` for ``precision`` "bf16", else a no-op."""
     if precision == "bf16":
@@ -170,7 +179,7 @@ def train(args) -> None:
     model = build_model(model_config).train().to(device)
     data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
                              // model_config.patch_size, exemplar_prob=args.exemplar_prob,
-                             world=WORLDS[args.world], classic_share=args.classic_share)
+                             world=_world(args), classic_share=args.classic_share)
     autocast = _autocast(args.precision, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = resumed_from = 0
@@ -189,10 +198,11 @@ def train(args) -> None:
         step = resumed_from = int(state.get("step", 0))
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
-    held_out = [batch_to(b, device) for b in  # moved once; the --world alone, without --classic-share
-                held_out_batches(replace(data_config, classic_share=0.0), args.eval_batches)]
+    held_out = [batch_to(b, device) for b in  # moved once; the --world as it is, without --classic-share
+                held_out_batches(replace(data_config, classic_share=0.0, world=WORLDS[args.world]), args.eval_batches)]
     held_out_styles = [batch_to(b, device) for b in  # the randomised world's held-out style split
-                       held_out_batches(replace(data_config, world=WORLDS["heldout"]), args.eval_batches)]
+                       held_out_batches(replace(data_config, classic_share=0.0, world=WORLDS["heldout"]),
+                                        args.eval_batches)]
     if args.eval_only:
         print(" ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out).items()), f"(step {step})")
         print("held-out styles: " + " ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out_styles).items()))
@@ -282,6 +292,9 @@ def main(argv=None) -> None:
     parser.add_argument("--classic-share", type=float, default=0.0,
                         help="with --world train: this share of images comes from the classic world (so the "
                              "classic benchmark is kept while the randomised styles are learnt)")
+    parser.add_argument("--gray-prob", type=float, metavar="P",
+                        help="with --world train: the share of gray clips (default: the style's, "
+                             f"{StyleConfig.gray_prob:g}); the held-out evaluation keeps the default")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="autocast of the forward pass (the loss and the optimiser stay fp32)")
     args = parser.parse_args(argv)
@@ -289,6 +302,8 @@ def main(argv=None) -> None:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if not 0 <= args.exemplar_prob <= 1:
         parser.error(f"--exemplar-prob must be in [0, 1], got {args.exemplar_prob:g}")
+    if args.gray_prob is not None and (args.world != "train" or not 0 <= args.gray_prob <= 1):
+        parser.error(f"--gray-prob needs --world train and a value in [0, 1], got {args.gray_prob:g}")
     if not 0 <= args.classic_share <= 1:
         parser.error(f"--classic-share must be in [0, 1], got {args.classic_share:g}")
     if args.time_limit is not None and args.time_limit <= 0:

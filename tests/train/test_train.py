@@ -198,8 +198,19 @@ def test_classic_share_draws_that_share_of_images_unstyled(monkeypatch):
     assert torch.equal(plain["images"], zero["images"]) and plain["prompts"] == zero["prompts"]
 
 
+def test_gray_prob_sets_the_training_worlds_share_of_gray_clips():
+    from argparse import Namespace
+
+    from sam3video.data.styles import StyleConfig
+    from sam3video.train.train import _world
+
+    assert _world(Namespace(world="train", gray_prob=0.4)).style.gray_prob == 0.4
+    assert _world(Namespace(world="train", gray_prob=None)).style.gray_prob == StyleConfig.gray_prob
+
+
 @pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"],
-                                 ["--exemplar-prob", "1.5"], ["--classic-share", "-0.1"]])
+                                 ["--exemplar-prob", "1.5"], ["--classic-share", "-0.1"],
+                                 ["--gray-prob", "0.5"]])
 def test_training_command_rejects_bad_options_in_one_line(tmp_path, bad, capsys):
     from sam3video.train.train import main
 
