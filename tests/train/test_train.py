@@ -186,16 +186,23 @@ def test_classic_share_draws_that_share_of_images_unstyled(monkeypatch):
     import sam3video.train.data as data
     from sam3video.train.train import WORLDS
 
-    styles, original = [], data.sample_training_example
-    monkeypatch.setattr(data, "sample_training_example",
-                        lambda rng, world, **kw: styles.append(world.style) or original(rng, world, **kw))
+    styles, drawn, original = [], [], data.sample_training_example
+
+    def recording(rng, world, **kw):
+        styles.append(world.style)
+        drawn.append(original(rng, world, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr(data, "sample_training_example", recording)
     config = DataConfig(world=WORLDS["train"], exemplar_prob=0.0)
     sample_batch(np.random.default_rng(3), 40, replace(config, classic_share=0.5))
     unstyled = sum(style is None for style in styles)
     assert 10 <= unstyled <= 30 and all(s is None or s.split == "train" for s in styles)
-    plain = sample_batch(np.random.default_rng(4), 3, config)
-    zero = sample_batch(np.random.default_rng(4), 3, replace(config, classic_share=0.0))
-    assert torch.equal(plain["images"], zero["images"]) and plain["prompts"] == zero["prompts"]
+    drawn.clear()
+    sample_batch(np.random.default_rng(4), 1, config)  # classic_share 0: the example is the rng's first draw
+    first = original(np.random.default_rng(4), config.world, positive_prob=config.positive_prob,
+                     shape_prompt_prob=config.shape_prompt_prob, hard_negative_prob=config.hard_negative_prob)
+    assert np.array_equal(drawn[0].image, first.image) and drawn[0].prompt == first.prompt
 
 
 def test_gray_prob_sets_the_training_worlds_share_of_gray_clips():
