@@ -194,8 +194,9 @@ def _attention(c: Sam3Config, dropout: float, batch_first: bool = False) -> Mult
     return MultiheadAttention(c.d_model, c.heads, dropout=dropout, batch_first=batch_first)
 
 
-def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False) -> SAM3VLBackbone:
-    vit = ViT(
+def build_vit(c: Sam3Config) -> ViT:
+    """The image trunk of config ``c`` (``backbone.vision_backbone.trunk``), random weights."""
+    return ViT(
         img_size=c.resolution, pretrain_img_size=c.pretrain_img_size, patch_size=c.patch_size,
         embed_dim=c.vit_dim, depth=c.vit_depth, num_heads=c.vit_heads, mlp_ratio=c.vit_mlp_ratio,
         norm_layer="LayerNorm", drop_path_rate=c.drop_path_rate, qkv_bias=True, use_abs_pos=True,
@@ -204,6 +205,10 @@ def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False) -> SAM3VLBackbon
         retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
         bias_patch_embed=False,
     )
+
+
+def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False) -> SAM3VLBackbone:
+    vit = build_vit(c)
     neck = Sam3DualViTDetNeck(
         position_encoding=_position_encoding(c, precompute_resolution=c.resolution), d_model=c.d_model,
         scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=add_sam2_neck,
