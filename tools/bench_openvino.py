@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sam3video.model.build import load_config  # noqa: E402
+from sam3video.errors import ConfigError  # noqa: E402
+from sam3video.model.build import build_vit, load_config  # noqa: E402
 from sam3video.model.precision import cpu_flags  # noqa: E402
 from sam3video.model.vitdet import ViT, use_real_rope  # noqa: E402
 
@@ -41,12 +43,7 @@ def trunk_prefix(config) -> ViT:
     """The trunk's first blocks up to its first global one (block 0 windowed, the last global), seeded."""
     first_global = config.vit_global_blocks[0]
     torch.manual_seed(0)
-    vit = ViT(img_size=config.resolution, pretrain_img_size=config.pretrain_img_size, patch_size=config.patch_size,
-              embed_dim=config.vit_dim, depth=first_global + 1, num_heads=config.vit_heads,
-              mlp_ratio=config.vit_mlp_ratio, norm_layer="LayerNorm", qkv_bias=True, use_abs_pos=True,
-              tile_abs_pos=True, global_att_blocks=(first_global,), use_rope=True, use_interp_rope=True,
-              window_size=config.vit_window, pretrain_use_cls_token=True, ln_pre=True, bias_patch_embed=False)
-    return vit.eval()
+    return build_vit(replace(config, vit_depth=first_global + 1, vit_global_blocks=[first_global])).eval()
 
 
 def seconds(fn, repeats: int) -> float:
@@ -118,10 +115,8 @@ def whole_trunk(config, threads: int) -> None:
     """The whole trunk through convert_model once, timed against torch (what --whole-trunk prints)."""
     import openvino as ov
 
-    from sam3video.model.build import _build_backbone
-
     torch.manual_seed(0)
-    trunk = _build_backbone(config).vision_backbone.trunk.eval()
+    trunk = build_vit(config).eval()
     image = torch.randn(1, 3, config.resolution, config.resolution)
     with torch.no_grad():
         torch_s = seconds(lambda: trunk(image), 1)
@@ -152,8 +147,11 @@ def main(argv=None) -> None:
     except ImportError as e:
         print(f"bench_openvino: {e.name} is not installed (pip install -e .[openvino])", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        config = load_config(args.size)
+    except ConfigError as e:
+        parser.error(str(e))
     torch.set_num_threads(args.threads)
-    config = load_config(args.size)
     vit = trunk_prefix(config)
     grid = config.resolution // config.patch_size
     generator = torch.Generator().manual_seed(2)
