@@ -66,7 +66,7 @@ def add_track_parser(sub) -> None:
 
 def _add_run_options(p) -> None:
     """The options ``track`` and ``batch`` share: model, video sampling, thresholds, tracker, render."""
-    from .video.session import PRECISIONS, TRACK_TRACKERS
+    from .video.session import PRECISIONS, RUNTIMES, TRACK_TRACKERS
 
     p.add_argument("--carry-exemplar-boxes", action="store_true",
                    help="keep giving positive exemplar boxes to the model on later frames, at their track's "
@@ -79,6 +79,10 @@ def _add_run_options(p) -> None:
     model.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                        help="fp32: exact (default); bf16/fp16: weights cast once + autocast; int8: the vision "
                             "trunk's linear layers quantized (CPU); auto: the fastest this device runs well")
+    model.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                       help="what runs the vision trunk: torch, or openvino (CPU; fp32 or bf16; converted once "
+                            "and cached); auto (default): openvino for bf16 on a CPU with bf16 units and the "
+                            "full-size model, else torch")
     model.add_argument("--frame-batch", type=int, help="frames per model call (default: 4 on a GPU "
                                                          "or for models up to 512 px, 1 for sam3.pt on a CPU)")
     video = p.add_argument_group("video")
@@ -156,7 +160,7 @@ def _settings_job(args, **job):
     return TrackJob(
         prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
         thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
-        frame_batch=args.frame_batch, tracker=args.tracker, backend=args.backend, fps=args.fps, start=args.start,
+        runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, backend=args.backend, fps=args.fps, start=args.start,
         end=args.end, window_seconds=args.window_seconds, render=not args.no_render, **job)
 
 

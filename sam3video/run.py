@@ -66,6 +66,7 @@ class TrackJob:
     thresholds: Thresholds = field(default_factory=Thresholds)
     carry_exemplar_boxes: bool = False
     precision: str = "fp32"
+    runtime: str = "auto"  # what runs the vision trunk: auto, torch or openvino (model.precision.resolve_runtime)
     frame_batch: int | None = None
     tracker: str | None = None  # None: "sam3" (official loop) if the checkpoint has tracker weights, else
     # "sam3video"; or sort, bytetrack, ocsort, botsort (the `trackers` package)
@@ -139,7 +140,8 @@ class Detector:
             input={"source": job.source_name or str(job.source), "backend": info.backend, "fps": info.fps,
                    "width": info.width, "height": info.height, "num_frames": info.num_frames},
             model={"checkpoint": job.checkpoint or "demo", "config": model.config.to_dict(),
-                   "device": str(model.device), "precision": predictor.config.precision},
+                   "device": str(model.device), "precision": predictor.config.precision,
+                   "runtime": predictor.config.runtime},
             sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds},
             thresholds=asdict(job.thresholds), score_default=model.config.score_threshold)
 
@@ -204,7 +206,8 @@ class Run:
         """What decides the results: a resumed run must have the same."""
         summary = self.summary_base()
         return json.loads(json.dumps({k: summary[k] for k in FINGERPRINT if k in summary}
-                                     | {"render": self.render, "precision": self.config.precision}, default=str))
+                                     | {"render": self.render, "precision": self.config.precision,
+                                        "runtime": self.config.runtime}, default=str))
 
     def _store_meta(self) -> StoreMeta:
         """How ``detections.npz`` describes this run: its summary's facts and what ``retrack`` needs."""
@@ -381,7 +384,7 @@ def make_predictor(job: TrackJob, model) -> VideoPredictor:
     detection / new-object threshold."""
     detector = getattr(model, "detector", model)
     config = TrackingConfig.from_thresholds(job.thresholds, detector.config.score_threshold, job.carry_exemplar_boxes,
-                                            precision=job.precision, frame_batch=job.frame_batch,
+                                            precision=job.precision, runtime=job.runtime, frame_batch=job.frame_batch,
                                             tracker_name=job.tracker or "sam3video")
     given = {"score_threshold_detection": job.thresholds.score_threshold,
              "new_det_thresh": job.thresholds.new_track_threshold}

@@ -60,6 +60,8 @@ OURS_ONLY_KEYS = ("dropout", "drop_path_rate", "score_threshold", "name")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
              "amx_int8")
 PRECISIONS = ("fp32", "bf16", "int8")  # ours: sam3video.model.precision; the official side: fp32 and bf16
+# ours with the vision trunk in OpenVINO (--runtime openvino): "PRECISION+openvino"
+MODES = (*PRECISIONS, "fp32+openvino", "bf16+openvino")
 OFFICIAL_PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast, as the official code runs on CUDA
 TOP_QUERIES = 10  # the agreement check compares fp32's highest-scoring queries with each mode's
 DEFAULT_FRAMES = 2
@@ -277,14 +279,15 @@ def track_once(predictor, folder: Path, prompt: str) -> dict:
             "loop_s": dict(session.timings)}
 
 
-def time_video(model, frames_dir: str, prompt: str, precision: str, threshold: float) -> dict:
+def time_video(model, frames_dir: str, prompt: str, precision: str, threshold: float, runtime: str = "torch"
+               ) -> dict:
     """Our video path end to end at ``precision``: a warm-up run over the warm-up frames, then a timed
     run over the timed ones; seconds per frame = the timed run's stream time / its frames (batches and
     the overlap of model and post-processing amortised; text once per run, apart)."""
     from sam3video.video.predictor import TrackingConfig, VideoPredictor
 
     config = TrackingConfig.at_score_threshold(threshold, min(threshold, LOW_SCORE_THRESHOLD),
-                                               precision=precision)
+                                               precision=precision, runtime=runtime)
     predictor = VideoPredictor(model, config)  # converts the model to ``precision`` (in place)
     warmup_dir, timed_dir = Path(frames_dir) / WARMUP_DIR, Path(frames_dir) / TIMED_DIR
     warmup = track_once(predictor, warmup_dir, prompt) if any(warmup_dir.glob("*.png")) else None
@@ -340,19 +343,23 @@ def run_ours(args) -> None:
     if args.profile:
         result["profile"] = profile_ops(processor, images[-1], args.prompt)
     result["agreement"] = {}
-    for precision in args.precisions:
-        if getattr(model, "precision", "fp32") != "fp32" or precision != "fp32":
+    for mode in args.precisions:
+        precision, _, runtime = mode.partition("+")
+        runtime = runtime or "torch"
+        if getattr(model, "precision", "fp32") != "fp32" or mode != "fp32":
             del model, processor
             model = our_model(args)
-            apply_precision(model, precision)
+            start = time.perf_counter()
+            apply_precision(model, precision, runtime)
+            result.setdefault("convert_s", {})[mode] = time.perf_counter() - start
         peak.start_section()
-        row = time_video(model, args.frames_dir, args.prompt, precision, args.threshold)
-        result["rows"][f"{precision} video"] = {**row, "run_rss_gib": peak.end_section()}
-        log(f"ours: video {precision} {[round(t, 2) for t in row['warmup_total'] + row['per_frame_total']]} "
+        row = time_video(model, args.frames_dir, args.prompt, precision, args.threshold, runtime)
+        result["rows"][f"{mode} video"] = {**row, "run_rss_gib": peak.end_section()}
+        log(f"ours: video {mode} {[round(t, 2) for t in row['warmup_total'] + row['per_frame_total']]} "
             "s per frame")
         processor = Sam3Processor(model, confidence_threshold=args.threshold)  # runs in the model's mode
-        result["agreement"][precision] = agreement(reference, query_outputs(processor, images[0], args.prompt),
-                                                   args.threshold)
+        result["agreement"][mode] = agreement(reference, query_outputs(processor, images[0], args.prompt),
+                                              args.threshold)
     result["peak_rss_gib"] = peak.total_gib()
     write_json(args.out, result)
 
@@ -463,9 +470,9 @@ def table_rows(official: dict | None, ours: dict) -> list[dict]:
         for precision, row in official["rows"].items():
             name = "official fp32" if precision == "fp32" else f"official {precision} autocast"
             rows.append({"name": name, "precision": precision, **row, "peak_rss_gib": official["peak_rss_gib"]})
-    labels = {"fp32 stages": "ours fp32 (image API)"} | {f"{p} video": f"ours {p} (video e2e)" for p in PRECISIONS}
+    labels = {"fp32 stages": "ours fp32 (image API)"} | {f"{m} video": f"ours {m} (video e2e)" for m in MODES}
     for key, row in ours["rows"].items():
-        rows.append({"name": labels.get(key, f"ours {key}"), "precision": key.split()[0], **row,
+        rows.append({"name": labels.get(key, f"ours {key}"), "precision": key.split()[0].split("+")[0], **row,
                      "peak_rss_gib": ours["peak_rss_gib"]})
     totals = {row["precision"]: row["total"] for row in rows if row["name"].startswith("official")}
     for row in rows:
@@ -517,7 +524,7 @@ COLUMNS = (("backbone", "backbone", "{:9.3f}"), ("text", "text", "{:7.3f}"), ("h
            ("post", "post", "{:7.3f}"), ("total", "total/frame", "{:11.3f}"), ("detections", "dets", "{:5.0f}"),
            ("peak_rss_gib", "peak RSS", "{:8.2f}"), ("run_rss_gib", "run RSS", "{:7.2f}"),
            ("vs_official_fp32", "x off fp32", "{:10.2f}"), ("vs_official_same_precision", "x off same", "{:10.2f}"))
-NAME_WIDTH = 24
+NAME_WIDTH = 30
 
 
 def format_table(rows: list[dict]) -> str:
@@ -584,8 +591,9 @@ def parse_args(argv=None):
     parser.add_argument("--prompt", default="a red circle")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold, both sides")
     parser.add_argument("--seed", type=int, default=0, help="weights and frames")
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                        help="our modes, fp32 first (bf16 is slow on CPUs without AVX-512 BF16 or AMX)")
+    parser.add_argument("--precisions", nargs="+", choices=MODES, default=list(PRECISIONS),
+                        help="our modes, fp32 first (bf16 is slow on CPUs without AVX-512 BF16 or AMX); "
+                             "PRECISION+openvino: the vision trunk in OpenVINO (--runtime openvino)")
     parser.add_argument("--official-precisions", nargs="*", choices=OFFICIAL_PRECISIONS, default=None,
                         help="the official side's (default: those of --precisions it has; none: skip it)")
     parser.add_argument("--oracle-tools", default=str(ORACLE_TOOLS), help="where make_parity_fixture.py is")

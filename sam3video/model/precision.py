@@ -11,13 +11,19 @@
            everything else fp32. CPU only.
     auto   the fastest of these this device runs well (``resolve_precision``).
 
-``apply_precision(model, mode)`` converts a model in place (once; a model is in one mode for its life) and
-``autocast_context(model)`` is the context its forward passes run in.
+The runtime of the vision trunk (``--runtime``): torch, or OpenVINO (``openvino_trunk``; CPU, fp32 or
+bf16), which on a CPU with bf16 units runs the full-size trunk in bf16 at about half torch's bf16 time.
+auto: OpenVINO for bf16 on such a CPU with a full-size trunk, torch otherwise (``resolve_runtime``).
+
+``apply_precision(model, mode, runtime)`` converts a model in place (once; a model is in one mode for its
+life) and ``autocast_context(model)`` is the context its forward passes run in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +32,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import InputError
-from ..video.session import PRECISIONS  # the torch-free list the configs check against
+from ..video.session import PRECISIONS, RUNTIMES  # the torch-free lists the configs check against
+
+logger = logging.getLogger(__name__)
 
 LOW_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MATMUL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -37,6 +45,11 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # model (1024) runs 0.88x its fp32 time per frame in int8, the demo model (64) 1.09x (quantizing its
 # activations costs more than its small matmuls save).
 INT8_MIN_TRUNK_WIDTH = 1024
+# auto runs bf16 trunks at least this wide in OpenVINO on a CPU with bf16 units. Measured on an AMD EPYC
+# with AVX-512 BF16 (README, "Speed"): a full-size block 0.26x torch fp32 in OpenVINO bf16, against
+# about 0.5x in torch bf16, whose CPU flash attention gains nothing from bf16.
+OPENVINO_MIN_TRUNK_WIDTH = 1024
+OPENVINO_PRECISIONS = ("fp32", "bf16")
 
 
 @lru_cache(maxsize=1)
@@ -72,6 +85,30 @@ def resolve_precision(precision: str, device: torch.device, trunk_width: int = I
             return "bf16"
         return "int8" if trunk_width >= INT8_MIN_TRUNK_WIDTH else "fp32"
     return "fp32"
+
+
+def resolve_runtime(runtime: str, precision: str, device: torch.device,
+                    trunk_width: int = OPENVINO_MIN_TRUNK_WIDTH) -> str:
+    """``runtime`` ("auto", "torch" or "openvino") for the trunk at the resolved ``precision`` on ``device``.
+
+    auto: "openvino" for bf16 on a CPU with bf16 matmul units and a trunk at least
+    ``OPENVINO_MIN_TRUNK_WIDTH`` wide, where openvino is installed; "torch" otherwise (fp32 stays in
+    torch, exact). "openvino" asked for runs fp32 or bf16 on the CPU only.
+    """
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "openvino":
+        if device.type != "cpu":
+            raise InputError(f"--runtime openvino runs on the CPU only (this model is on {device.type})")
+        if precision not in OPENVINO_PRECISIONS:
+            raise InputError(f"--runtime openvino runs {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+        return runtime
+    if runtime == "torch":
+        return runtime
+    if (device.type == "cpu" and precision == "bf16" and trunk_width >= OPENVINO_MIN_TRUNK_WIDTH
+            and cpu_flags() & set(BF16_CPU_FLAGS) and importlib.util.find_spec("openvino") is not None):
+        return "openvino"
+    return "torch"
 
 
 def full_precision_modules(model: nn.Module) -> set[nn.Module]:
@@ -114,23 +151,40 @@ def quantize_trunk_int8(model: nn.Module) -> int:
     return count
 
 
-def apply_precision(model: nn.Module, precision: str) -> str:
-    """Put ``model`` (eval, inference only) in ``precision`` in place; returns the mode (auto resolved).
+def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cache_dir=None) -> str:
+    """Put ``model`` (eval, inference only) in ``precision`` with its trunk in ``runtime``, in place;
+    returns the mode (auto resolved) and sets ``model.precision`` and ``model.runtime``.
 
     A model is converted once: asking a converted model for another mode raises ``InputError``.
+    ``cache_dir``: where OpenVINO keeps converted blocks (``openvino_trunk.default_cache_dir``).
     """
-    mode = resolve_precision(precision, next(model.parameters()).device, model.config.vit_dim)
-    current = getattr(model, "precision", "fp32")
-    if mode == current:
+    device = next(model.parameters()).device
+    mode = resolve_precision(precision, device, model.config.vit_dim)
+    engine = resolve_runtime(runtime, mode, device, model.config.vit_dim)
+    current = (getattr(model, "precision", "fp32"), getattr(model, "runtime", "torch"))
+    if (mode, engine) == current:
+        model.precision, model.runtime = current
         return mode
-    if current != "fp32":
-        raise InputError(f"this model was converted to {current}; load it again for {mode}")
+    if current != ("fp32", "torch"):
+        raise InputError(f"this model was converted to {current[0]} ({current[1]}); load it again for {mode} "
+                         f"({engine})")
+    if engine == "openvino":
+        from .openvino_trunk import compile_trunk
+
+        counts = compile_trunk(model.backbone.vision_backbone.trunk, mode, cache_dir, on_convert=_log_convert)
+        logger.debug("OpenVINO trunk: %s", counts)
     if mode in LOW_PRECISION_DTYPES:
         cast_matmul_weights(model, LOW_PRECISION_DTYPES[mode])
     elif mode == "int8":
         quantize_trunk_int8(model)
-    model.precision = mode
+    model.precision, model.runtime = mode, engine
     return mode
+
+
+def _log_convert(missing: int, count: int) -> None:
+    """Say that the trunk is being converted: the first run with these weights takes minutes."""
+    logger.warning("converting %d of the vision trunk's %d blocks to OpenVINO (the first run with these "
+                   "weights; some seconds a block, cached for later runs)", missing, count)
 
 
 def autocast_context(model: nn.Module):

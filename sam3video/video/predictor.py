@@ -51,7 +51,8 @@ class VideoPredictor:
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
         # the model converted once; the config names the mode it runs in ("auto" resolved)
-        self.config = replace(self.config, precision=apply_precision(self.model, self.config.precision))
+        precision = apply_precision(self.model, self.config.precision, self.config.runtime)
+        self.config = replace(self.config, precision=precision, runtime=self.model.runtime)
         self.resolution = model.config.resolution
         if self.config.tracker_name == SAM3_TRACKER and self.tracker_model is None:
             raise InputError("--tracker sam3 needs the SAM 3 tracker weights (tracker.* of the official sam3.pt); "

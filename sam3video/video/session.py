@@ -41,6 +41,7 @@ class DetectionConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # fp32 exact; the others: sam3video.model.precision
+RUNTIMES = ("auto", "torch", "openvino")  # what runs the vision trunk (sam3video.model.precision.resolve_runtime)
 SAM3_TRACKER = "sam3"  # the official SAM 3 loop (memory tracker + detector), needs the checkpoint's tracker.*
 TRACK_TRACKERS = (SAM3_TRACKER, *TRACKER_NAMES)  # what `track --tracker` takes (retrack: TRACKER_NAMES)
 
@@ -71,6 +72,7 @@ class TrackingConfig:
     lookahead: int = 4  # frames decoded ahead in a background thread
     frames_fp16: bool = True  # keep preprocessed frames as fp16 on the CPU (the model casts back)
     precision: str = "fp32"  # one of PRECISIONS (sam3video.model.precision); the model is converted once
+    runtime: str = "auto"  # one of RUNTIMES: what runs the vision trunk (auto: OpenVINO for bf16 where it pays)
     frame_batch: int | None = None  # frames per model call (None: 4 on a GPU or up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
     tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort
@@ -117,6 +119,8 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.frame_batch is not None and self.frame_batch < 1:
             raise InputError(f"frame_batch must be at least 1, got {self.frame_batch}")
         if self.tracker_name not in TRACK_TRACKERS:
