@@ -121,6 +121,7 @@ def bad_inputs(workdir):
         (["clip.mp4", "--prompt", "dog", "--out", "/proc/nope/run"], "cannot write to output directory"),
         (["clip.mp4", "--prompt", "dog", "--start", "5"], "beyond the end"),
         (["clip.mp4", "--prompt", "dog", "--frame-batch", "0"], "--frame-batch must be >= 1"),
+        (["clip.mp4", "--prompt", "dog", "--runtime", "openvino", "--precision", "fp16"], "not fp16"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(bad_inputs, capsys, monkeypatch, args, message):
@@ -282,6 +283,16 @@ def test_track_with_tracker_weights_runs_the_official_loop(workdir, video_checkp
             assert dets.mask[dets.class_id == prompt].sum(0).max(initial=0) <= 1
     with av.open(str(out / "overlay.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 10
+
+
+def test_the_trunk_in_openvino_is_recorded_in_the_summary(workdir, monkeypatch, tmp_path):
+    monkeypatch.setenv("SAM3VIDEO_CACHE", str(tmp_path))
+    out = workdir / "run_openvino"
+    assert run("track", workdir / "clip.mp4", "--prompt", "red circle", "--checkpoint", workdir / "tiny.pt",
+               "--runtime", "openvino", "--out", out, "--quiet", "--no-render", *LOW) == 0
+    model = json.loads((out / "summary.json").read_text())["model"]
+    assert (model["precision"], model["runtime"]) == ("fp32", "openvino")
+    assert any((tmp_path / "openvino").iterdir())
 
 
 def test_sam3_tracker_without_tracker_weights_is_one_line(workdir, capsys):

@@ -61,7 +61,7 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
              "amx_int8")
 PRECISIONS = ("fp32", "bf16", "int8")  # ours: sam3video.model.precision; the official side: fp32 and bf16
 # ours with the vision trunk in OpenVINO (--runtime openvino): "PRECISION+openvino"
-MODES = (*PRECISIONS, "fp32+openvino", "bf16+openvino")
+MODES = (*PRECISIONS, "fp32+openvino", "bf16+openvino", "int8+openvino")
 OFFICIAL_PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast, as the official code runs on CUDA
 TOP_QUERIES = 10  # the agreement check compares fp32's highest-scoring queries with each mode's
 DEFAULT_FRAMES = 2

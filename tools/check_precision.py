@@ -2,6 +2,7 @@
 
     python tools/check_precision.py                                  # 6 clips of 5 s, bf16 and int8
     python tools/check_precision.py --clips 20 --seconds 10 --precisions int8 --json runs/precision.json
+    python tools/check_precision.py --precisions bf16+openvino int8+openvino   # the trunk in OpenVINO
 
 Each mode runs the tracking benchmark (``sam3video.eval.benchmark``, classic world: the suite the demo
 model is scored on) and is compared with fp32 on the same frames. Per frame and prompt, the confident
@@ -27,6 +28,9 @@ from scipy.optimize import linear_sum_assignment
 from sam3video.detections import Detections
 from sam3video.eval.benchmark import run_benchmark
 from sam3video.video.session import PRECISIONS
+
+# "PRECISION" runs the trunk in torch, "PRECISION+openvino" in OpenVINO (--runtime openvino)
+MODES = [*(p for p in PRECISIONS if p != "fp32"), "fp32+openvino", "bf16+openvino", "int8+openvino"]
 
 SAME_DETECTION_IOU = 0.5  # matched masks overlapping at least this much are the same detection
 
@@ -75,9 +79,11 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="check_precision_") as tmp:
         for precision in ["fp32", *args.precisions]:
             seqs = candidates.setdefault(precision, {})
+            mode, _, runtime = precision.partition("+")
             summary = run_benchmark(Path(tmp) / precision, args.checkpoint, args.clips, args.seconds,
-                                    args.device, "classic", precision,
-                                    on_sequence=lambda name, frames, seqs=seqs: seqs.__setitem__(name, frames))
+                                    args.device, "classic", mode,
+                                    on_sequence=lambda name, frames, seqs=seqs: seqs.__setitem__(name, frames),
+                                    runtime=runtime or "torch")
             results[precision] = {"frames_per_s": summary["frames_per_s_end_to_end"],
                                   **{k: summary["methods"]["sam3video"][k] for k in ("HOTA", "IDF1", "MOTA")}}
             print(f"{precision}: HOTA {results[precision]['HOTA'] * 100:.2f} "
@@ -95,15 +101,15 @@ def run(args) -> dict:
 def format_table(result: dict) -> str:
     modes = result["modes"]
     fp32 = modes["fp32"]
-    lines = [f"{'mode':6s} {'frames/s':>8s} {'HOTA':>6s} {'dHOTA':>6s} {'IDF1':>6s} {'dets':>6s} {'fp32 dets':>9s} "
+    lines = [f"{'mode':13s} {'frames/s':>8s} {'HOTA':>6s} {'dHOTA':>6s} {'IDF1':>6s} {'dets':>6s} {'fp32 dets':>9s} "
              f"{'same':>6s} {'mask IoU mean/p5/min':>20s} {'max |dscore|':>12s}",
-             f"{'fp32':6s} {fp32['frames_per_s']:8.1f} {fp32['HOTA'] * 100:6.2f} {'-':>6s} {fp32['IDF1'] * 100:6.2f}"]
+             f"{'fp32':13s} {fp32['frames_per_s']:8.1f} {fp32['HOTA'] * 100:6.2f} {'-':>6s} {fp32['IDF1'] * 100:6.2f}"]
     for precision, m in modes.items():
         if precision == "fp32":
             continue
         iou = (f"{m['mask_iou_mean']:.4f}/{m['mask_iou_p5']:.3f}/{m['mask_iou_min']:.3f}"
                if m["mask_iou_mean"] is not None else "-")
-        lines.append(f"{precision:6s} {m['frames_per_s']:8.1f} {m['HOTA'] * 100:6.2f} "
+        lines.append(f"{precision:13s} {m['frames_per_s']:8.1f} {m['HOTA'] * 100:6.2f} "
                      f"{(m['HOTA'] - fp32['HOTA']) * 100:+6.2f} {m['IDF1'] * 100:6.2f} {m['detections']:6d} "
                      f"{m['fp32_detections']:9d} {m['same'] * 100:5.1f}% {iou:>20s} {m['score_max_abs_diff']:12.2e}")
     return "\n".join(lines)
@@ -116,7 +122,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", nargs="+", default=["bf16", "int8"],
-                        choices=[p for p in PRECISIONS if p != "fp32"])
+                        choices=MODES)
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     result = run(args)

@@ -38,7 +38,7 @@ from ..export import MOTWriter
 from ..export.outputs import OUTPUT_NAMES, prompt_slug
 from ..video.association import box_iou
 from ..video.exemplars import Exemplar
-from ..video.session import PRECISIONS
+from ..video.session import PRECISIONS, RUNTIMES
 from .metrics import run_eval
 
 SUITE_SEED = 2_000_000_000  # suite seeds start here; training samples clip seeds from its own generator
@@ -94,9 +94,9 @@ WORLDS = ("classic", "train", "heldout")  # WorldConfig.style of each suite
 def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu",
                   world: str = "classic", precision: str = "fp32",
                   on_sequence: Callable[[str, list[Detections]], None] | None = None,
-                  sam3_checkpoint: str | None = None) -> dict:
+                  sam3_checkpoint: str | None = None, runtime: str = "auto") -> dict:
     """The suite of ``num_clips`` clips of ``world``; ``on_sequence(name, candidates)`` gets each
-    sequence's per-frame tracker candidates (what ``precision`` changes). ``sam3_checkpoint``: a video
+    sequence's per-frame tracker candidates (what ``precision`` and ``runtime`` change). ``sam3_checkpoint``: a video
     checkpoint (tracker weights) whose official SAM 3 loop (``--tracker sam3``) is scored too, as "sam3"."""
     from ..model.checkpoint import load_model
     from ..model.video_checkpoint import load_video_model
@@ -123,7 +123,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
             start = time.perf_counter()  # timed like `track --no-render`: MOT, MOTS and summary written
             candidates = []
             job = TrackJob(clip_dir / "video.mp4", run_dir, prompts=(prompt,), checkpoint=checkpoint, render=False,
-                           precision=precision)
+                           precision=precision, runtime=runtime)
             prepare(job, model).execute(on_result=lambda result: candidates.append(result.candidates))
             seconds_total += time.perf_counter() - start
             mot_path = run_dir / OUTPUT_NAMES["mot"]
@@ -142,7 +142,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
                 sam3_dir = out / "sam3" / name.replace("/", "__")
                 start = time.perf_counter()
                 prepare(TrackJob(clip_dir / "video.mp4", sam3_dir, prompts=(prompt,), checkpoint=sam3_checkpoint,
-                                 render=False, precision=precision, tracker="sam3"), video_model).execute()
+                                 render=False, precision=precision, runtime=runtime, tracker="sam3"), video_model).execute()
                 sam3_seconds += time.perf_counter() - start
                 pred_files["sam3"].append(sam3_dir / OUTPUT_NAMES["mot"])
             gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
@@ -152,6 +152,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
+        "runtime": getattr(model, "runtime", "torch"),
         "sam3_checkpoint": sam3_checkpoint,
         "sam3_frames_per_s_end_to_end": frames_total / sam3_seconds if sam3_seconds else None,
         "score_threshold": score_threshold,
@@ -248,6 +249,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as `track --precision`")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES, help="as `track --runtime`")
     parser.add_argument("--exemplar-clips", type=int, default=10,
                         help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
     parser.add_argument("--sam3-checkpoint", help="also score the official SAM 3 loop (--tracker sam3) of this "
@@ -260,7 +262,7 @@ def main(argv=None) -> None:
     for world in args.worlds:
         world_out = out if world == "classic" else out / world
         summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world,
-                                args.precision, sam3_checkpoint=args.sam3_checkpoint)
+                                args.precision, sam3_checkpoint=args.sam3_checkpoint, runtime=args.runtime)
         if world == "classic" and args.exemplar_clips:
             summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
                                                               args.seconds, args.device)

@@ -1,35 +1,50 @@
-"""The vision trunk's blocks run by OpenVINO (``--runtime openvino``): the rest of the model stays in torch.
+"""The vision trunk run by OpenVINO (``--runtime openvino``); the rest of the model stays in torch.
 
-Each ``vitdet.Block`` of the trunk (about 85 % of a full-size frame on a CPU) is exported once with
+The trunk (about 85 % of a full-size frame on a CPU) is cut into stages that end at its global-attention
+blocks (``trunk_stages``: 4 stages of 8 blocks at full size). Each stage is exported once with
 ``openvino.convert_model`` (real-valued RoPE, ``vitdet.use_real_rope``), saved as OpenVINO IR in a cache
-directory keyed by the block's weights, and compiled for the CPU with an inference precision hint:
-``f32`` (fp32 math; agrees with torch to ~3e-6 on the full-size block) or ``bf16`` (bf16 matmuls and
-attention on AVX-512 BF16 / AMX; on other CPUs OpenVINO runs it as f32). The first run converts (about
-7 s a full-size block, 32 blocks); later runs read the IR back in milliseconds.
+directory keyed by its weights, and compiled for the CPU at one of:
 
-Token maps cross the boundary as (B, H, W, C) float32 numpy arrays without a copy on the way in; the
-batch dimension is dynamic, the token grid fixed by the model's resolution.
+    fp32  the ``f32`` inference hint: fp32 math, agrees with torch to ~3e-6 on the full-size blocks;
+    bf16  the ``bf16`` hint: bf16 matmuls and attention on AVX-512 BF16 / AMX (elsewhere OpenVINO runs f32);
+    int8  NNCF post-training quantization with static activation scales calibrated on
+          ``CALIBRATION_FRAMES`` frames of the synthetic world's randomised split (``calibration_images``),
+          int8 dot products on VNNI / AMX; what is not quantized runs at the plugin's default precision.
+
+The first run converts (about 50 s a full-size stage, int8 then calibrates); later runs read the IR back
+in a second. A full-size stage is converted in a child process: tracing it holds ~5 GB that the
+converting process never gives back. Stages, not blocks, are compiled because every compiled model keeps
+its own scratch memory (~0.2 GB for a full-size block).
+
+Token maps cross the boundary as (B, H, W, C) float32 numpy arrays (no copy on the way in); the batch
+dimension is dynamic, the token grid fixed by the model's resolution.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import multiprocessing
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import InputError
 from .vitdet import ViT, use_real_rope
 
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}  # precision -> OpenVINO INFERENCE_PRECISION_HINT
-IR_FORMAT = "1"  # bump when the export changes: old cache entries are then never read
+# precision -> OpenVINO INFERENCE_PRECISION_HINT (int8: the plugin's default for what is not quantized)
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+IR_NAME = "stage.xml"
+IR_FORMAT = "2"  # bump when the export changes: old cache entries are then never read
 CACHE_ENV = "SAM3VIDEO_CACHE"  # the cache root (default ~/.cache/sam3video); IR goes to ROOT/openvino
+CALIBRATION_FRAMES = 4  # int8: frames whose token maps set the static activation scales
+CHILD_MIN_PARAMETERS = 50_000_000  # stages at least this large are converted in a child process
 
 
 def import_openvino():
@@ -42,66 +57,26 @@ def import_openvino():
 
 
 def default_cache_dir() -> Path:
-    """Where converted blocks are kept: ``$SAM3VIDEO_CACHE/openvino`` or ``~/.cache/sam3video/openvino``."""
+    """Where converted stages are kept: ``$SAM3VIDEO_CACHE/openvino`` or ``~/.cache/sam3video/openvino``."""
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sam3video"
     return Path(root) / "openvino"
 
 
-class OpenVinoBlock(nn.Module):
-    """A trunk block compiled by OpenVINO: (B, H, W, C) tokens -> (B, H, W, C) float32 tokens."""
+class OpenVinoStage(nn.Module):
+    """Consecutive trunk blocks compiled by OpenVINO: (B, H, W, C) tokens -> (B, H, W, C) float32 tokens."""
 
-    def __init__(self, compiled, source: Path):
+    def __init__(self, compiled, source: Path, num_blocks: int):
         super().__init__()
         self.compiled = compiled
-        self.source = source  # the IR it was compiled from (cache entry)
+        self.source = source  # the IR it was compiled from (its cache entry)
+        self.num_blocks = num_blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.detach().to(torch.float32).contiguous().numpy()
         return torch.from_numpy(self.compiled(tokens, share_inputs=True)[0])
 
     def extra_repr(self) -> str:
-        return f"source={self.source}"
-
-
-def block_key(block: nn.Module, grid: tuple[int, int], openvino_version: str) -> str:
-    """A digest of everything the exported graph depends on: the block's class, window size, token grid,
-    heads, the OpenVINO version, this module's IR format, and every parameter and buffer (name, dtype,
-    shape, values)."""
-    digest = hashlib.blake2b(digest_size=16)
-    attn = block.attn
-    header = (type(block).__name__, block.window_size, grid, attn.num_heads, attn.use_rope, openvino_version,
-              IR_FORMAT)
-    digest.update(repr(header).encode())
-    for name, tensor in list(block.named_parameters()) + list(block.named_buffers()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        values = tensor.detach().contiguous()
-        if values.is_complex():
-            values = torch.view_as_real(values)
-        digest.update(values.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def export_block(block: nn.Module, grid: tuple[int, int], entry: Path) -> Path:
-    """Convert ``block`` (real-valued RoPE, dynamic batch) to OpenVINO IR at ``entry/block.xml``, written
-    atomically: a temporary directory beside ``entry`` renamed into place. Returns the .xml path."""
-    ov = import_openvino()
-    channels = block.norm1.normalized_shape[0]
-    example = torch.zeros(1, *grid, channels)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic
-        graph = ov.convert_model(use_real_rope(copy.deepcopy(block)).eval(), example_input=example,
-                                 input=[ov.PartialShape([-1, *grid, channels])])
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
-        ov.save_model(graph, staging / "block.xml", compress_to_fp16=False)
-        os.replace(staging, entry)
-    except OSError:
-        if not (entry / "block.xml").exists():  # not another process's finished entry: a real failure
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return entry / "block.xml"
+        return f"blocks={self.num_blocks}, source={self.source}"
 
 
 def trunk_grid(trunk: ViT) -> tuple[int, int]:
@@ -109,27 +84,189 @@ def trunk_grid(trunk: ViT) -> tuple[int, int]:
     return tuple(trunk.blocks[trunk.full_attn_ids[0]].attn.input_size)
 
 
+def trunk_stages(trunk: ViT) -> list[range]:
+    """Block indices of each stage: up to and including each global-attention block (whose outputs the
+    trunk may return), then the blocks after the last one."""
+    stages, start = [], 0
+    for end in sorted(trunk.full_attn_ids):
+        stages.append(range(start, end + 1))
+        start = end + 1
+    if start < len(trunk.blocks):
+        stages.append(range(start, len(trunk.blocks)))
+    return stages
+
+
+def stage_key(blocks: list[nn.Module], grid: tuple[int, int], openvino_version: str) -> str:
+    """A digest of everything a stage's exported graph depends on: each block's class, window size and
+    heads, the token grid, the OpenVINO version, this module's IR format, and every parameter and buffer
+    (name, dtype, shape, values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((grid, openvino_version, IR_FORMAT)).encode())
+    for block in blocks:
+        digest.update(repr((type(block).__name__, block.window_size, block.attn.num_heads)).encode())
+        for name, tensor in list(block.named_parameters()) + list(block.named_buffers()):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            values = tensor.detach().contiguous()
+            if values.is_complex():
+                values = torch.view_as_real(values).contiguous()
+            digest.update(values.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_ir(graph, entry: Path) -> Path:
+    """``graph`` as IR at ``entry/stage.xml`` (+ .bin), written atomically: a temporary directory beside
+    ``entry`` renamed into place (another process's finished entry is kept). Returns the .xml path."""
+    ov = import_openvino()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        ov.save_model(graph, staging / IR_NAME, compress_to_fp16=False)
+        os.replace(staging, entry)
+    except OSError:
+        if not (entry / IR_NAME).exists():  # not another process's finished entry: a real failure
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry / IR_NAME
+
+
+def export_stage(stage: nn.Module, grid: tuple[int, int], entry: Path) -> None:
+    """Convert ``stage`` (blocks in an ``nn.Sequential``; real-valued RoPE, dynamic batch) to IR at ``entry``."""
+    ov = import_openvino()
+    channels = stage[0].norm1.normalized_shape[0]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic
+        graph = ov.convert_model(use_real_rope(stage).eval(), example_input=torch.zeros(1, *grid, channels),
+                                 input=[ov.PartialShape([-1, *grid, channels])])
+    save_ir(graph, entry)
+
+
+def quantize_stage(xml: Path, samples: np.ndarray, entry: Path) -> None:
+    """NNCF post-training int8 quantization of the IR at ``xml``, its activation scales set by ``samples``
+    (N, H, W, C) of the stage's input; the result saved at ``entry``."""
+    import nncf
+
+    graph = import_openvino().Core().read_model(xml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = nncf.quantize(graph, nncf.Dataset([samples[i:i + 1] for i in range(len(samples))]),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
+    save_ir(quantized, entry)
+
+
+def _export_saved_stage(path: str, grid: tuple[int, int], entry: str) -> None:
+    """A child process's work: the stage torch-saved at ``path`` exported to ``entry``."""
+    torch.set_num_threads(1)
+    export_stage(torch.load(path, weights_only=False), grid, Path(entry))
+
+
+def _quantize_saved_samples(xml: str, path: str, entry: str) -> None:
+    """A child process's work: ``quantize_stage`` with the samples saved at ``path`` (.npy)."""
+    quantize_stage(Path(xml), np.load(path), Path(entry))
+
+
+def _in_child(target, *args) -> None:
+    """Run ``target(*args)`` in a fresh (spawned) process; an error if it fails."""
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"OpenVINO conversion failed in a child process (exit code {process.exitcode})")
+
+
+def convert_stage(blocks: list[nn.Module], grid: tuple[int, int], entry: Path) -> None:
+    """Export ``blocks`` as one stage at ``entry``: in a child process when large (see the module)."""
+    stage = copy.deepcopy(nn.Sequential(*blocks))
+    if sum(p.numel() for p in stage.parameters()) < CHILD_MIN_PARAMETERS:
+        export_stage(stage, grid, entry)
+        return
+    with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
+        torch.save(stage, Path(tmp) / "stage.pt")
+        del stage
+        _in_child(_export_saved_stage, str(Path(tmp) / "stage.pt"), grid, str(entry))
+
+
+def calibration_images(resolution: int) -> torch.Tensor:
+    """(CALIBRATION_FRAMES, 3, R, R) normalised frames int8 calibrates on: the middle frame of each of the
+    synthetic world's randomised clips of seeds 0..N-1 (backgrounds, textures, noise, lighting: a wide
+    range of token statistics), 640x480, preprocessed as the video path does."""
+    from ..data.styles import StyleConfig
+    from ..data.synthetic import WorldConfig, generate_clip
+    from ..preprocess import preprocess_image
+
+    world = WorldConfig(width=640, height=480, duration_s=1.0, fps=4, style=StyleConfig(split="train"))
+    frames = []
+    for seed in range(CALIBRATION_FRAMES):
+        clip = generate_clip(seed, world)
+        image = clip.image(clip.num_frames // 2)
+        frames.append(preprocess_image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), resolution))
+    return torch.stack(frames)
+
+
+def calibration_key(trunk: ViT, keys: list[str]) -> str:
+    """What an int8 stage's scales depend on besides its own weights: the calibration frames and every
+    weight before the stage (the embedding's, and the stage keys of all stages, for short)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"calibration:{CALIBRATION_FRAMES}:{IR_FORMAT}:{','.join(keys)}".encode())
+    for name, tensor in list(trunk.patch_embed.state_dict().items()) + [("pos_embed", trunk.pos_embed)]:
+        if tensor is not None:
+            digest.update(name.encode() + tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entries: list[Path], core) -> None:
+    """int8 entries for the stages ``missing``: each calibrated on the calibration frames' token maps at
+    its input, propagated through the fp32 stages before it."""
+    resolution = trunk_grid(trunk)[0] * trunk.patch_embed.proj.stride[0]
+    with torch.inference_mode():
+        tokens = trunk.embed(calibration_images(resolution)).numpy()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory(prefix="sam3video_calibration_") as tmp:
+        for i, xml in enumerate(f32_xmls):
+            if i in missing:
+                if os.path.getsize(xml.with_suffix(".bin")) < 4 * CHILD_MIN_PARAMETERS:  # fp32 weights
+                    quantize_stage(xml, tokens, entries[i])
+                else:
+                    np.save(Path(tmp) / "samples.npy", tokens)
+                    _in_child(_quantize_saved_samples, str(xml), str(Path(tmp) / "samples.npy"), str(entries[i]))
+            if any(j > i for j in missing):
+                tokens = core.compile_model(core.read_model(xml), "CPU", f32)(tokens)[0]
+
+
 def compile_trunk(trunk: ViT, precision: str, cache_dir: "str | Path | None" = None, threads: int | None = None,
                   on_convert=None) -> dict[str, int]:
-    """Replace every block of ``trunk`` by an ``OpenVinoBlock`` compiled at ``precision`` (fp32 or bf16), in
-    place. ``threads``: OpenVINO's CPU threads (default: torch's). ``on_convert(missing, total)`` is called once
-    before blocks that are not cached yet are converted. Returns {"converted": ..., "cached": ...} block counts."""
+    """Run ``trunk``'s blocks in OpenVINO at ``precision`` (fp32, bf16 or int8), in place: the last block
+    of each stage becomes an ``OpenVinoStage`` running the whole stage, the others ``nn.Identity``.
+    ``threads``: OpenVINO's CPU threads (default: torch's). ``on_convert(missing, total)`` is called once
+    before stages not cached yet are converted. Returns {"converted": ..., "cached": ...} stage counts."""
     if precision not in OPENVINO_HINTS:
-        raise InputError(f"--runtime openvino runs fp32 or bf16, not {precision}")
+        raise InputError(f"--runtime openvino runs {', '.join(OPENVINO_HINTS)}, not {precision}")
+    if any(isinstance(block, (OpenVinoStage, nn.Identity)) for block in trunk.blocks):
+        raise InputError("this trunk already runs in OpenVINO; load the model again for another mode")
     ov = import_openvino()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    grid = trunk_grid(trunk)
-    core = ov.Core()
-    options = {"INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-               "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-    for block in trunk.blocks:
-        if isinstance(block, OpenVinoBlock):
-            raise InputError("this trunk already runs in OpenVINO; load the model again for another mode")
-    entries = [cache / block_key(block, grid, ov.__version__) for block in trunk.blocks]
-    missing = [i for i, entry in enumerate(entries) if not (entry / "block.xml").exists()]
+    grid, stages = trunk_grid(trunk), trunk_stages(trunk)
+    keys = [stage_key([trunk.blocks[i] for i in stage], grid, ov.__version__) for stage in stages]
+    f32_entries = [cache / key for key in keys]
+    entries = f32_entries
+    if precision == "int8":
+        calibrated = calibration_key(trunk, keys)
+        entries = [cache / f"{key}-int8-{calibrated}" for key in keys]
+    missing = [i for i, entry in enumerate(entries) if not (entry / IR_NAME).exists()]
     if missing and on_convert is not None:
         on_convert(len(missing), len(entries))
-    for i, entry in enumerate(entries):
-        xml = export_block(trunk.blocks[i], grid, entry) if i in missing else entry / "block.xml"
-        trunk.blocks[i] = OpenVinoBlock(core.compile_model(core.read_model(xml), "CPU", options), xml)
+    for i, stage in enumerate(stages):
+        if not (f32_entries[i] / IR_NAME).exists() and (i in missing or precision == "int8" and missing):
+            convert_stage([trunk.blocks[j] for j in stage], grid, f32_entries[i])
+    core = ov.Core()
+    if precision == "int8" and missing:
+        quantize_stages(trunk, [entry / IR_NAME for entry in f32_entries], missing, entries, core)
+    options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    if OPENVINO_HINTS[precision] is not None:
+        options["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+    for stage, entry in zip(stages, entries):
+        compiled = core.compile_model(core.read_model(entry / IR_NAME), "CPU", options)
+        for j in stage:
+            trunk.blocks[j] = nn.Identity()
+        trunk.blocks[stage[-1]] = OpenVinoStage(compiled, entry / IR_NAME, len(stage))
     return {"converted": len(missing), "cached": len(entries) - len(missing)}

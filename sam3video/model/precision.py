@@ -49,7 +49,7 @@ INT8_MIN_TRUNK_WIDTH = 1024
 # with AVX-512 BF16 (README, "Speed"): a full-size block 0.26x torch fp32 in OpenVINO bf16, against
 # about 0.5x in torch bf16, whose CPU flash attention gains nothing from bf16.
 OPENVINO_MIN_TRUNK_WIDTH = 1024
-OPENVINO_PRECISIONS = ("fp32", "bf16")
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @lru_cache(maxsize=1)
@@ -101,7 +101,7 @@ def resolve_runtime(runtime: str, precision: str, device: torch.device,
         if device.type != "cpu":
             raise InputError(f"--runtime openvino runs on the CPU only (this model is on {device.type})")
         if precision not in OPENVINO_PRECISIONS:
-            raise InputError(f"--runtime openvino runs {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+            raise InputError(f"--runtime openvino runs {', '.join(OPENVINO_PRECISIONS)}, not {precision}")
         return runtime
     if runtime == "torch":
         return runtime
@@ -175,7 +175,7 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
         logger.debug("OpenVINO trunk: %s", counts)
     if mode in LOW_PRECISION_DTYPES:
         cast_matmul_weights(model, LOW_PRECISION_DTYPES[mode])
-    elif mode == "int8":
+    elif mode == "int8" and engine == "torch":
         quantize_trunk_int8(model)
     model.precision, model.runtime = mode, engine
     return mode

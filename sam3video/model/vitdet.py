@@ -403,14 +403,18 @@ class ViT(nn.Module):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
 
-    def forward(self, x: Tensor) -> List[Tensor]:
-        """(B, 3, H, W) -> [(B, embed_dim, H / p, W / p)] (one entry per returned global block)."""
+    def embed(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, H / p, W / p, embed_dim): the token map the first block takes."""
         x = self.patch_embed(x)
         h, w = x.shape[1], x.shape[2]
         if self.pos_embed is not None:
             x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (h, w),
                                 tiling=self.tile_abs_pos)
-        x = self.ln_pre(x)
+        return self.ln_pre(x)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        """(B, 3, H, W) -> [(B, embed_dim, H / p, W / p)] (one entry per returned global block)."""
+        x = self.embed(x)
         outputs = []
         last = self.full_attn_ids[-1]
         for i, blk in enumerate(self.blocks):

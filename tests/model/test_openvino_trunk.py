@@ -1,0 +1,148 @@
+"""The vision trunk in OpenVINO (sam3video.model.openvino_trunk, ``--runtime openvino``): same outputs as
+torch in f32, close in bf16, converted once and read back from the cache, chosen by ``resolve_runtime``."""
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from sam3video.errors import InputError
+from sam3video.model import precision as precision_module
+from sam3video.model.openvino_trunk import OpenVinoStage, compile_trunk, default_cache_dir, trunk_stages
+from sam3video.model.precision import apply_precision, resolve_runtime
+from sam3video.video.predictor import TrackingConfig, VideoPredictor
+
+pytest.importorskip("openvino", reason="openvino is a dependency; this guards partial installs only")
+
+FRAMES = np.random.default_rng(3).integers(0, 255, size=(2, 48, 64, 3), dtype=np.uint8)
+
+
+def trunk_of(model):
+    return model.backbone.vision_backbone.trunk
+
+
+def trunk_tokens(model, batch: int = 2) -> torch.Tensor:
+    torch.manual_seed(5)
+    return torch.randn(batch, 3, model.config.resolution, model.config.resolution)
+
+
+def test_f32_trunk_equals_torch_with_a_dynamic_batch(tiny_model, tmp_path):
+    reference = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    stages = trunk_stages(trunk_of(model))
+    assert [list(s) for s in stages] == [[0, 1], [2, 3]]  # tiny: global blocks 1 and 3
+    counts = compile_trunk(trunk_of(model), "fp32", tmp_path)
+    assert counts == {"converted": 2, "cached": 0}
+    assert [type(b).__name__ for b in trunk_of(model).blocks] == ["Identity", "OpenVinoStage"] * 2
+    for batch in (1, 2):  # one graph for any batch
+        images = trunk_tokens(model, batch)
+        with torch.inference_mode():
+            expected, got = trunk_of(reference)(images)[-1], trunk_of(model)(images)[-1]
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_hint_stays_close_to_fp32(tiny_model, tmp_path):
+    """bf16 on a CPU with bf16 units, f32 elsewhere (OpenVINO falls back): close to torch fp32 either way."""
+    reference = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    compile_trunk(trunk_of(model), "bf16", tmp_path)
+    images = trunk_tokens(model)
+    with torch.inference_mode():
+        expected, got = trunk_of(reference)(images)[-1], trunk_of(model)(images)[-1]
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_int8_is_calibrated_once_and_stays_close_to_fp32(tiny_model, tmp_path):
+    """Static int8 (NNCF, calibrated on the synthetic world's frames): close to fp32, its own cache
+    entries beside the f32 IR it was made from, read back on the next load."""
+    reference = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    stages = len(trunk_stages(trunk_of(model)))
+    assert compile_trunk(trunk_of(model), "int8", tmp_path) == {"converted": stages, "cached": 0}
+    names = [p.name for p in tmp_path.iterdir()]
+    assert sum("-int8-" in name for name in names) == stages and len(names) == 2 * stages
+    images = trunk_tokens(model)
+    with torch.inference_mode():
+        expected, got = trunk_of(reference)(images)[-1], trunk_of(model)(images)[-1]
+    assert (got - expected).abs().max() < 0.1 * expected.abs().max()
+    assert (got - expected).abs().max() > 0  # it is quantized, not the fp32 graph
+    again = copy.deepcopy(tiny_model)
+    assert compile_trunk(trunk_of(again), "int8", tmp_path) == {"converted": 0, "cached": stages}
+
+
+def test_converted_blocks_are_read_back_from_the_cache_keyed_by_weights(tiny_model, tmp_path):
+    first = copy.deepcopy(tiny_model)
+    compile_trunk(trunk_of(first), "fp32", tmp_path)
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert len(entries) == len(trunk_stages(trunk_of(tiny_model)))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    again = copy.deepcopy(tiny_model)
+    assert compile_trunk(trunk_of(again), "bf16", tmp_path) == {"converted": 0, "cached": len(entries)}
+    changed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        trunk_of(changed).blocks[3].mlp.fc1.weight.add_(1e-3)  # the second stage
+    assert compile_trunk(trunk_of(changed), "fp32", tmp_path) == {"converted": 1, "cached": len(entries) - 1}
+
+
+def test_the_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAM3VIDEO_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "openvino"
+
+
+@pytest.mark.parametrize(("precision", "device", "flags", "width", "expected"), [
+    ("bf16", "cpu", {"avx512_bf16"}, 1024, "openvino"),
+    ("bf16", "cpu", {"amx_bf16"}, 1024, "openvino"),
+    ("bf16", "cpu", {"avx2"}, 1024, "torch"),  # no bf16 units: OpenVINO would run it as f32
+    ("bf16", "cpu", {"avx512_bf16"}, 64, "torch"),  # the demo model
+    ("fp32", "cpu", {"avx512_bf16"}, 1024, "torch"),  # fp32 stays exact
+    ("int8", "cpu", {"avx512_bf16"}, 1024, "torch"),
+    ("bf16", "cuda", {"avx512_bf16"}, 1024, "torch"),
+])
+def test_auto_runtime(monkeypatch, precision, device, flags, width, expected):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
+    assert resolve_runtime("auto", precision, torch.device(device), width) == expected
+
+
+def test_auto_runtime_without_openvino_is_torch(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else object())
+    assert resolve_runtime("auto", "bf16", torch.device("cpu"), 1024) == "torch"
+
+
+@pytest.mark.parametrize(("runtime", "precision", "device", "message"), [
+    ("openvino", "fp16", "cpu", "runs fp32, bf16, int8, not fp16"),
+    ("openvino", "bf16", "cuda", "runs on the CPU only"),
+    ("onnx", "fp32", "cpu", "runtime must be one of"),
+])
+def test_runtimes_that_cannot_run_are_refused(runtime, precision, device, message):
+    with pytest.raises(InputError, match=message):
+        resolve_runtime(runtime, precision, torch.device(device))
+
+
+def test_a_model_runs_in_one_runtime_for_its_life(tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("SAM3VIDEO_CACHE", str(tmp_path))
+    model = copy.deepcopy(tiny_model)
+    assert apply_precision(model, "fp32", "openvino") == "fp32"
+    assert (model.precision, model.runtime) == ("fp32", "openvino")
+    assert apply_precision(model, "fp32", "openvino") == "fp32"  # again: nothing to do
+    with pytest.raises(InputError, match="converted to fp32 \\(openvino\\)"):
+        apply_precision(model, "fp32", "torch")
+
+
+def test_the_video_path_in_openvino_tracks_as_torch_does(tiny_model, monkeypatch, tmp_path):
+    """End to end: the same candidates and scores (within f32 rounding) as the torch trunk."""
+    monkeypatch.setenv("SAM3VIDEO_CACHE", str(tmp_path))
+    config = TrackingConfig.at_score_threshold(0.0, 0.0)
+    results = {}
+    for runtime in ("torch", "openvino"):
+        predictor = VideoPredictor(copy.deepcopy(tiny_model), TrackingConfig(
+            detection=config.detection, tracker=config.tracker, runtime=runtime))
+        assert predictor.config.runtime == runtime
+        results[runtime] = [r.candidates for r in predictor.track(FRAMES, prompts=["dog"])]
+    for torch_frame, openvino_frame in zip(*results.values(), strict=True):
+        assert len(torch_frame) == len(openvino_frame) > 0
+        np.testing.assert_allclose(openvino_frame.confidence, torch_frame.confidence, atol=1e-5)
+        np.testing.assert_allclose(openvino_frame.xyxy, torch_frame.xyxy, atol=1e-2)
