@@ -12,7 +12,7 @@ time + global blocks x global time). Modes: torch fp32 (eager, as ``--precision 
 int8 after NNCF post-training quantization (calibrated on ``--calibration`` random token maps), and
 int8 weights with OpenVINO's dynamic activation quantization. ``max |diff|`` is against torch fp32 on
 another token map (outputs are O(1)). Prints the CPU's flags and the versions; asserts nothing.
-OpenVINO and NNCF come with ``pip install -e .[openvino]``.
+OpenVINO and NNCF are dependencies of the package (``--runtime openvino``).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
         import nncf  # noqa: F401
         import openvino
     except ImportError as e:
-        print(f"bench_openvino: {e.name} is not installed (pip install -e .[openvino])", file=sys.stderr)
+        print(f"bench_openvino: {e.name} is not installed (pip install -e .)", file=sys.stderr)
         raise SystemExit(2) from None
     try:
         config = load_config(args.size)

@@ -6,14 +6,15 @@
            the same as autocast alone (autocast casts those weights to the same values on every call);
            casting once saves the per-call cast of ~840 M weights and half their memory.
     fp16   the same with float16 (GPUs; slow on most CPUs).
-    int8   the vision trunk's Linear layers (most of a frame's FLOPs) quantized dynamically: int8
-           weights per output channel, activations quantized on the fly (``torch.ao`` dynamic Linear);
-           everything else fp32. CPU only.
+    int8   the vision trunk (most of a frame's FLOPs) in int8, CPU only. In torch: its Linear layers
+           quantized dynamically (int8 weights per output channel, activations quantized on the fly,
+           ``torch.ao``), everything else fp32. In OpenVINO: the whole trunk statically quantized by NNCF
+           (``openvino_trunk``), everything else bf16 on a CPU with bf16 units (``compute_dtype``).
     auto   the fastest of these this device runs well (``resolve_precision``).
 
-The runtime of the vision trunk (``--runtime``): torch, or OpenVINO (``openvino_trunk``; CPU, fp32 or
-bf16), which on a CPU with bf16 units runs the full-size trunk in bf16 at about half torch's bf16 time.
-auto: OpenVINO for bf16 on such a CPU with a full-size trunk, torch otherwise (``resolve_runtime``).
+The runtime of the vision trunk (``--runtime``): torch, or OpenVINO (``openvino_trunk``; CPU; fp32, bf16
+or int8), which on a CPU with bf16 units runs the full-size trunk in bf16 in about 0.65x torch's bf16
+time. auto: OpenVINO for bf16 on such a CPU with a full-size trunk, torch otherwise (``resolve_runtime``).
 
 ``apply_precision(model, mode, runtime)`` converts a model in place (once; a model is in one mode for its
 life) and ``autocast_context(model)`` is the context its forward passes run in.
@@ -156,7 +157,7 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
     returns the mode (auto resolved) and sets ``model.precision`` and ``model.runtime``.
 
     A model is converted once: asking a converted model for another mode raises ``InputError``.
-    ``cache_dir``: where OpenVINO keeps converted blocks (``openvino_trunk.default_cache_dir``).
+    ``cache_dir``: where OpenVINO keeps converted stages (``openvino_trunk.default_cache_dir``).
     """
     device = next(model.parameters()).device
     mode = resolve_precision(precision, device, model.config.vit_dim)
@@ -173,23 +174,35 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
 
         counts = compile_trunk(model.backbone.vision_backbone.trunk, mode, cache_dir, on_convert=_log_convert)
         logger.debug("OpenVINO trunk: %s", counts)
-    if mode in LOW_PRECISION_DTYPES:
-        cast_matmul_weights(model, LOW_PRECISION_DTYPES[mode])
-    elif mode == "int8" and engine == "torch":
+    elif mode == "int8":
         quantize_trunk_int8(model)
+    compute = compute_dtype(mode, engine)
+    if compute is not None:
+        cast_matmul_weights(model, compute)
     model.precision, model.runtime = mode, engine
     return mode
 
 
+def compute_dtype(mode: str, runtime: str) -> torch.dtype | None:
+    """The autocast dtype of what torch runs in ``mode`` (None: fp32). bf16 / fp16 themselves; int8 in
+    OpenVINO on a CPU with bf16 units: bf16 (the neck and heads, as OpenVINO runs the trunk's
+    unquantized ops there); otherwise fp32."""
+    if mode in LOW_PRECISION_DTYPES:
+        return LOW_PRECISION_DTYPES[mode]
+    if mode == "int8" and runtime == "openvino" and cpu_flags() & set(BF16_CPU_FLAGS):
+        return torch.bfloat16
+    return None
+
+
 def _log_convert(missing: int, count: int) -> None:
     """Say that the trunk is being converted: the first run with these weights takes minutes."""
-    logger.warning("converting %d of the vision trunk's %d blocks to OpenVINO (the first run with these "
-                   "weights; some seconds a block, cached for later runs)", missing, count)
+    logger.warning("converting %d of the vision trunk's %d stages to OpenVINO (the first run with these "
+                   "weights: about a minute a full-size stage; cached for later runs)", missing, count)
 
 
 def autocast_context(model: nn.Module):
-    """The context the model's forward passes run in: autocast for bf16 / fp16, nothing else."""
-    dtype = LOW_PRECISION_DTYPES.get(getattr(model, "precision", "fp32"))
+    """The context the model's forward passes run in: autocast to its ``compute_dtype``, or nothing."""
+    dtype = compute_dtype(getattr(model, "precision", "fp32"), getattr(model, "runtime", "torch"))
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=next(model.parameters()).device.type, dtype=dtype)
