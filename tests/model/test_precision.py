@@ -135,3 +135,16 @@ def test_the_image_api_runs_a_converted_model_in_its_mode(tiny_model, mode):
     state = processor.set_text_prompt("dog", processor.set_image(image))
     assert state["scores"].shape == reference["scores"].shape
     assert (state["scores"].float() - reference["scores"]).abs().max() < 0.05
+
+
+@pytest.mark.parametrize(("mode", "runtime", "flags", "expected"), [
+    ("fp32", "torch", {"avx512_bf16"}, None),
+    ("bf16", "torch", set(), torch.bfloat16),
+    ("bf16", "openvino", {"avx512_bf16"}, torch.bfloat16),
+    ("int8", "torch", {"avx512_bf16"}, None),  # torch.ao int8: the rest fp32
+    ("int8", "openvino", {"avx512_bf16"}, torch.bfloat16),  # the neck and heads in bf16 where it is fast
+    ("int8", "openvino", {"avx2"}, None),
+])
+def test_what_torch_runs_in_each_mode(monkeypatch, mode, runtime, flags, expected):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
+    assert precision_module.compute_dtype(mode, runtime) == expected
