@@ -80,9 +80,9 @@ def _add_run_options(p) -> None:
                        help="fp32: exact (default); bf16/fp16: weights cast once + autocast; int8: the vision "
                             "trunk's linear layers quantized (CPU); auto: the fastest this device runs well")
     model.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
-                       help="what runs the vision trunk: torch, or openvino (CPU; fp32 or bf16; converted once "
-                            "and cached); auto (default): openvino for bf16 on a CPU with bf16 units and the "
-                            "full-size model, else torch")
+                       help="what runs the vision trunk: torch, or openvino (CPU; fp32, bf16 or int8; converted "
+                            "once and cached); auto (default): openvino where it is faster (bf16 or int8 on a CPU "
+                            "with bf16 units, full-size model), else torch")
     model.add_argument("--frame-batch", type=int, help="frames per model call (default: 4 on a GPU "
                                                          "or for models up to 512 px, 1 for sam3.pt on a CPU)")
     video = p.add_argument_group("video")

@@ -166,10 +166,11 @@ def quantize_stage(xml: Path, samples: np.ndarray, entry: Path) -> None:
     save_ir(quantized, entry)
 
 
-def _export_saved_stage(path: str, grid: tuple[int, int], entry: str) -> None:
-    """A child process's work: the stage torch-saved at ``path`` exported to ``entry``."""
-    torch.set_num_threads(1)
-    export_stage(torch.load(path, weights_only=False), grid, Path(entry))
+def _export_saved_stage(skeleton: nn.Module, path: str, grid: tuple[int, int], entry: str) -> None:
+    """A child process's work: ``skeleton`` (the stage on the meta device) given the weights saved at
+    ``path`` and exported to ``entry``."""
+    skeleton.load_state_dict(torch.load(path, weights_only=True), assign=True)
+    export_stage(skeleton, grid, Path(entry))
 
 
 def _quantize_saved_samples(xml: str, path: str, entry: str) -> None:
@@ -193,9 +194,8 @@ def convert_stage(blocks: list[nn.Module], grid: tuple[int, int], entry: Path) -
         export_stage(stage, grid, entry)
         return
     with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
-        torch.save(stage, Path(tmp) / "stage.pt")
-        del stage
-        _in_child(_export_saved_stage, str(Path(tmp) / "stage.pt"), grid, str(entry))
+        torch.save(stage.state_dict(), Path(tmp) / "stage.pt")
+        _in_child(_export_saved_stage, stage.to("meta"), str(Path(tmp) / "stage.pt"), grid, str(entry))
 
 
 def calibration_images(resolution: int) -> torch.Tensor:

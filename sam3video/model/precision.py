@@ -14,7 +14,8 @@
 
 The runtime of the vision trunk (``--runtime``): torch, or OpenVINO (``openvino_trunk``; CPU; fp32, bf16
 or int8), which on a CPU with bf16 units runs the full-size trunk in bf16 in about 0.65x torch's bf16
-time. auto: OpenVINO for bf16 on such a CPU with a full-size trunk, torch otherwise (``resolve_runtime``).
+time, and in int8 (with VNNI / AMX int8) faster still. auto: OpenVINO where it pays (``openvino_pays``),
+torch otherwise (``resolve_runtime``).
 
 ``apply_precision(model, mode, runtime)`` converts a model in place (once; a model is in one mode for its
 life) and ``autocast_context(model)`` is the context its forward passes run in.
@@ -46,11 +47,14 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # model (1024) runs 0.88x its fp32 time per frame in int8, the demo model (64) 1.09x (quantizing its
 # activations costs more than its small matmuls save).
 INT8_MIN_TRUNK_WIDTH = 1024
-# auto runs bf16 trunks at least this wide in OpenVINO on a CPU with bf16 units. Measured on an AMD EPYC
-# with AVX-512 BF16 (README, "Speed"): a full-size block 0.26x torch fp32 in OpenVINO bf16, against
-# about 0.5x in torch bf16, whose CPU flash attention gains nothing from bf16.
+# auto runs trunks at least this wide in OpenVINO on a CPU with bf16 units. Measured on an AMD EPYC with
+# AVX-512 BF16 (README, "Speed"): a full-size block takes 0.26x torch fp32's time in OpenVINO bf16, where
+# torch bf16 leaves attention at fp32 speed (its CPU flash attention gains nothing from bf16).
 OPENVINO_MIN_TRUNK_WIDTH = 1024
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+# CPU flags of int8 dot products: with bf16 units too, auto runs the full-size trunk in OpenVINO int8 (static,
+# NNCF), the fastest mode measured there (README, "Speed": 0.24x the official fp32 frame on AVX-512 VNNI)
+INT8_CPU_FLAGS = ("avx512_vnni", "amx_int8")
 
 
 @lru_cache(maxsize=1)
@@ -65,12 +69,25 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def resolve_precision(precision: str, device: torch.device, trunk_width: int = INT8_MIN_TRUNK_WIDTH) -> str:
-    """``precision`` with "auto" replaced by a concrete mode for ``device`` and a vision trunk of
-    ``trunk_width`` channels.
+def openvino_pays(precision: str, trunk_width: int) -> bool:
+    """Whether OpenVINO runs a trunk of ``trunk_width`` channels at ``precision`` faster than torch on this
+    CPU (as measured, README "Speed"): a full-size trunk, openvino installed, bf16 units, and for int8
+    also int8 dot products (without them its int8 gained nothing on an AVX2 CPU)."""
+    flags = cpu_flags()
+    if (trunk_width < OPENVINO_MIN_TRUNK_WIDTH or not flags & set(BF16_CPU_FLAGS)
+            or importlib.util.find_spec("openvino") is None):
+        return False
+    return precision == "bf16" or (precision == "int8" and bool(flags & set(INT8_CPU_FLAGS)))
 
-    auto: bf16 on GPUs that have it (fp16 on older ones); on a CPU, bf16 where it has bf16 matmul units
-    (AMX or AVX-512 BF16), else int8 for a wide trunk (dynamic quantization runs on AVX2 / AVX-512 VNNI
+
+def resolve_precision(precision: str, device: torch.device, trunk_width: int = INT8_MIN_TRUNK_WIDTH,
+                      runtime: str = "auto") -> str:
+    """``precision`` with "auto" replaced by a concrete mode for ``device``, a vision trunk of
+    ``trunk_width`` channels and the ``runtime`` asked for.
+
+    auto: bf16 on GPUs that have it (fp16 on older ones); on a CPU, int8 where OpenVINO runs it fast
+    (``openvino_pays``; not with runtime "torch"), else bf16 where it has bf16 matmul units (AMX or
+    AVX-512 BF16), else int8 for a wide trunk (torch.ao dynamic quantization on AVX2 / AVX-512 VNNI
     integer dot products), else fp32.
     """
     if precision not in PRECISIONS:
@@ -82,6 +99,8 @@ def resolve_precision(precision: str, device: torch.device, trunk_width: int = I
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
+        if runtime != "torch" and openvino_pays("int8", trunk_width):
+            return "int8"
         if cpu_flags() & set(BF16_CPU_FLAGS):
             return "bf16"
         return "int8" if trunk_width >= INT8_MIN_TRUNK_WIDTH else "fp32"
@@ -92,9 +111,8 @@ def resolve_runtime(runtime: str, precision: str, device: torch.device,
                     trunk_width: int = OPENVINO_MIN_TRUNK_WIDTH) -> str:
     """``runtime`` ("auto", "torch" or "openvino") for the trunk at the resolved ``precision`` on ``device``.
 
-    auto: "openvino" for bf16 on a CPU with bf16 matmul units and a trunk at least
-    ``OPENVINO_MIN_TRUNK_WIDTH`` wide, where openvino is installed; "torch" otherwise (fp32 stays in
-    torch, exact). "openvino" asked for runs fp32 or bf16 on the CPU only.
+    auto: "openvino" on a CPU where it ``openvino_pays`` (bf16 or int8, full-size trunk); "torch"
+    otherwise (fp32 stays in torch, exact). "openvino" asked for runs fp32, bf16 or int8 on the CPU only.
     """
     if runtime not in RUNTIMES:
         raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -106,10 +124,7 @@ def resolve_runtime(runtime: str, precision: str, device: torch.device,
         return runtime
     if runtime == "torch":
         return runtime
-    if (device.type == "cpu" and precision == "bf16" and trunk_width >= OPENVINO_MIN_TRUNK_WIDTH
-            and cpu_flags() & set(BF16_CPU_FLAGS) and importlib.util.find_spec("openvino") is not None):
-        return "openvino"
-    return "torch"
+    return "openvino" if device.type == "cpu" and openvino_pays(precision, trunk_width) else "torch"
 
 
 def full_precision_modules(model: nn.Module) -> set[nn.Module]:
@@ -160,7 +175,7 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
     ``cache_dir``: where OpenVINO keeps converted stages (``openvino_trunk.default_cache_dir``).
     """
     device = next(model.parameters()).device
-    mode = resolve_precision(precision, device, model.config.vit_dim)
+    mode = resolve_precision(precision, device, model.config.vit_dim, runtime)
     engine = resolve_runtime(runtime, mode, device, model.config.vit_dim)
     current = (getattr(model, "precision", "fp32"), getattr(model, "runtime", "torch"))
     if (mode, engine) == current:

@@ -98,7 +98,9 @@ def test_the_cache_root_follows_the_environment(monkeypatch, tmp_path):
     ("bf16", "cpu", {"avx2"}, 1024, "torch"),  # no bf16 units: OpenVINO would run it as f32
     ("bf16", "cpu", {"avx512_bf16"}, 64, "torch"),  # the demo model
     ("fp32", "cpu", {"avx512_bf16"}, 1024, "torch"),  # fp32 stays exact
-    ("int8", "cpu", {"avx512_bf16"}, 1024, "torch"),
+    ("int8", "cpu", {"avx512_bf16"}, 1024, "torch"),  # no int8 dot products
+    ("int8", "cpu", {"avx512_bf16", "avx512_vnni"}, 1024, "openvino"),
+    ("int8", "cpu", {"avx2", "avx512_vnni"}, 1024, "torch"),
     ("bf16", "cuda", {"avx512_bf16"}, 1024, "torch"),
 ])
 def test_auto_runtime(monkeypatch, precision, device, flags, width, expected):

@@ -97,6 +97,8 @@ def test_a_model_is_converted_once(tiny_model):
     ("cpu", {"avx2", "amx_bf16"}, 1024, "bf16"),
     ("cpu", {"avx2", "avx512f", "avx512_bf16"}, 64, "bf16"),
     ("cpu", {"avx2", "avx512f", "avx512_vnni"}, 1024, "int8"),
+    ("cpu", {"avx512_bf16", "avx512_vnni"}, 1024, "int8"),  # OpenVINO's static int8 (openvino_pays)
+    ("cpu", {"avx512_bf16", "avx512_vnni"}, 64, "bf16"),
     ("cpu", {"avx2"}, 1024, "int8"),
     ("cpu", {"avx2"}, 64, "fp32"),  # the demo model: int8 is slower than fp32 at its size
     ("mps", set(), 1024, "fp32"),
@@ -105,6 +107,8 @@ def test_auto_picks_a_mode_from_the_device_cpu_flags_and_model_size(monkeypatch,
     monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
     assert resolve_precision("auto", torch.device(device), width) == expected
     assert resolve_precision("fp32", torch.device(device)) == "fp32"
+    if expected == "int8" and "avx512_bf16" in flags:  # with the torch runtime, bf16 is faster there
+        assert resolve_precision("auto", torch.device(device), width, runtime="torch") == "bf16"
 
 
 def test_unknown_precision_and_int8_off_the_cpu_are_refused():
