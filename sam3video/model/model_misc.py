@@ -69,8 +69,29 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 
 class MultiheadAttention(nn.MultiheadAttention):
-    """``nn.MultiheadAttention`` that never returns attention weights (lets torch use fused kernels)."""
+    """``nn.MultiheadAttention`` that never returns attention weights (lets torch use fused kernels).
 
-    def forward(self, *args, **kwargs):
-        kwargs["need_weights"] = False
-        return super().forward(*args, **kwargs)
+    ``attention_kernel`` (None: torch's): a callable (B, heads, L, d) q, k, v -> (B, heads, L, d) that
+    replaces the scaled dot-product attention of unmasked inference calls (``--runtime openvino`` sets
+    OpenVINO's on the fusion encoder's self-attention); the projections stay torch's.
+    """
+
+    attention_kernel = None
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=False, attn_mask=None, **kwargs):
+        if (self.attention_kernel is not None and key_padding_mask is None and attn_mask is None and not kwargs
+                and not self.training and self._qkv_same_embed_dim and self.bias_k is None and not self.add_zero_attn):
+            return self._forward_with_kernel(query, key, value), None
+        return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
+                               attn_mask=attn_mask, **kwargs)
+
+    def _forward_with_kernel(self, query, key, value):
+        """The attention with ``attention_kernel``: (L, B, E) or with ``batch_first`` (B, L, E) inputs."""
+        if not self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None,) * 3
+        heads = [F.linear(x, w, b).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+                 for x, w, b in zip((query, key, value), self.in_proj_weight.chunk(3), biases)]
+        out = self.attention_kernel(*heads).to(heads[0].dtype).transpose(1, 2).flatten(2)
+        out = self.out_proj(out)
+        return out if self.batch_first else out.transpose(0, 1)

@@ -53,7 +53,7 @@ INT8_MIN_TRUNK_WIDTH = 1024
 OPENVINO_MIN_TRUNK_WIDTH = 1024
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 # CPU flags of int8 dot products: with bf16 units too, auto runs the full-size trunk in OpenVINO int8 (static,
-# NNCF), the fastest mode measured there (README, "Speed": 0.24x the official fp32 frame on AVX-512 VNNI)
+# NNCF), the fastest mode measured there (README, "Speed": 0.24-0.26x the official fp32 frame, AVX-512 VNNI)
 INT8_CPU_FLAGS = ("avx512_vnni", "amx_int8")
 
 
@@ -185,10 +185,11 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
         raise InputError(f"this model was converted to {current[0]} ({current[1]}); load it again for {mode} "
                          f"({engine})")
     if engine == "openvino":
-        from .openvino_trunk import compile_trunk
+        from .openvino_trunk import compile_trunk, use_openvino_attention
 
         counts = compile_trunk(model.backbone.vision_backbone.trunk, mode, cache_dir, on_convert=_log_convert)
         logger.debug("OpenVINO trunk: %s", counts)
+        use_openvino_attention(model.transformer.encoder, "bf16" if compute_dtype(mode, engine) else "fp32")
     elif mode == "int8":
         quantize_trunk_int8(model)
     compute = compute_dtype(mode, engine)

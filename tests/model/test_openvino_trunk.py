@@ -148,3 +148,26 @@ def test_the_video_path_in_openvino_tracks_as_torch_does(tiny_model, monkeypatch
         assert len(torch_frame) == len(openvino_frame) > 0
         np.testing.assert_allclose(openvino_frame.confidence, torch_frame.confidence, atol=1e-5)
         np.testing.assert_allclose(openvino_frame.xyxy, torch_frame.xyxy, atol=1e-2)
+
+
+def test_the_encoder_self_attention_runs_in_openvino_and_agrees(tiny_model, monkeypatch, tmp_path):
+    """--runtime openvino also gives the fusion encoder's self-attention OpenVINO's kernel: it is called,
+    and the model's scores stay those of torch (fp32, within rounding)."""
+    from sam3video import Sam3Processor
+    from sam3video.model import openvino_trunk
+
+    monkeypatch.setenv("SAM3VIDEO_CACHE", str(tmp_path))
+    calls = []
+    kernel_call = openvino_trunk.OpenVinoAttention.__call__
+    monkeypatch.setattr(openvino_trunk.OpenVinoAttention, "__call__",
+                        lambda self, *qkv: calls.append(qkv[0].shape) or kernel_call(self, *qkv))
+    model = copy.deepcopy(tiny_model)
+    apply_precision(model, "fp32", "openvino")
+    image = FRAMES[0]
+    states = []
+    for each in (tiny_model, model):
+        processor = Sam3Processor(each, confidence_threshold=0.0)
+        states.append(processor.set_text_prompt("dog", processor.set_image(image)))
+    layers = len(model.transformer.encoder.layers)
+    assert len(calls) == layers and calls[0][-2] == (tiny_model.config.resolution // tiny_model.config.patch_size) ** 2
+    torch.testing.assert_close(states[1]["scores"], states[0]["scores"], rtol=0, atol=1e-5)
