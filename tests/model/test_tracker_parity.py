@@ -4,12 +4,13 @@ The fixture (tests/data/tracker_parity, see its README.md) was made by tools/mak
 the official code; nothing official is imported here. Our tiny tracker loads the official ``tracker.*``
 state dict strictly, then each module and ``track_step`` over 6 frames (mask prompt on frame 0,
 propagation to 1-5, object 0 vanishing on frame 5) must agree: 1e-4 for features / logits /
-pointers, 1e-3 for masks.
+pointers, 1e-3 for masks, each plus 1e-5 of the official output's largest magnitude (``RTOL``).
 
 Measured max |ours - official| (torch 2.14.1, CPU): 0.0 for every compared output (bit-identical): memory
 encoder features / pos, memory attention, prompt encoder sparse / dense / dense PE, mask decoder masks / IoUs /
 tokens / object scores (multimask and single mask), and for frames 0-5 of track_step low- and high-res masks,
-IoUs, iou_score, eff_iou_score, object-score logits, object pointers, memory features and encodings.
+IoUs, iou_score, eff_iou_score, object-score logits, object pointers, memory features and encodings. That
+was on an AVX2 CPU; on an AVX-512 one the object-score logits differ by up to 2.7e-4 (``RTOL``).
 """
 
 from pathlib import Path
@@ -23,6 +24,13 @@ from sam3video.model.sam3_tracker_utils import MemoryBank
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "tracker_parity" / "tracker_parity.pt"
 ATOL, MASK_ATOL = 1e-4, 1e-3
+# Plus this share of the output's scale (max |official| of the tensor; in track_step, of the key over all
+# frames): large logits differ in their last
+# bits with the CPU's float32 kernels. On an AMD EPYC with AVX-512 (torch 2.14.1): md_multi_obj_score
+# -153.2487 vs -153.2485 (1.8e-4, 1.2e-6 of it), frame 3's object_score_logits 38.1718 vs 38.1721 (2.7e-4,
+# 7e-6 of it), and frame 5's 1.2e-4 on a logit near 0.2 beside one near 39 (the same sums, cancelling);
+# bit-identical on AVX2.
+RTOL = 1e-5
 DIFFS = {}  # name -> measured max |diff| (filled while the tests run)
 
 
@@ -43,11 +51,15 @@ def tracker(fx):
     return model.eval()
 
 
-def close(name, ours, official, atol=ATOL):
+def close(name, ours, official, atol=ATOL, scale=None):
+    """max |ours - official|, asserted within atol + RTOL * scale (default: max |official|)."""
     assert ours.shape == official.shape, (name, ours.shape, official.shape)
-    diff = (ours.float() - official.float()).abs().max().item()
+    scale = official.float().abs().max().item() if scale is None else scale
+    error = (ours.float() - official.float()).abs()
+    diff = error.max().item()
     DIFFS[name] = diff
-    assert diff <= atol, f"{name}: max |diff| {diff:.3e} > {atol}"
+    excess = diff - (atol + RTOL * scale)
+    assert excess <= 0, f"{name}: max |diff| {diff:.3e}, beyond atol {atol} + rtol {RTOL} by {excess:.3e}"
     return diff
 
 
@@ -126,13 +138,16 @@ def ours_video(fx, tracker):
 def test_track_step(fx, ours_video):
     s = fx["high_res_stride"]
     pos_ref = fx["track"][0]["maskmem_pos_enc"]
+    keys = ("ious", "iou_score", "eff_iou_score", "object_score_logits", "obj_ptr", "maskmem_features")
+    # a key's scale over all frames: the same sums, which may cancel to a small value on one frame
+    scales = {key: max(frame[key].float().abs().max().item() for frame in fx["track"].values()) for key in keys}
     for f, out in enumerate(ours_video):
         ref = fx["track"][f]
         close(f"{f} pred_masks", out.pred_masks, ref["pred_masks"], MASK_ATOL)
         close(f"{f} pred_masks_high_res", out.pred_masks_high_res[..., ::s, ::s], ref["pred_masks_high_res_sub"],
               MASK_ATOL)
-        for key in ("ious", "iou_score", "eff_iou_score", "object_score_logits", "obj_ptr", "maskmem_features"):
-            close(f"{f} {key}", getattr(out, key), ref[key])
+        for key in keys:
+            close(f"{f} {key}", getattr(out, key), ref[key], scale=scales[key])
         assert len(out.maskmem_pos_enc) == 1
         close(f"{f} maskmem_pos_enc", out.maskmem_pos_enc[0], pos_ref)
         if f > 0:
