@@ -161,6 +161,7 @@ def export_stage(stage: nn.Module, grid: tuple[int, int], entry: Path) -> None:
 def quantize_stage(xml: Path, samples: np.ndarray, entry: Path) -> None:
     """NNCF post-training int8 quantization of the IR at ``xml``, its activation scales set by ``samples``
     (N, H, W, C) of the stage's input; the result saved at ``entry``."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf's import: "no CUDA runtime"
     import nncf
 
     graph = import_openvino().Core().read_model(xml)
