@@ -75,6 +75,19 @@ def default_cache_dir() -> Path:
     return Path(root) / "openvino"
 
 
+def compile_options(precision: str, threads: int | None = None) -> dict:
+    """OpenVINO CPU options for ``precision``: latency, ``threads`` (default: torch's), its hint."""
+    options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    if OPENVINO_HINTS[precision] is not None:
+        options["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+    return options
+
+
+def runs_in_child(parameters: int) -> bool:
+    """Whether a stage of this many parameters is converted / quantized in a child process."""
+    return parameters >= CHILD_MIN_PARAMETERS
+
+
 def as_float32_array(x: torch.Tensor) -> np.ndarray:
     """``x`` as a contiguous float32 numpy array for OpenVINO (no copy when it already is one)."""
     return x.detach().to(torch.float32).contiguous().numpy()
@@ -200,7 +213,7 @@ def _in_child(target, *args) -> None:
 def convert_stage(blocks: list[nn.Module], grid: tuple[int, int], entry: Path) -> None:
     """Export ``blocks`` as one stage at ``entry``: in a child process when large (see the module)."""
     stage = copy.deepcopy(nn.Sequential(*blocks))
-    if sum(p.numel() for p in stage.parameters()) < CHILD_MIN_PARAMETERS:
+    if not runs_in_child(sum(p.numel() for p in stage.parameters())):
         export_stage(stage, grid, entry)
         return
     with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
@@ -243,17 +256,16 @@ def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entrie
     resolution = trunk_grid(trunk)[0] * trunk.patch_embed.proj.stride[0]
     with torch.inference_mode():
         tokens = trunk.embed(calibration_images(resolution)).numpy()
-    f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="sam3video_calibration_") as tmp:
         for i, xml in enumerate(f32_xmls):
             if i in missing:
-                if os.path.getsize(xml.with_suffix(".bin")) < 4 * CHILD_MIN_PARAMETERS:  # fp32 weights
+                if not runs_in_child(os.path.getsize(xml.with_suffix(".bin")) // 4):  # fp32 weights
                     quantize_stage(xml, tokens, entries[i])
                 else:
                     np.save(Path(tmp) / "samples.npy", tokens)
                     _in_child(_quantize_saved_samples, str(xml), str(Path(tmp) / "samples.npy"), str(entries[i]))
             if any(j > i for j in missing):
-                tokens = core.compile_model(core.read_model(xml), "CPU", f32)(tokens)[0]
+                tokens = core.compile_model(core.read_model(xml), "CPU", compile_options("fp32"))(tokens)[0]
 
 
 def compile_trunk(trunk: ViT, precision: str, cache_dir: "str | Path | None" = None, threads: int | None = None,
@@ -285,9 +297,7 @@ def compile_trunk(trunk: ViT, precision: str, cache_dir: "str | Path | None" = N
     core = ov.Core()
     if precision == "int8" and missing:
         quantize_stages(trunk, [entry / IR_NAME for entry in f32_entries], missing, entries, core)
-    options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-    if OPENVINO_HINTS[precision] is not None:
-        options["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+    options = compile_options(precision, threads)
     for stage, entry in zip(stages, entries):
         compiled = core.compile_model(core.read_model(entry / IR_NAME), "CPU", options)
         for j in stage:
@@ -312,11 +322,7 @@ class OpenVinoAttention:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graph = ov.convert_model(Attention(), example_input=example, input=[ov.PartialShape([-1] * 4)] * 3)
-        options = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-        hint = OPENVINO_HINTS[precision]
-        if hint is not None:
-            options["INFERENCE_PRECISION_HINT"] = hint
-        self.compiled = ov.Core().compile_model(graph, "CPU", options)
+        self.compiled = ov.Core().compile_model(graph, "CPU", compile_options(precision, threads))
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         arrays = [as_float32_array(x) for x in (q, k, v)]

@@ -184,15 +184,15 @@ def apply_precision(model: nn.Module, precision: str, runtime: str = "auto", cac
     if current != ("fp32", "torch"):
         raise InputError(f"this model was converted to {current[0]} ({current[1]}); load it again for {mode} "
                          f"({engine})")
+    compute = compute_dtype(mode, engine)
     if engine == "openvino":
         from .openvino_trunk import compile_trunk, use_openvino_attention
 
         counts = compile_trunk(model.backbone.vision_backbone.trunk, mode, cache_dir, on_convert=_log_convert)
         logger.debug("OpenVINO trunk: %s", counts)
-        use_openvino_attention(model.transformer.encoder, "bf16" if compute_dtype(mode, engine) else "fp32")
+        use_openvino_attention(model.transformer.encoder, "fp32" if compute is None else "bf16")
     elif mode == "int8":
         quantize_trunk_int8(model)
-    compute = compute_dtype(mode, engine)
     if compute is not None:
         cast_matmul_weights(model, compute)
     model.precision, model.runtime = mode, engine
