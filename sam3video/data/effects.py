@@ -59,6 +59,12 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.transform(image.astype(np.float32, copy=False), np.array([LUMA], np.float32))
 
 
+def gray_frame(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB ``image`` as a gray camera would give it (R = G = B = rounded luma)."""
+    luma = np.clip(to_gray(image) + 0.5, 0.0, 255.0).astype(np.uint8)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """``image`` (H, W, 3) RGB or (H, W) gray uint8 through a JPEG encode/decode at ``quality`` (1-100,
     4:2:0 chroma subsampling: blocking, ringing and chroma bleeding like a compressed video)."""

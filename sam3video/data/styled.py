@@ -99,14 +99,19 @@ class StyledClip(Clip):
         return replace(truth, gray=True) if self.style.gray else truth
 
 
-def styled_world(config: WorldConfig, style: ClipStyle) -> WorldConfig:
-    """The classic config of a clip of ``style``'s frame size: ``radius_px`` and ``speed_px_s`` scaled
-    by the ratio of the short sides (radii capped at a quarter of the short side)."""
-    short = min(style.width, style.height)
+def resized_world(config: WorldConfig, width: int, height: int, size_scale: float = 1.0) -> WorldConfig:
+    """``config`` for (``width``, ``height``) frames: ``radius_px`` and ``speed_px_s`` scaled by the
+    ratio of the short sides (radii also by ``size_scale``, capped at a quarter of the short side)."""
+    short = min(width, height)
     scale = short / min(config.width, config.height)
-    radius = tuple(min(r * scale, short / 4) for r in config.radius_px)
+    radius = tuple(min(r * scale * size_scale, short / 4) for r in config.radius_px)
     speed = tuple(v * scale for v in config.speed_px_s)
-    return replace(config, width=style.width, height=style.height, radius_px=radius, speed_px_s=speed, style=None)
+    return replace(config, width=width, height=height, radius_px=radius, speed_px_s=speed)
+
+
+def styled_world(config: WorldConfig, style: ClipStyle) -> WorldConfig:
+    """The classic config of a clip of ``style``'s frame size (``resized_world``)."""
+    return replace(resized_world(config, style.width, style.height), style=None)
 
 
 def generate_styled_clip(seed: int, config: WorldConfig) -> StyledClip:

@@ -251,14 +251,20 @@ def _even(value: float) -> int:
     return max(16, 2 * int(round(value / 2)))
 
 
+def sample_frame_size(rng: np.random.Generator, config: StyleConfig) -> tuple[int, int]:
+    """(width, height) even pixels: the long side log-uniform in ``long_side_px``, the short side the
+    long one over an ``aspect`` draw, portrait (height > width) with ``portrait_prob``."""
+    long_side = _even(min(_log_uniform(rng, config.long_side_px), config.long_side_px[1]))
+    short_side = _even(long_side / _uniform(rng, config.aspect))
+    portrait = _flag(rng, config.portrait_prob)
+    return (short_side, long_side) if portrait else (long_side, short_side)
+
+
 def sample_style(rng: np.random.Generator, config: StyleConfig | str = "train") -> ClipStyle:
     """One clip's ``ClipStyle``; ``config`` a ``StyleConfig`` or a split name (default ranges). The
     background family comes only from the families of ``config.split``."""
     config = StyleConfig(split=config) if isinstance(config, str) else config
-    long_side = _even(min(_log_uniform(rng, config.long_side_px), config.long_side_px[1]))
-    short_side = _even(long_side / _uniform(rng, config.aspect))
-    portrait = _flag(rng, config.portrait_prob)
-    width, height = (short_side, long_side) if portrait else (long_side, short_side)
+    width, height = sample_frame_size(rng, config)
     background = _pick(rng, config.backgrounds)
     blur, blur_sigma = _flag(rng, config.blur_prob), _uniform(rng, config.blur_sigma)
     noise_sigma = _uniform(rng, config.noise_sigma)

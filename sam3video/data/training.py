@@ -11,12 +11,13 @@ only shape prompts are asked of them, as positives or negatives; colour + shape 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
 
 from sam3video.data.concepts import PROMPTS, parse_prompt
+from sam3video.data.effects import gray_frame
 from sam3video.data.styles import StyleConfig
 from sam3video.data.synthetic import FrameTruth, WorldConfig, generate_clip
 
@@ -77,16 +78,20 @@ def sample_training_example(
     shape_prompt_prob: float = 0.3,
     hard_negative_prob: float = 0.8,
     num_negatives: int = 3,
+    gray: bool = False,
 ) -> TrainingExample:
     """A random frame of a freshly sampled clip with one prompt and its instances.
 
     With probability ``positive_prob`` (when anything is visible) the prompt has instances: a
     shape-only prompt with probability ``shape_prompt_prob``, else a colour + shape one. Otherwise it
     is a negative, a hard one with probability ``hard_negative_prob`` when one exists (a positive
-    when no negative exists, as on a gray frame showing every shape). Gray frames: see the module.
+    when no negative exists, as on a gray frame showing every shape). ``gray``: the frame is turned
+    gray (``effects.gray_frame``) whatever its world. Gray frames: see the module.
     """
     clip = generate_clip(int(rng.integers(0, 2**62)), config)
     image, truth = clip.frame(int(rng.integers(clip.num_frames)))
+    if gray and not truth.gray:
+        image, truth = gray_frame(image), replace(truth, gray=True)
     positives, hard, easy = split_prompts(truth)
     if positives and (not hard and not easy or rng.random() < positive_prob):
         shape_only = [p for p in positives if " " not in p]

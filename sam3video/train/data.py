@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from ..data.concepts import TARGET_SHAPES
+from ..data.styled import resized_world
+from ..data.styles import StyleConfig, sample_frame_size
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example, split_prompts
 from ..geometry import normalised_cxcywh
@@ -46,6 +48,11 @@ class DataConfig:
     second_positive: bool = False  # with > 2 prompts per image, a second colour + shape prompt that is there
     world: WorldConfig = WorldConfig(duration_s=2.0)
     classic_share: float = 0.0  # with a styled ``world``: this share of images is drawn unstyled (classic)
+    gray_share: float = 0.0  # this share of images (any world) is turned gray; only shape prompts are asked
+    # this share of classic images is drawn at a frame size from ``StyleConfig`` (160-1280 px long side,
+    # aspect 1 to 16:9, portrait one time in three) with radii scaled by the short side x ``reframe_scale``
+    reframe_prob: float = 0.0
+    reframe_scale: tuple[float, float] = (0.5, 1.5)  # log-uniform
 
 
 def curriculum(step: int, easy_steps: int, config: "DataConfig") -> "DataConfig":
@@ -101,11 +108,17 @@ def sample_batch(rng: np.random.Generator, num_images: int, config: DataConfig) 
     images, prompts, img_ids, targets, boxes = [], [], [], [], []
     for i in range(num_images):
         world = config.world
-        if config.classic_share and rng.random() < config.classic_share:  # no draw at 0: old runs replay
+        # no draw for an option at 0, so that older runs replay their batches
+        if config.classic_share and rng.random() < config.classic_share:
             world = replace(world, style=None)
+        if world.style is None and config.reframe_prob and rng.random() < config.reframe_prob:
+            width, height = sample_frame_size(rng, StyleConfig())
+            scale = float(np.exp(rng.uniform(*np.log(config.reframe_scale))))
+            world = resized_world(world, width, height, scale)
+        gray = bool(config.gray_share) and rng.random() < config.gray_share
         example = sample_training_example(rng, world, positive_prob=config.positive_prob,
                                           shape_prompt_prob=config.shape_prompt_prob,
-                                          hard_negative_prob=config.hard_negative_prob)
+                                          hard_negative_prob=config.hard_negative_prob, gray=gray)
         height, width = example.image.shape[:2]
         images.append(preprocess_image(torch.from_numpy(example.image).permute(2, 0, 1), config.resolution))
         queries = [(example.prompt, [], _targets(example.truth.matching(example.prompt), width, height,

@@ -179,7 +179,8 @@ def train(args) -> None:
     model = build_model(model_config).train().to(device)
     data_config = DataConfig(resolution=model_config.resolution, mask_size=4 * model_config.resolution
                              // model_config.patch_size, exemplar_prob=args.exemplar_prob,
-                             world=_world(args), classic_share=args.classic_share)
+                             world=_world(args), classic_share=args.classic_share, gray_share=args.gray_share,
+                             reframe_prob=args.reframe_prob)
     autocast = _autocast(args.precision, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     step = resumed_from = 0
@@ -198,11 +199,11 @@ def train(args) -> None:
         step = resumed_from = int(state.get("step", 0))
         print(f"initialised from {args.init} (step {step}); the optimiser restarts with a short warm-up")
     criterion = Sam3Criterion(LossWeights())
-    held_out = [batch_to(b, device) for b in  # moved once; the --world as it is, without --classic-share
-                held_out_batches(replace(data_config, classic_share=0.0, world=WORLDS[args.world]), args.eval_batches)]
+    # moved once; the --world as it is, without --classic-share, --gray-share or --reframe-prob
+    plain = replace(data_config, classic_share=0.0, gray_share=0.0, reframe_prob=0.0)
+    held_out = [batch_to(b, device) for b in held_out_batches(replace(plain, world=WORLDS[args.world]), args.eval_batches)]
     held_out_styles = [batch_to(b, device) for b in  # the randomised world's held-out style split
-                       held_out_batches(replace(data_config, classic_share=0.0, world=WORLDS["heldout"]),
-                                        args.eval_batches)]
+                       held_out_batches(replace(plain, world=WORLDS["heldout"]), args.eval_batches)]
     if args.eval_only:
         print(" ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out).items()), f"(step {step})")
         print("held-out styles: " + " ".join(f"{k}={v:.3f}" for k, v in evaluate(model, held_out_styles).items()))
@@ -295,6 +296,12 @@ def main(argv=None) -> None:
     parser.add_argument("--gray-prob", type=float, metavar="P",
                         help="with --world train: the share of gray clips (default: the style's, "
                              f"{StyleConfig.gray_prob:g}); the held-out evaluation keeps the default")
+    parser.add_argument("--gray-share", type=float, default=0.0, metavar="P",
+                        help="turn this share of images gray, in any world (classic included); only shape "
+                             "prompts are asked of them")
+    parser.add_argument("--reframe-prob", type=float, default=0.0, metavar="P",
+                        help="draw this share of classic images at a random frame size and aspect (portrait "
+                             "included), objects scaled with the short side")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="autocast of the forward pass (the loss and the optimiser stay fp32)")
     args = parser.parse_args(argv)
@@ -304,6 +311,9 @@ def main(argv=None) -> None:
         parser.error(f"--exemplar-prob must be in [0, 1], got {args.exemplar_prob:g}")
     if args.gray_prob is not None and (args.world != "train" or not 0 <= args.gray_prob <= 1):
         parser.error(f"--gray-prob needs --world train and a value in [0, 1], got {args.gray_prob:g}")
+    for name in ("gray_share", "reframe_prob"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name):g}")
     if not 0 <= args.classic_share <= 1:
         parser.error(f"--classic-share must be in [0, 1], got {args.classic_share:g}")
     if args.time_limit is not None and args.time_limit <= 0:

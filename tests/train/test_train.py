@@ -215,9 +215,79 @@ def test_gray_prob_sets_the_training_worlds_share_of_gray_clips():
     assert _world(Namespace(world="train", gray_prob=None)).style.gray_prob == StyleConfig.gray_prob
 
 
+def _recorded_examples(monkeypatch):
+    """A list that fills with (world, example) for each ``sample_training_example`` call of a batch."""
+    import sam3video.train.data as data
+
+    seen, original = [], data.sample_training_example
+
+    def recording(rng, world, **kw):
+        seen.append((world, original(rng, world, **kw)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(data, "sample_training_example", recording)
+    return seen
+
+
+def test_gray_share_turns_that_share_of_images_gray_in_every_world(monkeypatch):
+    """--gray-share: about that share of images (classic ones too) come gray (R = G = B), marked gray in
+    their truth, and only shape prompts are asked of them, with no exemplar query."""
+    from sam3video.train.train import WORLDS
+
+    seen = _recorded_examples(monkeypatch)
+    config = DataConfig(world=WORLDS["train"], classic_share=0.5, gray_share=0.5, exemplar_prob=1.0)
+    batch = sample_batch(np.random.default_rng(5), 40, config)
+    gray = [(world, ex) for world, ex in seen if ex.truth.gray]
+    assert 10 <= len(gray) <= 30
+    assert any(world.style is None for world, _ in gray), "classic images are turned gray too"
+    for _, ex in gray:
+        assert (ex.image[..., 0] == ex.image[..., 1]).all() and (ex.image[..., 1] == ex.image[..., 2]).all()
+    for i, (_, ex) in enumerate(seen):
+        prompts = batch["prompts"][i * config.prompts_per_image:(i + 1) * config.prompts_per_image]
+        if ex.truth.gray:  # shape words, or a word the world never shows
+            assert all(" " not in p and p != "visual" for p in prompts)
+    assert any(p == "visual" for p in batch["prompts"]), "colour images still get exemplar queries"
+
+
+def test_reframe_prob_draws_classic_images_at_other_frame_sizes_and_aspects(monkeypatch):
+    """--reframe-prob: classic images come at frame sizes from StyleConfig's ranges (portrait among them),
+    with radii scaled by the short side; styled images keep their own sizes; the rest stay 320x240."""
+    from sam3video.data.styles import StyleConfig
+    from sam3video.train.train import WORLDS
+
+    seen = _recorded_examples(monkeypatch)
+    config = DataConfig(world=WORLDS["classic"], reframe_prob=0.5, exemplar_prob=0.0)
+    batch = sample_batch(np.random.default_rng(6), 40, config)
+    sizes = [ex.image.shape[:2] for _, ex in seen]
+    reframed = [(w, (h, wd)) for (w, _), (h, wd) in zip(seen, sizes) if (h, wd) != (240, 320)]
+    assert 10 <= len(reframed) <= 30 and batch["images"].shape == (40, 3, 224, 224)
+    assert any(h > wd for _, (h, wd) in reframed), "portrait frames are drawn"
+    low, high = StyleConfig.long_side_px
+    for world, (h, wd) in reframed:
+        assert low - 2 <= max(h, wd) <= high and (world.width, world.height) == (wd, h)
+        assert world.radius_px[1] <= min(h, wd) / 4
+    for world, _ in seen:
+        scale = min(world.width, world.height) / 240
+        assert world.radius_px[0] >= 0.5 * 12.0 * scale - 1e-6 or world.radius_px[0] == min(world.width, world.height) / 4
+    seen.clear()
+    sample_batch(np.random.default_rng(7), 10, replace(config, world=WORLDS["train"], reframe_prob=1.0))
+    assert all(world.style is not None for world, _ in seen), "styled images are left to their style"
+
+
+def test_training_command_wires_gray_share_and_reframe_prob(tmp_path):
+    """The options reach the run's DataConfig (saved in the checkpoint's config)."""
+    from sam3video.train.train import main
+
+    main(["--out", str(tmp_path), "--config", "tiny", "--images-per-batch", "1", "--eval-batches", "1",
+          "--eval-every", "5", "--log-every", "1", "--warmup", "1", "--threads", "1", "--device", "cpu",
+          "--steps", "1", "--gray-share", "0.3", "--reframe-prob", "0.7"])
+    data = torch.load(tmp_path / "last.pt", weights_only=True)["config"]["data"]
+    assert data["gray_share"] == 0.3 and data["reframe_prob"] == 0.7
+
+
 @pytest.mark.parametrize("bad", [["--workers", "-1"], ["--time-limit", "0"], ["--device", "nonsense"],
                                  ["--exemplar-prob", "1.5"], ["--classic-share", "-0.1"],
-                                 ["--gray-prob", "0.5"]])
+                                 ["--gray-prob", "0.5"], ["--gray-share", "2"], ["--reframe-prob", "-1"]])
 def test_training_command_rejects_bad_options_in_one_line(tmp_path, bad, capsys):
     from sam3video.train.train import main
 
