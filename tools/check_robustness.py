@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sam3video.data.concepts import PROMPTS  # noqa: E402
-from sam3video.data.effects import to_gray  # noqa: E402
+from sam3video.data.effects import gray_frame  # noqa: E402
 from sam3video.data.synthetic import WorldConfig, generate_clip  # noqa: E402
 from sam3video.video.association import box_iou  # noqa: E402
 
@@ -62,8 +62,7 @@ def found_rate(model, checkpoint: str | None, case: str, num_clips: int, out: Pa
         video = out / f"{case}_{clips}.mp4"
         with OverlayWriter(video, config.fps, width, height) as writer:  # H.264, as a user's video would be
             for frame in frames:
-                writer.write(np.repeat(np.clip(to_gray(frame) + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-                             if gray else frame)
+                writer.write(gray_frame(frame) if gray else frame)
         reported = []
         job = TrackJob(str(video), out / f"{case}_{clips}", prompts=(prompt,), checkpoint=checkpoint, render=False)
         prepare(job, model).execute(on_result=lambda result: reported.append(result.detections))
