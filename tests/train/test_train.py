@@ -180,41 +180,6 @@ def test_training_on_the_randomised_world_in_bf16(tmp_path, capsys):
     assert 0 <= float(values["heldout_styles_f1"]) <= 1 and 0 <= float(values["heldout_styles_presence_acc"]) <= 1
 
 
-def test_classic_share_draws_that_share_of_images_unstyled(monkeypatch):
-    """--classic-share: about that share of a styled world's images come from the classic world; at 0
-    the random stream is the one of a run without the option (no extra draw)."""
-    import sam3video.train.data as data
-    from sam3video.train.train import WORLDS
-
-    styles, drawn, original = [], [], data.sample_training_example
-
-    def recording(rng, world, **kw):
-        styles.append(world.style)
-        drawn.append(original(rng, world, **kw))
-        return drawn[-1]
-
-    monkeypatch.setattr(data, "sample_training_example", recording)
-    config = DataConfig(world=WORLDS["train"], exemplar_prob=0.0)
-    sample_batch(np.random.default_rng(3), 40, replace(config, classic_share=0.5))
-    unstyled = sum(style is None for style in styles)
-    assert 10 <= unstyled <= 30 and all(s is None or s.split == "train" for s in styles)
-    drawn.clear()
-    sample_batch(np.random.default_rng(4), 1, config)  # classic_share 0: the example is the rng's first draw
-    first = original(np.random.default_rng(4), config.world, positive_prob=config.positive_prob,
-                     shape_prompt_prob=config.shape_prompt_prob, hard_negative_prob=config.hard_negative_prob)
-    assert np.array_equal(drawn[0].image, first.image) and drawn[0].prompt == first.prompt
-
-
-def test_gray_prob_sets_the_training_worlds_share_of_gray_clips():
-    from argparse import Namespace
-
-    from sam3video.data.styles import StyleConfig
-    from sam3video.train.train import _world
-
-    assert _world(Namespace(world="train", gray_prob=0.4)).style.gray_prob == 0.4
-    assert _world(Namespace(world="train", gray_prob=None)).style.gray_prob == StyleConfig.gray_prob
-
-
 def _recorded_examples(monkeypatch):
     """A list that fills with (world, example) for each ``sample_training_example`` call of a batch."""
     import sam3video.train.data as data
@@ -227,6 +192,36 @@ def _recorded_examples(monkeypatch):
 
     monkeypatch.setattr(data, "sample_training_example", recording)
     return seen
+
+
+def test_classic_share_draws_that_share_of_images_unstyled(monkeypatch):
+    """--classic-share: about that share of a styled world's images come from the classic world; at 0
+    the random stream is the one of a run without the option (no extra draw)."""
+    import sam3video.train.data as data
+    from sam3video.train.train import WORLDS
+
+    original = data.sample_training_example
+    seen = _recorded_examples(monkeypatch)
+    config = DataConfig(world=WORLDS["train"], exemplar_prob=0.0)
+    sample_batch(np.random.default_rng(3), 40, replace(config, classic_share=0.5))
+    styles = [world.style for world, _ in seen]
+    unstyled = sum(style is None for style in styles)
+    assert 10 <= unstyled <= 30 and all(s is None or s.split == "train" for s in styles)
+    seen.clear()
+    sample_batch(np.random.default_rng(4), 1, config)  # classic_share 0: the example is the rng's first draw
+    first = original(np.random.default_rng(4), config.world, positive_prob=config.positive_prob,
+                     shape_prompt_prob=config.shape_prompt_prob, hard_negative_prob=config.hard_negative_prob)
+    assert np.array_equal(seen[0][1].image, first.image) and seen[0][1].prompt == first.prompt
+
+
+def test_gray_prob_sets_the_training_worlds_share_of_gray_clips():
+    from argparse import Namespace
+
+    from sam3video.data.styles import StyleConfig
+    from sam3video.train.train import _world
+
+    assert _world(Namespace(world="train", gray_prob=0.4)).style.gray_prob == 0.4
+    assert _world(Namespace(world="train", gray_prob=None)).style.gray_prob == StyleConfig.gray_prob
 
 
 def test_gray_share_turns_that_share_of_images_gray_in_every_world(monkeypatch):
