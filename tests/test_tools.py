@@ -40,7 +40,7 @@ def test_check_robustness_counts_found_frames(tmp_path):
 
 def test_benchmark_worlds_side_by_side(tmp_path, capsys):
     """``--worlds classic heldout``: a suite per world (classic in OUT, heldout in OUT/heldout), and one
-    line each in the side-by-side table and worlds.json."""
+    line each in the side-by-side table and worlds.json; recall by object size in each benchmark.json."""
     import json
 
     from sam3video.eval.benchmark import main
@@ -50,7 +50,10 @@ def test_benchmark_worlds_side_by_side(tmp_path, capsys):
     printed = capsys.readouterr().out
     worlds = json.loads((tmp_path / "worlds.json").read_text())
     assert set(worlds) == {"classic", "heldout"} and all(0 <= w["HOTA"] <= 1 for w in worlds.values())
-    assert json.loads((tmp_path / "heldout" / "benchmark.json").read_text())["world"] == "heldout"
+    heldout = json.loads((tmp_path / "heldout" / "benchmark.json").read_text())
+    assert heldout["world"] == "heldout"
+    by_size = heldout["recall_by_size"]  # every ground-truth box in one size bucket
+    assert list(by_size) == ["< 1 patch", "1-2 patches", ">= 2 patches"] and sum(c["gt"] for c in by_size.values()) > 0
     assert "[classic]" in printed and "[heldout]" in printed and printed.splitlines()[-3].startswith("world")
 
 

@@ -3,6 +3,10 @@ suite use): detect once with a low threshold, then re-track the recorded detecti
 (score threshold, low threshold) pair and keep the pair with the best combined HOTA.
 
     python tools/calibrate_thresholds.py --out runs/calibrate [--clips 6 --seconds 6]
+    python tools/calibrate_thresholds.py --worlds classic train     # also the randomised training styles
+
+``--worlds``: the classic world and/or the training styles (``--clips`` clips of each, HOTA combined over
+all their sequences). The held-out styles are for evaluation only and are refused.
 
 The tracker is a pure function of the detections, so the sweep costs one detection pass.
 """
@@ -27,6 +31,7 @@ from sam3video.video.tracker import Tracker
 VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
 SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 LOWS = (0.05, 0.1, 0.15)
+CALIBRATION_WORLDS = ("classic", "train")  # WorldConfig.style; "heldout" is for evaluation only
 
 
 def main(argv=None) -> None:
@@ -35,23 +40,26 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", help="weights (default: the shipped demo model)")
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--worlds", nargs="+", default=["classic"], choices=CALIBRATION_WORLDS,
+                        help="validation worlds (held-out styles are never used to choose thresholds)")
     args = parser.parse_args(argv)
     # Candidates (every detection down to the lowest threshold swept) do not depend on the tracker.
     model = load_model(args.checkpoint, None, "cpu")
     lowest = Thresholds(score_threshold=min(LOWS), low_score_threshold=min(LOWS))
     sequences = []  # (name, gt path, per-frame candidates)
-    for i in range(args.clips):
-        clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds))
+    for world, i in itertools.product(args.worlds, range(args.clips)):
+        clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds, style=world))
         prompts = clip_prompts(clip)
-        clip_dir = write_clip(clip, args.out / "clips" / f"clip_{i:02d}", prompts)
+        clip_name = f"{world}_clip_{i:02d}" if world != "classic" else f"clip_{i:02d}"
+        clip_dir = write_clip(clip, args.out / "clips" / clip_name, prompts)
         for prompt in prompts:
             candidates = []
-            job = TrackJob(clip_dir / "video.mp4", args.out / "detect" / f"clip_{i:02d}__{prompt_slug(prompt)}",
+            job = TrackJob(clip_dir / "video.mp4", args.out / "detect" / f"{clip_name}__{prompt_slug(prompt)}",
                            prompts=(prompt,), checkpoint=args.checkpoint, thresholds=lowest, render=False)
             prepare(job, model).execute(on_result=lambda result: candidates.append(result.candidates))
-            sequences.append((f"clip_{i:02d}__{prompt_slug(prompt)}",
+            sequences.append((f"{clip_name}__{prompt_slug(prompt)}",
                               clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME, candidates))
-        print(f"clip {i + 1}/{args.clips}: {len(prompts)} prompts", flush=True)
+        print(f"{world} clip {i + 1}/{args.clips}: {len(prompts)} prompts", flush=True)
     results = []
     for score, low in itertools.product(SCORES, LOWS):
         if low > score:

@@ -18,6 +18,10 @@ sam3video's tracker, "no tracker" (a new id for every detection of every frame) 
 (each detection takes the id of the free previous-frame detection it overlaps most, box IoU >= 0.3).
 TrackEval scores all sequences (HOTA, IDF1, MOTA, ID switches). Frames/s is end to end for sam3video
 with one prompt: decode, detect, track and write the MOT file (no overlay).
+
+Recall by size: the share of ground-truth boxes that sam3video reports (a box with IoU >= 0.5), split by
+the box's size where the model sees it: sqrt(area) after the frame is resized to the model's square
+input, in patches (14 px each at every preset): under 1, 1 to 2, 2 or more.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from .metrics import run_eval
 
 SUITE_SEED = 2_000_000_000  # suite seeds start here; training samples clip seeds from its own generator
 GREEDY_MIN_IOU = 0.3
+SIZE_BUCKETS = ((0.0, 1.0, "< 1 patch"), (1.0, 2.0, "1-2 patches"), (2.0, float("inf"), ">= 2 patches"))
+RECALL_IOU = 0.5
 
 
 def no_tracker(frames: list[Detections], score_threshold: float) -> list[Detections]:
@@ -77,6 +83,31 @@ def greedy_iou_tracker(frames: list[Detections], score_threshold: float, min_iou
     return out
 
 
+def recall_by_size(sequences: list[tuple[Path, Path, tuple[int, int]]], resolution: int,
+                   patch_size: int) -> dict[str, dict[str, float]]:
+    """``{bucket: {"gt": count, "recall": share found}}`` over ``(gt MOT file, predicted MOT file,
+    (width, height) of the frames)`` sequences; a box's size is sqrt(w h) in model-input pixels (the frame
+    resized to ``resolution`` x ``resolution``) over ``patch_size``; found: a predicted box on the same
+    frame with IoU >= RECALL_IOU (boxes of one sequence, ids ignored)."""
+    from ..export.mot import read_mot
+
+    found = {label: [0, 0] for *_, label in SIZE_BUCKETS}
+    for gt_path, pred_path, (width, height) in sequences:
+        preds = read_mot(pred_path) if Path(pred_path).exists() else {}
+        for frame, truth in read_mot(gt_path).items():
+            sides = truth.xyxy[:, 2:] - truth.xyxy[:, :2]
+            size = np.sqrt(sides[:, 0] * resolution / width * sides[:, 1] * resolution / height) / patch_size
+            pred = preds.get(frame)
+            hit = (box_iou(truth.xyxy, pred.xyxy).max(1) >= RECALL_IOU if pred is not None and len(pred)
+                   else np.zeros(len(truth), bool))
+            for low, high, label in SIZE_BUCKETS:
+                inside = (size >= low) & (size < high)
+                found[label][0] += int(inside.sum())
+                found[label][1] += int(hit[inside].sum())
+    return {label: {"gt": total, "recall": hits / total if total else float("nan")}
+            for label, (total, hits) in found.items()}
+
+
 def clip_prompts(clip) -> list[str]:
     """The colour + shape prompts with at least one instance in ``clip``."""
     return [p for p in PROMPTS if " " in p and clip.objects_matching(p)]
@@ -107,6 +138,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     score_threshold = model.config.score_threshold
     config = WorldConfig(duration_s=seconds, style=world)
     gt_files: list[Path] = []
+    frame_sizes: list[tuple[int, int]] = []
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
     if video_model is not None:
         pred_files["sam3"] = []
@@ -146,6 +178,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
                 sam3_seconds += time.perf_counter() - start
                 pred_files["sam3"].append(sam3_dir / OUTPUT_NAMES["mot"])
             gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
+            frame_sizes.append(clip.size)
         print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts", flush=True)
     fps = frames_total / seconds_total
     rows = {method: run_eval(gt_files, preds, kind="mot", names=names) for method, preds in pred_files.items()}
@@ -158,6 +191,8 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
         "score_threshold": score_threshold,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
+        "recall_by_size": recall_by_size(list(zip(gt_files, pred_files["sam3video"], frame_sizes)),
+                                         model.config.resolution, model.config.patch_size),
     }
     (out / "benchmark.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -224,6 +259,9 @@ def format_summary(summary: dict) -> str:
             fps = f"{summary['sam3_frames_per_s_end_to_end']:9.1f}"
         lines.append(f"{method:12s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {fps}")
+    if "recall_by_size" in summary:
+        lines.append("sam3video recall by object size at the model input: " + ", ".join(
+            f"{label} {100 * cell['recall']:.1f} % of {cell['gt']}" for label, cell in summary["recall_by_size"].items()))
     if "exemplar_hota" in summary:
         hota = summary["exemplar_hota"]
         lines.append(f"exemplars, ambiguous shape prompt -> intended colour: HOTA {100 * hota['text only']:.1f} "
@@ -233,11 +271,15 @@ def format_summary(summary: dict) -> str:
 
 def format_worlds(summaries: dict[str, dict]) -> str:
     """sam3video's scores on each world's suite, one line each."""
-    lines = [f"{'world':8s} {'HOTA':>6s} {'DetA':>6s} {'AssA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>6s} sequences"]
+    buckets = [label for *_, label in SIZE_BUCKETS]
+    lines = [f"{'world':8s} {'HOTA':>6s} {'DetA':>6s} {'AssA':>6s} {'IDF1':>6s} {'MOTA':>6s} {'IDSW':>6s} "
+             f"{'sequences':>9s}  recall by size at the model input ({', '.join(buckets)})"]
     for world, summary in summaries.items():
         m = summary["methods"]["sam3video"]
+        by_size = summary.get("recall_by_size", {})
+        recalls = "  ".join(f"{100 * by_size[b]['recall']:5.1f} % of {by_size[b]['gt']:<5d}" for b in buckets if b in by_size)
         lines.append(f"{world:8s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
-                     f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {summary['sequences']}")
+                     f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {summary['sequences']:9d}  {recalls}")
     return "\n".join(lines)
 
 

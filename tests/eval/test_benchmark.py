@@ -57,3 +57,19 @@ def test_ambiguous_case_marks_two_colours_of_one_shape():
     by_box = {tuple(map(float, o.box)): o for o in truth.objects}
     assert by_box[positive.box].colour == intended.split()[0] and by_box[positive.box].shape == shape
     assert by_box[negative.box].colour != intended.split()[0] and by_box[negative.box].shape == shape
+
+
+def test_recall_by_size_buckets_boxes_by_their_size_at_the_model_input(tmp_path):
+    """A 200x100 frame resized to 224x224: x scales by 1.12, y by 2.24. A 10x5 box is 11.2 x 11.2 px at
+    the input (under one 14 px patch), 20x10 is 22.4 px (1-2 patches), 40x20 is 44.8 px (>= 2). The
+    first and last are reported (IoU >= 0.5), the middle one is not."""
+    from sam3video.eval.benchmark import recall_by_size
+
+    gt, pred = tmp_path / "gt.txt", tmp_path / "pred.txt"
+    gt.write_text("1,1,0,0,10,5,1,1,1\n1,2,50,50,20,10,1,1,1\n2,3,100,0,40,20,1,1,1\n")
+    pred.write_text("1,7,0,0,10,5,0.9,-1,-1,-1\n1,8,150,80,20,10,0.9,-1,-1,-1\n2,9,102,1,40,20,0.9,-1,-1,-1\n")
+    result = recall_by_size([(gt, pred, (200, 100))], resolution=224, patch_size=14)
+    assert {label: cell["gt"] for label, cell in result.items()} == {"< 1 patch": 1, "1-2 patches": 1, ">= 2 patches": 1}
+    assert [cell["recall"] for cell in result.values()] == [1.0, 0.0, 1.0]
+    # The same boxes in a square 100x100 frame: 10x5 is 15.8 px at the input, no longer under one patch.
+    assert recall_by_size([(gt, pred, (100, 100))], 224, 14)["< 1 patch"]["gt"] == 0
