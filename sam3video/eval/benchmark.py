@@ -85,7 +85,7 @@ def greedy_iou_tracker(frames: list[Detections], score_threshold: float, min_iou
 
 def recall_by_size(sequences: list[tuple[Path, Path, tuple[int, int]]], resolution: int,
                    patch_size: int) -> dict[str, dict[str, float]]:
-    """``{bucket: {"gt": count, "recall": share found}}`` over ``(gt MOT file, predicted MOT file,
+    """``{bucket: {"gt": count, "recall": share found, None without boxes}}`` over ``(gt MOT file, predicted MOT file,
     (width, height) of the frames)`` sequences; a box's size is sqrt(w h) in model-input pixels (the frame
     resized to ``resolution`` x ``resolution``) over ``patch_size``; found: a predicted box on the same
     frame with IoU >= RECALL_IOU (boxes of one sequence, ids ignored)."""
@@ -104,7 +104,7 @@ def recall_by_size(sequences: list[tuple[Path, Path, tuple[int, int]]], resoluti
                 inside = (size >= low) & (size < high)
                 found[label][0] += int(inside.sum())
                 found[label][1] += int(hit[inside].sum())
-    return {label: {"gt": total, "recall": hits / total if total else float("nan")}
+    return {label: {"gt": total, "recall": hits / total if total else None}
             for label, (total, hits) in found.items()}
 
 
@@ -247,6 +247,10 @@ def run_exemplar_benchmark(out: Path, checkpoint: str | None, num_clips: int, se
     return {m: run_eval(gts, p, kind="mot", names=names).combined.metrics["HOTA"] for m, p in preds.items()}
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}"
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"{summary['clips']} held-out clips x {summary['seconds_per_clip']:g} s, {summary['sequences']} "
              f"(clip, colour+shape prompt) sequences, {summary['frames']} frames",
@@ -261,7 +265,7 @@ def format_summary(summary: dict) -> str:
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {fps}")
     if "recall_by_size" in summary:
         lines.append("sam3video recall by object size at the model input: " + ", ".join(
-            f"{label} {100 * cell['recall']:.1f} % of {cell['gt']}" for label, cell in summary["recall_by_size"].items()))
+            f"{label} {_percent(cell['recall'])} % of {cell['gt']}" for label, cell in summary["recall_by_size"].items()))
     if "exemplar_hota" in summary:
         hota = summary["exemplar_hota"]
         lines.append(f"exemplars, ambiguous shape prompt -> intended colour: HOTA {100 * hota['text only']:.1f} "
@@ -277,7 +281,7 @@ def format_worlds(summaries: dict[str, dict]) -> str:
     for world, summary in summaries.items():
         m = summary["methods"]["sam3video"]
         by_size = summary.get("recall_by_size", {})
-        recalls = "  ".join(f"{100 * by_size[b]['recall']:5.1f} % of {by_size[b]['gt']:<5d}" for b in buckets if b in by_size)
+        recalls = "  ".join(f"{_percent(by_size[b]['recall']):>5s} % of {by_size[b]['gt']:<5d}" for b in buckets if b in by_size)
         lines.append(f"{world:8s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {summary['sequences']:9d}  {recalls}")
     return "\n".join(lines)
