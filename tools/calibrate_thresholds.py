@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     for world, i in itertools.product(args.worlds, range(args.clips)):
         clip = generate_clip(VALIDATION_SEED + i, WorldConfig(duration_s=args.seconds, style=world))
         prompts = clip_prompts(clip)
-        clip_name = f"{world}_clip_{i:02d}" if world != "classic" else f"clip_{i:02d}"
+        clip_name = f"{world}_clip_{i:02d}"
         clip_dir = write_clip(clip, args.out / "clips" / clip_name, prompts)
         for prompt in prompts:
             candidates = []

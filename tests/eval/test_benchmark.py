@@ -69,7 +69,8 @@ def test_recall_by_size_buckets_boxes_by_their_size_at_the_model_input(tmp_path)
     gt.write_text("1,1,0,0,10,5,1,1,1\n1,2,50,50,20,10,1,1,1\n2,3,100,0,40,20,1,1,1\n")
     pred.write_text("1,7,0,0,10,5,0.9,-1,-1,-1\n1,8,150,80,20,10,0.9,-1,-1,-1\n2,9,102,1,40,20,0.9,-1,-1,-1\n")
     result = recall_by_size([(gt, pred, (200, 100))], resolution=224, patch_size=14)
-    assert {label: cell["gt"] for label, cell in result.items()} == {"< 1 patch": 1, "1-2 patches": 1, ">= 2 patches": 1}
+    counts = {label: cell["gt"] for label, cell in result.items()}
+    assert counts == {"< 1 patch": 1, "1-2 patches": 1, ">= 2 patches": 1}
     assert [cell["recall"] for cell in result.values()] == [1.0, 0.0, 1.0]
     # The same boxes in a square 100x100 frame: 10x5 is 15.8 px at the input, no longer under one patch.
     assert recall_by_size([(gt, pred, (100, 100))], 224, 14)["< 1 patch"] == {"gt": 0, "recall": None}
