@@ -54,6 +54,7 @@ import re
 import sys
 import textwrap
 import time
+import zlib
 from copy import deepcopy
 from pathlib import Path
 
@@ -75,6 +76,7 @@ torch.Tensor.pin_memory = lambda self, *a, **k: self
 import make_parity_fixture as mpf
 import make_tracker_fixture as mtf
 import sam3.model.sam3_image as sam3_image_mod
+import sam3.model.sam3_video_base as sam3_video_base_mod
 import sam3.model.sam3_tracking_predictor as predictor_mod
 import sam3.perflib.connected_components as cc
 from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
@@ -107,6 +109,10 @@ CHANGED = {
     "trk_assoc_iou_thresh": 0.015, "hotstart_delay": 4, "hotstart_unmatch_thresh": 2, "hotstart_dup_thresh": 2,
     "recondition_every_nth_frame": 3, "fill_hole_area": 6,
 }
+# The dense scene (--scene dense): births made easier (a detection overlapping a track by less than 0.04 IoU, rather
+# than 0.015, starts an object; probabilities from 0.33) so that 2-4 objects are born on most frames, buckets hold
+# up to 4 objects and ~20 objects are tracked at once by the end.
+CHANGED_DENSE = {**CHANGED, "new_det_thresh": 0.33, "assoc_iou_thresh": 0.04}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -152,7 +158,9 @@ def _tracker_init_state_cpu(self, *a, _orig=Sam3TrackerPredictor.init_state, **k
     return state
 
 
-def apply_patches() -> list[str]:
+def apply_patches(memory_dtype: str = "fp32") -> list[str]:
+    """The runtime patches; ``memory_dtype="bf16"`` keeps the official bf16 storage of the encoded memories (the
+    two ``maskmem_features.to(torch.bfloat16)`` casts stay; the tracker-side neck features stay fp32 either way)."""
     cc.connected_components_cpu = _cc_allow_empty
     cc.connected_components_cpu_single = _cc_single_scipy
     Sam3TrackerPredictor.init_state = _tracker_init_state_cpu
@@ -163,6 +171,8 @@ def apply_patches() -> list[str]:
             ("Sam3TrackerPredictor.init_state: wrapped, sets inference_state['storage_device'] = cpu "
              "(hard-coded cuda, as if offload_state_to_cpu=True)")]
     for cls, name, old, new, count in FP32_PATCHES:
+        if memory_dtype == "bf16" and "maskmem_features" in old:
+            continue
         fn = cls.__dict__[name]
         src = textwrap.dedent(inspect.getsource(fn))
         assert src.count(old) == count and "super()" not in src and "torch.bfloat16" not in src.replace(old, ""), name
@@ -256,8 +266,11 @@ def load_weights(model, sam2: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # clip
 
-def make_clip(seed: int, num_frames: int = NUM_FRAMES, height: int = VIDEO_H, width: int = VIDEO_W) -> np.ndarray:
-    """(T, H, W, 3) uint8: a plain background and three flat shapes moving; the third enters at frame 3.
+def make_clip(seed: int, num_frames: int = NUM_FRAMES, height: int = VIDEO_H, width: int = VIDEO_W,
+              scene: str = "three") -> np.ndarray:
+    """(T, H, W, 3) uint8 on a plain background. ``three``: three flat shapes moving, the third enters at frame 3.
+    ``dense``: the same three plus five more (two from frame 0, then one each on frames 1, 2 and 5, entering from
+    the edges), so that several objects are born on one frame and buckets hold more objects.
     Sizes and motion are those of the 120x160 clip scaled by height / 120 (exactly the tiny clip at 120x160)."""
     rng = np.random.default_rng(seed)
     T, H, W = num_frames, height, width
@@ -265,6 +278,7 @@ def make_clip(seed: int, num_frames: int = NUM_FRAMES, height: int = VIDEO_H, wi
     yy, xx = np.mgrid[:H, :W].astype(np.float32)
     clip = np.empty((T, H, W, 3), np.uint8)
     jitter = rng.uniform(-3, 3, size=(T, 3, 2)) * s
+    extra = rng.uniform(-3, 3, size=(T, 5, 2)) * s if scene == "dense" else None
     for t in range(T):
         img = np.empty((H, W, 3), np.uint8)
         img[:] = (96, 112, 104)
@@ -276,8 +290,32 @@ def make_clip(seed: int, num_frames: int = NUM_FRAMES, height: int = VIDEO_H, wi
             ax, ay = W + s * (10 - 12.0 * (t - 3)) + jitter[t, 2, 1], s * 85 + jitter[t, 2, 0]
             tri = (yy <= ay + 18 * s) & (yy - (ay - 18 * s) >= 2 * np.abs(xx - ax))
             img[tri] = (230, 215, 40)
+        if extra is not None:
+            _dense_shapes(img, t, s, extra[t], yy, xx)
         clip[t] = img
     return clip
+
+
+# the dense scene's extra shapes: (first frame, colour, kind, start (y, x), velocity (dy, dx) per frame, size)
+DENSE_SHAPES = [
+    (0, (40, 200, 60), "disc", (95, 25), (-1.0, 5.0), 11),  # green disc, bottom left, to the right
+    (0, (200, 60, 200), "box", (10, 120), (4.0, -6.0), 18),  # magenta box, top right, down-left
+    (1, (240, 140, 30), "disc", (-12, 70), (9.0, 1.0), 12),  # orange disc entering from the top
+    (2, (30, 200, 210), "box", (60, -20), (-2.0, 10.0), 16),  # cyan box entering from the left
+    (5, (250, 250, 250), "disc", (132, 120), (-10.0, -3.0), 10),  # white disc entering from the bottom
+]
+
+
+def _dense_shapes(img: np.ndarray, t: int, s: float, jitter: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> None:
+    for k, (first, colour, kind, (y, x), (dy, dx), size) in enumerate(DENSE_SHAPES):
+        if t < first:
+            continue
+        cy = s * (y + dy * (t - first)) + jitter[k, 0]
+        cx = s * (x + dx * (t - first)) + jitter[k, 1]
+        if kind == "disc":
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < (size * s) ** 2] = colour
+        else:
+            img[(np.abs(yy - cy) < size * s / 2) & (np.abs(xx - cx) < size * s * 0.65)] = colour
 
 
 def preprocess(clip: np.ndarray, size: int) -> torch.Tensor:
@@ -285,6 +323,14 @@ def preprocess(clip: np.ndarray, size: int) -> torch.Tensor:
     x = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return ((x / 255.0 - 0.5) / 0.5).half()
+
+
+def pack_images(images: torch.Tensor) -> dict:
+    """The fp16 frames as zlib-compressed bytes (flat synthetic frames shrink ~90x): ``images_fp16_zlib`` (uint8)
+    and ``images_shape``; ``tools/check_sam3_loop_parity.read_fixture`` unpacks them."""
+    raw = images.half().contiguous().numpy().tobytes()
+    return {"images_fp16_zlib": torch.frombuffer(bytearray(zlib.compress(raw, 9)), dtype=torch.uint8),
+            "images_shape": list(images.shape)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -299,8 +345,54 @@ def ids(x) -> list[int]:
     return sorted(int(i) for i in x)
 
 
+# Knife edges: a decision whose outcome a re-implementation cannot be expected to reproduce, because it turns on
+# differences below the float error between two implementations (ours and the official logits differ by up to
+# ~6e-5 on the tiny model; the official code differs from itself by as much between 1 and 2 threads).
+PIXEL_TOL = 1e-3  # a mask pixel whose logit is within this of 0 may fall either side
+PROBE_ABS, PROBE_REL, PROBE_TRIALS = 1e-4, 1e-4, 16  # the area-shrinkage probe: logits moved by up to this
+
+
+def _probe_noise(x: torch.Tensor, g: torch.Generator, per_object: bool) -> torch.Tensor:
+    """Uniform noise in [-1, 1] of x's shape (N, ...). ``per_object``: one value per object for all its pixels
+    (the float error between two implementations is largely systematic per object, not independent per pixel);
+    otherwise independent per object and pixel, except that objects whose logits are bitwise equal at a pixel get
+    the same noise there. Either way objects whose logits are bitwise equal everywhere move together: an exact tie
+    stays a tie, decided by the official first-index rule, which a faithful implementation does reproduce."""
+    prime = 2 ** 31 - 1
+    if per_object:
+        rows = x.flatten(1)
+        group = [next(j for j in range(i + 1) if torch.equal(rows[j], rows[i])) for i in range(len(rows))]
+        shift = torch.rand(len(rows), generator=g, dtype=torch.float64).mul(2).sub(1)[group]
+        return shift.to(x.dtype).reshape(-1, *[1] * (x.dim() - 1)).expand_as(x)
+    bits = x.float().contiguous().view(torch.int32).to(torch.int64) % prime
+    salt = torch.randint(0, prime, x.shape[1:], generator=g, dtype=torch.int64)
+    h = (bits * 48271 + salt) % prime
+    h = (h * 16807 + 12345) % prime
+    return h.double().div(prime / 2).sub(1).to(x.dtype)
+
+
+def shrinkage_knife_edges(pred_masks: torch.Tensor, rule) -> list[bool]:
+    """(N, 1, H, W) logits given to the official area-shrinkage rule (``rule``) -> per object, whether its
+    outcome (suppressed or not, and its memory object score: any pixel > 0 after the rule) changes when the logits
+    move by up to PROBE_ABS + PROBE_REL |x| (PROBE_TRIALS draws of ``_probe_noise``, half per object, half per
+    pixel)."""
+    def outcome(m):
+        out = rule(m)
+        return torch.stack([(out != m).flatten(1).any(1), (out > 0).flatten(1).any(1)], 1)
+
+    base = outcome(pred_masks)
+    unstable = torch.zeros(len(pred_masks), dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    scale = PROBE_ABS + PROBE_REL * pred_masks.abs()
+    for trial in range(PROBE_TRIALS):
+        noise = _probe_noise(pred_masks, g, per_object=trial % 2 == 0)
+        unstable |= (outcome(pred_masks + scale * noise) != base).any(1)
+    return unstable.tolist()
+
+
 class Recorder:
-    def __init__(self, model):
+    def __init__(self, model, memory_dtype: torch.dtype = torch.float32):
+        self.memory_dtype = memory_dtype
         self.model, self.steps, self.detector_raw, self.step = model, [], {}, None
         self.phase, self.in_recondition, self.in_update_memories = None, False, False
         self.detector_calls = []  # (frame of the detector run, index of the step during which it ran)
@@ -316,6 +408,7 @@ class Recorder:
         self._wrap(tr, "_suppress_object_pw_area_shrinkage", self.on_shrinkage)
         self._wrap(tr, "_run_memory_encoder", self.on_memory_encoder)
         self._wrap(det, "forward_grounding", self.on_grounding)
+        self._wrap(m, "build_outputs", self.on_build_outputs)
 
     def _wrap(self, obj, name, hook):
         orig = getattr(obj, name)
@@ -438,13 +531,33 @@ class Recorder:
         out = orig(pred_masks)
         if self.in_update_memories:
             self.step["mem"]["shrink_suppressed"] = [bool(b) for b in (out != pred_masks).flatten(1).any(1)]
+            self.step["mem"]["shrink_knife_edge"] = shrinkage_knife_edges(pred_masks, orig)
         return out
+
+    def on_build_outputs(self, orig, *a, **k):
+        """Records the frame's output pixels that sit on a knife edge: where any object's video-resolution logit
+        (tracked masks, and new detections after hole filling, as ``build_outputs`` makes them) is within
+        PIXEL_TOL of 0."""
+        assert not a, "build_outputs is called with keywords"
+        height, width = k["orig_vid_height"], k["orig_vid_width"]
+        logits = [F.interpolate(k["tracker_low_res_masks_global"].unsqueeze(1), size=(height, width),
+                                mode="bilinear", align_corners=False)]
+        new = torch.as_tensor(k["tracker_update_plan"]["new_det_fa_inds"], dtype=torch.long)
+        if len(new):
+            masks = sam3_video_base_mod.fill_holes_in_mask_scores(
+                k["det_out"]["mask"][new].unsqueeze(1), max_area=self.model.fill_hole_area, fill_holes=True,
+                remove_sprinkles=True)
+            logits.append(F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False))
+        near = torch.cat(logits).abs().lt(PIXEL_TOL).any(0)[0] if sum(len(x) for x in logits) else \
+            torch.zeros(height, width, dtype=torch.bool)
+        self.step["out_knife_edge_px"] = pack_masks(cpu(near).numpy())
+        return orig(*a, **k)
 
     def on_memory_encoder(self, orig, inference_state, frame_idx, batch_size, high_res_masks, object_score_logits,
                           is_mask_from_pts):
         feats, pos = orig(inference_state, frame_idx, batch_size, high_res_masks, object_score_logits,
                           is_mask_from_pts)
-        assert feats.dtype == torch.float32  # the bf16 storage cast is gone
+        assert feats.dtype == self.memory_dtype  # fp32: the bf16 storage cast is gone
         if self.step is not None:
             self.step["mem_encoder_batches"].append({
                 "caller": "update_memories" if self.in_update_memories else (
@@ -477,9 +590,10 @@ def output_record(frame_idx: int, out: dict) -> dict:
             "num_obj_tracked": int(out["frame_stats"]["num_obj_tracked"]) if out.get("frame_stats") else -1}
 
 
-def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W)):
+def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W),
+             memory_dtype: torch.dtype = torch.float32):
     """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0)."""
-    rec = Recorder(model)
+    rec = Recorder(model, memory_dtype)
     outputs, yield_after_step = [], []
     num_frames = len(images)
     with torch.inference_mode():
@@ -511,14 +625,15 @@ def decisions(rec, outputs) -> list:
     return tr + [[o["frame_idx"], o["out_obj_ids"].tolist()] for o in outputs]
 
 
-def robustness(model, images, rec, outputs, rel: float, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W)) -> dict:
+def robustness(model, images, rec, outputs, rel: float, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W),
+               memory_dtype: torch.dtype = torch.float32) -> dict:
     """Rerun with every weight times (1 + rel * N(0, 1)): same decisions? how many mask pixels flip?"""
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(1234)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + rel * torch.randn(p.shape, generator=g))
-    rec2, _, outputs2, _ = run_loop(model, images, video_hw)
+    rec2, _, outputs2, _ = run_loop(model, images, video_hw, memory_dtype)
     model.load_state_dict(saved)
     same = decisions(rec, outputs) == decisions(rec2, outputs2)
     flips = [0]
@@ -736,6 +851,11 @@ def print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_r
         print("output mask pixels:", [[int(np.unpackbits(m).sum()) for m in o["out_binary_masks_packed"].numpy()]
                                       for o in outputs])
     print("robustness:", robust)
+    edges = {i: [o for o, e in zip(st["trk"]["obj_ids"], st["mem"]["shrink_knife_edge"]) if e]
+             for i, st in enumerate(rec.steps) if any(st.get("mem", {}).get("shrink_knife_edge", []))}
+    print("knife edges (step: objects whose area-shrinkage outcome moves within the probe):", edges or "none")
+    print("knife-edge output pixels per step:", [int(np.unpackbits(st["out_knife_edge_px"].numpy()).sum())
+                                                 for st in rec.steps])
 
 
 def recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust) -> dict:
@@ -763,6 +883,12 @@ def main(argv=None) -> int:
     ap.add_argument("--neck-seed", type=int, default=0, help="seed of the sam2_convs init")
     ap.add_argument("--neck-gain", type=float, default=3 ** 0.5, help="factor on the sam2_convs default init weights")
     ap.add_argument("--clip-seed", type=int, default=0, help="seed of the clip's position jitter")
+    ap.add_argument("--scene", choices=("three", "dense"), default="three",
+                    help="three shapes (default) or eight, several entering together (more births per frame)")
+    ap.add_argument("--memory-dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="how the official code stores encoded memories: fp32 (its bf16 casts patched out) or bf16 "
+                         "(as the official code does on every device)")
+    ap.add_argument("--name", default="video_loop_parity.pt", help="file name of the tiny fixture inside --out")
     ap.add_argument("--set", nargs="*", default=[], metavar="ATTR=VALUE", help="override a threshold (exploring)")
     ap.add_argument("--robustness", type=float, default=None,
                     help="relative weight noise of the check rerun (0: skip; default 1e-6 tiny, 0 full)")
@@ -784,31 +910,36 @@ def main(argv=None) -> int:
     if args.robustness is None:
         args.robustness = 1e-6
     t0 = time.time()
-    patches = apply_patches()
+    patches = apply_patches(args.memory_dtype)
+    memory_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.memory_dtype]
     det_sizes, trk_sizes = read_sizes()
     torch.manual_seed(0)
     model = build(det_sizes, trk_sizes)
     sam2 = sam2_convs_weights(model, args.neck_seed, args.neck_gain)
     n_keys = load_weights(model, sam2)
-    changed = set_thresholds(model, CHANGED, args.set)
+    changed = set_thresholds(model, CHANGED_DENSE if args.scene == "dense" else CHANGED, args.set)
     config = loop_config(model)
     print(f"built + loaded {n_keys} tensors in {time.time() - t0:.1f} s")
 
-    images = preprocess(make_clip(args.clip_seed), det_sizes["resolution"])
+    images = preprocess(make_clip(args.clip_seed, scene=args.scene), det_sizes["resolution"])
     t1 = time.time()
-    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images)
+    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images, memory_dtype=memory_dtype)
     t_run = time.time() - t1
     detector_raw = rec.finish()
-    robust = robustness(model, images, rec, outputs, args.robustness) if args.robustness > 0 else None
+    robust = (robustness(model, images, rec, outputs, args.robustness, memory_dtype=memory_dtype)
+              if args.robustness > 0 else None)
     print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_run, masks=False)
     if args.dry:
         return 0
 
     fx = {
-        "format": "video_loop_parity v1",
+        "format": "video_loop_parity v2",
         "prompt": PROMPT,
         "num_frames": NUM_FRAMES, "orig_height": VIDEO_H, "orig_width": VIDEO_W,
-        "images": images,
+        "scene": args.scene, "memory_dtype": args.memory_dtype, "official_threads": torch.get_num_threads(),
+        "knife_edge": {"pixel_tol": PIXEL_TOL, "probe_abs": PROBE_ABS, "probe_rel": PROBE_REL,
+                       "probe_trials": PROBE_TRIALS},
+        **pack_images(images),
         "detector_sizes": det_sizes, "tracker_sizes": trk_sizes,
         "config": config, "config_changed": sorted(changed), "config_builder": dict(BUILDER),
         "seeds": {"neck": args.neck_seed, "clip": args.clip_seed, "build": 0}, "neck_gain": args.neck_gain,
@@ -817,7 +948,7 @@ def main(argv=None) -> int:
     }
     assert all(torch.equal(v.half().float(), v) for v in sam2.values())
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "video_loop_parity.pt"
+    path = args.out / args.name
     torch.save(fx, path)
     back = torch.load(path, weights_only=True)
     assert decisions(type("R", (), {"steps": back["steps"]}), back["outputs"]) == decisions(rec, outputs)
