@@ -43,7 +43,8 @@ def collect_videos(inputs: Sequence[str | Path], out_dir: str | Path, exemplars_
     if not sources:
         raise InputError(f"no videos in {', '.join(map(str, inputs))} (video files: "
                          f"{', '.join(sorted(VIDEO_SUFFIXES))}, or folders of JPEG/PNG frames)")
-    names = _unique_names(sources, known or {})
+    links = {p.name for p in out.iterdir() if p.is_symlink()} if out.is_dir() else set()
+    names = _unique_names(sources, known or {}, links)
     videos = []
     for source in sources:
         name = names[str(source)]
@@ -85,14 +86,25 @@ def _search(folder: Path, out: Path) -> list[Path]:
     return found
 
 
-def _unique_names(sources: Sequence[Path], known: dict[str, str]) -> dict[str, str]:
-    """source -> output folder name: ``known`` ones kept, new ones the stem, made unique."""
-    names = {str(s): known[str(s)] for s in sources if str(s) in known}
-    taken = set(names.values())
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
+
+
+def is_plain_name(name: object) -> bool:
+    """A folder name made of letters, digits, ``.``, ``_`` and ``-`` only, not starting with a dot (so not
+    ``.``, ``..`` or hidden), at most 255 characters: what ``_unique_names`` makes."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def _unique_names(sources: Sequence[Path], known: dict[str, str], avoid: set[str] = frozenset()) -> dict[str, str]:
+    """source -> output folder name: ``known`` ones kept (plain names only), new ones the stem, made unique
+    and none of ``avoid`` (links inside OUT, which could lead out of it)."""
+    names = {str(s): known[str(s)] for s in sources if str(s) in known and is_plain_name(known[str(s)])
+             and known[str(s)] not in avoid}
+    taken = set(names.values()) | set(avoid)
     for source in sources:
         if str(source) in names:
             continue
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem if source.suffix.lower() in VIDEO_SUFFIXES else source.name).lstrip(".")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem if source.suffix.lower() in VIDEO_SUFFIXES else source.name).lstrip(".")[:240]
         name, n = stem or "video", 1
         while name in taken:
             n += 1

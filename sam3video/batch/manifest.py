@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..export.atomic import atomic_open
 from ..run import TrackJob
 from ..video.exemplars import Exemplar
-from .inputs import BatchVideo
+from .inputs import BatchVideo, is_plain_name
 
 MANIFEST_NAME, INDEX_JSON, INDEX_CSV = "manifest.json", "index.json", "index.csv"
 MANIFEST_VERSION = 1
@@ -43,6 +43,8 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
             version, saved, entries = data["version"], data["settings"], data["videos"]
+            if not isinstance(saved, dict) or not isinstance(entries, dict):
+                raise TypeError("settings and videos must be objects")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path} is unreadable ({type(e).__name__}): remove it or give another --out") from None
         if version != MANIFEST_VERSION:
@@ -51,10 +53,16 @@ class Manifest:
         if changed:
             raise InputError(f"{out_dir} holds a batch made with other settings ({', '.join(changed)} differ): "
                              f"give another --out, or the same settings")
+        # a name that is not a plain folder name (``../x``, ``/abs``, empty) is never used as a folder: dropped
+        entries = {name: entry for name, entry in entries.items() if is_plain_name(name) and isinstance(entry, dict)}
         return cls(out_dir, settings, entries)
 
     def known_names(self) -> dict[str, str]:
-        return {entry["source"]: name for name, entry in self.entries.items()}
+        """source -> folder name of the videos the manifest knows, keeping only names that are a plain folder
+        inside OUT (``is_plain_name``, and not a link leading elsewhere): a video with any other name read back
+        from the manifest is named again, as a new one."""
+        return {entry["source"]: name for name, entry in self.entries.items()
+                if isinstance(entry, dict) and isinstance(entry.get("source"), str) and is_folder_in(self.out_dir, name)}
 
     def is_done(self, video: BatchVideo) -> bool:
         """Done with the same source and exemplars, and every output still as it was written."""
@@ -81,6 +89,17 @@ class Manifest:
                 "videos": dict(sorted(self.entries.items()))}
         with atomic_open(self.out_dir / MANIFEST_NAME, "w") as f:
             json.dump(data, f, indent=1)
+
+
+def is_folder_in(out_dir: Path, name: object) -> bool:
+    """Whether ``name`` (read from a file) is a plain folder name whose folder stays inside ``out_dir``:
+    ``is_plain_name``, and if ``out_dir / name`` exists, a real folder (not a link) resolving inside it."""
+    if not is_plain_name(name):
+        return False
+    folder = out_dir / name
+    if folder.is_symlink():
+        return False
+    return not folder.exists() or (folder.is_dir() and folder.resolve().parent == out_dir.resolve())
 
 
 def _exemplars_json(exemplars: Sequence[Exemplar]) -> list[dict]:

@@ -11,6 +11,7 @@ import pytest
 
 from sam3video.batch import BatchJob, BatchVideo, Manifest, settings_of
 from sam3video.batch.driver import _plan, worker_memory
+from sam3video.batch.inputs import collect_videos, is_plain_name
 from sam3video.batch.manifest import output_checksums, write_index
 from sam3video.errors import InputError
 from sam3video.run import TrackJob
@@ -48,6 +49,40 @@ def test_an_unreadable_manifest_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(InputError, match="manifest.json is unreadable"):
         Manifest.load(tmp_path, settings_of(BASE))
+
+
+def test_names_read_back_are_plain_folders_inside_out(tmp_path):
+    """A manifest someone else wrote: ``../x``, absolute paths, empty or hidden names, non-string names and a link
+    inside OUT leading out are never used as folders; those videos are named again as new ones."""
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (out / "linked").symlink_to(outside, target_is_directory=True)
+    sources = {name: str(tmp_path / f"v{i}.mp4") for i, name in enumerate(
+        ["../x", "/abs/path", "", ".hidden", "a/b", "..", "linked", "fine-1.ok"])}
+    for source in sources.values():
+        Path(source).write_bytes(b"")
+    videos = {name: {"source": source, "state": "running"} for name, source in sources.items()}
+    videos["7"] = {"source": 7}  # not a string: ignored
+    (out / "manifest.json").write_text(json.dumps({"version": 1, "settings": settings_of(BASE), "videos": videos}))
+    manifest = Manifest.load(out, settings_of(BASE))
+    assert set(manifest.entries) == {"linked", "fine-1.ok", "7"}  # the rest are dropped on load
+    assert manifest.known_names() == {sources["fine-1.ok"]: "fine-1.ok"}
+    named = collect_videos(list(sources.values()), out, known=manifest.known_names())
+    for video in named:
+        folder = (out / video.name)
+        assert is_plain_name(video.name) and not folder.is_symlink() and folder.resolve().parent == out.resolve()
+    assert {v.name for v in named} >= {"fine-1.ok"} and "linked" not in {v.name for v in named}
+    assert len({v.name for v in named}) == len(named)
+
+
+@pytest.mark.parametrize("payload", ['{"version": 1, "settings": {}, "videos": []}',
+                                     '{"version": 1, "settings": [], "videos": {}}'])
+def test_a_manifest_of_the_wrong_shape_is_refused(tmp_path, payload):
+    (tmp_path / "manifest.json").write_text(payload)
+    with pytest.raises(InputError, match="manifest.json is unreadable"):
+        Manifest.load(tmp_path, {})
 
 
 def test_done_means_outputs_unchanged(tmp_path):
