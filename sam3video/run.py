@@ -12,15 +12,14 @@ The CLI (``track``, ``retrack``, ``render``), ``make benchmark``, ``tools/bench_
 the model's (``VideoPredictor.track``) or saved detections' (``sam3video.replay``), through one
 ``execute``. Each window's outputs are segments in ``OUT/.partial``, with the run's state after the
 window (tracker, exemplar memory, per-track table, timings); ``TrackJob(resume=True)`` goes on after
-the last complete window and gives the same files as an uninterrupted run. The state is a pickle of
-our own objects: resume only runs you made.
+the last complete window and gives the same files as an uninterrupted run. The state is JSON + ``.npz`` without
+pickles (``export.run_state``): reading it runs no code of the file's choosing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +32,7 @@ from .detections import Detections
 from .errors import InputError
 from .export.atomic import atomic_open, remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
+from .export.run_state import TREE_NAME, StateError, load_state, save_state
 from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,
                              prepare_out_dir, publish_outputs, remove_partial)
 from .export.summary import TrackStats, summary_text
@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from .video.predictor import VideoPredictor
     from .replay import SavedRun
 
-STATE_NAME = "state.pkl"  # in OUT/.partial: the run after its last complete window
-STATE_VERSION = 1
+STATE_NAME = TREE_NAME  # in OUT/.partial (with state.npz): the run after its last complete window
+LEGACY_STATE_NAME = "state.pkl"  # what sam3video wrote before: a pickle, never read
+STATE_VERSION = 2
 FINGERPRINT = ("input", "model", "prompts", "exemplars", "tracker", "config", "retracked_from")
 
 Progress = Callable[[Iterator[FrameResult], "int | None"], Iterator[FrameResult]]
@@ -259,8 +260,7 @@ class Run:
             state.tracker, state.exemplars = self.session.tracker, self.session.exemplars
             state.timings = dict(self.session.timings)
             state.elapsed_s = elapsed_before + time.perf_counter() - start
-            with atomic_open(partial / STATE_NAME, "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            save_state(partial, state)
 
         first_window = state.windows[-1] + 1 if state.windows else 0
         results = self.source.results(self.session, first_window, window_done)
@@ -299,14 +299,15 @@ class Run:
     def _load_state(self, partial: Path) -> _State | None:
         """The saved state of an earlier run of this job, or None (nothing to resume: start over)."""
         path = partial / STATE_NAME
+        if (partial / LEGACY_STATE_NAME).exists():
+            raise InputError(f"cannot resume: {partial / LEGACY_STATE_NAME} is from an older sam3video (a pickle, "
+                             f"which is never read); run again without --resume")
         if not path.is_file():
             return None
         try:
-            with open(path, "rb") as f:
-                state = pickle.load(f)
-        except Exception as e:  # noqa: BLE001 - any unreadable state means: cannot resume
-            raise InputError(f"cannot resume: {path} is unreadable ({type(e).__name__}); "
-                             f"run again without --resume") from None
+            state = load_state(partial)
+        except StateError as e:
+            raise InputError(f"cannot resume: the state in {partial} was refused ({e}); run again without --resume") from None
         if not isinstance(state, _State) or state.version != STATE_VERSION:
             raise InputError(f"cannot resume: {path} is from another version; run again without --resume")
         now = self._fingerprint()

@@ -102,6 +102,43 @@ def test_resume_refuses_other_settings(frames, model, tmp_path):
         prepare(job(frames, tmp_path, prompts=("dog",), resume=True), model).execute()
 
 
+class _Payload:
+    """Unpickling this creates ``path``: proof that a pickle was read."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resume_never_unpickles_what_is_in_the_output_folder(frames, model, tmp_path):
+    """An old-format (or planted) ``state.pkl`` is refused in one line without being read; a damaged or foreign
+    JSON state too."""
+    import pickle
+
+    from sam3video.export.run_state import TREE_NAME
+
+    out, marker = tmp_path / "out", tmp_path / "payload-ran"
+    with pytest.raises(KeyboardInterrupt):
+        prepare(job(frames, out, render=False), model).execute(on_result=interrupt_at(7))
+    partial = out / PARTIAL_DIR
+    assert (partial / TREE_NAME).is_file() and not list(partial.glob("*.pkl"))  # what a run writes now
+    (partial / "state.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(InputError, match=r"state.pkl is from an older sam3video \(a pickle, which is never read\)"):
+        prepare(job(frames, out, render=False, resume=True), model).execute()
+    assert not marker.exists()
+    (partial / "state.pkl").unlink()
+    tree = json.loads((partial / TREE_NAME).read_text())
+    tree["state"] = {"__object__": "builtins:open", "attrs": {}}
+    (partial / TREE_NAME).write_text(json.dumps(tree))
+    with pytest.raises(InputError, match="cannot resume: the state in .* was refused \\(class builtins:open"):
+        prepare(job(frames, out, render=False, resume=True), model).execute()
+    (partial / TREE_NAME).write_text("{damaged")
+    with pytest.raises(InputError, match="was refused \\(unreadable"):
+        prepare(job(frames, out, render=False, resume=True), model).execute()
+
+
 def test_resume_without_a_partial_run_starts_over(frames, model, tmp_path):
     summary = prepare(job(frames, tmp_path, resume=True, render=False), model).execute()
     assert summary["frames"] == 15
