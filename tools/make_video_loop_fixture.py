@@ -2,7 +2,8 @@
 
 Run with the oracle venv only (never with the project's), from the repository root (~15 s on 2 cores):
 
-    OMP_NUM_THREADS=1 ~/.cache/sam3-oracle/bin/python tools/make_video_loop_fixture.py --out tests/data/video_loop_parity
+    OMP_NUM_THREADS=1 ~/.cache/sam3-oracle/bin/python tools/make_video_loop_fixture.py --out tests/data/video_loop_parity \
+        --name three_fp32_n0_c0.pt.xz
 
 Model: the official ``Sam3VideoInferenceWithInstanceInteractivity`` (detector ``Sam3ImageOnVideoMultiGPU`` with the
 second, tracker-side ViTDet neck; tracker ``Sam3TrackerPredictor``), wired as ``sam3.model_builder.
@@ -25,8 +26,18 @@ weights pass none of the defaults).
 Recorded (by wrapping official methods, never editing them), per processed step: the detections (and the raw
 detector outputs / NMS per frame), the tracker propagation, the update plan, reconditioning calls, what reaches the
 memory encoder, the bucket structure, the hot-start bookkeeping; and every frame yielded by ``propagate_in_video``.
-A rerun with 1e-6 relative weight noise checks that no decision sits on a threshold. Every key saved is described
-in the fixture folder's README.md.
+A rerun with 1e-6 relative weight noise checks that no decision sits on a threshold. Knife edges, which that rerun
+cannot see (it moves every object alike): every area-shrinkage decision before memory encoding is probed by rerunning
+the official rule on the same logits moved by up to 1e-4 (+ 1e-4 |x|), per object and per pixel, bitwise ties kept
+(``mem.shrink_knife_edge``; ``mem.shrink_tie_decided``: outcomes that rest on an exact tie), and the output pixels
+whose video-resolution logit is within 1e-3 of 0 are recorded (``out_knife_edge_px``);
+``tools/check_sam3_loop_parity.py`` gives those decisions the official outcome and lets those pixels differ, and
+nothing else. Every key saved is described in the fixture folder's README.md.
+
+Cases: ``--neck-seed`` / ``--clip-seed`` (the second neck's init, the clip's jitter), ``--scene dense`` (eight shapes,
+easier births: 2-4 objects born on most frames, buckets of up to 4), ``--memory-dtype bf16`` (the official bf16
+storage of encoded memories kept). ``--name x.pt.xz`` writes an lzma-compressed file (the stored test cases);
+``tools/loop_parity_sweep.py`` makes and checks 24 cases in one command.
 
 ``--size full`` (never writes under tests/; ~14 min and 6.4 GB peak on 2 busy cores, ~170 s per frame):
 
@@ -50,6 +61,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import io
+import lzma
 import re
 import sys
 import textwrap
@@ -325,6 +338,19 @@ def preprocess(clip: np.ndarray, size: int) -> torch.Tensor:
     return ((x / 255.0 - 0.5) / 0.5).half()
 
 
+def save_fixture(fx: dict, path: Path) -> None:
+    """``torch.save``; a name ending in ``.xz`` is lzma-compressed (the stored test fixtures)."""
+    buffer = io.BytesIO()
+    torch.save(fx, buffer)
+    data = lzma.compress(buffer.getvalue()) if path.suffix == ".xz" else buffer.getvalue()
+    path.write_bytes(data)
+
+
+def load_fixture(path: Path) -> dict:
+    data = path.read_bytes()
+    return torch.load(io.BytesIO(lzma.decompress(data) if path.suffix == ".xz" else data), weights_only=True)
+
+
 def pack_images(images: torch.Tensor) -> dict:
     """The fp16 frames as zlib-compressed bytes (flat synthetic frames shrink ~90x): ``images_fp16_zlib`` (uint8)
     and ``images_shape``; ``tools/check_sam3_loop_parity.read_fixture`` unpacks them."""
@@ -349,19 +375,20 @@ def ids(x) -> list[int]:
 # differences below the float error between two implementations (ours and the official logits differ by up to
 # ~6e-5 on the tiny model; the official code differs from itself by as much between 1 and 2 threads).
 PIXEL_TOL = 1e-3  # a mask pixel whose logit is within this of 0 may fall either side
-PROBE_ABS, PROBE_REL, PROBE_TRIALS = 1e-4, 1e-4, 16  # the area-shrinkage probe: logits moved by up to this
+PROBE_ABS, PROBE_REL, PROBE_TRIALS = 1e-4, 1e-4, 32  # the area-shrinkage probe: logits moved by up to this
 
 
-def _probe_noise(x: torch.Tensor, g: torch.Generator, per_object: bool) -> torch.Tensor:
+def _probe_noise(x: torch.Tensor, g: torch.Generator, per_object: bool, keep_ties: bool = True) -> torch.Tensor:
     """Uniform noise in [-1, 1] of x's shape (N, ...). ``per_object``: one value per object for all its pixels
     (the float error between two implementations is largely systematic per object, not independent per pixel);
     otherwise independent per object and pixel, except that objects whose logits are bitwise equal at a pixel get
-    the same noise there. Either way objects whose logits are bitwise equal everywhere move together: an exact tie
-    stays a tie, decided by the official first-index rule, which a faithful implementation does reproduce."""
+    the same noise there. With ``keep_ties``, objects whose logits are bitwise equal everywhere move together: an
+    exact tie stays a tie, decided by the official first-index rule, which a faithful implementation reproduces."""
     prime = 2 ** 31 - 1
     if per_object:
         rows = x.flatten(1)
-        group = [next(j for j in range(i + 1) if torch.equal(rows[j], rows[i])) for i in range(len(rows))]
+        group = [next(j for j in range(i + 1) if keep_ties and torch.equal(rows[j], rows[i]) or j == i)
+                 for i in range(len(rows))]
         shift = torch.rand(len(rows), generator=g, dtype=torch.float64).mul(2).sub(1)[group]
         return shift.to(x.dtype).reshape(-1, *[1] * (x.dim() - 1)).expand_as(x)
     bits = x.float().contiguous().view(torch.int32).to(torch.int64) % prime
@@ -371,28 +398,34 @@ def _probe_noise(x: torch.Tensor, g: torch.Generator, per_object: bool) -> torch
     return h.double().div(prime / 2).sub(1).to(x.dtype)
 
 
-def shrinkage_knife_edges(pred_masks: torch.Tensor, rule) -> list[bool]:
-    """(N, 1, H, W) logits given to the official area-shrinkage rule (``rule``) -> per object, whether its
-    outcome (suppressed or not, and its memory object score: any pixel > 0 after the rule) changes when the logits
-    move by up to PROBE_ABS + PROBE_REL |x| (PROBE_TRIALS draws of ``_probe_noise``, half per object, half per
-    pixel)."""
+def shrinkage_knife_edges(pred_masks: torch.Tensor, rule) -> tuple[list[bool], list[bool]]:
+    """(N, 1, H, W) logits given to the official area-shrinkage rule (``rule``) -> per object, (knife edge: whether
+    its outcome (suppressed or not, and its memory object score: any pixel > 0 after the rule) changes when the
+    logits move by up to PROBE_ABS + PROBE_REL |x| (PROBE_TRIALS draws of ``_probe_noise``, half per object, half
+    per pixel, exact ties kept); tie-decided: whether it changes only when objects with bitwise-equal logits are
+    moved apart, i.e. it rests on the first-index rule for an exact tie)."""
     def outcome(m):
         out = rule(m)
         return torch.stack([(out != m).flatten(1).any(1), (out > 0).flatten(1).any(1)], 1)
 
-    base = outcome(pred_masks)
     unstable = torch.zeros(len(pred_masks), dtype=torch.bool)
+    tie = torch.zeros(len(pred_masks), dtype=torch.bool)
+    if len(pred_masks) < 2:  # one object: the argmax is trivial and the rule keeps it
+        return unstable.tolist(), tie.tolist()
+    base = outcome(pred_masks)
     g = torch.Generator().manual_seed(0)
     scale = PROBE_ABS + PROBE_REL * pred_masks.abs()
     for trial in range(PROBE_TRIALS):
         noise = _probe_noise(pred_masks, g, per_object=trial % 2 == 0)
         unstable |= (outcome(pred_masks + scale * noise) != base).any(1)
-    return unstable.tolist()
+        if trial % 2 == 0:
+            tie |= (outcome(pred_masks + scale * _probe_noise(pred_masks, g, True, keep_ties=False)) != base).any(1)
+    return unstable.tolist(), (tie & ~unstable).tolist()
 
 
 class Recorder:
-    def __init__(self, model, memory_dtype: torch.dtype = torch.float32):
-        self.memory_dtype = memory_dtype
+    def __init__(self, model, memory_dtype: torch.dtype = torch.float32, probe: bool = True):
+        self.memory_dtype, self.probe = memory_dtype, probe
         self.model, self.steps, self.detector_raw, self.step = model, [], {}, None
         self.phase, self.in_recondition, self.in_update_memories = None, False, False
         self.detector_calls = []  # (frame of the detector run, index of the step during which it ran)
@@ -531,7 +564,9 @@ class Recorder:
         out = orig(pred_masks)
         if self.in_update_memories:
             self.step["mem"]["shrink_suppressed"] = [bool(b) for b in (out != pred_masks).flatten(1).any(1)]
-            self.step["mem"]["shrink_knife_edge"] = shrinkage_knife_edges(pred_masks, orig)
+            if self.probe:
+                edge, tie = shrinkage_knife_edges(pred_masks, orig)
+                self.step["mem"]["shrink_knife_edge"], self.step["mem"]["shrink_tie_decided"] = edge, tie
         return out
 
     def on_build_outputs(self, orig, *a, **k):
@@ -591,9 +626,10 @@ def output_record(frame_idx: int, out: dict) -> dict:
 
 
 def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W),
-             memory_dtype: torch.dtype = torch.float32):
-    """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0)."""
-    rec = Recorder(model, memory_dtype)
+             memory_dtype: torch.dtype = torch.float32, probe: bool = True):
+    """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0); ``probe``:
+    probe the knife edges (off for the reruns that only compare decisions)."""
+    rec = Recorder(model, memory_dtype, probe)
     outputs, yield_after_step = [], []
     num_frames = len(images)
     with torch.inference_mode():
@@ -633,7 +669,7 @@ def robustness(model, images, rec, outputs, rel: float, video_hw: tuple[int, int
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1 + rel * torch.randn(p.shape, generator=g))
-    rec2, _, outputs2, _ = run_loop(model, images, video_hw, memory_dtype)
+    rec2, _, outputs2, _ = run_loop(model, images, video_hw, memory_dtype, probe=False)
     model.load_state_dict(saved)
     same = decisions(rec, outputs) == decisions(rec2, outputs2)
     flips = [0]
@@ -854,6 +890,9 @@ def print_summary(rec, add_prompt_output, outputs, yield_after_step, robust, t_r
     edges = {i: [o for o, e in zip(st["trk"]["obj_ids"], st["mem"]["shrink_knife_edge"]) if e]
              for i, st in enumerate(rec.steps) if any(st.get("mem", {}).get("shrink_knife_edge", []))}
     print("knife edges (step: objects whose area-shrinkage outcome moves within the probe):", edges or "none")
+    ties = {i: [o for o, e in zip(st["trk"]["obj_ids"], st["mem"]["shrink_tie_decided"]) if e]
+            for i, st in enumerate(rec.steps) if any(st.get("mem", {}).get("shrink_tie_decided", []))}
+    print("exact ties (step: objects whose outcome rests on the first-index rule):", ties or "none")
     print("knife-edge output pixels per step:", [int(np.unpackbits(st["out_knife_edge_px"].numpy()).sum())
                                                  for st in rec.steps])
 
@@ -888,7 +927,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-dtype", choices=("fp32", "bf16"), default="fp32",
                     help="how the official code stores encoded memories: fp32 (its bf16 casts patched out) or bf16 "
                          "(as the official code does on every device)")
-    ap.add_argument("--name", default="video_loop_parity.pt", help="file name of the tiny fixture inside --out")
+    ap.add_argument("--name", default="video_loop_parity.pt",
+                    help="file name of the tiny fixture inside --out (ending in .xz: lzma-compressed)")
     ap.add_argument("--set", nargs="*", default=[], metavar="ATTR=VALUE", help="override a threshold (exploring)")
     ap.add_argument("--robustness", type=float, default=None,
                     help="relative weight noise of the check rerun (0: skip; default 1e-6 tiny, 0 full)")
@@ -949,8 +989,8 @@ def main(argv=None) -> int:
     assert all(torch.equal(v.half().float(), v) for v in sam2.values())
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / args.name
-    torch.save(fx, path)
-    back = torch.load(path, weights_only=True)
+    save_fixture(fx, path)
+    back = load_fixture(path)
     assert decisions(type("R", (), {"steps": back["steps"]}), back["outputs"]) == decisions(rec, outputs)
     print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.1f} s total")
     return 0

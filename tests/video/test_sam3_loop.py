@@ -12,7 +12,7 @@ from sam3video.model.geometry_encoders import prompt_from_boxes
 from sam3video.thresholds import Sam3LoopConfig
 from sam3video.video.detect import encode_prompts, run_frames, split_frames
 from sam3video.video.sam3_loop import (HotstartBuffer, LoopFrame, Sam3Loop, TrackerBucket, detector_probs,
-                                       fill_holes_in_mask_scores)
+                                       fill_holes_in_mask_scores, postprocess_frame)
 from sam3video.video.sam3_tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.session import Sam3Options, TrackingConfig
 
@@ -84,6 +84,22 @@ def test_hotstart_buffer_delays_and_hides_later_removals():
     assert rest[-1].obj_ids.tolist() == []  # suppressed on its own frame
     no_delay = HotstartBuffer(hotstart_delay=0, video_size=(4, 4))
     assert no_delay.push(frame(0, [0], removed={0}))[0].obj_ids.tolist() == [0]  # officially not gathered
+
+
+def test_output_ties_go_to_the_smallest_id_whatever_the_insertion_order():
+    """The official output stage sorts ids, then an overlapped pixel goes to the highest tracker probability, the
+    first (smallest id) on equal ones (probabilities of 1.0 are common: sigmoid of logits above ~17)."""
+    a = torch.zeros(6, 8, dtype=torch.bool)
+    a[1:5, 1:5] = True
+    b = torch.zeros(6, 8, dtype=torch.bool)
+    b[2:6, 3:8] = True
+    frame = LoopFrame(0, {7: b, 3: a}, {7: 0.5, 3: 0.4}, {7: 1.0, 3: 1.0}, frozenset(), frozenset())
+    out = postprocess_frame(frame, (), (6, 8))
+    assert out.obj_ids.tolist() == [3, 7]
+    shared = int((a & b).sum())
+    assert shared == 6 and out.masks[0].sum() == 16 and out.masks[1].sum() == 20 - shared  # id 3 keeps them
+    frame.tracker_scores[3] = 0.999  # a lower probability gives them away
+    assert postprocess_frame(frame, (), (6, 8)).masks[1].sum() == 20
 
 
 def test_loop_runs_and_its_memory_stays_bounded(video_model, clip):

@@ -334,6 +334,20 @@ def test_object_wise_non_overlap_goes_to_the_higher_score():
     assert not ((out[0] > 0) & (out[1] > 0)).any() and (out[1] > 0).sum() == 64 and (out[0] > 0).sum() == 48
 
 
+def test_exact_ties_go_to_the_first_object_as_officially():
+    """Equal logits (or equal scores) at a pixel: torch.argmax's first index keeps it, in the order the objects
+    are given (bucket order for memories, sorted ids for outputs) — the official tie-breaking."""
+    same = rect(2, 2, 10, 10, inside=3.0)
+    masks = stack(same, same, rect(11, 11, 15, 15))[:, None]
+    pixel = sp.apply_non_overlapping_constraints(masks)
+    assert (pixel[0] > 0).sum() == 64 and (pixel[1] <= -10).all() and (pixel[2] > 0).sum() == 16
+    shrunk = sp.suppress_object_pw_area_shrinkage(masks)
+    assert torch.equal(shrunk[0], masks[0]) and (shrunk[1] <= -10).all() and torch.equal(shrunk[2], masks[2])
+    objectwise = sp.apply_object_wise_non_overlapping_constraints(masks, torch.tensor([[1.0], [1.0], [1.0]]),
+                                                                  background_value=0)
+    assert (objectwise[0] > 0).sum() == 64 and not (objectwise[1] > 0).any()
+
+
 # ---------------------------------------------------------------- whole planning phase
 
 
