@@ -39,7 +39,11 @@ def video_model():
     state = {f"detector.{k}": v for k, v in detector.state_dict().items()}
     data = ROOT / "tests" / "data"
     state.update(torch.load(data / "tracker_parity" / "tracker_parity.pt", weights_only=True)["state_dict"])
-    neck = torch.load(data / "video_loop_parity" / "video_loop_parity.pt", weights_only=True)["sam2_convs"]
+    import io
+    import lzma
+
+    raw = lzma.decompress((data / "video_loop_parity" / "three_fp32_n0_c0.pt.xz").read_bytes())
+    neck = torch.load(io.BytesIO(raw), weights_only=True)["sam2_convs"]  # the second neck of the parity case
     state.update({k: v.float() for k, v in neck.items()})
     model.load_state_dict(state, strict=True)
     return model.eval()
