@@ -12,8 +12,8 @@ directory keyed by its weights, and compiled for the CPU at one of:
           AMX; what is not quantized runs at the plugin's default precision (bf16 where the CPU has it).
 
 The first run converts (about 50 s a full-size stage, int8 then calibrates); later runs read the IR back
-in a second. A full-size stage is converted in a child process: tracing it holds ~5 GB that the
-converting process never gives back. Stages, not blocks, are compiled because every compiled model keeps
+in a second. A full-size stage is converted in its own interpreter (``openvino_child``: ``sys.executable -m``,
+so scripts need no ``__main__`` guard): tracing it holds ~5 GB that the converting process never gives back. Stages, not blocks, are compiled because every compiled model keeps
 its own scratch memory (~0.2 GB for a full-size block).
 
 Token maps cross the boundary as (B, H, W, C) float32 numpy arrays (no copy on the way in); the batch
@@ -31,7 +31,6 @@ import copy
 import hashlib
 import io
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -57,7 +56,10 @@ CACHE_ENV = "SAM3VIDEO_CACHE"  # the cache root (default ~/.cache/sam3video); IR
 # 2.3 % with these 8 frames without it (bf16: 0.33 %).
 CALIBRATION_FRAMES = 8
 CALIBRATION_RECIPE = "classic+train, no SmoothQuant"  # part of the int8 cache key
-CHILD_MIN_PARAMETERS = 50_000_000  # stages at least this large are converted in a child process
+# stages at least this large are converted in their own interpreter (``openvino_child``); the environment variable
+# CHILD_ENV overrides it (tests set 0 so that the tiny model takes that path)
+CHILD_MIN_PARAMETERS = 50_000_000
+CHILD_ENV = "SAM3VIDEO_OPENVINO_CHILD_MIN_PARAMETERS"
 
 
 def import_openvino():
@@ -85,7 +87,7 @@ def compile_options(precision: str, threads: int | None = None) -> dict:
 
 def runs_in_child(parameters: int) -> bool:
     """Whether a stage of this many parameters is converted / quantized in a child process."""
-    return parameters >= CHILD_MIN_PARAMETERS
+    return parameters >= int(os.environ.get(CHILD_ENV, CHILD_MIN_PARAMETERS))
 
 
 def as_float32_array(x: torch.Tensor) -> np.ndarray:
@@ -189,36 +191,18 @@ def quantize_stage(xml: Path, samples: np.ndarray, entry: Path) -> None:
     save_ir(quantized, entry)
 
 
-def _export_saved_stage(skeleton: nn.Module, path: str, grid: tuple[int, int], entry: str) -> None:
-    """A child process's work: ``skeleton`` (the stage on the meta device) given the weights saved at
-    ``path`` and exported to ``entry``."""
-    skeleton.load_state_dict(torch.load(path, weights_only=True), assign=True)
-    export_stage(skeleton, grid, Path(entry))
-
-
-def _quantize_saved_samples(xml: str, path: str, entry: str) -> None:
-    """A child process's work: ``quantize_stage`` with the samples saved at ``path`` (.npy)."""
-    quantize_stage(Path(xml), np.load(path), Path(entry))
-
-
-def _in_child(target, *args) -> None:
-    """Run ``target(*args)`` in a fresh (spawned) process; an error if it fails."""
-    process = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    process.start()
-    process.join()
-    if process.exitcode != 0:
-        raise RuntimeError(f"OpenVINO conversion failed in a child process (exit code {process.exitcode})")
-
-
 def convert_stage(blocks: list[nn.Module], grid: tuple[int, int], entry: Path) -> None:
-    """Export ``blocks`` as one stage at ``entry``: in a child process when large (see the module)."""
+    """Export ``blocks`` as one stage at ``entry``: in its own interpreter when large (``openvino_child``)."""
     stage = copy.deepcopy(nn.Sequential(*blocks))
     if not runs_in_child(sum(p.numel() for p in stage.parameters())):
         export_stage(stage, grid, entry)
         return
+    from . import openvino_child
+
     with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
-        torch.save(stage.state_dict(), Path(tmp) / "stage.pt")
-        _in_child(_export_saved_stage, stage.to("meta"), str(Path(tmp) / "stage.pt"), grid, str(entry))
+        openvino_child.save_stage(stage, grid, Path(tmp))
+        del stage
+        openvino_child.run("export", tmp, entry)
 
 
 def calibration_images(resolution: int) -> torch.Tensor:
@@ -262,8 +246,10 @@ def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entrie
                 if not runs_in_child(os.path.getsize(xml.with_suffix(".bin")) // 4):  # fp32 weights
                     quantize_stage(xml, tokens, entries[i])
                 else:
-                    np.save(Path(tmp) / "samples.npy", tokens)
-                    _in_child(_quantize_saved_samples, str(xml), str(Path(tmp) / "samples.npy"), str(entries[i]))
+                    from . import openvino_child
+
+                    np.save(Path(tmp) / "samples.npy", tokens, allow_pickle=False)
+                    openvino_child.run("quantize", xml, Path(tmp) / "samples.npy", entries[i])
             if any(j > i for j in missing):
                 tokens = core.compile_model(core.read_model(xml), "CPU", compile_options("fp32"))(tokens)[0]
 

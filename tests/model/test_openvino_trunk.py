@@ -10,7 +10,8 @@ import torch
 
 from sam3video.errors import InputError
 from sam3video.model import precision as precision_module
-from sam3video.model.openvino_trunk import OpenVinoStage, compile_trunk, default_cache_dir, trunk_stages
+from sam3video.model.openvino_trunk import (OpenVinoStage, compile_trunk, default_cache_dir, trunk_grid,
+                                             trunk_stages)
 from sam3video.model.precision import apply_precision, resolve_runtime
 from sam3video.video.predictor import TrackingConfig, VideoPredictor
 
@@ -85,6 +86,64 @@ def test_converted_blocks_are_read_back_from_the_cache_keyed_by_weights(tiny_mod
     with torch.no_grad():
         trunk_of(changed).blocks[3].mlp.fc1.weight.add_(1e-3)  # the second stage
     assert compile_trunk(trunk_of(changed), "fp32", tmp_path) == {"converted": 1, "cached": len(entries) - 1}
+
+
+def test_a_stage_rebuilt_from_its_spec_is_the_same_stage(tiny_model, tmp_path):
+    """What the conversion's own interpreter receives (JSON sizes + safetensors, no pickle) rebuilds each stage
+    exactly: same weights and buffers, same outputs to the bit."""
+    from sam3video.model.openvino_child import load_stage, save_stage
+
+    trunk = trunk_of(tiny_model)
+    grid = trunk_grid(trunk)
+    for stage_blocks in trunk_stages(trunk):
+        stage = torch.nn.Sequential(*[trunk.blocks[i] for i in stage_blocks])
+        folder = tmp_path / f"stage{stage_blocks[0]}"
+        folder.mkdir()
+        save_stage(stage, grid, folder)
+        assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.pt"))
+        rebuilt, rebuilt_grid = load_stage(folder)
+        assert rebuilt_grid == tuple(grid)
+        for (k, a), (k2, b) in zip(stage.state_dict().items(), rebuilt.state_dict().items(), strict=True):
+            assert k == k2 and torch.equal(a, b), k
+        x = torch.randn(2, *grid, trunk.blocks[0].norm1.normalized_shape[0])
+        with torch.inference_mode():
+            assert torch.equal(stage(x), rebuilt(x))
+
+
+UNGUARDED_SCRIPT = """
+import numpy as np
+import torch
+from sam3video.model.build import build_model
+from sam3video.video.predictor import TrackingConfig, VideoPredictor
+
+torch.manual_seed(0)
+model = build_model("tiny")
+predictor = VideoPredictor(model, TrackingConfig(precision="int8", runtime="openvino"))
+frames = np.random.default_rng(0).integers(0, 255, size=(2, 48, 64, 3), dtype=np.uint8)
+results = list(predictor.track(frames, ["dog"]))
+print("tracked", len(results), model.runtime)
+"""
+
+
+def test_an_unguarded_script_converts_in_the_child_interpreter(tmp_path):
+    """A plain script (no ``if __name__ == "__main__"``) whose stages take the separate-interpreter path (the
+    threshold set to 0 for the tiny model): it runs once, converts and quantizes, and tracks."""
+    import os
+    import subprocess
+    import sys
+
+    from sam3video.model.openvino_trunk import CACHE_ENV, CHILD_ENV
+
+    script = tmp_path / "plain.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    env = {**os.environ, CHILD_ENV: "0", CACHE_ENV: str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "tracked 2 openvino"
+    assert done.stdout.count("tracked") == 1  # the script ran once: no child imported it again
+    entries = [p.name for p in (tmp_path / "cache" / "openvino").iterdir()]
+    assert sum("-int8-" in name for name in entries) == 2 and len(entries) == 4  # f32 IR and int8, 2 stages
 
 
 def test_the_cache_root_follows_the_environment(monkeypatch, tmp_path):
