@@ -33,13 +33,34 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())["videos"]
 
 
-def _track(data: Path, video: Path, out: Path, capsys) -> bytes:
-    """tracks.txt of a plain ``sam3video track`` of ``video`` with the batch's settings."""
+def _track(data: Path, video: Path, out: Path, capsys, exemplars: Path | None = None) -> bytes:
+    """tracks.txt of a plain ``sam3video track`` of ``video`` with the batch's settings (its other files in
+    ``out``)."""
     code = main(["track", str(video), "--prompt", "circle", "--checkpoint", str(data / "tiny.pt"), "--out", str(out),
-                 "--device", "cpu", "--quiet", *LOW])
+                 "--device", "cpu", "--quiet", *LOW, *(["--exemplars", str(exemplars)] if exemplars else [])])
     capsys.readouterr()
     assert code == 0
     return (out / "tracks.txt").read_bytes()
+
+
+def _comparable_summary(path: Path) -> dict:
+    """summary.json less what differs between two runs of the same job: timings and where it was written."""
+    summary = json.loads(path.read_text())
+    summary.pop("timings")
+    summary.get("run", {}).pop("out_dir", None)
+    return summary
+
+
+def assert_same_files(batch_folder: Path, track_folder: Path) -> None:
+    """Every output of a batch video equals that of a plain ``track``: byte for byte, but summary.json, equal
+    as JSON less its timings and output folder."""
+    names = sorted(p.name for p in track_folder.iterdir() if not p.name.startswith("."))
+    assert sorted(p.name for p in batch_folder.iterdir() if not p.name.startswith(".")) == names
+    for name in names:
+        if name == "summary.json":
+            assert _comparable_summary(batch_folder / name) == _comparable_summary(track_folder / name)
+        else:
+            assert (batch_folder / name).read_bytes() == (track_folder / name).read_bytes(), name
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +89,12 @@ def test_three_done_one_failed_alone(first_batch, batch_data, tmp_path, capsys):
     for name in "abc":
         assert all((out / name / f).is_file() for f in FINAL_NAMES)
         assert not (out / name / ".partial").exists()
-    assert (out / "a" / "tracks.txt").read_bytes() == _track(batch_data, batch_data / "clips/a.mp4", tmp_path / "a",
-                                                             capsys)
+    _track(batch_data, batch_data / "clips/a.mp4", tmp_path / "a", capsys)
+    assert_same_files(out / "a", tmp_path / "a")
+    exemplars = tmp_path / "b.json"
+    exemplars.write_text(json.dumps([{"frame": 0, "box": [10, 10, 40, 40]}]))
+    _track(batch_data, batch_data / "clips/b.mp4", tmp_path / "b", capsys, exemplars)
+    assert_same_files(out / "b", tmp_path / "b")
     summary = json.loads((out / "b" / "summary.json").read_text())
     assert summary["exemplars"] == [{"frame": 0, "box": [10.0, 10.0, 40.0, 40.0], "positive": True, "prompt": None}]
     assert summary["input"]["source"] == str(batch_data / "clips/b.mp4")
@@ -109,6 +134,44 @@ def test_rerun_skips_done_and_retries_failed(first_batch, batch_data, ray_head, 
     table = captured.out.splitlines()
     assert table[0].split()[:4] == ["videos", "done", "skipped", "failed"] and table[2].split()[:4] == [
         "4", "2", "1", "1"], captured.out
+
+
+class _Payload:
+    """Unpickling this creates ``path``: proof that a pickle was read."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_state_is_never_read_and_fails_its_video_alone(batch_data, ray_head, ray_client_env, tmp_path,
+                                                                  capsys):
+    """A manifest marking a video running makes ``batch`` resume it by itself: a ``state.pkl`` planted in its
+    ``.partial`` is not unpickled (the payload never runs); that video fails in one line, the other is done."""
+    import pickle
+    import shutil
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "c"):
+        shutil.copy(batch_data / "clips" / f"{name}.mp4", clips / f"{name}.mp4")
+    out, marker = tmp_path / "out", tmp_path / "payload-ran"
+    argv = _batch_argv(batch_data, [str(clips)], out, "--address", ray_head)
+    assert main(argv) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["videos"]["c"]["state"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "c" / PARTIAL).mkdir()
+    (out / "c" / PARTIAL / "state.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    failures = [line for line in err.splitlines() if "failed:" in line]
+    assert len(failures) == 1 and failures[0].startswith("sam3video batch: failed: c") and "never read" in failures[0]
+    assert not marker.exists()
+    assert _manifest(out)["a"]["state"] == "done" and _manifest(out)["c"]["state"] == "failed"
 
 
 def _worker_pids() -> list[int]:
