@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 OUR_ROWS = ("ours fp32 (image API)", "ours fp32 (video e2e)", "ours bf16 (video e2e)", "ours int8 (video e2e)")
 
@@ -37,6 +39,9 @@ def test_ours_only_at_tiny_size_prints_every_row_with_positive_times(tmp_path, c
         assert row["vs_official_fp32"] is None
     stages = rows["ours fp32 (image API)"]
     assert stages["backbone"] > 0 and stages["text"] > 0 and stages["heads"] > 0
+    # the breakdown adds up: no stage counted twice (post and preprocess are what is left, never negative)
+    assert stages["post"] >= 0 and stages["preprocess"] >= 0
+    assert stages["backbone"] + stages["text"] + stages["heads"] + stages["post"] == pytest.approx(stages["total"])
     assert rows["ours fp32 (video e2e)"]["backbone"] > 0
     assert data["ours"]["torch"]["threads"] == 1
     agreement = data["ours"]["agreement"]

@@ -26,7 +26,7 @@ def _tool(name: str):
 
 def test_check_robustness_counts_found_frames(tmp_path):
     """One colour and one gray clip with the shipped demo model: every frame with the concept visible is
-    counted, and the colour clip's circles are found in most of them (the gray rate is what it is)."""
+    counted, and the circles are found in most of them in colour and in gray."""
     from sam3video.model.checkpoint import load_model
 
     robustness = _tool("check_robustness")
@@ -35,7 +35,7 @@ def test_check_robustness_counts_found_frames(tmp_path):
     gray = robustness.found_rate(model, None, "gray", 1, tmp_path)
     assert colour["clips"] == gray["clips"] == 1
     assert colour["frames_visible"] == gray["frames_visible"] > 0  # the same scene, in colour and in gray
-    assert colour["rate"] > 0.5 and 0 <= gray["rate"] <= 1
+    assert colour["rate"] > 0.5 and gray["rate"] > 0.6  # measured 29 of 30 frames each (AMD EPYC)
 
 
 def test_benchmark_worlds_side_by_side(tmp_path, capsys):
@@ -49,7 +49,9 @@ def test_benchmark_worlds_side_by_side(tmp_path, capsys):
           "--worlds", "classic", "heldout"])
     printed = capsys.readouterr().out
     worlds = json.loads((tmp_path / "worlds.json").read_text())
-    assert set(worlds) == {"classic", "heldout"} and all(0 <= w["HOTA"] <= 1 for w in worlds.values())
+    assert set(worlds) == {"classic", "heldout"}
+    # one 0.5 s clip each: HOTA 0.41 (classic) and 0.53 (held-out styles) measured with the shipped weights
+    assert worlds["classic"]["HOTA"] > 0.25 and worlds["heldout"]["HOTA"] > 0.3
     heldout = json.loads((tmp_path / "heldout" / "benchmark.json").read_text())
     assert heldout["world"] == "heldout"
     by_size = heldout["recall_by_size"]  # every ground-truth box in one size bucket
@@ -77,7 +79,8 @@ def test_bench_linear_prints_each_variant(capsys):
     assert lines[0].startswith("CPU flags: avx2 ")
     names = [line[:36].strip() for line in lines[2:]]
     assert names == ["fp32", "bf16 (weights cast once)", "int8 torch.ao dynamic"]
-    assert all(float(line.split()[-1]) < 0.2 for line in lines[2:])  # max |diff| from fp32
+    diffs = [float(line.split()[-1]) for line in lines[2:]]  # max |diff| from fp32
+    assert diffs[0] == 0 and 0 < diffs[1] < 0.05 and 0 < diffs[2] < 0.2  # fp32 is the reference itself
 
 
 def test_bench_openvino_rows_agree_with_torch(capsys):

@@ -5,7 +5,6 @@ transparency and gray-frame rules; reproducibility and the written files."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -200,17 +199,3 @@ def test_gray_frames_ask_shape_prompts_only() -> None:
     positives, hard, easy = split_prompts(replace(truth, gray=True))
     assert set(positives + hard + easy) == set(TARGET_SHAPES)
     assert not any(c in p for c in TARGET_COLOURS for p in positives + hard + easy)
-
-
-def test_randomised_rendering_speed() -> None:
-    """Printed, not asserted (the machine is shared): a 320x240 frame with truth, every option drawn."""
-    cfg = StyleConfig(long_side_px=(320, 320), aspect=(4 / 3, 4 / 3), portrait_prob=0.0)
-    clips = [generate_clip(seed, world(cfg, duration_s=2.0)) for seed in range(8)]
-    for clip in clips:
-        clip.frame(0)
-    start = time.process_time()
-    for clip in clips:
-        for t in range(1, 16):
-            clip.frame(t)
-    ms = (time.process_time() - start) / (len(clips) * 15) * 1000
-    print(f"randomised rendering at 320x240 with truth: {ms:.1f} ms/frame (CPU time)")

@@ -4,7 +4,6 @@ determinism, prompt matching, the written MOT/MOTS/video files and training exam
 from __future__ import annotations
 
 import json
-import time
 
 import av
 import numpy as np
@@ -260,14 +259,3 @@ def test_config_checks_and_round_trip() -> None:
     assert WorldConfig.from_dict(json.loads(json.dumps(SMALL.to_dict()))) == SMALL
     detections = generate_clip(0, SMALL).frame(0)[1].to_detections("circle")
     assert detections.mask is not None and detections.mask.shape[1:] == (120, 160)
-
-
-def test_rendering_speed() -> None:
-    """Printed, not asserted (the machine is shared)."""
-    clip = generate_clip(0, WorldConfig())
-    clip.frame(0)
-    start = time.perf_counter()
-    for t in range(60):
-        clip.frame(t)
-    fps = 60 / (time.perf_counter() - start)
-    print(f"synthetic rendering at 320x240 with truth: {fps:.0f} frames/s")

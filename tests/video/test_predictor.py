@@ -171,7 +171,9 @@ def test_reduced_precision_runs_and_stays_close(tiny_model, precision):
     for p in ("fp32", precision):  # the predictor converts its model in place: a copy each
         predictor = VideoPredictor(copy.deepcopy(tiny_model), TrackingConfig(precision=p, detection=detection))
         runs[p] = [r.candidates for r in predictor.track(FRAMES[:2], prompts=["dog"])]
-    for full, reduced in zip(runs["fp32"], runs[precision]):
+    assert len(runs["fp32"]) == len(runs[precision]) == 2
+    for full, reduced in zip(runs["fp32"], runs[precision], strict=True):
+        assert len(full) == len(reduced) >= 3  # every query is a candidate at threshold 0
         top_full, top_reduced = np.sort(full.confidence)[-3:], np.sort(reduced.confidence)[-3:]
         assert np.abs(top_full - top_reduced).max() < 0.05
 
