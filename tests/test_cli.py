@@ -252,6 +252,28 @@ def test_eval_without_trackeval_is_one_line_exit_2(workdir):
     assert "internal error" not in lines[0]
 
 
+def test_an_internal_error_is_exit_1_in_one_line_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):
+    """A bug deep in a run (not bad input): exit 1, one line naming it with the hint; ``--debug`` prints the
+    traceback too; no final output is left."""
+    from sam3video.run import Run
+
+    def broken(self, *args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Run, "execute", broken)
+    argv = ["track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", workdir / "tiny.pt", "--out",
+            workdir / "internal", "--quiet"]
+    assert run(*argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        "sam3video track: internal error: ZeroDivisionError: a bug (rerun with --debug)"]
+    assert run("--debug", *argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err
+    assert err.splitlines()[-1] == "sam3video track: internal error: ZeroDivisionError: a bug (rerun with --debug)"
+    assert not (workdir / "internal" / "tracks.txt").exists()
+
+
 @pytest.fixture(scope="module")
 def video_checkpoint(workdir):
     """The tiny video model (detector + tracker) saved in the official layout with its config."""

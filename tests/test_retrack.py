@@ -447,3 +447,19 @@ def test_retrack_usage(tmp_path, capsys, monkeypatch, args, message):
     code = main(["retrack", *args, "--out", "out"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_retrack_does_not_import_torch(runs, tmp_path):
+    """``sam3video retrack`` works from the saved detections alone: torch is never imported (nor loaded)."""
+    import subprocess
+    import sys
+
+    folder = runs["text"][0]
+    code = ("import sys\nfrom sam3video.cli import main\n"
+            f"status = main(['retrack', {str(folder)!r}, '--out', {str(tmp_path / 'again')!r}, '--quiet'])\n"
+            "print(status, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "0 False", (done.stdout, done.stderr[-2000:])
+    assert (tmp_path / "again" / "tracks.txt").is_file()
+
