@@ -140,7 +140,9 @@ class Detector:
         self.facts = RunFacts(
             input={"source": job.source_name or str(job.source), "backend": info.backend, "fps": info.fps,
                    "width": info.width, "height": info.height, "num_frames": info.num_frames},
-            model={"checkpoint": job.checkpoint or "demo", "config": model.config.to_dict(),
+            model={"checkpoint": job.checkpoint or "demo",
+                   "version": getattr(getattr(model, "load_report", None), "version", None) or model.config.name,
+                   "config": model.config.to_dict(),
                    "device": str(model.device), "precision": predictor.config.precision,
                    "runtime": predictor.config.runtime},
             sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds},

@@ -38,7 +38,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESETS = ("sam3", "tiny", "demo")
+PRESETS = ("sam3", "sam3.1", "tiny", "demo")
 # Keys the official parity config carries that say nothing about the architecture.
 _INFORMATIONAL_KEYS = {"name", "seed", "parameters"}
 # Tables of a config file for other parts of the model: ``[tracker]``, the video tracker's sizes, read by

@@ -6,6 +6,10 @@ Accepted layouts (``torch.load(..., weights_only=True)``, or safetensors for ``.
   ``detector.backbone.vision_backbone.sam2_convs.*``) and ``tracker.*`` (309, the SAM 2-style memory
   tracker). The image model takes its 1134 (``detector.`` stripped); the second neck and the tracker
   are not used yet and are counted in ``LoadReport.left_out``;
+- SAM 3.1's ``sam3.1_multiplex.pt`` (1623 tensors): ``detector.*`` (1166: the image model less ``convs.3``, which
+  the ``sam3.1`` config does not have, plus the tri-neck's ``interactive_convs`` and ``propagation_convs``, 18 each)
+  and ``tracker.model.*`` (457, the multiplex tracker). The image model takes its 1130; the tri-neck's tracker paths
+  and the multiplex tracker are not used yet (``LoadReport.left_out``); ``LoadReport.version`` says which layout;
 - a plain state dict of ``Sam3Image`` (with or without the second neck), or
   ``{"model": state_dict, "config": {...}}`` as we save them.
 """
@@ -30,13 +34,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_HUB_ID = "facebook/sam3"
 DEMO = "demo"  # the small demo model shipped in the package, trained on the synthetic shapes world only
 HUB_FILENAME = "sam3.pt"
+HUB_FILENAMES = {"facebook/sam3.1": "sam3.1_multiplex.pt"}  # repos whose checkpoint has another name
 DETECTOR_PREFIX = "detector."
 # Tensor groups of the released checkpoint that the image model does not use (yet), by key prefix in
 # the checkpoint: the second vision neck feeds only the SAM 3 tracker.
 SAM2_NECK_PREFIX = "backbone.vision_backbone.sam2_convs."
+# SAM 3.1 (sam3.1_multiplex.pt): the tri-neck's two tracker paths and the multiplex tracker
+SAM31_NECK_PREFIXES = ("backbone.vision_backbone.interactive_convs.", "backbone.vision_backbone.propagation_convs.")
+SAM31_TRACKER_PREFIX = "tracker.model."
 NOT_USED_YET = {
     DETECTOR_PREFIX + SAM2_NECK_PREFIX: "second vision neck (for the SAM 3 tracker)",
     SAM2_NECK_PREFIX: "second vision neck (for the SAM 3 tracker)",
+    **{DETECTOR_PREFIX + p: "SAM 3.1 tri-neck path (for the SAM 3.1 tracker)" for p in SAM31_NECK_PREFIXES},
+    SAM31_TRACKER_PREFIX: "SAM 3.1 multiplex tracker",
     "tracker.": "SAM 3 memory tracker",
 }
 HOW_TO_GET_WEIGHTS = (
@@ -50,6 +60,7 @@ class LoadReport:
     """What a checkpoint held besides the image model's weights."""
 
     source: str
+    version: "str | None" = None  # "sam3" or "sam3.1" for the official layouts (``checkpoint_version``)
     num_loaded: int = 0
     left_out: dict[str, int] = field(default_factory=dict)  # key prefix in the checkpoint -> tensors skipped
     # model key (as in ``kept``) -> type name, for values that are not tensors (metadata, or damage)
@@ -58,7 +69,9 @@ class LoadReport:
     def __str__(self) -> str:
         skipped = ", ".join(f"{n} {prefix}* ({NOT_USED_YET.get(prefix, 'unknown group')}, not used)"
                             for prefix, n in sorted(self.left_out.items()))
-        return f"loaded {self.num_loaded} tensors from {self.source}" + (f"; left out {skipped}" if skipped else "")
+        version = f" ({self.version} layout)" if self.version else ""
+        return (f"loaded {self.num_loaded} tensors from {self.source}{version}"
+                + (f"; left out {skipped}" if skipped else ""))
 
 
 def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
@@ -102,7 +115,9 @@ def resolve_checkpoint(checkpoint: "str | Path | None") -> Path:
     checkpoint = DEMO if checkpoint is None else str(checkpoint)
     if checkpoint == DEMO:
         return demo_checkpoint()
-    return download_checkpoint(checkpoint) if is_hub_id(checkpoint) else Path(checkpoint)
+    if not is_hub_id(checkpoint):
+        return Path(checkpoint)
+    return download_checkpoint(checkpoint, HUB_FILENAMES.get(checkpoint.lower(), HUB_FILENAME))
 
 
 def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILENAME) -> Path:
@@ -171,6 +186,23 @@ def read_checkpoint(path: "str | Path") -> dict:
     return obj
 
 
+def checkpoint_version(obj: dict, source: str = "checkpoint") -> "str | None":
+    """"sam3.1" for the ``sam3.1_multiplex.pt`` layout (the tri-neck's ``interactive_convs`` / ``propagation_convs``,
+    or ``tracker.model.*``), "sam3" for the ``sam3.pt`` layout (``detector.*`` otherwise), None for a plain state dict.
+    ``CheckpointError`` for a file that mixes the two (a ``sam2_convs`` beside the tri-neck or the multiplex tracker)."""
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    keys = [k for k in state if isinstance(k, str)]
+    sam31 = any(k.startswith((SAM31_TRACKER_PREFIX, *(DETECTOR_PREFIX + p for p in SAM31_NECK_PREFIXES))) for k in keys)
+    sam3 = any(k.startswith(DETECTOR_PREFIX + SAM2_NECK_PREFIX) for k in keys) or any(
+        k.startswith("tracker.") and not k.startswith(SAM31_TRACKER_PREFIX) for k in keys)
+    if sam31 and sam3:
+        raise CheckpointError(f"checkpoint {source} mixes the SAM 3 (sam3.pt) and SAM 3.1 (sam3.1_multiplex.pt) "
+                              "layouts: it is neither")
+    if sam31:
+        return "sam3.1"
+    return "sam3" if any(k.startswith(DETECTOR_PREFIX) for k in keys) else None
+
+
 def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], LoadReport]:
     """The image model's state dict from an official or plain checkpoint, and what was left out.
 
@@ -183,7 +215,7 @@ def extract_state_dict(obj: dict, source: str = "checkpoint") -> tuple[dict[str,
     if bad_key is not None:
         raise CheckpointError(f"checkpoint {source}: key {bad_key!r} is a {type(bad_key).__name__}, "
                               "expected tensor names (text)")
-    report = LoadReport(source=source)
+    report = LoadReport(source=source, version=checkpoint_version(obj, source))
     official = any(k.startswith(DETECTOR_PREFIX) for k in state)
     kept = {}
     for key, value in state.items():
@@ -305,8 +337,10 @@ def load_model(
 def image_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto") -> Sam3Image:
     """``load_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
-    cfg = load_config(saved_config(obj) if config is None else config)
     state_dict, report = extract_state_dict(obj, source=str(path))
+    if config is None:  # the config saved in the checkpoint, else the official size of its layout
+        config = saved_config(obj, "sam3.1" if report.version == "sam3.1" else "sam3")
+    cfg = load_config(config)
     model = build_and_load(build_model, cfg, state_dict, report.not_tensors)
     logger.info("%s", report)
     model.load_report = report
@@ -324,9 +358,9 @@ def build_and_load(build, config, state_dict: dict, not_tensors: dict):
     return model
 
 
-def saved_config(obj: dict) -> "dict | str":
-    """The model config a checkpoint object carries (ours, or a training run's ``last.pt``), else "sam3"."""
-    config = obj.get("config") if isinstance(obj.get("config"), dict) else "sam3"
+def saved_config(obj: dict, default: str = "sam3") -> "dict | str":
+    """The model config a checkpoint object carries (ours, or a training run's ``last.pt``), else ``default``."""
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else default
     if isinstance(config, dict) and isinstance(config.get("model"), dict):  # a training run's last.pt
         config = config["model"]
     return config

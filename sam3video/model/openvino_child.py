@@ -3,7 +3,7 @@
 A full-size stage's conversion holds ~5 GB that the converting process never gives back, so ``openvino_trunk``
 runs it here, as a fresh ``sys.executable`` with arguments, never as a ``multiprocessing`` child (a spawned child
 imports the caller's main module again, which breaks any script without an ``if __name__ == "__main__"`` guard,
-and a notebook). Nothing crosses as a pickle: a stage is described by JSON (``stage_spec``: each block's sizes)
+and a notebook). Nothing crosses as a pickle: a stage is described by JSON (``block_spec``: each block's sizes)
 and its weights by safetensors; calibration samples by ``.npy`` (``allow_pickle=False``).
 
     python -m sam3video.model.openvino_child export STAGE_DIR ENTRY     # STAGE_DIR: spec.json, weights.safetensors
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,7 @@ def block_spec(block: Block) -> dict:
 
 
 def block_from_spec(spec: dict) -> Block:
-    from functools import partial
-
+    """The block ``block_spec`` described, with fresh weights (and RoPE tables computed as its constructor does)."""
     block = Block(
         dim=spec["dim"], num_heads=spec["num_heads"], mlp_ratio=spec["hidden"] / spec["dim"], qkv_bias=spec["qkv_bias"],
         norm_layer=partial(nn.LayerNorm, eps=spec["eps"]), act_layer=partial(nn.GELU, approximate=spec["gelu"]),

@@ -14,7 +14,9 @@ from ..errors import CheckpointError, InputError
 from .build import Sam3Config
 from .build_video import VideoConfig, build_video_model, load_video_config
 from .checkpoint import (
+    LoadReport,
     build_and_load,
+    checkpoint_version,
     image_model_from,
     read_checkpoint,
     resolve_checkpoint,
@@ -62,10 +64,15 @@ def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.de
                      ) -> Sam3VideoModel:
     """``load_video_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
+    if checkpoint_version(obj, str(path)) == "sam3.1":
+        raise CheckpointError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex tracker is not implemented yet "
+                              "(its detector loads as the image model: load_model)")
     video = load_video_config(saved_config(obj) if config is None else config)
     state_dict, not_tensors = video_state_dict(obj, source=str(path))
     model = build_and_load(build_video_model, video, state_dict, not_tensors)
     logger.info("loaded %d tensors from %s", len(state_dict), path)
+    model.detector.load_report = LoadReport(str(path), version=checkpoint_version(obj, str(path)),
+                                            num_loaded=len(state_dict))
     return model.to(device).eval()
 
 
@@ -88,6 +95,11 @@ def load_for_tracker(
     ``InputError``; any other tracker gets the image model."""
     path = resolve_checkpoint(checkpoint)
     obj = read_checkpoint(path)
+    if checkpoint_version(obj, str(path)) == "sam3.1":  # its detector runs; its multiplex tracker is not here yet
+        if tracker == "sam3":
+            raise InputError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex tracker is not implemented yet; "
+                             "use --tracker sam3video (or a peer), which tracks with the 3.1 detector")
+        return image_model_from(obj, path, config, device), tracker or "sam3video"
     holds = holds_tracker_weights(obj)
     name = tracker or ("sam3" if holds else "sam3video")
     if name != "sam3":

@@ -36,6 +36,63 @@ def test_full_size_released_layout_fits_on_meta():
     assert extract_state_dict(state)[1].left_out == RELEASED_LEFT_OUT
 
 
+SAM31_TSV = PARITY.parent / "sam31_multiplex_state_dict.tsv"  # sam3.1_multiplex.pt's 1623 tensors (Meta's builder)
+SAM31_LEFT_OUT = {"detector.backbone.vision_backbone.interactive_convs.": 18,
+                  "detector.backbone.vision_backbone.propagation_convs.": 18, "tracker.model.": 457}
+
+
+def test_full_size_sam31_layout_fits_on_meta():
+    """Every tensor of SAM 3.1's sam3.1_multiplex.pt: recognised as the 3.1 layout, the image model (the ``sam3.1``
+    config: no ``convs.3``) takes its 1130 strictly, the tri-neck's tracker paths and the multiplex tracker are
+    reported, nothing is missing or unexpected."""
+    rows = [tuple(line.split("\t")) for line in SAM31_TSV.read_text().splitlines()]
+    state = {name: meta_tensor(shape, dtype) for name, shape, dtype in rows}
+    assert len(state) == 1623 and round(sum(t.numel() for t in state.values()) / 1e6, 1) == 874.4
+    kept, report = extract_state_dict({"model": state}, source="sam3.1_multiplex.pt")
+    assert report.version == "sam3.1" and report.left_out == SAM31_LEFT_OUT and report.num_loaded == 1130
+    assert "(sam3.1 layout)" in str(report) and "457 tracker.model.* (SAM 3.1 multiplex tracker" in str(report)
+    with torch.device("meta"):
+        model = build_model("sam3.1")
+    check_state_dict(model, kept)
+    model.load_state_dict(kept, strict=True, assign=True)
+    with torch.device("meta"):
+        sam3 = build_model("sam3")
+    with pytest.raises(CheckpointError, match=r"4 missing \(backbone.vision_backbone.convs.3"):
+        check_state_dict(sam3, kept)  # the SAM 3 config wants the 0.5 level the 3.1 file does not have
+
+
+def test_sam31_image_model_equals_sam3_image_model_on_the_same_weights(parity_state_dict, tiny_model, tmp_path):
+    """The 3.1 detector is SAM 3's image model without the unused 0.5 level: on the tiny size, a 3.1-layout file
+    (tri-neck and a multiplex tracker tensor beside it) loads with the 3.1 neck and gives SAM 3's outputs."""
+    import json
+
+    config = json.loads(CONFIG.read_text())
+    assert config["neck_scales"][-1] == 0.5 and config["scalp"] == 1
+    config31 = {**config, "neck_scales": config["neck_scales"][:-1], "scalp": 0}
+    state = {f"detector.{k}": v for k, v in parity_state_dict.items() if ".convs.3." not in k}
+    for key, value in parity_state_dict.items():
+        if key.startswith("backbone.vision_backbone.convs.") and ".convs.3." not in key:
+            for path in ("interactive_convs", "propagation_convs"):
+                state["detector." + key.replace(".convs.", f".{path}.", 1)] = torch.randn_like(value.float())
+    state["tracker.model.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 256)
+    torch.save({"model": state}, tmp_path / "sam3.1_multiplex.pt")
+    model = load_model(tmp_path / "sam3.1_multiplex.pt", config=config31, device="cpu")
+    assert model.load_report.version == "sam3.1" and model.load_report.left_out["tracker.model."] == 1
+    image = torch.randn(1, 3, config["resolution"], config["resolution"])
+    with torch.inference_mode():
+        got, expected = model.backbone.forward_image(image), tiny_model.backbone.forward_image(image)
+    assert len(got["backbone_fpn"]) == len(expected["backbone_fpn"]) == 3
+    for a, b in zip(got["backbone_fpn"] + got["vision_pos_enc"], expected["backbone_fpn"] + expected["vision_pos_enc"]):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_mixing_the_sam3_and_sam31_layouts_is_refused(tmp_path, official_layout):
+    official_layout["model"]["tracker.model.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 256)
+    torch.save(official_layout, tmp_path / "mixed.pt")
+    with pytest.raises(CheckpointError, match="mixes the SAM 3 .* and SAM 3.1 .* layouts"):
+        load_model(tmp_path / "mixed.pt", config=CONFIG, device="cpu")
+
+
 def test_full_size_missing_image_tensor_still_fails_on_meta():
     state = {name: meta_tensor(shape, dtype) for name, shape, dtype in official_video_rows()}
     del state["detector.transformer.decoder.query_embed.weight"]
@@ -168,6 +225,8 @@ def test_offline_hub_id_says_how_to_get_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(CheckpointError, match="offline.*--checkpoint PATH"):
         load_model("facebook/sam3", config=CONFIG, device="cpu")
+    with pytest.raises(CheckpointError, match="facebook/sam3.1/sam3.1_multiplex.pt: offline"):
+        load_model("facebook/sam3.1", device="cpu")  # the 3.1 repository's file name
 
 
 def test_extract_plain_state_dict_keeps_everything(parity_state_dict):
