@@ -22,11 +22,12 @@ from tests.batch.conftest import LOW, RAY_ENV
 
 REPO = Path(__file__).parent.parent.parent
 FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "summary.json")
+THREADS = 1  # torch threads of each batch worker, and of the plain `track` runs compared with them
 
 
 def _batch_argv(data: Path, inputs: list[str], out: Path, *extra: str) -> list[str]:
     return ["batch", *inputs, "--prompt", "circle", "--checkpoint", str(data / "tiny.pt"), "--out", str(out),
-            "--device", "cpu", "--quiet", *LOW, *extra]
+            "--device", "cpu", "--quiet", "--threads", str(THREADS), *LOW, *extra]
 
 
 def _manifest(out: Path) -> dict:
@@ -35,9 +36,18 @@ def _manifest(out: Path) -> dict:
 
 def _track(data: Path, video: Path, out: Path, capsys, exemplars: Path | None = None) -> bytes:
     """tracks.txt of a plain ``sam3video track`` of ``video`` with the batch's settings (its other files in
-    ``out``)."""
-    code = main(["track", str(video), "--prompt", "circle", "--checkpoint", str(data / "tiny.pt"), "--out", str(out),
-                 "--device", "cpu", "--quiet", *LOW, *(["--exemplars", str(exemplars)] if exemplars else [])])
+    ``out``), on as many torch threads as a batch worker (another count rounds the model's sums differently:
+    candidate scores move by ~1e-7, pooled embeddings more)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        code = main(["track", str(video), "--prompt", "circle", "--checkpoint", str(data / "tiny.pt"), "--out",
+                     str(out), "--device", "cpu", "--quiet", *LOW,
+                     *(["--exemplars", str(exemplars)] if exemplars else [])])
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
     assert code == 0
     return (out / "tracks.txt").read_bytes()
