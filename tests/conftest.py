@@ -46,3 +46,13 @@ def tiny_model(parity_state_dict):
     state = {k: v.float() if v.is_floating_point() else v for k, v in parity_state_dict.items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Tools' ``main`` set torch's thread count (``--threads``) for the process: restore it after each test, so
+    later tests run (and round their sums) as they would alone."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
