@@ -321,7 +321,6 @@ def check_steps(model, fixture: dict, cfg: Sam3LoopConfig, frames: list, referee
             born = [i for i in out.masks if i not in prev_ids]
             row["born"] = (born, plan["new_det_obj_ids"])
             row["removed"] = (sorted(out.removed), step["removed_obj_ids_so_far"])
-            official_occluded = [o for o, b in zip(step["trk"]["obj_ids"], step.get("occlusion_suppressed") or []) if b]
             decisions = {
                 "births": list(out.masks) == [*prev_ids, *plan["new_det_obj_ids"]],
                 "removals": sorted(out.removed) == step["removed_obj_ids_so_far"],
@@ -344,7 +343,6 @@ def check_steps(model, fixture: dict, cfg: Sam3LoopConfig, frames: list, referee
                     int(i): list(v) for i, v in step["hotstart"]["unmatched_frame_inds"].items()},
             }
             compared["decisions"] += len(decisions)
-            row["occluded"] = official_occluded
             row["decisions_ok"] = all(decisions.values())
             for name, ok in decisions.items():
                 if not ok:
