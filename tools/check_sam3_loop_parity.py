@@ -64,7 +64,7 @@ from sam3video.video.session import Sam3Options
 DATA = ROOT / "tests" / "data"
 PIXEL_TOL = 1e-3  # a pixel whose official logit is within this of 0 may differ (v1 fixtures: the same default)
 LOGIT_ATOL = LOGIT_RTOL = 2e-3  # tracker mask logits, where the official one is > 1e-2 from 0 (stored as fp16)
-OBJ_SCORE_ATOL, OBJ_SCORE_RTOL = 1e-3, 1e-5  # object-score logits (measured: <= 4e-4 at magnitudes up to 200)
+OBJ_SCORE_ATOL, OBJ_SCORE_RTOL = 1e-3, 1e-5  # object-score logits (measured: <= 5.5e-4 over the 24 sweep cases)
 SCORE_ATOL = 1e-5  # detection probabilities (and tracker probabilities of objects born on the step: the same)
 TRACKER_SCORE_ATOL = 0.25 * OBJ_SCORE_ATOL  # sigmoid of an object-score logit: its slope is at most 1/4
 BOX_ATOL = 1e-3  # output boxes, pixels
