@@ -30,7 +30,7 @@ import numpy as np
 
 from .detections import Detections
 from .errors import InputError
-from .export.atomic import atomic_open, remove_temp_files
+from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
 from .export.run_state import TREE_NAME, StateError, load_state, save_state
 from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,

@@ -13,8 +13,9 @@ directory keyed by its weights, and compiled for the CPU at one of:
 
 The first run converts (about 50 s a full-size stage, int8 then calibrates); later runs read the IR back
 in a second. A full-size stage is converted in its own interpreter (``openvino_child``: ``sys.executable -m``,
-so scripts need no ``__main__`` guard): tracing it holds ~5 GB that the converting process never gives back. Stages, not blocks, are compiled because every compiled model keeps
-its own scratch memory (~0.2 GB for a full-size block).
+so scripts need no ``__main__`` guard): tracing it holds ~5 GB that the converting process never gives back.
+Stages, not blocks, are compiled because every compiled model keeps its own scratch memory (~0.2 GB for a
+full-size block).
 
 Token maps cross the boundary as (B, H, W, C) float32 numpy arrays (no copy on the way in); the batch
 dimension is dynamic, the token grid fixed by the model's resolution.
@@ -43,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InputError
+from . import openvino_child
 from .vitdet import ViT, use_real_rope
 
 # precision -> OpenVINO INFERENCE_PRECISION_HINT (int8: the plugin's default for what is not quantized)
@@ -86,7 +88,7 @@ def compile_options(precision: str, threads: int | None = None) -> dict:
 
 
 def runs_in_child(parameters: int) -> bool:
-    """Whether a stage of this many parameters is converted / quantized in a child process."""
+    """Whether a stage of this many parameters is converted / quantized in its own interpreter."""
     return parameters >= int(os.environ.get(CHILD_ENV, CHILD_MIN_PARAMETERS))
 
 
@@ -197,8 +199,6 @@ def convert_stage(blocks: list[nn.Module], grid: tuple[int, int], entry: Path) -
     if not runs_in_child(sum(p.numel() for p in stage.parameters())):
         export_stage(stage, grid, entry)
         return
-    from . import openvino_child
-
     with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
         openvino_child.save_stage(stage, grid, Path(tmp))
         del stage
@@ -246,8 +246,6 @@ def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entrie
                 if not runs_in_child(os.path.getsize(xml.with_suffix(".bin")) // 4):  # fp32 weights
                     quantize_stage(xml, tokens, entries[i])
                 else:
-                    from . import openvino_child
-
                     np.save(Path(tmp) / "samples.npy", tokens, allow_pickle=False)
                     openvino_child.run("quantize", xml, Path(tmp) / "samples.npy", entries[i])
             if any(j > i for j in missing):

@@ -64,15 +64,15 @@ def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.de
                      ) -> Sam3VideoModel:
     """``load_video_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
-    if checkpoint_version(obj, str(path)) == "sam3.1":
+    version = checkpoint_version(obj, str(path))
+    if version == "sam3.1":
         raise CheckpointError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex tracker is not implemented yet "
                               "(its detector loads as the image model: load_model)")
     video = load_video_config(saved_config(obj) if config is None else config)
     state_dict, not_tensors = video_state_dict(obj, source=str(path))
     model = build_and_load(build_video_model, video, state_dict, not_tensors)
     logger.info("loaded %d tensors from %s", len(state_dict), path)
-    model.detector.load_report = LoadReport(str(path), version=checkpoint_version(obj, str(path)),
-                                            num_loaded=len(state_dict))
+    model.detector.load_report = LoadReport(str(path), version=version, num_loaded=len(state_dict))
     return model.to(device).eval()
 
 
