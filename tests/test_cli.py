@@ -255,7 +255,7 @@ def test_eval_without_trackeval_is_one_line_exit_2(workdir):
 def test_a_sam31_checkpoint_tracks_with_its_detector(workdir, parity_state_dict, capsys):
     """A checkpoint in the sam3.1_multiplex.pt layout (tiny, random tri-neck and a multiplex tracker tensor): `track`
     runs its detector with our tracker and names the version; `--tracker sam3` says in one line that the
-    multiplex tracker is not here yet (exit 2, nothing written)."""
+    multiplex loop is not here yet (exit 2, nothing written)."""
     config = json.loads((PARITY / "config.json").read_text())
     config = {**config, "neck_scales": config["neck_scales"][:-1], "scalp": 0}
     state = {f"detector.{k}": v for k, v in parity_state_dict.items() if ".convs.3." not in k}
@@ -274,7 +274,7 @@ def test_a_sam31_checkpoint_tracks_with_its_detector(workdir, parity_state_dict,
     assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
                "--out", workdir / "run31b", "--tracker", "sam3", "--quiet") == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "SAM 3.1 checkpoint: its multiplex tracker is not implemented yet" in err[0]
+    assert len(err) == 1 and "SAM 3.1 checkpoint: its multiplex loop is not implemented yet" in err[0]
     assert not list((workdir / "run31b").iterdir())  # the folder is checked writable first; nothing in it
 
 

@@ -23,7 +23,7 @@ from .decoder import TransformerDecoder, TransformerDecoderLayer
 from .encoder import TransformerEncoderFusion, TransformerEncoderLayer, TransformerWrapper
 from .geometry_encoders import SequenceGeometryEncoder
 from .model_misc import MLP, MultiheadAttention
-from .necks import Sam3DualViTDetNeck
+from .necks import Sam3DualViTDetNeck, Sam3TriViTDetNeck
 from .position_encoding import PositionEmbeddingSine
 from .sam3_image import Sam3Image
 from .scoring import DotProductScoring
@@ -41,9 +41,10 @@ else:  # pragma: no cover
 PRESETS = ("sam3", "sam3.1", "tiny", "demo")
 # Keys the official parity config carries that say nothing about the architecture.
 _INFORMATIONAL_KEYS = {"name", "seed", "parameters"}
-# Tables of a config file for other parts of the model: ``[tracker]``, the video tracker's sizes, read by
-# ``build_video.load_video_config`` (the image model ignores it).
-_SECTIONS = {"tracker"}
+# Tables of a config file for other parts of the model, read by ``build_video.load_video_config`` (the image
+# model ignores them): ``[tracker]``, the SAM 3 tracker's sizes; ``[multiplex_tracker]``, SAM 3.1's (its presence
+# makes the config a SAM 3.1 one).
+_SECTIONS = {"tracker", "multiplex_tracker"}
 
 
 @dataclass(frozen=True)
@@ -207,12 +208,15 @@ def build_vit(c: Sam3Config) -> ViT:
     )
 
 
-def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False) -> SAM3VLBackbone:
+def _build_backbone(c: Sam3Config, add_sam2_neck: bool = False, tri_neck: bool = False) -> SAM3VLBackbone:
     vit = build_vit(c)
-    neck = Sam3DualViTDetNeck(
-        position_encoding=_position_encoding(c, precompute_resolution=c.resolution), d_model=c.d_model,
-        scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=add_sam2_neck,
-    )
+    position_encoding = _position_encoding(c, precompute_resolution=c.resolution)
+    if tri_neck:
+        neck = Sam3TriViTDetNeck(trunk=vit, position_encoding=position_encoding, d_model=c.d_model,
+                                 scale_factors=c.neck_scales)
+    else:
+        neck = Sam3DualViTDetNeck(position_encoding=position_encoding, d_model=c.d_model,
+                                  scale_factors=c.neck_scales, trunk=vit, add_sam2_neck=add_sam2_neck)
     text = VETextEncoder(
         tokenizer=SimpleTokenizer(), d_model=c.d_model, width=c.text_width, heads=c.text_heads,
         layers=c.text_layers, context_length=c.context_length,
@@ -290,11 +294,12 @@ def build_model(config: "str | Path | dict | Sam3Config" = "sam3") -> Sam3Image:
     return _build_image_model(load_config(config))
 
 
-def _build_image_model(c: Sam3Config, add_sam2_neck: bool = False) -> Sam3Image:
-    """``build_model``; with ``add_sam2_neck`` the vision neck also has the tracker's ``sam2_convs``."""
+def _build_image_model(c: Sam3Config, add_sam2_neck: bool = False, tri_neck: bool = False) -> Sam3Image:
+    """``build_model``; with ``add_sam2_neck`` the vision neck also has the SAM 3 tracker's ``sam2_convs``,
+    with ``tri_neck`` it is SAM 3.1's (``interactive_convs``, ``propagation_convs``)."""
     scoring, segmentation_head, geometry_encoder = _build_heads(c)
     model = Sam3Image(
-        backbone=_build_backbone(c, add_sam2_neck), transformer=_build_transformer(c),
+        backbone=_build_backbone(c, add_sam2_neck, tri_neck), transformer=_build_transformer(c),
         input_geometry_encoder=geometry_encoder, segmentation_head=segmentation_head,
         num_feature_levels=1, o2m_mask_predict=True, dot_prod_scoring=scoring,
         use_instance_query=False, multimask_output=True,

@@ -17,15 +17,24 @@ from ..errors import ConfigError
 from .build import Sam3Config, _build_image_model, _shown, read_config_values
 from .encoder import TransformerWrapper
 from .memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
-from .memory_attention import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
+from .memory_attention import (
+    DecoupledTransformerDecoderLayerv2,
+    SimpleRoPEAttention,
+    TransformerDecoderLayerv2,
+    TransformerEncoderCrossAttention,
+    TransformerEncoderDecoupledCrossAttention,
+)
 from .position_encoding import PositionEmbeddingSine
 from .sam.transformer import RoPEAttention
 from .sam3_tracker_base import Sam3TrackerBase
+from .sam31_tracker import Sam3MultiplexTrackerWrapper, VideoTrackingMultiplex
+from .sam31_video import Sam31VideoModel
 from .sam3_video import Sam3VideoModel
 
 # Fields that may be 0 or -1 (-1: no limit), and those in [0, 1].
 _NON_NEGATIVE = {"multimask_min_pt_num", "multimask_max_pt_num"}
 _MINUS_ONE_OK = {"max_cond_frames_in_attn"}
+# (SAM 3.1's keys share these rules.)
 _UNIT = {"dropout", "dynamic_multimask_stability_thresh", "mf_threshold"}
 
 
@@ -76,8 +85,8 @@ class TrackerConfig:
         return dataclasses.asdict(self)
 
 
-def _checked(key: str, value, default):
-    name = f"tracker.{key}"
+def _checked(key: str, value, default, section: str = "tracker"):
+    name = f"{section}.{key}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"config key {name}: expected true or false, got {_shown(value)}")
@@ -102,11 +111,58 @@ def _checked(key: str, value, default):
 
 
 @dataclass(frozen=True)
+class MultiplexTrackerConfig:
+    """Sizes and settings of SAM 3.1's multiplex tracker. Defaults: the official builder
+    (``build_sam3_multiplex_video_model``). The SAM heads' sizes are the official classes' own."""
+
+    multiplex_count: int = 16  # objects per bucket
+    num_maskmem: int = 7
+    memory_attention_layers: int = 4
+    memory_attention_heads: int = 8
+    memory_attention_ffn: int = 2048
+    rope_theta: float = 10000.0
+    fuser_layers: int = 2
+    fuser_kernel: int = 7
+    maskmem_start_chan: int = 4  # mask downsampler: 32 -> 16 -> 64 -> 256 -> 1024 channels at 4
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp: int = 2048
+    iou_head_hidden: int = 256
+    dropout: float = 0.1
+    max_cond_frames_in_attn: int = 4
+    max_obj_ptrs_in_encoder: int = 16
+    memory_temporal_stride_for_eval: int = 1
+    dynamic_multimask_via_stability: bool = True  # the interactive decoder's (the multiplex one has none)
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MultiplexTrackerConfig":
+        """Raises ``ConfigError`` naming an unknown key (as ``multiplex_tracker.KEY``) or a wrong value."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"config key multiplex_tracker: expected a table of keys, got {_shown(values)}")
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        unknown = sorted(set(map(str, values)) - set(fields))
+        if unknown:
+            raise ConfigError("unknown config keys: " + ", ".join(f"multiplex_tracker.{k}" for k in unknown))
+        return cls(**{k: _checked(k, v, fields[k], "multiplex_tracker") for k, v in values.items()})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class VideoConfig:
-    """The detector's and the tracker's configs."""
+    """The detector's and the tracker's configs; ``multiplex`` set (SAM 3.1) replaces ``tracker``."""
 
     detector: Sam3Config = field(default_factory=Sam3Config)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    multiplex: "MultiplexTrackerConfig | None" = None
+
+    @property
+    def version(self) -> str:
+        return "sam3.1" if self.multiplex is not None else "sam3"
 
 
 def load_video_config(config: "str | Path | dict | Sam3Config | VideoConfig" = "sam3") -> VideoConfig:
@@ -131,7 +187,12 @@ def load_video_config(config: "str | Path | dict | Sam3Config | VideoConfig" = "
 
 def _from_values(values) -> VideoConfig:
     detector = Sam3Config.from_dict(values)  # raises unless values is a dict
-    video = VideoConfig(detector, TrackerConfig.from_dict(values.get("tracker", {})))
+    multiplex = None
+    if "multiplex_tracker" in values:
+        if "tracker" in values:
+            raise ConfigError("a config has either a [tracker] (SAM 3) or a [multiplex_tracker] (SAM 3.1) table, not both")
+        multiplex = MultiplexTrackerConfig.from_dict(values["multiplex_tracker"])
+    video = VideoConfig(detector, TrackerConfig.from_dict(values.get("tracker", {})), multiplex)
     _check_fits(video)
     return video
 
@@ -141,6 +202,22 @@ def _check_fits(video: VideoConfig) -> None:
     c, t = video.detector, video.tracker
     d = c.d_model
     kept = tuple(c.neck_scales[: len(c.neck_scales) - c.scalp])
+    if video.multiplex is not None:
+        m = video.multiplex
+        problems = [
+            (kept == (4.0, 2.0, 1.0), f"the neck must keep the scales 4, 2, 1 for the tracker, keeps {kept}"),
+            (d % 8 == 0, f"d_model must be a multiple of 8 for the tracker, got {d}"),
+            (d % m.memory_attention_heads == 0 and (d // m.memory_attention_heads) % 4 == 0,
+             "multiplex_tracker.memory_attention_heads must leave a head width divisible by 4, "
+             f"got {m.memory_attention_heads}"),
+            (d % m.decoder_heads == 0, f"multiplex_tracker.decoder_heads must divide d_model {d}, got {m.decoder_heads}"),
+            (m.fuser_kernel % 2 == 1, f"multiplex_tracker.fuser_kernel must be odd, got {m.fuser_kernel}"),
+            (m.max_cond_frames_in_attn != 1, "multiplex_tracker.max_cond_frames_in_attn must be -1 or at least 2"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise ConfigError(message)
+        return
     problems = [
         (kept == (4.0, 2.0, 1.0), f"the neck must keep the scales 4, 2, 1 for the tracker, keeps {kept}"),
         (d % 8 == 0, f"d_model must be a multiple of 8 for the tracker, got {d}"),
@@ -213,10 +290,74 @@ def build_tracker(c: Sam3Config, t: TrackerConfig) -> Sam3TrackerBase:
     return tracker.eval()
 
 
-def build_video_model(config: "str | Path | dict | Sam3Config | VideoConfig" = "sam3") -> Sam3VideoModel:
-    """A randomly initialised ``Sam3VideoModel`` in eval mode; its state-dict keys are those of
-    ``sam3.pt`` (1465 at full size). Build under ``torch.device("meta")`` for the structure only."""
+def _build_multiplex_maskmem_backbone(c: Sam3Config, m: MultiplexTrackerConfig) -> SimpleMaskEncoder:
+    """SAM 3.1's memory encoder (official ``_create_multiplex_maskmem_backbone``): 2 x 16 input channels,
+    256-d output (no out_proj)."""
+    input_mask_size = c.resolution // c.patch_size * 16
+    layer = CXBlock(dim=c.d_model, kernel_size=m.fuser_kernel, padding=m.fuser_kernel // 2,
+                    layer_scale_init_value=1e-6, use_dwconv=True)
+    return SimpleMaskEncoder(
+        out_dim=c.d_model, in_dim=c.d_model,
+        position_encoding=PositionEmbeddingSine(num_pos_feats=c.d_model, normalize=True, scale=None,
+                                                temperature=10000, precompute_resolution=c.resolution),
+        mask_downsampler=SimpleMaskDownSampler(
+            embed_dim=c.d_model, kernel_size=3, stride=2, padding=1, interpol_size=[input_mask_size, input_mask_size],
+            multiplex_count=m.multiplex_count, starting_out_chan=m.maskmem_start_chan, input_channel_multiplier=2),
+        fuser=SimpleFuser(layer=layer, num_layers=m.fuser_layers),
+    )
+
+
+def _build_decoupled_memory_attention(c: Sam3Config, m: MultiplexTrackerConfig) -> TransformerWrapper:
+    """SAM 3.1's memory attention (official ``_create_multiplex_transformer``): 8 heads, GELU FFN."""
+    side = c.resolution // c.patch_size
+
+    def rope(**kw) -> SimpleRoPEAttention:
+        return SimpleRoPEAttention(d_model=c.d_model, num_heads=m.memory_attention_heads, dropout_p=m.dropout,
+                                   rope_theta=m.rope_theta, feat_sizes=(side, side), **kw)
+
+    layer = DecoupledTransformerDecoderLayerv2(
+        activation="gelu", d_model=c.d_model, num_heads=m.memory_attention_heads, dropout=m.dropout,
+        dim_feedforward=m.memory_attention_ffn, pos_enc_at_attn=False, pre_norm=True,
+        pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
+        self_attention_rope=rope(), cross_attention_rope=rope(rope_k_repeat=True),
+    )
+    encoder = TransformerEncoderDecoupledCrossAttention(
+        d_model=c.d_model, frozen=False, pos_enc_at_input=True, use_image_in_output=False, layer=layer,
+        num_layers=m.memory_attention_layers, use_act_checkpoint=False, batch_first=True)
+    return TransformerWrapper(encoder=encoder, decoder=None, d_model=c.d_model)
+
+
+def build_multiplex_tracker(c: Sam3Config, m: MultiplexTrackerConfig) -> VideoTrackingMultiplex:
+    """A randomly initialised SAM 3.1 ``VideoTrackingMultiplex`` in eval mode."""
+    tracker = VideoTrackingMultiplex(
+        transformer=_build_decoupled_memory_attention(c, m), maskmem_backbone=_build_multiplex_maskmem_backbone(c, m),
+        multiplex_count=m.multiplex_count, num_maskmem=m.num_maskmem, image_size=c.resolution,
+        backbone_stride=c.patch_size, max_cond_frames_in_attn=m.max_cond_frames_in_attn,
+        max_obj_ptrs_in_encoder=m.max_obj_ptrs_in_encoder,
+        memory_temporal_stride_for_eval=m.memory_temporal_stride_for_eval,
+        interactive_sam_mask_decoder_extra_args={
+            "dynamic_multimask_via_stability": m.dynamic_multimask_via_stability,
+            "dynamic_multimask_stability_delta": m.dynamic_multimask_stability_delta,
+            "dynamic_multimask_stability_thresh": m.dynamic_multimask_stability_thresh,
+        },
+        mask_in_chans=m.mask_in_chans, decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
+        decoder_mlp_dim=m.decoder_mlp, iou_head_hidden_dim=m.iou_head_hidden,
+    )
+    return tracker.eval()
+
+
+def build_video_model(config: "str | Path | dict | Sam3Config | VideoConfig" = "sam3"
+                      ) -> "Sam3VideoModel | Sam31VideoModel":
+    """A randomly initialised video model in eval mode: ``Sam3VideoModel`` (keys of ``sam3.pt``, 1465 at
+    full size) or, for a SAM 3.1 config, ``Sam31VideoModel`` (keys of ``sam3.1_multiplex.pt``, 1623).
+    Build under ``torch.device("meta")`` for the structure only."""
     video = load_video_config(config)
+    if video.multiplex is not None:
+        model = Sam31VideoModel(detector=_build_image_model(video.detector, tri_neck=True),
+                                tracker=Sam3MultiplexTrackerWrapper(build_multiplex_tracker(video.detector,
+                                                                                           video.multiplex)))
+        model.config = video
+        return model.eval()
     model = Sam3VideoModel(detector=_build_image_model(video.detector, add_sam2_neck=True),
                            tracker=build_tracker(video.detector, video.tracker))
     model.config = video

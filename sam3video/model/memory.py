@@ -21,12 +21,14 @@ from .vitdet import DropPath
 
 
 class SimpleMaskDownSampler(nn.Module):
-    """(B, 1, H, W) mask -> (B, embed_dim, H / total_stride, W / total_stride).
+    """(B, C_in, H, W) masks -> (B, embed_dim, H / total_stride, W / total_stride).
 
-    The mask is first resized (bilinear, antialiased) to ``interpol_size`` unless it has that size
+    The masks are first resized (bilinear, antialiased) to ``interpol_size`` unless they have that size
     already; then log_stride(total_stride) times [conv k/stride, LayerNorm2d, activation], each
-    multiplying the channels by stride**2 (1 -> 4 -> 16 -> 64 -> 256 for stride 2, total 16), then a
-    1x1 conv to ``embed_dim``. State-dict names ``encoder.{i}``.
+    multiplying the channels by stride**2, then a 1x1 conv to ``embed_dim``. State-dict names
+    ``encoder.{i}``. SAM 3: one mask channel, 1 -> 4 -> 16 -> 64 -> 256 for stride 2, total 16.
+    SAM 3.1: C_in = multiplex_count * input_channel_multiplier (16 slot masks + 16 conditioning flags
+    = 32) and the first conv gives starting_out_chan * stride**2 (32 -> 16 -> 64 -> 256 -> 1024).
     """
 
     def __init__(
@@ -38,14 +40,18 @@ class SimpleMaskDownSampler(nn.Module):
         total_stride: int = 16,
         activation: Type[nn.Module] = nn.GELU,
         interpol_size: Optional[Sequence[int]] = None,
+        multiplex_count: int = 1,
+        starting_out_chan: int = 1,
+        input_channel_multiplier: int = 1,
     ):
         super().__init__()
         num_layers = int(math.log2(total_stride) // math.log2(stride))
         assert stride**num_layers == total_stride
         self.encoder = nn.Sequential()
-        mask_in_chans = mask_out_chans = 1
+        self.multiplex_count = multiplex_count * input_channel_multiplier
+        mask_in_chans, mask_out_chans = self.multiplex_count, starting_out_chan
         for _ in range(num_layers):
-            mask_out_chans = mask_in_chans * (stride**2)
+            mask_out_chans = mask_out_chans * (stride**2)
             self.encoder.append(nn.Conv2d(mask_in_chans, mask_out_chans, kernel_size, stride=stride, padding=padding))
             self.encoder.append(LayerNorm2d(mask_out_chans))
             self.encoder.append(activation())

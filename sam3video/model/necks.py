@@ -1,4 +1,5 @@
-"""Simple feature pyramid on top of the ViT (official name: ``Sam3DualViTDetNeck``)."""
+"""Simple feature pyramids on top of the ViT (official names: ``Sam3DualViTDetNeck`` for SAM 3,
+``Sam3TriViTDetNeck`` for SAM 3.1)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,42 @@ class Sam3DualViTDetNeck(nn.Module):
             sam2_out = [conv(x) for conv in self.sam2_convs]
             sam2_pos = [self.position_encoding(f).to(f.dtype) for f in sam2_out]
         return sam3_out, sam3_pos, sam2_out, sam2_pos
+
+
+class Sam3TriViTDetNeck(nn.Module):
+    """SAM 3.1's neck: one ViT pass, three identically shaped simple FPNs with their own weights —
+    ``convs`` (the detector), ``interactive_convs`` (clicks and mask prompts) and ``propagation_convs``
+    (the multiplex tracker). SAM 3.1 uses the scales 4, 2, 1.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        position_encoding: nn.Module,
+        d_model: int,
+        scale_factors: Sequence[float] = (4.0, 2.0, 1.0),
+    ):
+        super().__init__()
+        self.trunk = trunk
+        self.position_encoding = position_encoding
+        self.scale_factors = scale_factors
+        dim: int = self.trunk.channel_list[-1]
+        self.convs = nn.ModuleList(_make_level(dim, d_model, scale) for scale in scale_factors)
+        self.interactive_convs = deepcopy(self.convs)
+        self.propagation_convs = deepcopy(self.convs)
+
+    def forward(self, tensor_list: torch.Tensor, *, need_sam3_out: bool = True, need_interactive_out: bool = True,
+                need_propagation_out: bool = True) -> Tuple[Optional[List[torch.Tensor]], ...]:
+        """Images (B, 3, H, W) -> (sam3_out, sam3_pos, interactive_out, interactive_pos, propagation_out,
+        propagation_pos): per path one (B, d_model, h_i, w_i) map per scale, finest first (None when
+        the path is not needed)."""
+        x = self.trunk(tensor_list)[-1]
+        outputs = []
+        for convs, needed in ((self.convs, need_sam3_out), (self.interactive_convs, need_interactive_out),
+                              (self.propagation_convs, need_propagation_out)):
+            if not needed:
+                outputs += [None, None]
+                continue
+            features = [conv(x) for conv in convs]
+            outputs += [features, [self.position_encoding(f).to(f.dtype) for f in features]]
+        return tuple(outputs)

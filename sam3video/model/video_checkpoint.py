@@ -1,6 +1,7 @@
-"""Loading the video model (``Sam3VideoModel``: detector with the second neck, and the tracker) from
-an official-layout checkpoint: ``sam3.pt``'s 1465 tensors ``detector.*`` and ``tracker.*``, at the top
-level or under ``"model"`` (``.pt`` or ``.safetensors``). Every tensor is used; none may be missing.
+"""Loading the video model from an official-layout checkpoint, at the top level or under ``"model"`` (``.pt``
+or ``.safetensors``): ``sam3.pt``'s 1465 tensors ``detector.*`` and ``tracker.*`` (``Sam3VideoModel``), or
+``sam3.1_multiplex.pt``'s 1623 ``detector.*`` and ``tracker.model.*`` (``Sam31VideoModel``). Every tensor is
+used; none may be missing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .checkpoint import (
     resolve_device,
     saved_config,
 )
+from .sam31_video import Sam31VideoModel
 from .sam3_video import Sam3VideoModel
 
 logger = logging.getLogger(__name__)
@@ -49,26 +51,28 @@ def load_video_model(
     checkpoint: "str | Path",
     config: "str | Path | dict | Sam3Config | VideoConfig | None" = None,
     device: "str | torch.device | None" = "auto",
-) -> Sam3VideoModel:
-    """A ``Sam3VideoModel`` in eval mode with every tensor of ``checkpoint`` (strict), on ``device``.
+) -> "Sam3VideoModel | Sam31VideoModel":
+    """The video model in eval mode with every tensor of ``checkpoint`` (strict), on ``device``:
+    ``Sam3VideoModel`` for ``sam3.pt``'s layout, ``Sam31VideoModel`` for ``sam3.1_multiplex.pt``'s.
 
-    ``checkpoint``: a local file or a hub id (``owner/name``, file ``sam3.pt``). ``config``: preset
-    name, file, dict or config; None means the config saved in the checkpoint, else the full ``sam3``
-    size. fp16 / bf16 tensors are loaded as fp32.
+    ``checkpoint``: a local file or a hub id (``owner/name``; ``facebook/sam3`` -> ``sam3.pt``,
+    ``facebook/sam3.1`` -> ``sam3.1_multiplex.pt``). ``config``: preset name, file, dict or config; None
+    means the config saved in the checkpoint, else the full official size of its layout. fp16 / bf16
+    tensors are loaded as fp32.
     """
     path = resolve_checkpoint(checkpoint)
     return video_model_from(read_checkpoint(path), path, config, device)
 
 
 def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto"
-                     ) -> Sam3VideoModel:
+                     ) -> "Sam3VideoModel | Sam31VideoModel":
     """``load_video_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
     version = checkpoint_version(obj, str(path))
-    if version == "sam3.1":
-        raise CheckpointError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex tracker is not implemented yet "
-                              "(its detector loads as the image model: load_model)")
-    video = load_video_config(saved_config(obj) if config is None else config)
+    video = load_video_config(saved_config(obj, version or "sam3") if config is None else config)
+    if version is not None and video.version != version:
+        raise CheckpointError(f"{path.name} is a {version.upper().replace('SAM', 'SAM ')} checkpoint but the config "
+                              f"builds a {video.version.upper().replace('SAM', 'SAM ')} video model")
     state_dict, not_tensors = video_state_dict(obj, source=str(path))
     model = build_and_load(build_video_model, video, state_dict, not_tensors)
     logger.info("loaded %d tensors from %s", len(state_dict), path)
@@ -95,9 +99,9 @@ def load_for_tracker(
     ``InputError``; any other tracker gets the image model."""
     path = resolve_checkpoint(checkpoint)
     obj = read_checkpoint(path)
-    if checkpoint_version(obj, str(path)) == "sam3.1":  # its detector runs; its multiplex tracker is not here yet
+    if checkpoint_version(obj, str(path)) == "sam3.1":  # its detector runs; the 3.1 loop is not here yet
         if tracker == "sam3":
-            raise InputError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex tracker is not implemented yet; "
+            raise InputError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex loop is not implemented yet; "
                              "use --tracker sam3video (or a peer), which tracks with the 3.1 detector")
         return image_model_from(obj, path, config, device), tracker or "sam3video"
     holds = holds_tracker_weights(obj)
