@@ -95,3 +95,49 @@ class Sam3LoopConfig:
     def effective_max_num_objects(self) -> int:
         """VB:121-126: a non-positive ``max_num_objects`` means no limit (10000)."""
         return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS
+
+
+# The official SAM 3.1 multiplex loop (``--tracker sam3`` with sam3.1_multiplex.pt): GitHub main @96914d2,
+# ``sam3_multiplex_base.py`` ("MB") and the values ``build_sam3_multiplex_video_predictor`` passes
+# (model_builder.py:1167-1199; notes/sam31_loop_reading.md).
+MULTIPLEX_MAX_NUM_OBJECTS = 16  # the official builder's silent cap (one bucket)
+
+
+@dataclass(frozen=True)
+class Sam31LoopConfig:
+    """Every threshold of the SAM 3.1 per-frame loop (builder value, else the class default).
+
+    ``max_num_objects`` -1 means no cap (ours by default: objects beyond 16 open new buckets); the official
+    builder caps at 16 (``MULTIPLEX_MAX_NUM_OBJECTS``) and drops the lowest-scoring new detections silently.
+    """
+
+    score_threshold_detection: float = 0.4  # builder: keep (strict >) and NMS pre-filter
+    det_nms_thresh: float = 0.1  # builder, mask IoM (det_nms_use_iom)
+    assoc_iou_thresh: float = 0.1  # builder: IoM at which a detection "matches" a track / is not new
+    trk_assoc_iou_thresh: float = 0.5  # class default: IoM at which a track counts as matched
+    new_det_thresh: float = 0.65  # builder (>=)
+    hotstart_delay: int = 15  # builder
+    hotstart_unmatch_thresh: int = 8  # builder: total unmatched frames within the hot-start window
+    hotstart_dup_thresh: int = 8  # builder
+    init_trk_keep_alive: int = 0  # class default (kept for the record: keep-alive hides nothing in 3.1)
+    max_trk_keep_alive: int = 8  # class default
+    min_trk_keep_alive: int = -4  # class default
+    suppress_overlapping_based_on_recent_occlusion_threshold: float = 0.7  # builder, mask IoU
+    suppress_det_close_to_boundary: bool = True  # builder: box centre within 2.5% of an edge
+    boundary_margin: float = 0.025  # VB:527
+    masklet_confirmation_enable: bool = True  # builder
+    masklet_confirmation_consecutive_det_thresh: int = 3  # class default
+    recondition_every_nth_frame: int = 16  # builder
+    iom_thresh_recondition: float = 0.5  # builder (use_iom_recondition)
+    recondition_det_score_thresh: float = HIGH_CONF_THRESH  # MB:1925, hard-coded
+    recondition_obj_score_thresh: float = HIGH_CONF_THRESH  # MB:885, on sigmoid(tracker logit)
+    max_num_objects: int = -1  # ours: no cap; the official builder: 16
+
+    def __post_init__(self):
+        if self.hotstart_delay > 0 and max(self.hotstart_unmatch_thresh, self.hotstart_dup_thresh) > self.hotstart_delay:
+            raise InputError(f"hotstart_unmatch_thresh ({self.hotstart_unmatch_thresh}) and hotstart_dup_thresh "
+                             f"({self.hotstart_dup_thresh}) must not exceed hotstart_delay ({self.hotstart_delay})")
+
+    @property
+    def effective_max_num_objects(self) -> int:
+        return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS

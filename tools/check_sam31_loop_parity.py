@@ -1,0 +1,253 @@
+"""Compare our SAM 3.1 loop (``Sam31Loop``) with a recorded run of the OFFICIAL multiplex predictor
+(tools/make_sam31_loop_fixture.py; Meta's GitHub main @96914d2 on the CPU).
+
+    .venv/bin/python tools/check_sam31_loop_parity.py FIXTURE.pt.xz [more] [-v]
+
+Our tiny SAM 3.1 model (tests/data/sam31_parity/config.toml) gets the fixture's seeded weights
+(tools/sam31_weights.py) and the official loader's model input frames; our detector runs per frame. Compared, in
+the official order (``add_prompt`` on frame 0, then ``propagate_in_video`` over every frame, frame 0 again):
+every step's detections after NMS (probabilities, boxes, mask logits), the tracker's propagated mask logits and
+object-score logits (per object, ids in order), the loop's raw per-frame outputs (ids, masks at video size,
+birth scores, unconfirmed ids), the multiplex states (ids and bucket slots), and finally every response of the
+propagation (ids, probabilities, masks after the confirmation hiding). Exit 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import lzma
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from sam31_weights import seeded_tensor  # noqa: E402
+
+CONFIG = ROOT / "tests" / "data" / "sam31_parity" / "config.toml"
+FORMAT = "sam31_loop_parity v1"
+PROB_ATOL = 1e-4  # detector probabilities
+LOGIT_ATOL, LOGIT_RTOL = 1e-3, 1e-4  # mask and object-score logits
+PIXEL_TOL = 1e-3
+# The CPU oracle stores memories in fp32: its patch casts them to bf16 only under autocast (the official GPU path
+# always does). Our loop's default is bf16 like the GPU; the check uses fp32 like the oracle.
+MEMORY_DTYPE = torch.float32  # a differing output pixel is explained if our logit there is within this of 0
+
+
+def read_fixture(path: Path) -> dict:
+    with lzma.open(path, "rb") as f:
+        fx = torch.load(f, map_location="cpu", weights_only=True)
+    if fx.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} fixture")
+    raw = zlib.decompress(fx.pop("images_fp16_zlib").numpy().tobytes())
+    fx["images"] = torch.from_numpy(np.frombuffer(raw, np.float16).copy()).reshape(fx["images_shape"]).float()
+    return fx
+
+
+def load_model(seed: int):
+    from sam3video.model.build_video import build_video_model
+
+    model = build_video_model(CONFIG)
+    state = {k: v if v.is_complex() else seeded_tensor(k, v.shape, seed) for k, v in model.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def loop_config(fx: dict):
+    from dataclasses import fields
+
+    from sam3video.thresholds import Sam31LoopConfig
+
+    kw = fx["loop_kwargs"]
+    names = {f.name for f in fields(Sam31LoopConfig)}
+    values = {k: v for k, v in kw.items() if k in names}
+    values["max_num_objects"] = fx["sizes"]["max_num_objects"]
+    return Sam31LoopConfig(**values)
+
+
+def run_detector(model, fx: dict) -> list:
+    """Per frame: (probs (Q,), masks (Q, h, w), boxes (Q, 4) normalised xyxy, ``Sam31Features``)."""
+    from sam3video.model.geometry_encoders import prompt_from_boxes
+    from sam3video.video.detect import encode_prompts, run_frames, split_frames
+    from sam3video.video.sam31_loop import Sam31Features
+    from sam3video.video.sam3_tracking import frame_detections
+
+    det, tracker = model.detector, model.tracker.model
+    images = fx["images"]
+    out = []
+    with torch.inference_mode():
+        text = encode_prompts(det, [fx["prompt"]])
+        for f in range(len(images)):
+            outputs = run_frames(det, [f], {"img_batch_all_stages": images}, text, prompt_from_boxes([[]], det.device))
+            backbone = outputs["prev_encoder_out"]["backbone_out"]
+            row = int(backbone["id_mapping"][f])
+            paths = []
+            for key, interactive in (("interactive", True), ("sam2_backbone_out", False)):
+                one = {k: [x[row:row + 1] for x in backbone[key][k]] for k in ("backbone_fpn", "vision_pos_enc")}
+                paths.append(tracker.tracker_features(one, interactive))
+            d = frame_detections(split_frames(outputs, 1)[0])[0]
+            out.append((d.probs, d.masks.float(), d.boxes, Sam31Features(*paths)))
+    return out
+
+
+def unpack(packed: torch.Tensor, width: int) -> np.ndarray:
+    return np.unpackbits(packed.numpy(), axis=-1, count=width).astype(bool)
+
+
+@dataclass
+class Report:
+    name: str
+    problems: list = field(default_factory=list)
+    compared: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    max_diff: dict = field(default_factory=dict)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.compared[what] = self.compared.get(what, 0) + n
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float = 0.0) -> tuple[bool, float]:
+    if a.shape != b.shape:
+        return False, float("inf")
+    diff = (a.float() - b.float()).abs()
+    return bool((diff <= atol + rtol * b.float().abs()).all()), (diff.max().item() if diff.numel() else 0.0)
+
+
+def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
+    from sam3video.video.sam31_loop import ConfirmationBuffer, Sam31Loop
+
+    fx = read_fixture(path)
+    model = model if model is not None else load_model(fx["seed"])
+    cfg = loop_config(fx)
+    report = Report(Path(path).name)
+    frames = run_detector(model, fx)
+    T, H, W = fx["frames"].shape[:3]
+    loop = Sam31Loop(model.tracker.model, cfg, T, (H, W), memory_dtype=MEMORY_DTYPE)
+    buffer = ConfirmationBuffer(cfg.hotstart_delay, (H, W), T)
+    det_records = [r for r in fx["raw"] if r["kind"] == "detection"]
+    trk_records = [r for r in fx["raw"] if r["kind"] == "tracker"]
+    order = [0] + list(range(T))  # add_prompt on frame 0, then the propagation
+    outputs = []
+    for step, f in enumerate(order):
+        probs, masks, boxes, features = frames[f]
+        frame = loop.step(f, probs, masks, boxes, features)
+        where = f"step {step} (frame {f})"
+        # detections after NMS, every query (official rows in query order)
+        rec = det_records[step]
+        det = loop.last_detections
+        ours_probs = torch.zeros_like(det.probs)
+        ours_probs[det.query] = det.probs
+        ok, d = close(ours_probs, rec["scores"][0], PROB_ATOL)
+        report.max_diff["detection probabilities"] = max(report.max_diff.get("detection probabilities", 0), d)
+        report.count("detection probabilities", ours_probs.numel())
+        if not ok:
+            report.problems.append(f"{where}: detector probabilities differ by {d:.2g}")
+        kept = torch.zeros_like(det.keep)
+        kept[det.query] = det.keep
+        if not torch.equal(kept, rec["kept"][0]):
+            report.problems.append(f"{where}: kept detections {torch.nonzero(kept)[:, 0].tolist()} vs official "
+                                   f"{torch.nonzero(rec['kept'][0])[:, 0].tolist()}")
+        ok, d = close(masks, rec["mask_logits"][0], LOGIT_ATOL, LOGIT_RTOL)
+        pixel_tol = max(PIXEL_TOL, 2 * d)
+        report.max_diff["detection mask logits"] = max(report.max_diff.get("detection mask logits", 0), d)
+        report.count("detection mask logits", masks.numel())
+        if not ok:
+            report.problems.append(f"{where}: detector mask logits differ by {d:.2g}")
+        # the tracker's propagation
+        rec = trk_records[step]
+        ids, trk_masks, trk_scores = loop.last_propagation
+        if list(ids) != list(rec["obj_ids"]):
+            report.problems.append(f"{where}: tracked ids {ids} vs official {rec['obj_ids']}")
+        elif ids:
+            ok, d = close(trk_masks, rec["mask_logits"], LOGIT_ATOL, LOGIT_RTOL)
+            pixel_tol = max(pixel_tol, 2 * d)
+            report.max_diff["tracker mask logits"] = max(report.max_diff.get("tracker mask logits", 0), d)
+            report.count("tracker mask logits", trk_masks.numel())
+            if not ok:
+                report.problems.append(f"{where}: tracker mask logits differ by {d:.3g}")
+            ok, d = close(trk_scores, rec["obj_score_logits"].reshape(-1), LOGIT_ATOL, LOGIT_RTOL)
+            report.max_diff["tracker object-score logits"] = max(report.max_diff.get("tracker object-score logits", 0), d)
+            report.count("tracker object-score logits", trk_scores.numel())
+            if not ok:
+                report.problems.append(f"{where}: tracker object-score logits differ by {d:.3g}")
+        # the loop's raw outputs of the frame
+        rec = fx["internal"][step]
+        ours_ids = sorted(frame.masks)
+        if ours_ids != list(rec["obj_ids"]):
+            report.problems.append(f"{where}: output ids {ours_ids} vs official {rec['obj_ids']}")
+        else:
+            official = unpack(rec["masks_packed"], W)
+            for k, obj_id in enumerate(ours_ids):
+                differ = frame.masks[obj_id].cpu().numpy() != official[k]
+                logits = loop.last_output_logits[obj_id].abs().cpu().numpy()
+                bad = int((differ & (logits > pixel_tol)).sum())
+                report.count("output pixels", H * W)
+                if differ.any():
+                    report.notes.append(f"{where}: object {obj_id}: {int(differ.sum())} pixels differ, our logits "
+                                        f"there within {logits[differ].max():.2g} of 0")
+                if bad:
+                    report.problems.append(f"{where}: object {obj_id}'s mask differs on {bad} pixels not explained "
+                                           f"by a logit within {pixel_tol:.2g} of 0")
+            for obj_id in ours_ids:
+                a, b = frame.scores.get(obj_id), rec["obj_id_to_score"].get(obj_id)
+                if a is None or b is None or abs(a - b) > PROB_ATOL:
+                    report.problems.append(f"{where}: object {obj_id}'s score {a} vs official {b}")
+        if sorted(frame.suppressed) != list(rec["unconfirmed_obj_ids"]):
+            report.problems.append(f"{where}: unconfirmed {sorted(frame.suppressed)} vs {rec['unconfirmed_obj_ids']}")
+        states = [{"obj_ids": list(s.obj_ids), "assignments": [list(b) for b in s.mplex.assignments]}
+                  for s in loop.states]
+        if states != fx["buckets"][step]["states"]:
+            report.problems.append(f"{where}: states {states} vs official {fx['buckets'][step]['states']}")
+        report.count("steps")
+        if step >= 1:  # the propagation's frames (the add_prompt step answers by itself)
+            outputs += buffer.push(frame)
+    outputs += buffer.flush()
+    # the responses of the propagation
+    for out, rec in zip(outputs, fx["responses"], strict=True):
+        o = rec["outputs"]
+        where = f"response frame {out.frame_idx}"
+        official_ids = [int(i) for i in o["out_obj_ids"]]
+        if out.obj_ids.tolist() != official_ids:
+            report.problems.append(f"{where}: ids {out.obj_ids.tolist()} vs official {official_ids}")
+            continue
+        report.count("responses")
+        if official_ids:
+            ok, d = close(torch.from_numpy(out.probs), torch.as_tensor(o["out_probs"]), PROB_ATOL)
+            if not ok:
+                report.problems.append(f"{where}: probabilities differ by {d:.2g}")
+            official = unpack(o["masks_packed"], W)
+            bad = int((out.masks != official).sum())
+            if bad:
+                report.problems.append(f"{where}: masks differ on {bad} pixels")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("fixtures", nargs="+", type=Path)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.fixtures:
+        report = check_fixture(path, verbose=args.verbose)
+        worst = ", ".join(f"{k} {v:.2g}" for k, v in report.max_diff.items())
+        print(f"{report.name}: {'PASS' if report.ok else 'FAIL'}; largest differences: {worst}")
+        print(f"  compared {report.compared}")
+        for note in report.notes if args.verbose else []:
+            print("  note: " + note)
+        for problem in report.problems[: None if args.verbose else 20]:
+            print("  " + problem)
+        failed += not report.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
