@@ -391,7 +391,8 @@ def make_predictor(job: TrackJob, model) -> VideoPredictor:
                                             tracker_name=job.tracker or "sam3video")
     given = {"score_threshold_detection": job.thresholds.score_threshold,
              "new_det_thresh": job.thresholds.new_track_threshold}
-    config = replace(config, sam3=replace(config.sam3, **{k: v for k, v in given.items() if v is not None}))
+    given = {k: v for k, v in given.items() if v is not None}
+    config = replace(config, sam3=replace(config.sam3, **given), sam31=replace(config.sam31, **given))
     from .video.predictor import VideoPredictor  # torch: only a run with the model needs it
 
     return VideoPredictor(model, config)

@@ -252,30 +252,33 @@ def test_eval_without_trackeval_is_one_line_exit_2(workdir):
     assert "internal error" not in lines[0]
 
 
-def test_a_sam31_checkpoint_tracks_with_its_detector(workdir, parity_state_dict, capsys):
-    """A checkpoint in the sam3.1_multiplex.pt layout (tiny, random tri-neck and a multiplex tracker tensor): `track`
-    runs its detector with our tracker and names the version; `--tracker sam3` says in one line that the
-    multiplex loop is not here yet (exit 2, nothing written)."""
-    config = json.loads((PARITY / "config.json").read_text())
-    config = {**config, "neck_scales": config["neck_scales"][:-1], "scalp": 0}
-    state = {f"detector.{k}": v for k, v in parity_state_dict.items() if ".convs.3." not in k}
-    for key, value in parity_state_dict.items():
-        if key.startswith("backbone.vision_backbone.convs.") and ".convs.3." not in key:
-            state["detector." + key.replace(".convs.", ".propagation_convs.", 1)] = torch.randn_like(value.float())
-    state["tracker.model.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 256)
-    torch.save({"model": state, "config": config}, workdir / "tiny31.pt")
+def test_a_sam31_checkpoint_runs_the_multiplex_loop(workdir, capsys):
+    """A full checkpoint in the sam3.1_multiplex.pt layout (tiny, seeded weights, its config saved): `track` runs
+    the official SAM 3.1 loop by default (summary names the version and the multiplex loop, with the lowered
+    thresholds given on the command line), and `--tracker sam3video` tracks with its detector instead."""
+    from sam3video.model.build_video import load_video_config
+
+    sys.path.insert(0, str(PARITY.parents[2] / "tools"))
+    from check_sam31_modules import CONFIG, load_model
+
+    model = load_model(seed=0)
+    video = load_video_config(CONFIG)
+    config = {**video.detector.to_dict(), "multiplex_tracker": video.multiplex.to_dict()}
+    torch.save({"model": model.state_dict(), "config": config}, workdir / "tiny31.pt")
     out = workdir / "run31"
     assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
-               "--out", out, "--quiet", *LOW) == 0
+               "--out", out, "--quiet", "--score-threshold", "0.1", "--new-track-threshold", "0.1") == 0
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3video"
+    assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3"
+    assert "sam31_loop" in summary["tracker"]["implementation"]
+    assert summary["tracker"]["settings"]["score_threshold_detection"] == 0.1
+    assert summary["tracker"]["settings"]["max_num_objects"] == -1  # no silent cap of 16
     assert summary["frames"] == 10
     assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
-               "--out", workdir / "run31b", "--tracker", "sam3", "--quiet") == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "SAM 3.1 checkpoint: its multiplex loop is not implemented yet" in err[0]
-    assert not list((workdir / "run31b").iterdir())  # the folder is checked writable first; nothing in it
+               "--out", workdir / "run31b", "--tracker", "sam3video", "--quiet", *LOW) == 0
+    summary = json.loads((workdir / "run31b" / "summary.json").read_text())
+    assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3video"
 
 
 def test_an_internal_error_is_exit_1_in_one_line_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):

@@ -10,8 +10,8 @@ The predictor is assembled by ../shared/tools/oracle31/probe.py (the official bu
 the tiny size; fp32, SDPA, real-valued RoPE); thresholds are lowered where random weights need it (each is
 stored). Requests: ``start_session`` on the frames, ``add_prompt`` text on frame 0, ``propagate_in_video``
 forward. Recorded per frame (before the output heuristics hide anything, and after): the detector's outputs
-after NMS (scores, xyxy boxes, mask logits), the tracker's propagated low-res mask logits and object-score
-logits per object, the loop's per-frame object ids / masks / scores / suppressed / unconfirmed / removed ids,
+after NMS (scores, xyxy boxes, mask logits as 4 x 4 means), the tracker's propagated low-res mask logits (4 x 4
+means) and object-score logits per object, the loop's per-frame object ids / masks / scores / suppressed / unconfirmed / removed ids,
 the bucket assignment of every multiplex state, and the predictor's responses (ids, probs, boxes, packed masks).
 """
 
@@ -36,14 +36,17 @@ FORMAT = "sam31_loop_parity v1"
 
 
 def make_clip(seed: int, num_frames: int, height: int, width: int) -> np.ndarray:
-    """(T, H, W, 3) uint8: a noisy background and eight coloured shapes drifting at seeded speeds."""
+    """(T, H, W, 3) uint8: a smooth seeded background (it compresses) and eight coloured shapes drifting at
+    seeded speeds."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
+    tint = rng.uniform(10, 60, 3)
     shapes = [(rng.uniform(0.15, 0.85, 2), rng.uniform(-0.02, 0.02, 2), rng.uniform(0.06, 0.14),
                rng.integers(40, 255, 3), rng.integers(0, 2)) for _ in range(8)]
     frames = []
     for t in range(num_frames):
-        img = rng.integers(0, 50, size=(height, width, 3), dtype=np.uint8)
+        wave = (np.sin(xx / width * 3 + t * 0.3) + np.cos(yy / height * 2)) * 0.25 + 0.5
+        img = (wave[..., None] * tint).astype(np.uint8)
         for (cy, cx), (vy, vx), r, colour, square in shapes:
             y, x = (cy + vy * t) * height, (cx + vx * t) * width
             rad = r * min(height, width)
@@ -51,6 +54,14 @@ def make_clip(seed: int, num_frames: int, height: int, width: int) -> np.ndarray
             img[inside] = colour
         frames.append(img)
     return np.stack(frames)
+
+
+def pooled(logits: torch.Tensor) -> torch.Tensor:
+    """(..., h, w) logits -> (..., h/4, w/4) means of 4 x 4 blocks: what the fixture keeps of mask logits (the
+    masks themselves are kept as bits at video size)."""
+    shape = logits.shape
+    out = torch.nn.functional.avg_pool2d(logits.reshape(-1, 1, *shape[-2:]), 4)
+    return out.reshape(*shape[:-2], *out.shape[-2:]).clone()
 
 
 def plain(x):
@@ -80,6 +91,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-confirm", action="store_true", help="masklet_confirmation_enable=False")
     parser.add_argument("--hotstart", type=int, default=None, help="hotstart_delay (official 15)")
     parser.add_argument("--max-objects", type=int, default=16, help="max_num_objects (official 16)")
+    parser.add_argument("--object-score-bias", type=float, default=None,
+                        help="the multiplex decoder's object-score bias shift (default +0.4: tracked objects present)")
+    parser.add_argument("--score-gain", type=float, default=None,
+                        help="scale of the detector's prompt projection (larger: scores spread towards 0 and 1)")
+    parser.add_argument("--presence-shift", type=float, default=None, help="shift of the presence logit bias")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--oracle-tools", type=Path, default=ROOT.parent / "shared" / "tools" / "oracle31")
     args = parser.parse_args(argv)
@@ -104,7 +120,16 @@ def main(argv=None) -> None:
         demo_kw.update(hotstart_delay=h, hotstart_unmatch_thresh=min(h, 8), hotstart_dup_thresh=min(h, 8))
     torch.manual_seed(0)
     model = probe.build(size, bpe, demo_kw).eval()
-    state = {k: seeded_tensor(k, v.shape, args.seed) for k, v in model.state_dict().items() if "freqs_cis" not in k}
+    adjust = {}
+    if args.object_score_bias is not None:
+        adjust["tracker.model.sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = [1.0, args.object_score_bias]
+    if args.score_gain is not None:
+        adjust["detector.dot_prod_scoring.prompt_proj.weight"] = [args.score_gain, 0.0]
+    if args.presence_shift is not None:
+        adjust["detector.transformer.decoder.presence_token_head.layers.2.bias"] = [1.0, args.presence_shift]
+    state = {k: seeded_tensor(k, v.shape, args.seed, adjust) for k, v in model.state_dict().items()
+             if "freqs_cis" not in k}
+    assert all(k in state for k in adjust), sorted(set(adjust) - set(state))
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all("freqs_cis" in k for k in missing), (missing, unexpected)
 
@@ -145,14 +170,14 @@ def main(argv=None) -> None:
         det_out, pos = run_det(**kw)
         raw.append({"kind": "detection", "frame_index": kw["frame_idx"],
                     "scores": det_out["scores"].float().cpu().clone(), "boxes_xyxy": det_out["bbox"].float().cpu().clone(),
-                    "mask_logits": det_out["mask"].float().cpu().clone(), "kept": pos.cpu().clone()})
+                    "mask_logits_pooled": pooled(det_out["mask"].float().cpu()), "kept": pos.cpu().clone()})
         return det_out, pos
 
     def trk_recording(**kw):
         masks, scores = run_trk(**kw)
         raw.append({"kind": "tracker", "frame_index": kw["frame_idx"],
                     "obj_ids": np.asarray(kw["tracker_metadata_prev"].get("obj_ids_all_gpu", [])).tolist(),
-                    "mask_logits": masks.float().cpu().clone(), "obj_score_logits": scores.float().cpu().clone()})
+                    "mask_logits_pooled": pooled(masks.float().cpu()), "obj_score_logits": scores.float().cpu().clone()})
         return masks, scores
 
     model.run_backbone_and_detection, model.run_tracker_propagation = det_recording, trk_recording
@@ -169,8 +194,8 @@ def main(argv=None) -> None:
              "start_frame_index": 0})]
         metadata = probe.snapshot(model, predictor._all_inference_states[sid]["state"])
         predictor.handle_request({"type": "close_session", "session_id": sid})
-    fixture = {"format": FORMAT, "seed": args.seed, "official": "facebookresearch/sam3@96914d2",
-               "sizes": size, "loop_kwargs": demo_kw, "prompt": args.prompt, "frames": torch.from_numpy(frames),
+    fixture = {"format": FORMAT, "seed": args.seed, "adjust": adjust, "official": "facebookresearch/sam3@96914d2",
+               "sizes": size, "loop_kwargs": demo_kw, "prompt": args.prompt, "video_size": [args.height, args.width], "num_frames": args.frames,
                "images_fp16_zlib": torch.frombuffer(bytearray(zlib.compress(images.half().numpy().tobytes(), 9)),
                                                     dtype=torch.uint8), "images_shape": list(images.shape),
                "images_exact_fp16": bool(torch.equal(images.half().float(), images)),

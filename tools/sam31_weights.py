@@ -20,8 +20,10 @@ _SCALE_SUFFIXES = ("norm.weight", "norm1.weight", "norm2.weight", "norm3.weight"
 OBJECT_SCORE_BIAS = "tracker.model.sam_mask_decoder.pred_obj_score_head.layers.2.bias"
 
 
-def seeded_tensor(name: str, shape, seed: int) -> torch.Tensor:
-    """A float32 tensor of ``shape`` for the parameter ``name`` (checkpoint layout), fp16-representable."""
+def seeded_tensor(name: str, shape, seed: int, adjust: "dict | None" = None) -> torch.Tensor:
+    """A float32 tensor of ``shape`` for the parameter ``name`` (checkpoint layout), fp16-representable.
+    ``adjust``: {name: [scale, shift]} applied before rounding (a fixture's scene: e.g. the detector's score
+    scale, the tracker's object-score bias); a name listed replaces the default object-score shift."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     shape = tuple(shape)
     x = torch.randn(shape, generator=g)
@@ -38,7 +40,10 @@ def seeded_tensor(name: str, shape, seed: int) -> torch.Tensor:
         x = 1.0 + 0.1 * x
     else:
         x = 0.05 * x
-    if name.endswith(OBJECT_SCORE_BIAS):
+    if adjust and name in adjust:
+        scale, shift = adjust[name]
+        x = x * scale + shift
+    elif name.endswith(OBJECT_SCORE_BIAS):
         x = x + 0.4  # so that propagated objects are present (score > 0), not all replaced by -1024 masks
     return x.half().float()
 

@@ -94,16 +94,11 @@ def load_for_tracker(
 ) -> "tuple[torch.nn.Module, str]":
     """The model a run with ``tracker`` needs, and the tracker's name, reading the checkpoint once.
 
-    ``tracker`` None: "sam3" (the official loop, a ``Sam3VideoModel``) when the checkpoint holds the
-    tracker's weights, else "sam3video" (a ``Sam3Image``). "sam3" without tracker weights is an
-    ``InputError``; any other tracker gets the image model."""
+    ``tracker`` None: "sam3" (the official loop: a ``Sam3VideoModel`` for sam3.pt, a ``Sam31VideoModel`` and the
+    multiplex loop for sam3.1_multiplex.pt) when the checkpoint holds the tracker's weights, else "sam3video" (a
+    ``Sam3Image``). "sam3" without tracker weights is an ``InputError``; any other tracker gets the image model."""
     path = resolve_checkpoint(checkpoint)
     obj = read_checkpoint(path)
-    if checkpoint_version(obj, str(path)) == "sam3.1":  # its detector runs; the 3.1 loop is not here yet
-        if tracker == "sam3":
-            raise InputError(f"{path.name} is a SAM 3.1 checkpoint: its multiplex loop is not implemented yet; "
-                             "use --tracker sam3video (or a peer), which tracks with the 3.1 detector")
-        return image_model_from(obj, path, config, device), tracker or "sam3video"
     holds = holds_tracker_weights(obj)
     name = tracker or ("sam3" if holds else "sam3video")
     if name != "sam3":

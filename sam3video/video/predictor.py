@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
 from ..model.precision import apply_precision, autocast_context
 from ..model.sam3_image import Sam3Image
+from ..model.sam31_video import Sam31VideoModel
 from ..model.sam3_video import Sam3VideoModel
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
@@ -32,7 +33,7 @@ from .detect import (encode_prompts, pooled_embeddings, postprocess, run_frame, 
                      split_frames)
 from .exemplars import Exemplar, ExemplarMemory, check_exemplar
 from .loader import Frame, VideoReader, iter_windows, open_video
-from .sam3_tracking import Sam3Tracking, frame_detections, tracker_features
+from .sam3_tracking import Sam31Tracking, Sam3Tracking, frame_detections, sam31_features, tracker_features
 from .session import (  # noqa: F401 - the configs and the result stream, torch-free, importable from here too
     SAM3_TRACKER, DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
 
@@ -45,11 +46,17 @@ class VideoPredictor:
         """``config`` None: the defaults at the model's calibrated ``score_threshold`` (0.5 for sam3.pt).
         The tracker of a ``Sam3VideoModel`` runs in fp32 whatever the precision (the detector's)."""
         self.tracker_model = None
+        self.multiplex = isinstance(model, Sam31VideoModel)
         if isinstance(model, Sam3VideoModel):
             self.tracker_model = model.tracker.eval()
             model = model.detector
+        elif self.multiplex:
+            self.tracker_model = model.tracker.model.eval()
+            model = model.detector
         self.model = model.eval()
         self.config = config or TrackingConfig.at_score_threshold(model.config.score_threshold)
+        if self.multiplex:
+            self.config = replace(self.config, model_version="sam3.1")
         # the model converted once; the config names the mode it runs in ("auto" resolved)
         precision = apply_precision(self.model, self.config.precision, self.config.runtime)
         self.config = replace(self.config, precision=precision, runtime=self.model.runtime)
@@ -143,8 +150,10 @@ class VideoPredictor:
         if self.config.tracker_name == SAM3_TRACKER:
             if first_window > 0:
                 raise InputError("resuming is not supported with --tracker sam3: run again without --resume")
-            session.sam3 = session.sam3 or Sam3Tracking(
-                self.tracker_model, self.config.sam3, len(session.class_names), reader.num_output_frames,
+            loop_class, loop_config = (Sam31Tracking, self.config.sam31) if self.multiplex else \
+                (Sam3Tracking, self.config.sam3)
+            session.sam3 = session.sam3 or loop_class(
+                self.tracker_model, loop_config, len(session.class_names), reader.num_output_frames,
                 (info.height, info.width), self.config.sam3_options)
             yield from self._track_sam3(reader, session, on_window_end)
             return
@@ -279,7 +288,10 @@ class VideoPredictor:
         start = time.perf_counter()
         if session.sam3 is not None:
             session.held[frame.index] = (frame, detections, learned)
-            features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
+            if self.multiplex:
+                features = sam31_features(self.tracker_model, backbone_out, row)
+            else:
+                features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
             # officially, exemplar boxes without text start objects on their own frame only
             allow_new = session.class_names != [VISUAL_PROMPT] or bool(memory.on_frame(frame.index))
             boxes = [[] for _ in session.class_names]

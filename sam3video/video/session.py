@@ -13,7 +13,7 @@ import numpy as np
 
 from ..detections import Detections
 from ..errors import InputError
-from ..thresholds import (LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD, Sam3LoopConfig, Thresholds,
+from ..thresholds import (LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD, Sam31LoopConfig, Sam3LoopConfig, Thresholds,
                           new_track_threshold)
 from .backends import VideoInfo
 from .exemplars import ExemplarConfig, ExemplarMemory
@@ -77,7 +77,9 @@ class TrackingConfig:
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
     tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort
     sam3: Sam3LoopConfig = field(default_factory=Sam3LoopConfig)  # the official loop's thresholds (tracker "sam3")
+    sam31: Sam31LoopConfig = field(default_factory=Sam31LoopConfig)  # the same, with a SAM 3.1 checkpoint
     sam3_options: Sam3Options = field(default_factory=Sam3Options)
+    model_version: str = "sam3"  # "sam3.1": "sam3" runs the multiplex loop (set by VideoPredictor)
 
     @classmethod
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
@@ -141,6 +143,9 @@ class TrackingConfig:
         """The tracker and its settings, for ``summary.json``."""
         if self.tracker_name == "sam3video":
             return {"name": "sam3video", "settings": asdict(self.tracker)}
+        if self.tracker_name == SAM3_TRACKER and self.model_version == "sam3.1":
+            return {"name": SAM3_TRACKER, "implementation": "sam3video.video.sam31_loop (the official SAM 3.1 "
+                    "multiplex loop)", "settings": asdict(self.sam31), "options": asdict(self.sam3_options)}
         if self.tracker_name == SAM3_TRACKER:
             return {"name": SAM3_TRACKER, "implementation": "sam3video.video.sam3_loop (the official SAM 3 loop)",
                     "settings": asdict(self.sam3), "options": asdict(self.sam3_options)}
