@@ -13,8 +13,9 @@ two frames later, as the official ``propagate_in_video`` does (SAM 3.1 hides not
 A state is the official tracker ``inference_state``: objects in buckets of 16 (``MultiplexState``), one memory
 bank. Shapes: detector masks (Q, h, w) logits (4x the feature grid); tracker masks (N, 1, h, w) logits at
 ``low_res_mask_size``; mask prompts (K, S, S) bool at ``input_mask_size`` (16x the grid); ``video_size`` (H, W).
-Memories are stored in ``memory_dtype`` (bf16 officially, on every device). The reading this follows:
-``notes/sam31_loop_reading.md``.
+Memories are stored in ``memory_dtype`` (bf16 officially, on every device). Unlike the official bank, each
+state keeps only what later frames can read (``MultiplexTrackerState.evict``; results unchanged), so memory stays
+flat however long the clip. The reading this follows: ``notes/sam31_loop_reading.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from ..model.multiplex_utils import MultiplexState, new_multiplex_state
 from ..model.sam31_tracker import MultiplexMemoryBank, MultiplexStepOutput, TrackerFeatures, VideoTrackingMultiplex
-from ..model.sam3_tracker_utils import apply_non_overlapping_constraints
+from ..model.sam3_tracker_utils import apply_non_overlapping_constraints, memory_frame_indices
 from ..thresholds import Sam31LoopConfig
 from .sam31_planning import FrameDetections31, PlanningState31, plan_frame, select_detections, unconfirmed_obj_ids
 from .sam3_loop import LoopFrame, LoopOutput, postprocess_frame
@@ -200,6 +201,39 @@ class MultiplexTrackerState:
         self._encode(consolidated, high_res, out.object_score_logits, features)
         return consolidated
 
+    # -- bounded memory (not official: its bank keeps every frame) --------------------------------------------------
+    def evict(self, frame_idx: int) -> None:
+        """After ``frame_idx`` (forward), drop from the tracked frames what no later frame can read: memory maps
+        and image features outside the num_maskmem - 1 frame window, whole entries older than the pointer
+        window, and the mask logits of frames that are not reused. Results are unchanged."""
+        t = self.tracker
+        r = t.memory_temporal_stride_for_eval
+        max_ptrs = min(self.num_frames, t.max_obj_ptrs_in_encoder)
+        keep_mem = {f for nxt in range(frame_idx, frame_idx + t.num_maskmem * r + 2)
+                    for _, f in memory_frame_indices(nxt, t.num_maskmem, r, False)}
+        outputs = self.bank.non_cond_frame_outputs
+        for f in [f for f in outputs if f < frame_idx]:
+            if f not in keep_mem and frame_idx - f >= max_ptrs:
+                del outputs[f]
+                self.rows.pop(f, None)
+                continue
+            out = outputs[f]
+            if f not in self.consolidated:
+                out.pred_masks = out.pred_masks[:, :, :0, :0]  # never read again (kept for its row count)
+            if f not in keep_mem:
+                out.maskmem_features = out.maskmem_pos_enc = out.image_features = out.image_pos_enc = None
+
+    def nbytes(self) -> int:
+        """Bytes of every tensor the state stores."""
+        seen, total = set(), 0
+        for out in (*self.bank.cond_frame_outputs.values(), *self.bank.non_cond_frame_outputs.values()):
+            for x in (out.pred_masks, out.obj_ptr, out.object_score_logits, out.maskmem_features, out.image_features,
+                      out.image_pos_enc, *(out.maskmem_pos_enc or [])):
+                if x is not None and x.data_ptr() not in seen:
+                    seen.add(x.data_ptr())
+                    total += x.numel() * x.element_size()
+        return total
+
     # -- removal (official remove_objects) ------------------------------------------------------------------------
     def remove(self, obj_ids: set[int]) -> None:
         """Delete ``obj_ids`` from the state: their input frames first (a frame left without inputs stops being
@@ -334,6 +368,8 @@ class Sam31Loop:
             for state in self.states:
                 state.remove(set(plan.obj_ids_newly_removed))
             self.states = [state for state in self.states if len(state)]
+        for state in self.states:
+            state.evict(frame_idx)
         self.planning = new_state
 
         # the frame's outputs (official build_outputs): every previous id (also those removed now), new ids
