@@ -33,6 +33,7 @@ FORMAT = "sam31_loop_parity v1"
 PROB_ATOL = 1e-4  # detector probabilities
 LOGIT_ATOL, LOGIT_RTOL = 1e-3, 1e-4  # mask and object-score logits
 PIXEL_TOL = 1e-3
+SCORE_TIE = 1e-5  # tracker probabilities this close decide the output non-overlap by rounding
 # The CPU oracle stores memories in fp32: its patch casts them to bf16 only under autocast (the official GPU path
 # always does). Our loop's default is bf16 like the GPU; the check uses fp32 like the oracle.
 MEMORY_DTYPE = torch.float32  # a differing output pixel is explained if our logit there is within this of 0
@@ -142,7 +143,7 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
     det_records = [r for r in fx["raw"] if r["kind"] == "detection"]
     trk_records = [r for r in fx["raw"] if r["kind"] == "tracker"]
     order = [0] + list(range(T))  # add_prompt on frame 0, then the propagation
-    outputs = []
+    outputs, raw_frames = [], {}
     for step, f in enumerate(order):
         probs, masks, boxes, features = frames[f]
         frame = loop.step(f, probs, masks, boxes, features)
@@ -216,6 +217,7 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
         report.count("steps")
         if step >= 1:  # the propagation's frames (the add_prompt step answers by itself)
             outputs += buffer.push(frame)
+            raw_frames[f] = (frame, {i: x.cpu() for i, x in loop.last_output_logits.items()}, pixel_tol)
     outputs += buffer.flush()
     # the responses of the propagation
     for out, rec in zip(outputs, fx["responses"], strict=True):
@@ -231,9 +233,25 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
             if not ok:
                 report.problems.append(f"{where}: probabilities differ by {d:.2g}")
             official = unpack(o["masks_packed"], W)
-            bad = int((out.masks != official).sum())
-            if bad:
-                report.problems.append(f"{where}: masks differ on {bad} pixels")
+            differ = out.masks != official
+            if differ.any():
+                frame, logits, tol = raw_frames[out.frame_idx]
+                unexplained = 0
+                for k, y, x in zip(*np.nonzero(differ)):
+                    obj_id = int(out.obj_ids[k])
+                    if abs(float(logits[obj_id][y, x])) <= tol:
+                        continue  # our raw mask is on a knife edge there
+                    # the object-wise non-overlap gave the pixel to the highest tracker probability among the
+                    # objects covering it: a tie within SCORE_TIE is decided by rounding
+                    probs = sorted((frame.tracker_scores.get(int(i), 0.0) for i in out.obj_ids
+                                    if bool(frame.masks[int(i)][y, x])), reverse=True)
+                    if len(probs) > 1 and probs[0] - probs[1] <= SCORE_TIE:
+                        continue
+                    unexplained += 1
+                report.notes.append(f"{where}: {int(differ.sum())} pixels differ, {unexplained} unexplained")
+                if unexplained:
+                    report.problems.append(f"{where}: masks differ on {unexplained} pixels not explained by a "
+                                           "knife edge")
     return report
 
 

@@ -3,8 +3,9 @@
 lowered thresholds: the stored scenes of tests/data/sam31_parity/loop (tools/make_sam31_loop_fixture.py, commands in
 that folder's README), checked by tools/check_sam31_loop_parity.py — every step's detections, tracker logits, raw
 outputs, unconfirmed ids and bucket slots, then every response. Scenes: births on later frames backfilled into the
-existing state; three states filled over three frames (40 objects, our cap); 32 objects in two buckets; outputs
-shown (confirmation off)."""
+existing state; three states filled over three frames (40 objects, our cap); 32 objects in two buckets; a hot-start
+removal of every object (and the official flash of unconfirmed objects before it); outputs shown (confirmation
+off)."""
 
 import importlib.util
 import sys
