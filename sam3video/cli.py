@@ -96,6 +96,9 @@ def _add_run_options(p) -> None:
                    help="sam3: the official SAM 3 loop (memory tracker + detector; default when the checkpoint "
                         "has tracker weights, as sam3.pt); sam3video: our association tracker (default for the "
                         "demo model); or a peer of the `trackers` package with its defaults")
+    p.add_argument("--max-objects", type=int,
+                   help="most objects the official loop tracks at once per prompt, the lowest-scoring new ones "
+                        "dropped beyond it (--tracker sam3; default: no limit; Meta's SAM 3.1 builder uses 16)")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
 
 
@@ -127,6 +130,7 @@ def _add_threshold_flags(group, retrack: bool) -> None:
 def _check_counts(args) -> None:
     """``--frame-batch`` / ``--min-hits`` >= 1 and ``--lost-buffer`` >= 0, where given."""
     for flag, value, least in (("--frame-batch", getattr(args, "frame_batch", None), 1),
+                               ("--max-objects", getattr(args, "max_objects", None), 1),
                                ("--min-hits", args.min_hits, 1), ("--lost-buffer", args.lost_buffer, 0)):
         if value is not None and not value >= least:
             raise _usage(f"{flag} must be >= {least}, got {value:g}")
@@ -160,7 +164,8 @@ def _settings_job(args, **job):
     return TrackJob(
         prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
         thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
-        runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, backend=args.backend, fps=args.fps, start=args.start,
+        runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, max_objects=args.max_objects,
+        backend=args.backend, fps=args.fps, start=args.start,
         end=args.end, window_seconds=args.window_seconds, render=not args.no_render, **job)
 
 

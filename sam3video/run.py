@@ -71,6 +71,7 @@ class TrackJob:
     frame_batch: int | None = None
     tracker: str | None = None  # None: "sam3" (official loop) if the checkpoint has tracker weights, else
     # "sam3video"; or sort, bytetrack, ocsort, botsort (the `trackers` package)
+    max_objects: int | None = None  # the official loop's object cap per prompt (None: no limit)
     backend: str = "auto"
     fps: float | None = None
     start: float | None = None
@@ -392,6 +393,8 @@ def make_predictor(job: TrackJob, model) -> VideoPredictor:
     given = {"score_threshold_detection": job.thresholds.score_threshold,
              "new_det_thresh": job.thresholds.new_track_threshold}
     given = {k: v for k, v in given.items() if v is not None}
+    if job.max_objects is not None:
+        given["max_num_objects"] = job.max_objects
     config = replace(config, sam3=replace(config.sam3, **given), sam31=replace(config.sam31, **given))
     from .video.predictor import VideoPredictor  # torch: only a run with the model needs it
 

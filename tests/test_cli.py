@@ -276,6 +276,15 @@ def test_a_sam31_checkpoint_runs_the_multiplex_loop(workdir, capsys):
     assert summary["tracker"]["settings"]["max_num_objects"] == -1  # no silent cap of 16
     assert summary["frames"] == 10
     assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
+               "--out", workdir / "run31c", "--quiet", "--max-objects", "16", "--no-render") == 0
+    summary = json.loads((workdir / "run31c" / "summary.json").read_text())
+    assert summary["tracker"]["settings"]["max_num_objects"] == 16
+    capsys.readouterr()
+    assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
+               "--out", workdir / "run31d", "--max-objects", "0") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--max-objects must be >= 1" in err[0]
+    assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / "tiny31.pt",
                "--out", workdir / "run31b", "--tracker", "sam3video", "--quiet", *LOW) == 0
     summary = json.loads((workdir / "run31b" / "summary.json").read_text())
     assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3video"
