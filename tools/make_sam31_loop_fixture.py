@@ -81,6 +81,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                        help="full: Meta's sizes (874 M parameters, 1008 px; minutes per frame on a CPU)")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--width", type=int, default=128)
@@ -109,7 +111,7 @@ def main(argv=None) -> None:
     from PIL import Image
 
     bpe = os.path.join(os.path.dirname(sam3.__file__), "assets", "bpe_simple_vocab_16e6.txt.gz")
-    size = dict(probe.SIZES["tiny"], max_num_objects=args.max_objects)
+    size = dict(probe.SIZES[args.size], max_num_objects=args.max_objects)
     demo_kw = dict(probe.DEMO_KW, score_threshold_detection=args.det_thresh, new_det_thresh=args.new_det_thresh)
     if args.nms is not None:
         demo_kw["det_nms_thresh"] = args.nms
@@ -194,7 +196,7 @@ def main(argv=None) -> None:
              "start_frame_index": 0})]
         metadata = probe.snapshot(model, predictor._all_inference_states[sid]["state"])
         predictor.handle_request({"type": "close_session", "session_id": sid})
-    fixture = {"format": FORMAT, "seed": args.seed, "adjust": adjust, "official": "facebookresearch/sam3@96914d2",
+    fixture = {"format": FORMAT, "seed": args.seed, "adjust": adjust, "size": args.size, "official": "facebookresearch/sam3@96914d2",
                "sizes": size, "loop_kwargs": demo_kw, "prompt": args.prompt, "video_size": [args.height, args.width], "num_frames": args.frames,
                "images_fp16_zlib": torch.frombuffer(bytearray(zlib.compress(images.half().numpy().tobytes(), 9)),
                                                     dtype=torch.uint8), "images_shape": list(images.shape),
