@@ -55,8 +55,22 @@ HIGH_IOU_THRESH = 0.8  # VB:1282
 NO_LIMIT_MAX_NUM_OBJECTS = 10000  # VB:125
 
 
+class _OfficialLoopRules:
+    """What the SAM 3 and SAM 3.1 loop configs share: the hot-start check and the object cap."""
+
+    def __post_init__(self):  # VB:93-95
+        if self.hotstart_delay > 0 and max(self.hotstart_unmatch_thresh, self.hotstart_dup_thresh) > self.hotstart_delay:
+            raise InputError(f"hotstart_unmatch_thresh ({self.hotstart_unmatch_thresh}) and hotstart_dup_thresh "
+                             f"({self.hotstart_dup_thresh}) must not exceed hotstart_delay ({self.hotstart_delay})")
+
+    @property
+    def effective_max_num_objects(self) -> int:
+        """VB:121-126: a non-positive ``max_num_objects`` means no limit (10000)."""
+        return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS
+
+
 @dataclass(frozen=True)
-class Sam3LoopConfig:
+class Sam3LoopConfig(_OfficialLoopRules):
     """Every threshold of the official per-frame loop (builder value, else VB class default)."""
 
     score_threshold_detection: float = 0.5  # builder (VB default 0.5)
@@ -86,16 +100,6 @@ class Sam3LoopConfig:
     recondition_iou_thresh: float = HIGH_IOU_THRESH  # VB:1282, hard-coded
     recondition_obj_score_logit_thresh: float = HIGH_CONF_THRESH  # VB:440, hard-coded
 
-    def __post_init__(self):  # VB:93-95
-        if self.hotstart_delay > 0 and max(self.hotstart_unmatch_thresh, self.hotstart_dup_thresh) > self.hotstart_delay:
-            raise InputError(f"hotstart_unmatch_thresh ({self.hotstart_unmatch_thresh}) and hotstart_dup_thresh "
-                             f"({self.hotstart_dup_thresh}) must not exceed hotstart_delay ({self.hotstart_delay})")
-
-    @property
-    def effective_max_num_objects(self) -> int:
-        """VB:121-126: a non-positive ``max_num_objects`` means no limit (10000)."""
-        return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS
-
 
 # The official SAM 3.1 multiplex loop (``--tracker sam3`` with sam3.1_multiplex.pt): GitHub main @96914d2,
 # ``sam3_multiplex_base.py`` ("MB") and the values ``build_sam3_multiplex_video_predictor`` passes
@@ -104,7 +108,7 @@ MULTIPLEX_MAX_NUM_OBJECTS = 16  # the official builder's silent cap (one bucket)
 
 
 @dataclass(frozen=True)
-class Sam31LoopConfig:
+class Sam31LoopConfig(_OfficialLoopRules):
     """Every threshold of the SAM 3.1 per-frame loop (builder value, else the class default).
 
     ``max_num_objects`` -1 means no cap (ours by default: objects beyond 16 open new buckets); the official
@@ -132,12 +136,3 @@ class Sam31LoopConfig:
     recondition_det_score_thresh: float = HIGH_CONF_THRESH  # MB:1925, hard-coded
     recondition_obj_score_thresh: float = HIGH_CONF_THRESH  # MB:885, on sigmoid(tracker logit)
     max_num_objects: int = -1  # ours: no cap; the official builder: 16
-
-    def __post_init__(self):
-        if self.hotstart_delay > 0 and max(self.hotstart_unmatch_thresh, self.hotstart_dup_thresh) > self.hotstart_delay:
-            raise InputError(f"hotstart_unmatch_thresh ({self.hotstart_unmatch_thresh}) and hotstart_dup_thresh "
-                             f"({self.hotstart_dup_thresh}) must not exceed hotstart_delay ({self.hotstart_delay})")
-
-    @property
-    def effective_max_num_objects(self) -> int:
-        return self.max_num_objects if self.max_num_objects > 0 else NO_LIMIT_MAX_NUM_OBJECTS

@@ -93,3 +93,15 @@ def read_index(image: np.ndarray) -> int:
     cells = image[2 : CELL - 2, : BITS * CELL].reshape(CELL - 4, BITS, CELL, 3)[:, :, 2:-2]
     bits = cells.mean(axis=(0, 2, 3)) > 128
     return int(sum(1 << b for b in range(BITS) if bits[b]))
+
+
+def load_tool(name: str):
+    """``tools/NAME.py`` as a module (registered in ``sys.modules``: its dataclasses look their module up)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

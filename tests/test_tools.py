@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+from tests.helpers import load_tool
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
@@ -17,11 +19,7 @@ def test_check_device_compares_and_reports_failures(capsys):
     assert "FAIL  video scores" in printed and "1 check(s) failed: video scores" in printed
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_tool = load_tool
 
 
 def test_check_robustness_counts_found_frames(tmp_path):

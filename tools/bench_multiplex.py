@@ -4,6 +4,7 @@ ours, and the official SAM 3.1 code where its venv is given — one command, one
     python tools/bench_multiplex.py                                   # full size, 1 / 4 / 16 / 64 objects
     python tools/bench_multiplex.py --objects 1 16 --frames 8 --official ~/.cache/sam31-oracle/bin/python
     python tools/bench_multiplex.py --size tiny                      # a quick check
+    python tools/bench_multiplex.py --device cuda --bf16 --families sam3.1 --objects 1 16 64   # on a GPU
 
 Protocol (the same for each row): seeded random weights at the official size, random features of the tracker's
 shapes (288², 144², 72² x 256 at full size); a mask prompt for every object on frame 0, then ``--frames`` frames
@@ -33,6 +34,21 @@ sys.path.insert(0, str(ROOT / "tools"))
 CONFIGS = {"full": ("sam3", "sam3.1"), "tiny": ("tiny", str(ROOT / "tests/data/sam31_parity/config.toml"))}
 
 
+DEVICE = torch.device("cpu")
+AUTOCAST = False
+
+
+def autocast():
+    import contextlib
+
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16) if AUTOCAST else contextlib.nullcontext()
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def sam31_features(tracker, generator: torch.Generator):
     from sam3video.video.sam31_loop import Sam31Features
 
@@ -40,9 +56,9 @@ def sam31_features(tracker, generator: torch.Generator):
     c = tracker.hidden_dim
     paths = []
     for interactive in (True, False):
-        maps = [torch.randn(1, c, s, s, generator=generator) for s in (4 * h, 2 * h, h)]
-        pos = [torch.randn(1, c, s, s, generator=generator) for s in (4 * h, 2 * h, h)]
-        with torch.inference_mode():
+        maps = [torch.randn(1, c, s, s, generator=generator).to(DEVICE) for s in (4 * h, 2 * h, h)]
+        pos = [torch.randn(1, c, s, s, generator=generator).to(DEVICE) for s in (4 * h, 2 * h, h)]
+        with torch.inference_mode(), autocast():
             paths.append(tracker.tracker_features({"backbone_fpn": maps, "vision_pos_enc": pos}, interactive))
     return Sam31Features(*paths)
 
@@ -61,10 +77,11 @@ def run_sam31(tracker, objects: int, frames: int, generator: torch.Generator) ->
     from sam3video.video.sam31_loop import MultiplexTrackerState
 
     state = MultiplexTrackerState(tracker, frames + 1, (tracker.image_size,) * 2, torch.bfloat16)
-    masks = prompt_masks(objects, tracker.sam_image_embedding_size * 16)
-    with torch.inference_mode():
+    masks = prompt_masks(objects, tracker.sam_image_embedding_size * 16).to(DEVICE)
+    with torch.inference_mode(), autocast():
         start = time.perf_counter()
         state.add_masks(0, list(range(objects)), masks, sam31_features(tracker, generator))
+        sync()
         prompt_s = time.perf_counter() - start
         seconds = []
         for t in range(1, frames + 1):
@@ -76,6 +93,7 @@ def run_sam31(tracker, objects: int, frames: int, generator: torch.Generator) ->
             scores = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
             state.encode_memory(t, apply_non_overlapping_constraints(high), scores, features)
             state.evict(t)
+            sync()
             seconds.append(time.perf_counter() - start)
     full = seconds[tracker.num_maskmem - 1:] or seconds[-1:]
     per_frame = sum(full) / len(full)
@@ -94,9 +112,10 @@ def run_sam3(tracker, objects: int, frames: int, generator: torch.Generator) -> 
 
 
 def run_official(python: str, size: str, objects: int, frames: int, seed: int) -> dict:
+    extra = ["--device", DEVICE.type] + (["--bf16"] if AUTOCAST else [])
     out = subprocess.run([python, str(ROOT / "tools" / "oracle31_bench_child.py"), "--size", size, "--objects",
                           str(objects), "--frames", str(frames), "--seed", str(seed),
-                          "--threads", str(torch.get_num_threads())],
+                          "--threads", str(torch.get_num_threads()), *extra],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -109,8 +128,12 @@ def main(argv=None) -> None:
     parser.add_argument("--families", nargs="+", choices=["sam3", "sam3.1"], default=["sam3", "sam3.1"])
     parser.add_argument("--official", metavar="PYTHON", help="the official SAM 3.1 venv's python (oracle31)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast around the tracker (the official GPU mode)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    global DEVICE, AUTOCAST
+    DEVICE, AUTOCAST = torch.device(args.device), args.bf16
     if args.threads:
         torch.set_num_threads(args.threads)
     from sam3video.model.build_video import build_multiplex_tracker, build_tracker, load_video_config
@@ -123,8 +146,11 @@ def main(argv=None) -> None:
         trackers["sam3"] = (build_tracker(video.detector, video.tracker).eval(), run_sam3)
     if "sam3.1" in args.families:
         video = load_video_config(sam31_config)
-        trackers["sam3.1"] = (build_multiplex_tracker(video.detector, video.multiplex).eval(), run_sam31)
-    print(f"--size {args.size}, fp32 (memories bf16), {torch.get_num_threads()} threads, {args.frames} frames per row; "
+        trackers["sam3.1"] = (build_multiplex_tracker(video.detector, video.multiplex).eval().to(DEVICE), run_sam31)
+    if "sam3" in trackers and DEVICE.type != "cpu":
+        raise SystemExit("the SAM 3 rows run on the CPU only here (tools/bench_sam3_tracker.py)")
+    mode = "bf16 autocast" if AUTOCAST else "fp32"
+    print(f"--size {args.size}, {mode} (memories bf16), {DEVICE}, {torch.get_num_threads()} threads, {args.frames} frames per row; "
           "seconds per frame once the memory window is full")
     print(f"{'tracker':>16s} {'objects':>7s} {'buckets':>7s} {'prompt s':>8s} {'s/frame':>8s} {'s/object':>8s} "
           f"{'memory MiB':>10s}")

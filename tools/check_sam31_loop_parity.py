@@ -3,7 +3,8 @@
 
     .venv/bin/python tools/check_sam31_loop_parity.py FIXTURE.pt.xz [more] [-v]
 
-Our tiny SAM 3.1 model (tests/data/sam31_parity/config.toml) gets the fixture's seeded weights
+Our tiny SAM 3.1 model (tests/data/sam31_parity/config.toml; the full ``sam3.1`` size for a ``--size full``
+fixture) gets the fixture's seeded weights
 (tools/sam31_weights.py) and the official loader's model input frames; our detector runs per frame. Compared, in
 the official order (``add_prompt`` on frame 0, then ``propagate_in_video`` over every frame, frame 0 again):
 every step's detections after NMS (probabilities, which are kept, mask logits as 4 x 4 means), the tracker's
@@ -49,10 +50,10 @@ def read_fixture(path: Path) -> dict:
     return fx
 
 
-def load_model(seed: int, adjust: "dict | None" = None):
+def load_model(seed: int, adjust: "dict | None" = None, size: str = "tiny"):
     from sam3video.model.build_video import build_video_model
 
-    model = build_video_model(CONFIG)
+    model = build_video_model(CONFIG if size == "tiny" else "sam3.1")
     state = {k: v if v.is_complex() else seeded_tensor(k, v.shape, seed, adjust) for k, v in model.state_dict().items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -133,7 +134,7 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
     from sam3video.video.sam31_loop import ConfirmationBuffer, Sam31Loop
 
     fx = read_fixture(path)
-    model = model if model is not None else load_model(fx["seed"], fx.get("adjust"))
+    model = model if model is not None else load_model(fx["seed"], fx.get("adjust"), fx.get("size", "tiny"))
     cfg = loop_config(fx)
     report = Report(Path(path).name)
     frames = run_detector(model, fx)

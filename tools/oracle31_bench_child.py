@@ -29,6 +29,8 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--oracle-tools", type=Path, default=ROOT.parent / "shared" / "tools" / "oracle31")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -38,28 +40,35 @@ def main(argv=None) -> None:
     import probe
 
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
     tracker = probe.build_tracker(probe.SIZES[args.size], use_fa3=False, use_rope_real=True).eval()
     del tracker.backbone
+    tracker = tracker.to(device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
     g = torch.Generator().manual_seed(args.seed)
     h = tracker.image_size // tracker.backbone_stride
     c = tracker.hidden_dim
     sizes = [(4 * h, 4 * h), (2 * h, 2 * h), (h, h)]
 
     def features():
-        feats = [torch.randn(s[0] * s[1], 1, ch, generator=g) for s, ch in zip(sizes, (c // 8, c // 4, c))]
-        pos = [torch.randn(s[0] * s[1], 1, c, generator=g) for s in sizes]
+        feats = [torch.randn(s[0] * s[1], 1, ch, generator=g).to(device) for s, ch in zip(sizes, (c // 8, c // 4, c))]
+        pos = [torch.randn(s[0] * s[1], 1, c, generator=g).to(device) for s in sizes]
         return {"vision_feats": feats, "vision_masks": [None] * 3, "vision_pos_embeds": pos, "feat_sizes": sizes}
 
     n = args.objects
-    state = tracker.multiplex_controller.get_state(n, device=torch.device("cpu"), dtype=torch.float32, random=False)
+    state = tracker.multiplex_controller.get_state(n, device=device, dtype=torch.float32, random=False)
     size = tracker.input_mask_size
-    masks = torch.zeros(n, 1, size, size)
+    masks = torch.zeros(n, 1, size, size, device=device)
     for i in range(n):
         y, x = (i * 97) % (size // 2), (i * 53) % (size // 2)
         masks[i, 0, y:y + size // 4, x:x + size // 4] = 1.0
     output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     num_frames = args.frames + 1
-    with torch.inference_mode():
+    with torch.inference_mode(), amp:
         start = time.perf_counter()
         f = features()
         out = tracker.track_step(frame_idx=0, is_init_cond_frame=True, backbone_features_interactive=f,
@@ -67,6 +76,7 @@ def main(argv=None) -> None:
                                  gt_masks=None, frames_to_add_correction_pt=[], output_dict=output_dict,
                                  num_frames=num_frames, multiplex_state=state, run_mem_encoder=True)
         output_dict["cond_frame_outputs"][0] = out
+        sync()
         prompt_s = time.perf_counter() - start
         seconds = []
         for t in range(1, num_frames):
@@ -85,6 +95,7 @@ def main(argv=None) -> None:
                 is_mask_from_pts=False, conditioning_objects=[], multiplex_state=state)
             out["maskmem_features"], out["maskmem_pos_enc"] = feats.to(torch.bfloat16), pos
             output_dict["non_cond_frame_outputs"][t] = out
+            sync()
             seconds.append(time.perf_counter() - start)
     full = seconds[tracker.num_maskmem - 1:] or seconds[-1:]
     per_frame = sum(full) / len(full)

@@ -72,17 +72,22 @@ class TrackerConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrackerConfig":
         """Raises ``ConfigError`` naming an unknown key (as ``tracker.KEY``) or a wrong value."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"config key tracker: expected a table of keys, got {_shown(values)}")
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, values)) - set(fields))
-        if unknown:
-            raise ConfigError("unknown config keys: " + ", ".join(repr(f"tracker.{k}") if not k.isprintable()
-                                                                 else f"tracker.{k}" for k in unknown))
-        return cls(**{k: _checked(k, v, fields[k]) for k, v in values.items()})
+        return _from_table(cls, values, "tracker")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _from_table(cls, values, section: str):
+    """A tracker config dataclass from a config file's ``[section]`` table, every key checked (``_checked``)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config key {section}: expected a table of keys, got {_shown(values)}")
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, values)) - set(fields))
+    if unknown:
+        raise ConfigError("unknown config keys: " + ", ".join(repr(f"{section}.{k}") if not k.isprintable()
+                                                             else f"{section}.{k}" for k in unknown))
+    return cls(**{k: _checked(k, v, fields[k], section) for k, v in values.items()})
 
 
 def _checked(key: str, value, default, section: str = "tracker"):
@@ -140,13 +145,7 @@ class MultiplexTrackerConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "MultiplexTrackerConfig":
         """Raises ``ConfigError`` naming an unknown key (as ``multiplex_tracker.KEY``) or a wrong value."""
-        if not isinstance(values, dict):
-            raise ConfigError(f"config key multiplex_tracker: expected a table of keys, got {_shown(values)}")
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, values)) - set(fields))
-        if unknown:
-            raise ConfigError("unknown config keys: " + ", ".join(f"multiplex_tracker.{k}" for k in unknown))
-        return cls(**{k: _checked(k, v, fields[k], "multiplex_tracker") for k, v in values.items()})
+        return _from_table(cls, values, "multiplex_tracker")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,7 +10,6 @@ at full size, then a LayerNorm.
 
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -19,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model_misc import get_activation_fn, get_clones
-from .sam.transformer import RoPEAttention
-from .vitdet import compute_axial_cis
+from .sam.transformer import RoPEAttention, axial_freqs_cis
 
 
 class TransformerDecoderLayerv2(nn.Module):
@@ -225,12 +223,7 @@ class SimpleRoPEAttention(nn.Module):
     def _freqs_cis(self, length: int, device: torch.device) -> Tensor:
         key = (length, device)
         if key not in self._freqs_cache:
-            end_x, end_y = self.feat_sizes
-            if end_x * end_y != length:
-                end_x = end_y = math.isqrt(length)
-                if end_x * end_y != length:
-                    raise ValueError(f"RoPE attention needs a square query map, got {length} tokens")
-            self._freqs_cache[key] = compute_axial_cis(self.head_dim, end_x, end_y, theta=self.rope_theta).to(device)
+            self._freqs_cache[key] = axial_freqs_cis(self.head_dim, self.feat_sizes, length, self.rope_theta).to(device)
         return self._freqs_cache[key]
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:

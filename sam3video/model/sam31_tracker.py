@@ -32,7 +32,8 @@ from .sam.mask_decoder import MaskDecoder
 from .sam.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
 from .sam.transformer import TwoWayTransformer
 from .sam3_tracker_memory import NO_OBJ_SCORE
-from .sam3_tracker_utils import PointInputs, get_1d_sine_pe, memory_frame_indices, select_closest_cond_frames
+from .sam3_tracker_utils import (PointInputs, best_masks, encode_prompts, get_1d_sine_pe, memory_frame_indices,
+                                 select_closest_cond_frames)
 
 
 @dataclass
@@ -254,24 +255,11 @@ class VideoTrackingMultiplex(nn.Module):
         """Interactive path (points or a mask prompt given; one row per prompted object; backbone_features
         (1 or N, C, h, w) without memory) or multiplex propagation path (backbone_features (B, C, h, w)
         memory-conditioned per bucket, all N objects, demuxed)."""
-        device = backbone_features.device
         is_interactive = point_inputs is not None or mask_inputs is not None
         if is_interactive:
-            if point_inputs is not None:
-                coords, labels = point_inputs.point_coords, point_inputs.point_labels
-            else:
-                coords = torch.zeros(mask_inputs.shape[0], 1, 2, device=device)
-                labels = -torch.ones(mask_inputs.shape[0], 1, dtype=torch.int32, device=device)
-            sam_mask_prompt = None
-            if mask_inputs is not None:
-                assert mask_inputs.ndim == 4
-                sam_mask_prompt = mask_inputs
-                if mask_inputs.shape[-2:] != self.interactive_sam_prompt_encoder.mask_input_size:
-                    sam_mask_prompt = F.interpolate(mask_inputs.float(),
-                                                    size=self.interactive_sam_prompt_encoder.mask_input_size,
-                                                    align_corners=False, mode="bilinear", antialias=True)
-            sparse, dense = self.interactive_sam_prompt_encoder(points=(coords, labels), boxes=None,
-                                                                masks=sam_mask_prompt)
+            batch = (point_inputs.point_coords if point_inputs is not None else mask_inputs).shape[0]
+            sparse, dense = encode_prompts(self.interactive_sam_prompt_encoder, batch, backbone_features.device,
+                                           point_inputs, mask_inputs)
             low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.interactive_sam_mask_decoder(
                 image_embeddings=backbone_features, image_pe=self.interactive_sam_prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask_output,
@@ -289,20 +277,9 @@ class VideoTrackingMultiplex(nn.Module):
             ious = multiplex_state.demux(out["iou_pred"])
             object_score_logits = multiplex_state.demux(out["object_score_logits"])
             sam_output_tokens = multiplex_state.demux(out["sam_tokens_out"])
-        is_obj_appearing = object_score_logits > self.object_score_logit_threshold
-        low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE).float()
-        high_res_multimasks = F.interpolate(low_res_multimasks, size=(self.image_size, self.image_size),
-                                            mode="bilinear", align_corners=False)
-        sam_output_token = sam_output_tokens[:, 0]
-        if multimask_output:
-            best_iou_inds = torch.argmax(ious, dim=-1)
-            batch_inds = torch.arange(ious.shape[0], device=device)
-            low_res_masks = low_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            high_res_masks = high_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            if sam_output_tokens.size(1) > 1:
-                sam_output_token = sam_output_tokens[batch_inds, best_iou_inds]
-        else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, sam_output_token, is_obj_appearing = \
+            best_masks(low_res_multimasks, ious, sam_output_tokens, object_score_logits, multimask_output,
+                       self.image_size, NO_OBJ_SCORE, self.object_score_logit_threshold)
         proj = self.interactive_obj_ptr_proj if is_interactive else self.obj_ptr_proj
         obj_ptr = self._gate_obj_ptr(proj(sam_output_token), is_obj_appearing)
         return SamOutput(low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks,

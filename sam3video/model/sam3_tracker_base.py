@@ -24,7 +24,8 @@ from .sam.mask_decoder import MaskDecoder
 from .sam.prompt_encoder import PromptEncoder
 from .sam.transformer import TwoWayTransformer
 from .sam3_tracker_memory import NO_OBJ_SCORE, TrackerMemoryMixin
-from .sam3_tracker_utils import MemoryBank, PointInputs, SamHeadsOutput, TrackStepOutput, get_1d_sine_pe
+from .sam3_tracker_utils import (MemoryBank, PointInputs, SamHeadsOutput, TrackStepOutput, best_masks, encode_prompts,
+                                 get_1d_sine_pe)
 
 
 class Sam3TrackerBase(TrackerMemoryMixin, nn.Module):
@@ -181,42 +182,17 @@ class Sam3TrackerBase(TrackerMemoryMixin, nn.Module):
         B, device = backbone_features.size(0), backbone_features.device
         assert backbone_features.size(1) == self.sam_prompt_embed_dim
         assert backbone_features.size(2) == backbone_features.size(3) == self.sam_image_embedding_size
-        if point_inputs is not None:
-            sam_point_coords, sam_point_labels = point_inputs.point_coords, point_inputs.point_labels
-            assert sam_point_coords.size(0) == B and sam_point_labels.size(0) == B
-        else:
-            sam_point_coords = torch.zeros(B, 1, 2, device=device)
-            sam_point_labels = -torch.ones(B, 1, dtype=torch.int32, device=device)
-        sam_mask_prompt = None
-        if mask_inputs is not None:
-            assert mask_inputs.ndim == 4 and mask_inputs.shape[:2] == (B, 1)
-            sam_mask_prompt = mask_inputs
-            if mask_inputs.shape[-2:] != self.sam_prompt_encoder.mask_input_size:
-                sam_mask_prompt = F.interpolate(mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
-                                                align_corners=False, mode="bilinear", antialias=True)
-        sparse_embeddings, dense_embeddings = self.sam_prompt_encoder(
-            points=(sam_point_coords, sam_point_labels), boxes=None, masks=sam_mask_prompt
-        )
+        sparse_embeddings, dense_embeddings = encode_prompts(self.sam_prompt_encoder, B, device, point_inputs,
+                                                             mask_inputs)
         low_res_multimasks, ious, sam_output_tokens, object_score_logits = self.sam_mask_decoder(
             image_embeddings=backbone_features, image_pe=self.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse_embeddings, dense_prompt_embeddings=dense_embeddings,
             multimask_output=multimask_output, repeat_image=False, high_res_features=high_res_features,
         )
-        is_obj_appearing = object_score_logits > 0
         # The mask kept for memory is a hard choice between object and no object.
-        low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, NO_OBJ_SCORE).float()
-        high_res_multimasks = F.interpolate(low_res_multimasks, size=(self.image_size, self.image_size),
-                                            mode="bilinear", align_corners=False)
-        sam_output_token = sam_output_tokens[:, 0]
-        if multimask_output:
-            best_iou_inds = torch.argmax(ious, dim=-1)
-            batch_inds = torch.arange(B, device=device)
-            low_res_masks = low_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            high_res_masks = high_res_multimasks[batch_inds, best_iou_inds].unsqueeze(1)
-            if sam_output_tokens.size(1) > 1:
-                sam_output_token = sam_output_tokens[batch_inds, best_iou_inds]
-        else:
-            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, sam_output_token, is_obj_appearing = \
+            best_masks(low_res_multimasks, ious, sam_output_tokens, object_score_logits, multimask_output,
+                       self.image_size, NO_OBJ_SCORE)
         obj_ptr = self._gate_obj_ptr(self.obj_ptr_proj(sam_output_token), is_obj_appearing)
         return SamHeadsOutput(low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks,
                               obj_ptr, object_score_logits)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -275,3 +276,44 @@ def obj_ptr_frame_indices(
             t = valid_indices[-t_diff]
         pairs.append((t_diff, t))
     return pairs
+
+
+def encode_prompts(prompt_encoder, batch: int, device: torch.device, point_inputs: Optional[PointInputs],
+                   mask_inputs: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """A SAM prompt encoder on ``batch`` objects' points (a single padding point, label -1, when None) and
+    (batch, 1, *, *) mask prompt (resized to the encoder's mask size, bilinear antialiased) -> (sparse, dense)."""
+    if point_inputs is not None:
+        coords, labels = point_inputs.point_coords, point_inputs.point_labels
+        assert coords.size(0) == batch and labels.size(0) == batch
+    else:
+        coords = torch.zeros(batch, 1, 2, device=device)
+        labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
+    mask_prompt = None
+    if mask_inputs is not None:
+        assert mask_inputs.ndim == 4 and mask_inputs.shape[:2] == (batch, 1)
+        mask_prompt = mask_inputs
+        if mask_inputs.shape[-2:] != prompt_encoder.mask_input_size:
+            mask_prompt = F.interpolate(mask_inputs.float(), size=prompt_encoder.mask_input_size, align_corners=False,
+                                        mode="bilinear", antialias=True)
+    return prompt_encoder(points=(coords, labels), boxes=None, masks=mask_prompt)
+
+
+def best_masks(low_res_multimasks: Tensor, ious: Tensor, sam_output_tokens: Tensor, object_score_logits: Tensor,
+               multimask_output: bool, image_size: int, no_obj_score: float, threshold: float = 0.0):
+    """A SAM head's K candidates per object -> (low_res_multimasks, high_res_multimasks, low_res_masks,
+    high_res_masks, pointer token (N, C), is_obj_appearing (N, 1)): masks set to ``no_obj_score`` where the
+    object score is <= ``threshold``, upsampled to image_size, the candidate of highest predicted IoU kept."""
+    is_obj_appearing = object_score_logits > threshold
+    low_res_multimasks = torch.where(is_obj_appearing[:, None, None], low_res_multimasks, no_obj_score).float()
+    high_res_multimasks = F.interpolate(low_res_multimasks, size=(image_size, image_size), mode="bilinear",
+                                        align_corners=False)
+    token = sam_output_tokens[:, 0]
+    if not multimask_output:
+        return low_res_multimasks, high_res_multimasks, low_res_multimasks, high_res_multimasks, token, is_obj_appearing
+    best = torch.argmax(ious, dim=-1)
+    rows = torch.arange(ious.shape[0], device=ious.device)
+    low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+    high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+    if sam_output_tokens.size(1) > 1:
+        token = sam_output_tokens[rows, best]
+    return low_res_multimasks, high_res_multimasks, low_res_masks, high_res_masks, token, is_obj_appearing

@@ -33,7 +33,7 @@ from ..model.sam31_tracker import MultiplexMemoryBank, MultiplexStepOutput, Trac
 from ..model.sam3_tracker_utils import apply_non_overlapping_constraints, memory_frame_indices
 from ..thresholds import Sam31LoopConfig
 from .sam31_planning import FrameDetections31, PlanningState31, plan_frame, select_detections, unconfirmed_obj_ids
-from .sam3_loop import LoopFrame, LoopOutput, postprocess_frame
+from .sam3_loop import LoopFrame, LoopOutput, postprocess_frame, prompt_mask
 from .sam3_planning import memory_object_score_logits, suppress_object_pw_area_shrinkage
 
 NO_OBJ_SCORE = -1024.0
@@ -389,9 +389,7 @@ class Sam31Loop:
                          reconditioned=tuple(plan.recondition))
 
     def _prompt_mask(self, det_mask: Tensor) -> Tensor:
-        """(h, w) detector logits -> (S, S) bool prompt at ``input_mask_size`` (bilinear, then > 0)."""
-        size = (self.tracker.sam_image_embedding_size * 16,) * 2
-        return F.interpolate(det_mask[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] > 0
+        return prompt_mask(det_mask, self.tracker.sam_image_embedding_size * 16)  # input_mask_size
 
 
 class ConfirmationBuffer:

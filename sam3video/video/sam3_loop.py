@@ -418,9 +418,13 @@ class Sam3Loop:
         )
 
     def _prompt_mask(self, det_mask: Tensor) -> Tensor:
-        """(h, w) detector logits -> (S, S) bool prompt at ``input_mask_size`` (bilinear, then > 0)."""
-        size = (self.tracker.input_mask_size,) * 2
-        return F.interpolate(det_mask[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] > 0
+        return prompt_mask(det_mask, self.tracker.input_mask_size)
+
+
+def prompt_mask(det_mask: Tensor, size: int) -> Tensor:
+    """(h, w) detector logits -> (size, size) bool mask prompt (bilinear, then > 0), as both official loops
+    prompt the tracker with a detection."""
+    return F.interpolate(det_mask[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0] > 0
 
 
 def postprocess_frame(frame: LoopFrame, hidden: Iterable[int], video_size: tuple[int, int]) -> LoopOutput:

@@ -2,9 +2,6 @@
 Meta's code (GitHub main @96914d2, fixtures of tools/make_sam31_module_fixture.py, checked by
 tools/check_sam31_modules.py)."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
@@ -15,22 +12,15 @@ from sam3video.model.multiplex_utils import PADDING, REMOVED, MultiplexState, ne
 from sam3video.model.sam31_video import Sam31VideoModel
 from sam3video.model.video_checkpoint import load_video_model
 from tests.conftest import DATA
+from tests.helpers import load_tool
 
-ROOT = DATA.parents[1]
 FIXTURES = sorted((DATA / "sam31_parity").glob("modules_s*.pt.xz"))
 CONFIG = DATA / "sam31_parity" / "config.toml"
 SAM31_TSV = DATA / "sam31_multiplex_state_dict.tsv"
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-check = _tool("check_sam31_modules")
+check = load_tool("check_sam31_modules")
 
 
 # -- buckets ----------------------------------------------------------------------------------------------------

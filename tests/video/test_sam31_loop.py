@@ -1,28 +1,18 @@
 """SAM 3.1 loop behaviour beyond parity: memory stays flat on long clips without changing results; the object cap
 is ours to set (no silent 16)."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
 from sam3video.thresholds import Sam31LoopConfig
 from sam3video.video.sam31_loop import Sam31Loop
 from tests.conftest import DATA
-
-ROOT = DATA.parents[1]
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_tool
 
 
-check = _tool("check_sam31_loop_parity")
+
+
+check = load_tool("check_sam31_loop_parity")
 LOW = Sam31LoopConfig(score_threshold_detection=0.14, new_det_thresh=0.15, det_nms_thresh=0.0,
                       masklet_confirmation_enable=False)
 

@@ -7,27 +7,17 @@ existing state; three states filled over three frames (40 objects, our cap); 32 
 removal of every object (and the official flash of unconfirmed objects before it); outputs shown (confirmation
 off)."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
 from tests.conftest import DATA
+from tests.helpers import load_tool
 
-ROOT = DATA.parents[1]
 FIXTURES = sorted((DATA / "sam31_parity" / "loop").glob("*.pt.xz"))
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-check = _tool("check_sam31_loop_parity")
+check = load_tool("check_sam31_loop_parity")
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[p.name.split(".")[0] for p in FIXTURES])

@@ -6,8 +6,6 @@ area-shrinkage decisions and planning decisions, then every yielded frame. Knife
 the official outcome moves under a 1e-4 shift) take the official outcome; everything else must be equal.
 tools/loop_parity_sweep.py runs the same check over 24 cases."""
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -16,22 +14,14 @@ import torch
 from sam3video.video import sam3_loop
 from sam3video.video.sam3_loop import HotstartBuffer, LoopFrame, TrackerBucket
 from tests.conftest import DATA
+from tests.helpers import load_tool
 
-ROOT = DATA.parents[1]
 
 FOLDER = DATA / "video_loop_parity"
 CASES = sorted(p.name.split(".")[0] for p in FOLDER.glob("*.pt.xz"))
 
 
-def _check_module():
-    spec = importlib.util.spec_from_file_location("check_sam3_loop_parity", ROOT / "tools" / "check_sam3_loop_parity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _check_module()
+check = load_tool("check_sam3_loop_parity")
 
 
 @pytest.fixture(scope="module", params=CASES)

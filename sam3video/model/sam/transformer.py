@@ -38,6 +38,17 @@ def apply_rotary_enc(
     return xq_out, xk_out
 
 
+def axial_freqs_cis(head_dim: int, feat_sizes: Tuple[int, int], length: int, theta: float) -> Tensor:
+    """(length, head_dim // 2) complex64 RoPE rotations of a row-major query map of ``length`` tokens:
+    ``feat_sizes`` if it has that many, else a square map (as the official code assumes)."""
+    end_x, end_y = feat_sizes
+    if end_x * end_y != length:
+        end_x = end_y = math.isqrt(length)
+        if end_x * end_y != length:
+            raise ValueError(f"RoPE attention needs a square query map, got {length} tokens")
+    return compute_axial_cis(head_dim, end_x, end_y, theta=theta)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose projections may shrink the width by ``downsample_rate``.
 
@@ -118,13 +129,8 @@ class RoPEAttention(Attention):
         """(length, head_dim // 2) complex64 rotations for a row-major grid of ``length`` tokens."""
         key = (length, device)
         if key not in self._freqs_cache:
-            end_x, end_y = self.feat_sizes
-            if end_x * end_y != length:  # another resolution: the official code assumes a square map
-                end_x = end_y = math.isqrt(length)
-                if end_x * end_y != length:
-                    raise ValueError(f"RoPE attention needs a square query map, got {length} tokens")
-            freqs = compute_axial_cis(self.internal_dim // self.num_heads, end_x, end_y, theta=self.rope_theta)
-            self._freqs_cache[key] = freqs.to(device)
+            self._freqs_cache[key] = axial_freqs_cis(self.internal_dim // self.num_heads, self.feat_sizes, length,
+                                                     self.rope_theta).to(device)
         return self._freqs_cache[key]
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, num_k_exclude_rope: int = 0) -> Tensor:
