@@ -50,7 +50,7 @@ def checkpoint_name(official_name: str) -> str:
 
 def inputs(seed: int) -> dict:
     """Every input of the fixture, from ``seeded_tensor`` (tools/sam31_weights.py): our tests make the same."""
-    c, C, side = 64, 64, 16
+    C, side = 64, 16  # the tiny width and feature grid
 
     def t(name, *shape):
         return seeded_tensor("input." + name, shape, seed)

@@ -16,7 +16,6 @@ masks are logits, ``-1024`` where no object is predicted, high-res masks at imag
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 

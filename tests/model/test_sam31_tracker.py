@@ -123,7 +123,7 @@ def test_modules_match_the_official_code(fixture, seeded_tiny31):
     """Tri-neck features, memory encoder, memory attention, multiplex mask decoder, interactive heads, and two
     track_step sequences (births into free slots, a click on a tracked frame, a reconditioned object; 18 objects
     in two buckets) agree with the official outputs within 1e-5 + 1e-4 |x|."""
-    model = seeded_tiny31[0] if f"_s0." in fixture.name else None
+    model = seeded_tiny31[0] if "_s0." in fixture.name else None
     report = check.check_fixture(fixture, model)
     bad = [row for row in report.rows if not row[2]]
     assert report.ok, bad[:10]

@@ -1,12 +1,14 @@
 """SAM 3.1 loop behaviour beyond parity: memory stays flat on long clips without changing results; the object cap
 is ours to set (no silent 16)."""
 
+import contextlib
+from unittest.mock import patch
+
 import pytest
 import torch
 
 from sam3video.thresholds import Sam31LoopConfig
-from sam3video.video.sam31_loop import Sam31Loop
-from tests.conftest import DATA
+from sam3video.video.sam31_loop import MultiplexTrackerState, Sam31Loop
 from tests.helpers import load_tool
 
 
@@ -27,19 +29,17 @@ def clip():
     return model, check.run_detector(model, {"images": images, "prompt": "shape"})
 
 
-def run(model, frames, config, evict=True, num=None):
-    loop = Sam31Loop(model.tracker.model, config, num or len(frames), (48, 64), memory_dtype=torch.float32)
+def run(model, frames, config, evict=True):
+    """The loop over ``frames`` -> (loop, each frame's masks, bytes kept after each frame); ``evict`` False keeps
+    every frame, as the official bank does."""
+    loop = Sam31Loop(model.tracker.model, config, len(frames), (48, 64), memory_dtype=torch.float32)
     sizes, outputs = [], []
-    for t, (probs, masks, boxes, features) in enumerate(frames):
-        if not evict:
-            for state in loop.states:
-                state.evict = lambda frame_idx: None
-        frame = loop.step(t, probs, masks, boxes, features)
-        for state in loop.states:
-            if not evict:
-                state.evict = lambda frame_idx: None
-        outputs.append({i: m.clone() for i, m in frame.masks.items()})
-        sizes.append(sum(state.nbytes() for state in loop.states))
+    keep_all = patch.object(MultiplexTrackerState, "evict", lambda self, frame_idx: None)
+    with keep_all if not evict else contextlib.nullcontext():
+        for t, (probs, masks, boxes, features) in enumerate(frames):
+            frame = loop.step(t, probs, masks, boxes, features)
+            outputs.append({i: m.clone() for i, m in frame.masks.items()})
+            sizes.append(sum(state.nbytes() for state in loop.states))
     return loop, outputs, sizes
 
 
