@@ -143,7 +143,7 @@ THRESHOLD_FLAGS = {"score_threshold": "score_threshold", "low_score_threshold": 
 
 def _job(args):
     """The ``TrackJob`` of the command line (flags not given take the defaults of ``sam3video.thresholds``)."""
-    from .video.exemplars import load_exemplars, parse_exemplar
+    from .trackers.association.exemplars import load_exemplars, parse_exemplar
 
     exemplars = [parse_exemplar(text) for text in args.exemplar]
     if args.exemplars:
@@ -206,7 +206,7 @@ With --detections: a MOTChallenge detection file of any detector (frame,-1,x,y,w
 
 
 def add_retrack_parser(sub) -> None:
-    from .video.peers import TRACKER_NAMES
+    from .trackers.association.peers import TRACKER_NAMES
 
     p = sub.add_parser("retrack", help="track saved detections again (another tracker or thresholds), no model",
                        description="Re-run association and every output from a run's saved detections "

@@ -33,9 +33,9 @@ from .errors import InputError
 from .export.detections_store import SavedFrame, SavedFrames, StoreMeta, read_saved_detections
 from .export.outputs import OUTPUT_NAMES
 from .run import RunFacts
+from .sources.loader import MAX_WINDOW_SECONDS, VideoReader
 from .thresholds import SCORE_THRESHOLD, Thresholds
-from .video.exemplars import Exemplar, ExemplarConfig, ExemplarMemory
-from .video.loader import MAX_WINDOW_SECONDS, VideoReader
+from .trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory
 from .video.session import DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates
 
 DETECTION_FILE_FPS = 30.0  # a MOTChallenge detection file says no frame rate

@@ -32,18 +32,27 @@ from .detections import Detections
 from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
+from .export.outputs import (
+    OUTPUT_NAMES,
+    PARTIAL_DIR,
+    WindowFiles,
+    even_size,
+    output_files,
+    per_prompt_names,
+    prepare_out_dir,
+    publish_outputs,
+    remove_partial,
+)
 from .export.run_state import TREE_NAME, StateError, load_state, save_state
-from .export.outputs import (OUTPUT_NAMES, PARTIAL_DIR, WindowFiles, even_size, output_files, per_prompt_names,
-                             prepare_out_dir, publish_outputs, remove_partial)
 from .export.summary import TrackStats, summary_text
+from .sources.loader import VideoInfo, VideoReader, open_video
 from .thresholds import Thresholds
-from .video.exemplars import Exemplar, check_exemplar
-from .video.loader import VideoInfo, VideoReader, open_video
+from .trackers.association.exemplars import Exemplar, check_exemplar
 from .video.session import FrameResult, TrackingConfig, TrackingSession
 
 if TYPE_CHECKING:
-    from .video.predictor import VideoPredictor
     from .replay import SavedRun
+    from .video.predictor import VideoPredictor
 
 STATE_NAME = TREE_NAME  # in OUT/.partial (with state.npz): the run after its last complete window
 LEGACY_STATE_NAME = "state.pkl"  # what sam3video wrote before: a pickle, never read

@@ -271,7 +271,7 @@ def test_a_sam31_checkpoint_runs_the_multiplex_loop(workdir, capsys):
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3"
-    assert "sam31_loop" in summary["tracker"]["implementation"]
+    assert "sam31.loop" in summary["tracker"]["implementation"]
     assert summary["tracker"]["settings"]["score_threshold_detection"] == 0.1
     assert summary["tracker"]["settings"]["max_num_objects"] == -1  # no silent cap of 16
     assert summary["frames"] == 10
@@ -288,6 +288,36 @@ def test_a_sam31_checkpoint_runs_the_multiplex_loop(workdir, capsys):
                "--out", workdir / "run31b", "--tracker", "sam3video", "--quiet", *LOW) == 0
     summary = json.loads((workdir / "run31b" / "summary.json").read_text())
     assert summary["model"]["version"] == "sam3.1" and summary["tracker"]["name"] == "sam3video"
+
+
+def test_a_damaged_sam31_checkpoint_is_one_line_exit_2_and_nothing_is_written(workdir, capsys):
+    """A sam3.1_multiplex.pt-layout file that is truncated, has a NaN in a tracker tensor, or lacks a multiplex
+    tracker tensor: `track` names the problem in one line, exit 2, and writes no file."""
+    from sam3video.model.build_video import load_video_config
+
+    sys.path.insert(0, str(PARITY.parents[2] / "tools"))
+    from check_sam31_modules import CONFIG, load_model
+
+    video = load_video_config(CONFIG)
+    config = {**video.detector.to_dict(), "multiplex_tracker": video.multiplex.to_dict()}
+    state = load_model(seed=0).state_dict()
+    name = "tracker.model.output_valid_embed"
+    assert name in state
+    nan = {**state, name: torch.full_like(state[name], float("nan"))}
+    missing = {k: v for k, v in state.items() if k != name}
+    torch.save({"model": state, "config": config}, workdir / "whole31.pt")
+    data = (workdir / "whole31.pt").read_bytes()
+    (workdir / "truncated31.pt").write_bytes(data[: len(data) // 2])
+    torch.save({"model": nan, "config": config}, workdir / "nan31.pt")
+    torch.save({"model": missing, "config": config}, workdir / "missing31.pt")
+    for file, message in (("truncated31.pt", "truncated"), ("nan31.pt", name), ("missing31.pt", name)):
+        out = workdir / f"bad_{file}"
+        assert run("track", workdir / "clip.mp4", "--prompt", "circle", "--checkpoint", workdir / file,
+                   "--out", out) == 2, file
+        captured = capsys.readouterr()
+        err = captured.err.splitlines()
+        assert captured.out == "" and len(err) == 1 and message in err[0], (file, err)
+        assert not (out.exists() and list(out.iterdir())), file
 
 
 def test_an_internal_error_is_exit_1_in_one_line_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):

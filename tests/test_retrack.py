@@ -13,12 +13,17 @@ from sam3video.cli import main
 from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.detections import Detections
 from sam3video.errors import InputError
-from sam3video.export.detections_store import (DetectionsWriter, SavedFrame, StoreMeta, concatenate_segments,
-                                               read_saved_detections)
+from sam3video.export.detections_store import (
+    DetectionsWriter,
+    SavedFrame,
+    StoreMeta,
+    concatenate_segments,
+    read_saved_detections,
+)
 from sam3video.export.mots import encode_rle
 from sam3video.run import RetrackJob, TrackJob, prepare, prepare_retrack
 from sam3video.thresholds import Thresholds
-from sam3video.video.exemplars import Exemplar
+from sam3video.trackers.association.exemplars import Exemplar
 
 # every query is a detection and every detection a track at once: the tiny random model makes tracks
 LOW = Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0, min_hits=1)

@@ -50,7 +50,7 @@ def sync():
 
 
 def sam31_features(tracker, generator: torch.Generator):
-    from sam3video.video.sam31_loop import Sam31Features
+    from sam3video.trackers.sam31.loop import Sam31Features
 
     h = tracker.image_size // tracker.backbone_stride
     c = tracker.hidden_dim
@@ -74,7 +74,7 @@ def prompt_masks(objects: int, size: int) -> torch.Tensor:
 def run_sam31(tracker, objects: int, frames: int, generator: torch.Generator) -> dict:
     """Our multiplex tracker: one state, ceil(objects / 16) buckets."""
     from sam3video.model.sam3_tracker_utils import apply_non_overlapping_constraints
-    from sam3video.video.sam31_loop import MultiplexTrackerState
+    from sam3video.trackers.sam31.loop import MultiplexTrackerState
 
     state = MultiplexTrackerState(tracker, frames + 1, (tracker.image_size,) * 2, torch.bfloat16)
     masks = prompt_masks(objects, tracker.sam_image_embedding_size * 16).to(DEVICE)

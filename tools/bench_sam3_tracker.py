@@ -24,7 +24,7 @@ import time
 import torch
 
 from sam3video.model.build_video import build_tracker, load_video_config
-from sam3video.video.propagation import MaskPropagator, frame_features
+from sam3video.trackers.sam3.propagation import MaskPropagator, frame_features
 
 SIZES = {"full": "sam3", "tiny": "tiny"}
 

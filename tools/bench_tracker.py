@@ -17,20 +17,20 @@ the tracker's update loop alone. Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import configparser
+import dataclasses
 import time
 import warnings
 from pathlib import Path
 
+from sam3video.data.dataset import MOT_NAME
 from sam3video.detections import Detections
 from sam3video.eval.metrics import run_eval
-from sam3video.data.dataset import MOT_NAME
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
-from sam3video.video.peers import TRACKER_NAMES
+from sam3video.trackers.association.peers import TRACKER_NAMES
+from sam3video.trackers.association.tracker import TrackerConfig
 from sam3video.video.session import TrackingConfig
-from sam3video.video.tracker import TrackerConfig
 
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
 

@@ -25,8 +25,8 @@ from sam3video.export.outputs import prompt_slug
 from sam3video.model.checkpoint import load_model
 from sam3video.run import TrackJob, prepare
 from sam3video.thresholds import Thresholds
+from sam3video.trackers.association.tracker import Tracker
 from sam3video.video.predictor import TrackingConfig
-from sam3video.video.tracker import Tracker
 
 VALIDATION_SEED = 2_500_000_000  # benchmark suite: 2_000_000_000 + i; exemplar suite: + 10_000 + i
 SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)

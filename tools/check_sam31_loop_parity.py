@@ -74,9 +74,9 @@ def loop_config(fx: dict):
 def run_detector(model, fx: dict) -> list:
     """Per frame: (probs (Q,), masks (Q, h, w), boxes (Q, 4) normalised xyxy, ``Sam31Features``)."""
     from sam3video.model.geometry_encoders import prompt_from_boxes
+    from sam3video.trackers.sam3.tracking import frame_detections
+    from sam3video.trackers.sam31.loop import Sam31Features
     from sam3video.video.detect import encode_prompts, run_frames, split_frames
-    from sam3video.video.sam31_loop import Sam31Features
-    from sam3video.video.sam3_tracking import frame_detections
 
     det, tracker = model.detector, model.tracker.model
     images = fx["images"]
@@ -131,7 +131,7 @@ def close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float = 0.0) -> t
 
 
 def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
-    from sam3video.video.sam31_loop import ConfirmationBuffer, Sam31Loop
+    from sam3video.trackers.sam31.loop import ConfirmationBuffer, Sam31Loop
 
     fx = read_fixture(path)
     model = model if model is not None else load_model(fx["seed"], fx.get("adjust"), fx.get("size", "tiny"))
@@ -140,14 +140,15 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
     frames = run_detector(model, fx)
     T, (H, W) = fx["num_frames"], fx["video_size"]
     loop = Sam31Loop(model.tracker.model, cfg, T, (H, W), memory_dtype=MEMORY_DTYPE)
-    buffer = ConfirmationBuffer(cfg.hotstart_delay, (H, W), T)
     det_records = [r for r in fx["raw"] if r["kind"] == "detection"]
     trk_records = [r for r in fx["raw"] if r["kind"] == "tracker"]
-    order = [0] + list(range(T))  # add_prompt on frame 0, then the propagation
+    # add_prompt on the prompt frame, then the propagation (forward; with "both", backward after it)
+    order = [(int(rec["frame_index"]), bool(rec["reverse"])) for rec in fx["internal"]]
     outputs, raw_frames = [], {}
-    for step, f in enumerate(order):
+    buffer, direction = None, None
+    for step, (f, reverse) in enumerate(order):
         probs, masks, boxes, features = frames[f]
-        frame = loop.step(f, probs, masks, boxes, features)
+        frame = loop.step(f, probs, masks, boxes, features, reverse=reverse)
         where = f"step {step} (frame {f})"
         # detections after NMS, every query (official rows in query order)
         rec = det_records[step]
@@ -217,11 +218,16 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
             report.problems.append(f"{where}: states {states} vs official {fx['buckets'][step]['states']}")
         report.count("steps")
         if step >= 1:  # the propagation's frames (the add_prompt step answers by itself)
+            if direction != reverse:
+                outputs += buffer.flush() if buffer is not None else []
+                buffer, direction = ConfirmationBuffer(cfg.hotstart_delay, (H, W), T, reverse=reverse), reverse
             outputs += buffer.push(frame)
             raw_frames[f] = (frame, {i: x.cpu() for i, x in loop.last_output_logits.items()}, pixel_tol)
     outputs += buffer.flush()
+    if len(outputs) != len(fx["responses"]):
+        report.problems.append(f"{len(outputs)} responses vs official {len(fx['responses'])}")
     # the responses of the propagation
-    for out, rec in zip(outputs, fx["responses"], strict=True):
+    for out, rec in zip(outputs, fx["responses"]):
         o = rec["outputs"]
         where = f"response frame {out.frame_idx}"
         official_ids = [int(i) for i in o["out_obj_ids"]]
@@ -253,7 +259,74 @@ def check_fixture(path: Path, model=None, verbose: bool = False) -> Report:
                 if unexplained:
                     report.problems.append(f"{where}: masks differ on {unexplained} pixels not explained by a "
                                            "knife edge")
+    if fx.get("steps"):
+        check_steps(fx, model, report)
     return report
+
+
+MIN_IOU = 0.99  # interactive responses: each object's mask against the official one (no logits recorded there)
+
+
+def check_steps(fx: dict, model, report: "Report") -> None:
+    """The interactive requests of a ``--interactive`` fixture replayed through ``VideoSession`` (after the text
+    prompt and its forward propagation): every response (frame order, ids, probabilities, each mask at IoU >=
+    ``MIN_IOU``), the action history and the multiplex states (ids, bucket slots) after each request."""
+    from sam3video.session import VideoSession
+
+    T, (H, W) = fx["num_frames"], fx["video_size"]
+    session = VideoSession(model, np.zeros((T, H, W, 3), np.uint8), config=loop_config(fx),
+                           memory_dtype=MEMORY_DTYPE, source_fps=10)
+    session.frames = fx["images"]  # the official loader's model input
+    start = fx.get("prompt_frame", 0)
+    session.add_prompt(start, text=fx["prompt"])
+    list(session.propagate(fx.get("direction", "forward"), start_frame=start))
+    for n, step in enumerate(fx["steps"]):
+        r = step["request"]
+        where = f"request {n} ({r['type']})"
+        if r["type"] == "add_prompt":
+            ours = [session.add_prompt(r["frame_index"], points=r["points"], point_labels=r["point_labels"],
+                                       obj_id=r["obj_id"], rel_coordinates=True)]
+        elif r["type"] == "remove_object":
+            ours = [session.remove_object(r["obj_id"], r["frame_index"])]
+        else:
+            ours = list(session.propagate(r["propagation_direction"], r.get("start_frame_index")))
+        theirs = [x for x in step["responses"] if "outputs" in x]
+        if [o.frame_index for o in ours] != [int(x["frame_index"]) for x in theirs]:
+            report.problems.append(f"{where}: frames {[o.frame_index for o in ours]} vs official "
+                                   f"{[int(x['frame_index']) for x in theirs]}")
+            continue
+        for out, rec in zip(ours, theirs):
+            o, d = rec["outputs"], out.detections
+            official_ids = [int(i) for i in o["out_obj_ids"]]
+            at = f"{where}, frame {out.frame_index}"
+            report.count("interactive responses")
+            if d.tracker_id.tolist() != official_ids:
+                report.problems.append(f"{at}: ids {d.tracker_id.tolist()} vs official {official_ids}")
+                continue
+            if official_ids:
+                ok, diff = close(torch.from_numpy(d.confidence), torch.as_tensor(o["out_probs"]), PROB_ATOL)
+                if not ok:
+                    report.problems.append(f"{at}: probabilities differ by {diff:.2g}")
+                official = unpack(o["masks_packed"], W)
+                for k, obj_id in enumerate(official_ids):
+                    a, b = d.mask[k], official[k]
+                    union = int((a | b).sum())
+                    iou = (a & b).sum() / union if union else 1.0
+                    report.max_diff["interactive mask 1 - IoU"] = max(report.max_diff.get(
+                        "interactive mask 1 - IoU", 0), 1 - iou)
+                    report.count("interactive masks")
+                    if iou < MIN_IOU:
+                        report.problems.append(f"{at}: object {obj_id}'s mask IoU {iou:.4f} with the official one")
+        history = [{"type": a.kind.value, "frame_idx": (T - 1 if a.frame_index == -1 else a.frame_index),
+                    "obj_ids": sorted(a.obj_ids)} for a in session.history]
+        official_history = [dict(h, frame_idx=h["frame_idx"]) for h in step["action_history"]]
+        if history != official_history[len(official_history) - len(history):] or len(history) > len(official_history):
+            report.problems.append(f"{where}: action history {history} vs official {official_history}")
+        states = [{"obj_ids": list(s.obj_ids), "assignments": [list(b) for b in s.mplex.assignments]}
+                  for s in (*session.loop.states, *session.click_states)]
+        if states != step["states"]:
+            report.problems.append(f"{where}: states {states} vs official {step['states']}")
+        report.count("interactive requests")
 
 
 def main(argv=None) -> int:

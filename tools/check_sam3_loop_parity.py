@@ -13,7 +13,7 @@ Weights: ``--weights`` (the official video model's keys, ``detector.*`` + ``trac
 for ``--config tiny`` without it the repository's tiny parity weights (tests/data/parity/state_dict.pt,
 tests/data/tracker_parity/tracker_parity.pt and the fixture's ``sam2_convs``), all loaded with ``strict=True``.
 
-What runs (``check_fixture``, also what tests/video/test_sam3_loop_parity.py runs): our detector on the fixture's
+What runs (``check_fixture``, also what tests/trackers/sam3/test_loop_parity.py runs): our detector on the fixture's
 frames, then ``Sam3Loop`` step by step (frame 0 twice, as ``add_prompt`` then ``propagate_in_video`` run it) and
 ``Sam3Tracking`` for the yielded stream, memories stored as the fixture's official run stored them (fp32 or bf16).
 Compared on every step: the detections kept (scores, masks), the tracked ids, the propagated tracker masks and
@@ -51,14 +51,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import sam3video.video.sam3_loop as sam3_loop_mod
+import sam3video.trackers.sam3.loop as sam3_loop_mod
 from sam3video.model.build_video import build_video_model
 from sam3video.model.geometry_encoders import prompt_from_boxes
 from sam3video.thresholds import Sam3LoopConfig
+from sam3video.trackers.sam3.loop import Sam3Loop
+from sam3video.trackers.sam3.planning import select_detections
+from sam3video.trackers.sam3.tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.detect import encode_prompts, run_frames, split_frames
-from sam3video.video.sam3_loop import Sam3Loop
-from sam3video.video.sam3_planning import select_detections
-from sam3video.video.sam3_tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.session import Sam3Options
 
 DATA = ROOT / "tests" / "data"

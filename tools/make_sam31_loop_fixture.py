@@ -8,8 +8,8 @@ Runs in the official SAM 3.1 venv (../shared/tools/oracle31/setup.sh), never in 
 
 The predictor is assembled by ../shared/tools/oracle31/probe.py (the official builder's classes and arguments at
 the tiny size; fp32, SDPA, real-valued RoPE); thresholds are lowered where random weights need it (each is
-stored). Requests: ``start_session`` on the frames, ``add_prompt`` text on frame 0, ``propagate_in_video``
-forward. Recorded per frame (before the output heuristics hide anything, and after): the detector's outputs
+stored). Requests: ``start_session`` on the frames, ``add_prompt`` text on frame 0 (``--prompt-frame``),
+``propagate_in_video`` forward from there (``--direction both``: then backward, the loop in reverse). Recorded per frame (before the output heuristics hide anything, and after): the detector's outputs
 after NMS (scores, xyxy boxes, mask logits as 4 x 4 means), the tracker's propagated low-res mask logits (4 x 4
 means) and object-score logits per object, the loop's per-frame object ids / masks / scores / suppressed / unconfirmed / removed ids,
 the bucket assignment of every multiplex state, and the predictor's responses (ids, probs, boxes, packed masks).
@@ -77,6 +77,56 @@ def plain(x):
     return x
 
 
+def interactive_steps(predictor, sid: str, probe, args) -> list[dict]:
+    """After the text prompt and its forward propagation: a positive click on the first object (frame
+    ``--click-frame``; SAM 3.1 moves it into a state of its own), propagate forward; a new object by a positive and
+    a negative click there, propagate; remove that object, propagate (a fetch); another new object by a click two
+    frames later, propagated "both" from there (partial forward, then partial backward). Each request's responses (packed as ``probe.pack``), the action history and the multiplex states
+    after it."""
+    steps = []
+    k = min(args.click_frame, args.frames - 1)
+
+    def req(request: dict, stream: bool = False) -> None:
+        request = {"session_id": sid, **request}
+        if stream:
+            responses = [dict(r, outputs=probe.pack(r["outputs"])) for r in predictor.handle_stream_request(request)]
+        else:
+            r = predictor.handle_request(request)
+            responses = [dict(r, outputs=probe.pack(r["outputs"]))] if r.get("outputs") is not None else [r]
+        state = predictor._all_inference_states[sid]["state"]
+        steps.append({
+            "request": {key: v for key, v in request.items() if key != "session_id"}, "responses": responses,
+            "action_history": [{"type": h["type"], "frame_idx": h.get("frame_idx"),
+                                "obj_ids": sorted(map(int, h.get("obj_ids") or []))}
+                               for h in state.get("action_history", [])],
+            "states": [{"obj_ids": list(map(int, s["obj_ids"])),
+                        "assignments": [list(map(int, b)) for b in s["multiplex_state"].assignments]}
+                       for s in state["sam2_inference_states"] if s.get("multiplex_state") is not None],
+            "metadata": probe.snapshot(predictor.model, state)})
+        what = request.get("text") or request.get("points") or request.get("obj_id") or ""
+        print(f"{request['type']} {what} -> " + "; ".join(
+            f"f{x['frame_index']}: " + " ".join(f"{int(i)}({int(n)}px)" for i, n in zip(
+                x["outputs"].get("out_obj_ids", []), x["outputs"].get("mask_areas", [])))
+            for x in responses if "outputs" in x))
+
+    fwd = {"type": "propagate_in_video", "propagation_direction": "forward", "start_frame_index": 0}
+    ids = probe.snapshot(predictor.model, predictor._all_inference_states[sid]["state"]).get("obj_ids", [])
+    target = ids[0] if ids else 0
+    req({"type": "add_prompt", "frame_index": k, "points": [[0.25, 0.35]], "point_labels": [1], "obj_id": target})
+    req(fwd, stream=True)
+    new_id = steps[-1]["metadata"].get("max_obj_id", -1) + 1
+    req({"type": "add_prompt", "frame_index": k, "points": [[0.7, 0.2], [0.3, 0.8]], "point_labels": [1, 0],
+         "obj_id": new_id})
+    req(fwd, stream=True)
+    req({"type": "remove_object", "frame_index": k, "obj_id": new_id})
+    req(fwd, stream=True)
+    later = min(k + 2, args.frames - 1)
+    req({"type": "add_prompt", "frame_index": later, "points": [[0.5, 0.5]], "point_labels": [1],
+         "obj_id": new_id + 1})
+    req({"type": "propagate_in_video", "propagation_direction": "both", "start_frame_index": later}, stream=True)
+    return steps
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
@@ -99,6 +149,12 @@ def main(argv=None) -> None:
                         help="scale of the detector's prompt projection (larger: scores spread towards 0 and 1)")
     parser.add_argument("--presence-shift", type=float, default=None, help="shift of the presence logit bias")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--interactive", action="store_true",
+                        help="then the interactive requests (clicks, a new object by clicks, removal; interactive_steps)")
+    parser.add_argument("--click-frame", type=int, default=2)
+    parser.add_argument("--prompt-frame", type=int, default=0, help="the frame of the text prompt")
+    parser.add_argument("--direction", choices=["forward", "both"], default="forward",
+                        help="of the propagation from the prompt frame (both: then backward, the loop in reverse)")
     parser.add_argument("--oracle-tools", type=Path, default=ROOT.parent / "shared" / "tools" / "oracle31")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -190,18 +246,23 @@ def main(argv=None) -> None:
                                         "offload_video_to_cpu": True})["session_id"]
         images = predictor._all_inference_states[sid]["state"]["input_batch"].img_batch.tensors
         images = images.float().cpu().clone()  # the official loader's model input, (T, 3, S, S) normalised
-        predictor.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": args.prompt})
+        predictor.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": args.prompt_frame,
+                                  "text": args.prompt})
         responses = [dict(r, outputs=probe.pack(r["outputs"])) for r in predictor.handle_stream_request(
-            {"type": "propagate_in_video", "session_id": sid, "propagation_direction": "forward",
-             "start_frame_index": 0})]
+            {"type": "propagate_in_video", "session_id": sid, "propagation_direction": args.direction,
+             "start_frame_index": args.prompt_frame})]
         metadata = probe.snapshot(model, predictor._all_inference_states[sid]["state"])
+        lengths = len(internal), len(raw), len(buckets)
+        steps = interactive_steps(predictor, sid, probe, args) if args.interactive else []
+        del internal[lengths[0]:], raw[lengths[1]:], buckets[lengths[2]:]  # the loop part only
         predictor.handle_request({"type": "close_session", "session_id": sid})
     fixture = {"format": FORMAT, "seed": args.seed, "adjust": adjust, "size": args.size, "official": "facebookresearch/sam3@96914d2",
-               "sizes": size, "loop_kwargs": demo_kw, "prompt": args.prompt, "video_size": [args.height, args.width], "num_frames": args.frames,
+               "sizes": size, "loop_kwargs": demo_kw, "prompt": args.prompt, "prompt_frame": args.prompt_frame, "direction": args.direction, "video_size": [args.height, args.width], "num_frames": args.frames,
                "images_fp16_zlib": torch.frombuffer(bytearray(zlib.compress(images.half().numpy().tobytes(), 9)),
                                                     dtype=torch.uint8), "images_shape": list(images.shape),
                "images_exact_fp16": bool(torch.equal(images.half().float(), images)),
-               "internal": internal, "raw": raw, "buckets": buckets, "responses": responses, "metadata": metadata}
+               "internal": internal, "raw": raw, "buckets": buckets, "responses": responses, "metadata": metadata,
+               "steps": steps}
     fixture = plain(fixture)
     tmp = args.out.with_name(args.out.name + ".tmp")
     with lzma.open(tmp, "wb", preset=6) as f:

@@ -14,8 +14,8 @@ import cv2
 
 from sam3video.export import read_mot
 from sam3video.export.atomic import atomic_path
-from sam3video.video.loader import open_video
 from sam3video.export.outputs import OUTPUT_NAMES
+from sam3video.sources.loader import open_video
 
 
 def main(argv=None) -> None:

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..export.atomic import remove_temp_files
 from ..export.outputs import PARTIAL_DIR, prepare_out_dir
 from ..run import TrackJob
-from ..video.loader import open_video
+from ..sources.loader import open_video
 from .inputs import BatchVideo
 from .manifest import Manifest, settings_of, write_index
 from .workers import FrameCounter, TrackWorker

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..video.exemplars import Exemplar, load_exemplars
-from ..video.loader import IMAGE_SUFFIXES
+from ..sources.loader import IMAGE_SUFFIXES
+from ..trackers.association.exemplars import Exemplar, load_exemplars
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv",
                             ".flv", ".npy"})

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..export.atomic import atomic_open
 from ..run import TrackJob
-from ..video.exemplars import Exemplar
+from ..trackers.association.exemplars import Exemplar
 from .inputs import BatchVideo, is_plain_name
 
 MANIFEST_NAME, INDEX_JSON, INDEX_CSV = "manifest.json", "index.json", "index.csv"

@@ -40,8 +40,8 @@ from ..data.synthetic import WorldConfig, generate_clip
 from ..detections import Detections
 from ..export import MOTWriter
 from ..export.outputs import OUTPUT_NAMES, prompt_slug
-from ..video.association import box_iou
-from ..video.exemplars import Exemplar
+from ..trackers.association.exemplars import Exemplar
+from ..trackers.association.matching import box_iou
 from ..video.session import PRECISIONS, RUNTIMES
 from .metrics import run_eval
 

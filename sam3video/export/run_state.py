@@ -31,6 +31,24 @@ TREE_NAME, ARRAYS_NAME = "state.json", "state.npz"
 ALLOWED_MODULES = ("sam3video", "trackers")  # classes of these packages (and their submodules) only
 MAPPINGS = {"dict": dict, "Counter": Counter, "OrderedDict": OrderedDict}
 DEFAULT_FACTORIES = {"list": list, "int": int, "float": float, "dict": dict, "set": set}
+# Modules that moved since states were first written (0.x: `video/` split into `sources/` and `trackers/`): a state
+# saved before the move names the old module, read as the new one.
+MOVED_MODULES = {
+    "sam3video.video.backends": "sam3video.sources.backends",
+    "sam3video.video.loader": "sam3video.sources.loader",
+    "sam3video.video.cache": "sam3video.sources.cache",
+    "sam3video.video.association": "sam3video.trackers.association.matching",
+    "sam3video.video.motion": "sam3video.trackers.association.motion",
+    "sam3video.video.tracker": "sam3video.trackers.association.tracker",
+    "sam3video.video.exemplars": "sam3video.trackers.association.exemplars",
+    "sam3video.video.peers": "sam3video.trackers.association.peers",
+    "sam3video.video.propagation": "sam3video.trackers.sam3.propagation",
+    "sam3video.video.sam3_loop": "sam3video.trackers.sam3.loop",
+    "sam3video.video.sam3_planning": "sam3video.trackers.sam3.planning",
+    "sam3video.video.sam3_tracking": "sam3video.trackers.sam3.tracking",
+    "sam3video.video.sam31_loop": "sam3video.trackers.sam31.loop",
+    "sam3video.video.sam31_planning": "sam3video.trackers.sam31.planning",
+}
 
 
 class StateError(ValueError):
@@ -55,6 +73,7 @@ def _find_class(name: object) -> type:
     if not isinstance(name, str) or name.count(":") != 1:
         raise StateError(f"bad class reference {name!r}")
     module_name, qualname = name.split(":")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     if not _allowed(module_name):
         raise StateError(f"class {name} is not one a run state may hold")
     try:

@@ -24,16 +24,16 @@ from ..errors import InputError
 from ..model.geometry_encoders import prompt_from_boxes
 from ..model.precision import apply_precision, autocast_context
 from ..model.sam3_image import Sam3Image
-from ..model.sam31_video import Sam31VideoModel
 from ..model.sam3_video import Sam3VideoModel
+from ..model.sam31_video import Sam31VideoModel
 from ..preprocess import preprocess_image
 from ..processor import VISUAL_PROMPT
-from .cache import LazyFrames
-from .detect import (encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames,
-                     split_frames)
-from .exemplars import Exemplar, ExemplarMemory, check_exemplar
-from .loader import Frame, VideoReader, iter_windows, open_video
-from .sam3_tracking import Sam31Tracking, Sam3Tracking, frame_detections, sam31_features, tracker_features
+from ..sources.cache import LazyFrames
+from ..sources.loader import Frame, VideoReader, iter_windows, open_video
+from ..trackers.association.exemplars import Exemplar, ExemplarMemory, check_exemplar
+from ..trackers.sam3.tracking import Sam3Tracking, frame_detections, tracker_features
+from ..trackers.sam31.tracking import Sam31Tracking, sam31_features
+from .detect import encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames, split_frames
 from .session import (  # noqa: F401 - the configs and the result stream, torch-free, importable from here too
     SAM3_TRACKER, DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
 

@@ -13,12 +13,20 @@ import numpy as np
 
 from ..detections import Detections
 from ..errors import InputError
-from ..thresholds import (LOW_SCORE_THRESHOLD, NMS_IOU, SCORE_THRESHOLD, Sam31LoopConfig, Sam3LoopConfig, Thresholds,
-                          new_track_threshold)
-from .backends import VideoInfo
-from .exemplars import ExemplarConfig, ExemplarMemory
-from .peers import PEERS, TRACKER_NAMES, PeerTracker
-from .tracker import Tracker, TrackerConfig
+from ..sources.backends import VideoInfo
+from ..thresholds import (
+    LOW_SCORE_THRESHOLD,
+    NMS_IOU,
+    SCORE_THRESHOLD,
+    Sam3LoopConfig,
+    Sam31LoopConfig,
+    Thresholds,
+    new_track_threshold,
+)
+from ..trackers.association.exemplars import ExemplarConfig, ExemplarMemory
+from ..trackers.association.peers import PEERS, TRACKER_NAMES, PeerTracker
+from ..trackers.association.tracker import Tracker, TrackerConfig
+from ..trackers.sam3.options import Sam3Options
 
 
 @dataclass(frozen=True)
@@ -44,21 +52,6 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")  # fp32 exact; the others:
 RUNTIMES = ("auto", "torch", "openvino")  # what runs the vision trunk (sam3video.model.precision.resolve_runtime)
 SAM3_TRACKER = "sam3"  # the official SAM 3 loop (memory tracker + detector), needs the checkpoint's tracker.*
 TRACK_TRACKERS = (SAM3_TRACKER, *TRACKER_NAMES)  # what `track --tracker` takes (retrack: TRACKER_NAMES)
-
-
-@dataclass(frozen=True)
-class Sam3Options:
-    """Where a ``--tracker sam3`` run may differ from the official loop; the defaults are official."""
-
-    memory_dtype: str = "bf16"  # memories stored in bf16 as officially, or "fp32"
-    rerun_prompt_frame: bool = True  # officially the first frame is processed twice (add_prompt, then propagate)
-    # Not official (it takes one box on one frame): the detection a positive exemplar box marks, on any
-    # frame, starts an object whatever its score or re-prompts the track it overlaps. Only acts with exemplars.
-    exemplar_conditioning: bool = True
-
-    def __post_init__(self) -> None:
-        if self.memory_dtype not in ("bf16", "fp32"):
-            raise InputError(f"memory_dtype must be bf16 or fp32, got {self.memory_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,7 @@ class TrackingConfig:
             raise InputError(f"carrying exemplar boxes needs the sam3video tracker, not {self.tracker_name}")
 
     def make_tracker(self, fps: float):
-        """A fresh tracker of this config at ``fps``: ours, or a peer (``video.peers``) with its defaults;
+        """A fresh tracker of this config at ``fps``: ours, or a peer (``trackers.association.peers``) with its defaults;
         None for "sam3" (``VideoPredictor`` starts the official loop once the video is open)."""
         if self.tracker_name == "sam3video":
             return Tracker(self.tracker, fps=fps)
@@ -144,10 +137,10 @@ class TrackingConfig:
         if self.tracker_name == "sam3video":
             return {"name": "sam3video", "settings": asdict(self.tracker)}
         if self.tracker_name == SAM3_TRACKER and self.model_version == "sam3.1":
-            return {"name": SAM3_TRACKER, "implementation": "sam3video.video.sam31_loop (the official SAM 3.1 "
+            return {"name": SAM3_TRACKER, "implementation": "sam3video.trackers.sam31.loop (the official SAM 3.1 "
                     "multiplex loop)", "settings": asdict(self.sam31), "options": asdict(self.sam3_options)}
         if self.tracker_name == SAM3_TRACKER:
-            return {"name": SAM3_TRACKER, "implementation": "sam3video.video.sam3_loop (the official SAM 3 loop)",
+            return {"name": SAM3_TRACKER, "implementation": "sam3video.trackers.sam3.loop (the official SAM 3 loop)",
                     "settings": asdict(self.sam3), "options": asdict(self.sam3_options)}
         return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
                 "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
@@ -180,7 +173,7 @@ class TrackingSession:
     exemplars: ExemplarMemory
     tracker: Tracker | PeerTracker | None  # None under the official loop, which is ``sam3`` below
     info: VideoInfo | None = None
-    sam3: object | None = None  # video.sam3_tracking.Sam3Tracking, started by VideoPredictor.track
+    sam3: object | None = None  # trackers.sam3.tracking.Sam3Tracking (Sam31Tracking), started by VideoPredictor.track
     held: dict = field(default_factory=dict)  # frame index -> (Frame, candidates, learned) the loop holds back
     frames_done: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})

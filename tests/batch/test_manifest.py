@@ -16,7 +16,7 @@ from sam3video.batch.manifest import output_checksums, write_index
 from sam3video.errors import InputError
 from sam3video.run import TrackJob
 from sam3video.thresholds import Thresholds
-from sam3video.video.exemplars import Exemplar
+from sam3video.trackers.association.exemplars import Exemplar
 
 BASE = TrackJob(source=None, out_dir="", prompts=("dog",))
 

@@ -12,9 +12,9 @@ import torch
 
 from sam3video.batch.inputs import BatchVideo
 from sam3video.export.run_state import ARRAYS_NAME, TREE_NAME, StateError, load_state, save_state
-from sam3video.video.peers import PeerTracker
-from sam3video.video.exemplars import Exemplar
-from sam3video.video.tracker import Track, Tracker, TrackState
+from sam3video.trackers.association.exemplars import Exemplar
+from sam3video.trackers.association.peers import PeerTracker
+from sam3video.trackers.association.tracker import Track, Tracker, TrackState
 
 
 def test_round_trip_of_every_kind(tmp_path):
@@ -92,14 +92,14 @@ def _write(tmp_path, state, version=2, fmt="sam3video-run-state"):
     ({"__object__": "os:system", "attrs": {}}, "not one a run state may hold"),
     ({"__class__": "builtins:eval"}, "not one a run state may hold"),
     ({"__object__": "subprocess:Popen", "attrs": {}}, "not one a run state may hold"),
-    ({"__class__": "sam3video.video.tracker:no_such_thing"}, "does not exist"),
-    ({"__class__": "sam3video.video.tracker:np"}, "not a class"),
-    ({"__enum__": "sam3video.video.tracker:Tracker", "value": 1}, "not an enum"),
+    ({"__class__": "sam3video.trackers.association.tracker:no_such_thing"}, "does not exist"),
+    ({"__class__": "sam3video.trackers.association.tracker:np"}, "not a class"),
+    ({"__enum__": "sam3video.trackers.association.tracker:Tracker", "value": 1}, "not an enum"),
     ({"__array__": "a9"}, "bad array reference"),
     ({"__tensor__": {"__array__": "a0"}, "dtype": "__class__"}, "bad tensor dtype"),
     ({"__dict__": [[1, 2]], "kind": "defaultdict", "factory": "eval"}, "bad defaultdict factory"),
     ({"__what__": 1}, "unknown entry"),
-    ({"__object__": "sam3video.video.tracker:Track", "attrs": []}, "bad instance"),
+    ({"__object__": "sam3video.trackers.association.tracker:Track", "attrs": []}, "bad instance"),
 ])
 def test_a_foreign_or_damaged_state_is_refused(tmp_path, state, message):
     _write(tmp_path, state)
@@ -136,3 +136,22 @@ def test_a_track_round_trips_with_its_kalman_state(tmp_path):
     back = load_state(tmp_path)
     assert back.id == 3 and back.state is TrackState.TENTATIVE
     np.testing.assert_array_equal(back.predicted_box(), track.predicted_box())
+
+
+def test_a_state_saved_before_the_video_package_split_is_read_with_the_moved_classes(tmp_path):
+    tracker = Tracker(fps=10)
+    from sam3video.detections import Detections
+
+    tracker = Tracker(fps=10)
+    for t in range(3):
+        boxes = np.array([[10 + 3 * t, 10, 30 + 3 * t, 40]], np.float32)
+        tracker.update(Detections(xyxy=boxes, confidence=np.array([0.9], np.float32), class_id=np.zeros(1, np.int64)), t)
+    save_state(tmp_path, {"tracker": tracker, "state": TrackState.LOST})
+    tree = tmp_path / TREE_NAME
+    old = tree.read_text().replace("sam3video.trackers.association.", "sam3video.video.")
+    assert "sam3video.video.tracker:Tracker" in old
+    tree.write_text(old)
+    state = load_state(tmp_path)
+    assert type(state["tracker"]) is Tracker and state["state"] is TrackState.LOST
+    assert [t.id for t in state["tracker"].tracks] == [t.id for t in tracker.tracks] != []
+    assert np.array_equal(state["tracker"].tracks[0].mean, tracker.tracks[0].mean)

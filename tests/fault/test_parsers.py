@@ -5,9 +5,9 @@ holds the documented types. Each property runs at most 200 cases (``FAULT``; ``m
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
-import atexit
 import math
 import shutil
 import tempfile
@@ -21,10 +21,10 @@ from hypothesis.extra import numpy as hnp
 from pycocotools import mask as mask_utils
 
 from sam3video.detections import Detections
-from sam3video.export import tables as eval_io
 from sam3video.export import read_mot, read_mots
+from sam3video.export import tables as eval_io
 from sam3video.model.build import Sam3Config, load_config
-from sam3video.video.exemplars import Exemplar, load_exemplars, parse_exemplar
+from sam3video.trackers.association.exemplars import Exemplar, load_exemplars, parse_exemplar
 from tests.fault.common import FAULT, outcome
 
 pytestmark = pytest.mark.filterwarnings(

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from sam3video.export.atomic import TEMP_MARKER
-from sam3video.video.backends import available_backends
+from sam3video.sources.backends import available_backends
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent

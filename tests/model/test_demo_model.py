@@ -15,7 +15,7 @@ from sam3video import load_model
 from sam3video.data.concepts import PROMPTS
 from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.processor import Sam3Processor
-from sam3video.video.association import box_iou
+from sam3video.trackers.association.matching import box_iou
 
 SEEDS = range(3_000_000_000, 3_000_000_012)
 FRAME = 15

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from sam3video.detections import Detections
+from sam3video.sources.cache import LazyFrames
+from sam3video.trackers.association.exemplars import Exemplar
 from sam3video.video import predictor as predictor_module
-from sam3video.video.cache import LazyFrames
-from sam3video.video.exemplars import Exemplar
 from sam3video.video.predictor import TrackingConfig, VideoPredictor
 
 FRAMES = np.random.default_rng(0).integers(0, 255, size=(20, 48, 64, 3), dtype=np.uint8)
@@ -85,7 +85,7 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
 @pytest.mark.parametrize("carry", [False, True])
 def test_positive_exemplar_box_goes_to_the_model_on_its_frame_and_follows_its_track_if_carried(
         tiny_model, monkeypatch, carry):
-    from sam3video.video.exemplars import ExemplarConfig
+    from sam3video.trackers.association.exemplars import ExemplarConfig
 
     boxes_seen, postprocessed = [], []
     real = predictor_module.prompt_from_boxes

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from sam3video.errors import InputError
-from sam3video.video import backends, loader
-from sam3video.video.loader import Frame, Sampling, iter_windows, open_video, sample
+from sam3video.sources.loader import Frame, Sampling, iter_windows, open_video, sample
+from sam3video.sources import backends, loader
 from tests.helpers import index_frame, read_index, write_video
 
 BACKENDS = [

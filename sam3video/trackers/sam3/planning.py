@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..thresholds import HIGH_CONF_THRESH, HIGH_IOU_THRESH, NO_LIMIT_MAX_NUM_OBJECTS, Sam3LoopConfig  # noqa: F401 - the loop's thresholds
-from ..model.sam3_tracker_utils import apply_non_overlapping_constraints  # noqa: F401 - part of the rules (sam3_tracker_base.py:1118)
+from sam3video.model.sam3_tracker_utils import apply_non_overlapping_constraints  # noqa: F401 - part of the rules (sam3_tracker_base.py:1118)
+from sam3video.thresholds import HIGH_CONF_THRESH, HIGH_IOU_THRESH, NO_LIMIT_MAX_NUM_OBJECTS, Sam3LoopConfig  # noqa: F401 - the loop's thresholds
 
 # constants hard-coded in the official code
 NEVER_OCCLUDED = -1  # VB:845

@@ -33,8 +33,9 @@ from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.geometry import box_centre, cxcywh_to_xyxy, xyxy_to_cxcywh
 from sam3video.thresholds import LOST_BUFFER_S, LOW_SCORE_THRESHOLD, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
-from sam3video.video import motion
-from sam3video.video.association import associate, box_iou, mask_iou
+
+from . import motion
+from .matching import associate, box_iou, mask_iou
 
 
 @dataclass(frozen=True)

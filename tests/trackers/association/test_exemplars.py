@@ -5,7 +5,7 @@ import pytest
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
-from sam3video.video.exemplars import Exemplar, ExemplarConfig, ExemplarMemory, Prototype
+from sam3video.trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory, Prototype
 
 
 def _unit(v):

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from sam3video.video import sam3_loop
-from sam3video.video.sam3_loop import HotstartBuffer, LoopFrame, TrackerBucket
+from sam3video.trackers.sam3.loop import HotstartBuffer, LoopFrame, TrackerBucket
+from sam3video.trackers.sam3 import loop as sam3_loop
 from tests.conftest import DATA
 from tests.helpers import load_tool
-
 
 FOLDER = DATA / "video_loop_parity"
 CASES = sorted(p.name.split(".")[0] for p in FOLDER.glob("*.pt.xz"))

@@ -1,4 +1,4 @@
-"""``--tracker sam3``: the official SAM 3 loop (``sam3_loop``) for every prompt of a run, fed by the
+"""``--tracker sam3``: the official SAM 3 loop (``loop``) for every prompt of a run, fed by the
 detector's per-frame outputs and the tracker features of the same ViT pass.
 
 The official code tracks one text prompt per session; here each prompt has its own loop (its own
@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..detections import Detections
-from ..model.box_ops import box_cxcywh_to_xyxy, box_iou
-from ..model.sam3_tracker_base import Sam3TrackerBase
+from sam3video.detections import Detections
+from sam3video.model.box_ops import box_cxcywh_to_xyxy, box_iou
+from sam3video.model.sam3_tracker_base import Sam3TrackerBase
+
+from .loop import FrameDetections, HotstartBuffer, LoopOutput, Sam3Loop, detector_probs
+from .options import Sam3Options
+from .planning import Sam3LoopConfig
 from .propagation import FrameFeatures
-from .sam3_loop import FrameDetections, HotstartBuffer, LoopOutput, Sam3Loop, detector_probs
-from .sam3_planning import Sam3LoopConfig
-from .session import Sam3Options
 
 UNKNOWN_LENGTH = 10_000  # num_frames when a source does not say (only min(num_frames, 16) is read)
 
@@ -96,45 +97,3 @@ class Sam3Tracking:
                                         data={"tracker_score": out.tracker_probs}))
             frames.append((per_prompt[0].frame_idx, Detections.merge(parts)))
         return frames
-
-
-def sam31_features(tracker, backbone_out: dict, row: int):
-    """Row ``row`` of the detector's tri-neck outputs -> SAM 3.1's ``Sam31Features`` (the click path and the
-    propagation path, each projected by its own decoder's conv_s0 / conv_s1, flattened, batch 1)."""
-    from .sam31_loop import Sam31Features
-
-    paths = []
-    with torch.inference_mode():
-        for key, interactive in (("interactive", True), ("sam2_backbone_out", False)):
-            one = {k: [x[row : row + 1] for x in backbone_out[key][k]] for k in ("backbone_fpn", "vision_pos_enc")}
-            paths.append(tracker.tracker_features(one, interactive))
-    return Sam31Features(*paths)
-
-
-class Sam31Tracking(Sam3Tracking):
-    """``--tracker sam3`` with a SAM 3.1 checkpoint: one ``Sam31Loop`` per prompt (the official multiplex loop)
-    and its confirmation-hiding output buffer; the same interface and id merging as ``Sam3Tracking``. Exemplar
-    boxes act through the detector only (SAM 3.1 appends them to the frame's geometric prompt)."""
-
-    def __init__(self, tracker, config, num_prompts: int, num_frames: int | None, video_size: tuple[int, int],
-                 options: Sam3Options = Sam3Options()):
-        from .sam31_loop import ConfirmationBuffer, Sam31Loop
-
-        memory_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[options.memory_dtype]
-        length = num_frames if num_frames else UNKNOWN_LENGTH
-        self.options = options
-        self.loops = [Sam31Loop(tracker, config, length, video_size, memory_dtype) for _ in range(num_prompts)]
-        self.buffers = [ConfirmationBuffer(config.hotstart_delay, video_size, length) for _ in range(num_prompts)]
-        self.ids = {}
-        self.frames_seen = 0
-
-    def step(self, frame_idx: int, detections: list[FrameDetections], features, allow_new_detections: bool = True,
-             exemplar_boxes=None) -> list:
-        ready = []
-        for loop, buffer, dets in zip(self.loops, self.buffers, detections, strict=True):
-            args = (frame_idx, dets.probs, dets.masks.float(), dets.boxes, features, allow_new_detections)
-            if self.frames_seen == 0 and self.options.rerun_prompt_frame:  # official add_prompt: not streamed
-                loop.step(*args)
-            ready.append(buffer.push(loop.step(*args)))
-        self.frames_seen += 1
-        return self._merged(ready)

@@ -5,7 +5,7 @@ import pytest
 
 from sam3video.detections import Detections
 from sam3video.errors import InputError
-from sam3video.video.tracker import Tracker, TrackerConfig, TrackState
+from sam3video.trackers.association.tracker import Tracker, TrackerConfig, TrackState
 
 H, W = 64, 96
 EMB = np.eye(8, dtype=np.float32)  # object k's embedding: EMB[k]
@@ -252,7 +252,7 @@ def test_bad_config_is_an_input_error(bad):
 
 @pytest.mark.parametrize("dx, dy", [(3, -2), (-5, 4), (0, 0), (200, 0)])
 def test_mask_shift_fills_with_false(dx, dy):
-    from sam3video.video.tracker import _shift
+    from sam3video.trackers.association.tracker import _shift
 
     mask = np.random.default_rng(0).random((H, W)) < 0.5
     out = np.zeros_like(mask)

@@ -1,9 +1,9 @@
 """The official SAM 3.1 detection + tracking loop (``Sam3MultiplexBase._det_track_one_frame_impl`` and
 ``Sam3MultiplexTracking.propagate_in_video``, GitHub main @96914d2), one text prompt, forward in time.
 
-Per frame: the detections the loop keeps (``sam31_planning.select_detections``: IoM NMS, boundary rule),
+Per frame: the detections the loop keeps (``planning.select_detections``: IoM NMS, boundary rule),
 every tracker state propagated one frame without memory (``MultiplexTrackerState.propagate``), the planning
-rules (``sam31_planning.plan_frame``: IoM association, hot-start, recondition with the in-place logit blend,
+rules (``planning.plan_frame``: IoM association, hot-start, recondition with the in-place logit blend,
 occlusion suppression, cap, confirmation), re-prompted objects merged into their stored outputs, the memories
 encoded from the planned masks under the area-shrinkage rule, new objects put into the fullest state that fits
 (or a new state), removed ones deleted, then the frame's outputs. ``Sam31Loop.step`` returns one frame's raw
@@ -28,13 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..model.multiplex_utils import MultiplexState, new_multiplex_state
-from ..model.sam31_tracker import MultiplexMemoryBank, MultiplexStepOutput, TrackerFeatures, VideoTrackingMultiplex
-from ..model.sam3_tracker_utils import apply_non_overlapping_constraints, memory_frame_indices
-from ..thresholds import Sam31LoopConfig
-from .sam31_planning import FrameDetections31, PlanningState31, plan_frame, select_detections, unconfirmed_obj_ids
-from .sam3_loop import LoopFrame, LoopOutput, postprocess_frame, prompt_mask
-from .sam3_planning import memory_object_score_logits, suppress_object_pw_area_shrinkage
+from sam3video.model.multiplex_utils import MultiplexState, new_multiplex_state
+from sam3video.model.sam3_tracker_utils import apply_non_overlapping_constraints, memory_frame_indices
+from sam3video.model.sam31_tracker import (
+    MultiplexMemoryBank,
+    MultiplexStepOutput,
+    TrackerFeatures,
+    VideoTrackingMultiplex,
+)
+from sam3video.thresholds import Sam31LoopConfig
+
+from ..sam3.loop import LoopFrame, LoopOutput, postprocess_frame, prompt_mask
+from ..sam3.planning import memory_object_score_logits, suppress_object_pw_area_shrinkage
+from .planning import FrameDetections31, PlanningState31, plan_frame, select_detections, unconfirmed_obj_ids
 
 NO_OBJ_SCORE = -1024.0
 
@@ -83,14 +89,15 @@ class MultiplexTrackerState:
 
     # -- propagation and memory ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def propagate(self, frame_idx: int, features: Sam31Features) -> tuple[Tensor, Tensor]:
-        """Track the state to ``frame_idx`` without encoding its memory -> ((N, h, w) mask logits, (N,) object
-        score logits). A consolidated frame gives its stored output."""
+    def propagate(self, frame_idx: int, features: Sam31Features, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """Track the state to ``frame_idx`` (from later frames when ``reverse``) without encoding its memory ->
+        ((N, h, w) mask logits, (N,) object score logits). A consolidated frame gives its stored output."""
         if frame_idx in self.consolidated:
             out = self._stored(frame_idx)
         else:
             out = self.tracker.track_step(frame_idx, False, None, features.propagation, None, None, self.bank,
-                                          self.num_frames, self.mplex, run_mem_encoder=False)
+                                          self.num_frames, self.mplex, track_in_reverse=reverse,
+                                          run_mem_encoder=False)
             out.pred_masks_high_res = None
             self.bank.add(frame_idx, out, is_cond=False)
             self.rows[frame_idx] = list(self.obj_ids)
@@ -202,18 +209,20 @@ class MultiplexTrackerState:
         return consolidated
 
     # -- bounded memory (not official: its bank keeps every frame) --------------------------------------------------
-    def evict(self, frame_idx: int) -> None:
-        """After ``frame_idx`` (forward), drop from the tracked frames what no later frame can read: memory maps
-        and image features outside the num_maskmem - 1 frame window, whole entries older than the pointer
-        window, and the mask logits of frames that are not reused. Results are unchanged."""
+    def evict(self, frame_idx: int, reverse: bool = False, keep: frozenset[int] | set[int] = frozenset()) -> None:
+        """After ``frame_idx``, drop from the frames behind it (before it; after it in reverse) what no later frame
+        of this direction can read: memory maps and image features outside the num_maskmem - 1 frame window,
+        whole entries beyond the pointer window, and the mask logits of frames that are not reused; frames in
+        ``keep`` stay whole (a session's other direction starts there). Results are unchanged."""
         t = self.tracker
         r = t.memory_temporal_stride_for_eval
         max_ptrs = min(self.num_frames, t.max_obj_ptrs_in_encoder)
-        keep_mem = {f for nxt in range(frame_idx, frame_idx + t.num_maskmem * r + 2)
-                    for _, f in memory_frame_indices(nxt, t.num_maskmem, r, False)}
+        sign = -1 if reverse else 1
+        keep_mem = {f for step in range(t.num_maskmem * r + 2)
+                    for _, f in memory_frame_indices(frame_idx + sign * step, t.num_maskmem, r, reverse)}
         outputs = self.bank.non_cond_frame_outputs
-        for f in [f for f in outputs if f < frame_idx]:
-            if f not in keep_mem and frame_idx - f >= max_ptrs:
+        for f in [f for f in outputs if sign * (frame_idx - f) > 0 and f not in keep]:
+            if f not in keep_mem and abs(frame_idx - f) >= max_ptrs:
                 del outputs[f]
                 self.rows.pop(f, None)
                 continue
@@ -296,6 +305,7 @@ class Sam31Loop:
     last_propagation: Optional[tuple[list[int], Tensor, Tensor]] = None  # ids, (M, h, w) masks, (M,) score logits
     last_detections: Optional[FrameDetections31] = None
     last_output_logits: dict = field(default_factory=dict)  # id -> (H, W) logits behind the frame's masks
+    keep_frames: set[int] = field(default_factory=set)  # never evicted (a session propagates both ways from them)
 
     @property
     def obj_ids(self) -> list[int]:
@@ -303,9 +313,11 @@ class Sam31Loop:
 
     @torch.inference_mode()
     def step(self, frame_idx: int, probs: Tensor, masks: Tensor, boxes: Tensor, features: Sam31Features,
-             allow_new_detections: bool = True) -> LoopFrame:
+             allow_new_detections: bool = True, reverse: bool = False) -> LoopFrame:
         """One ``_det_track_one_frame``: the prompt's detector outputs for every query (``probs`` (Q,) joint
-        scores, ``masks`` (Q, h, w) logits, ``boxes`` (Q, 4) normalised xyxy) in, the frame's raw outputs out."""
+        scores, ``masks`` (Q, h, w) logits, ``boxes`` (Q, 4) normalised xyxy) in, the frame's raw outputs out.
+        ``reverse``: the frames go backward (memory from later frames; the hot-start and occlusion rules turned
+        round)."""
         c, t = self.config, self.tracker
         det = select_detections(probs, masks, boxes, c, allow_new_detections)
         self.last_detections = det
@@ -314,7 +326,7 @@ class Sam31Loop:
         ids, masks_list, scores_list = [], [], []
         for state in self.states:
             if len(state):
-                m, s = state.propagate(frame_idx, features)
+                m, s = state.propagate(frame_idx, features, reverse)
                 ids += state.obj_ids
                 masks_list.append(m)
                 scores_list.append(s)
@@ -330,7 +342,7 @@ class Sam31Loop:
         assert ids == prev_ids, (ids, prev_ids)
         self.last_propagation = (prev_ids, trk_masks, trk_scores)
 
-        plan, new_state = plan_frame(self.planning, frame_idx, det, trk_masks, trk_scores, c)
+        plan, new_state = plan_frame(self.planning, frame_idx, det, trk_masks, trk_scores, c, reverse)
         # re-prompted objects: the detection's mask merged into the stored output, per state
         if plan.recondition:
             by_state: dict[int, list[int]] = {}
@@ -369,7 +381,7 @@ class Sam31Loop:
                 state.remove(set(plan.obj_ids_newly_removed))
             self.states = [state for state in self.states if len(state)]
         for state in self.states:
-            state.evict(frame_idx)
+            state.evict(frame_idx, reverse, self.keep_frames)
         self.planning = new_state
 
         # the frame's outputs (official build_outputs): every previous id (also those removed now), new ids
@@ -397,11 +409,12 @@ class ConfirmationBuffer:
     end, ``flush``); a frame hides the objects still unconfirmed after frame t + 2 (t - 2 in reverse; clamped to
     the video) — SAM 3.1 hides nothing else. ``LoopFrame.suppressed`` carries each frame's unconfirmed ids."""
 
-    def __init__(self, hotstart_delay: int, video_size: tuple[int, int], num_frames: int, look_ahead: int = 2):
+    def __init__(self, hotstart_delay: int, video_size: tuple[int, int], num_frames: int, look_ahead: int = 2,
+                 reverse: bool = False):
         self.hotstart_delay = hotstart_delay
         self.video_size = video_size
         self.num_frames = num_frames
-        self.look_ahead = look_ahead
+        self.look_ahead = -look_ahead if reverse else look_ahead
         self.buffer: list[LoopFrame] = []
         self.unconfirmed: dict[int, frozenset[int]] = {}
 

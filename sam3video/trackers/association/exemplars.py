@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..detections import Detections
-from ..errors import InputError
-from ..geometry import normalised_cxcywh
+from sam3video.detections import Detections
+from sam3video.errors import InputError
+from sam3video.geometry import normalised_cxcywh
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class ExemplarMemory:
         """Record prototypes of this frame's exemplars from ``candidates`` (every query of a text-only
         pass, with mask-pooled ``data["embedding"]``): the one whose box overlaps the exemplar's most, or,
         where none reaches ``attach_min_iou``, ``box_embeddings[exemplar.box]`` (the box region)."""
-        from .association import box_iou
+        from .matching import box_iou
 
         for exemplar in self.on_frame(frame):
             for c in self.classes_of(exemplar):
@@ -233,7 +233,7 @@ class ExemplarMemory:
     def attach_tracks(self, frame: int, tracked: Detections) -> None:
         """Each prototype follows the reported track that overlaps its exemplar box most, on its frame
         or, if that object is not reported yet (tentative), within ``attach_frames`` frames after it."""
-        from .association import box_iou
+        from .matching import box_iou
 
         if tracked.tracker_id is None or len(tracked) == 0:
             return

@@ -8,11 +8,8 @@ import pytest
 import torch
 
 from sam3video.thresholds import Sam31LoopConfig
-from sam3video.video.sam31_loop import MultiplexTrackerState, Sam31Loop
+from sam3video.trackers.sam31.loop import MultiplexTrackerState, Sam31Loop
 from tests.helpers import load_tool
-
-
-
 
 check = load_tool("check_sam31_loop_parity")
 LOW = Sam31LoopConfig(score_threshold_detection=0.14, new_det_thresh=0.15, det_nms_thresh=0.0,
@@ -34,7 +31,7 @@ def run(model, frames, config, evict=True):
     every frame, as the official bank does."""
     loop = Sam31Loop(model.tracker.model, config, len(frames), (48, 64), memory_dtype=torch.float32)
     sizes, outputs = [], []
-    keep_all = patch.object(MultiplexTrackerState, "evict", lambda self, frame_idx: None)
+    keep_all = patch.object(MultiplexTrackerState, "evict", lambda self, *args, **kwargs: None)
     with keep_all if not evict else contextlib.nullcontext():
         for t, (probs, masks, boxes, features) in enumerate(frames):
             frame = loop.step(t, probs, masks, boxes, features)
@@ -58,7 +55,7 @@ def test_memory_stays_flat_and_results_do_not_change(clip):
 def test_the_object_cap_is_a_setting():
     """No cap by default (objects beyond 16 open new buckets and states); the official 16 when asked, keeping the
     highest-scoring new detections."""
-    from sam3video.video.sam31_planning import PlanningState31, plan_frame, select_detections
+    from sam3video.trackers.sam31.planning import PlanningState31, plan_frame, select_detections
 
     q = 20
     masks = torch.full((q, 64, 64), -5.0)

@@ -1,4 +1,4 @@
-"""Rules of the official SAM 3 per-frame planning (sam3video.video.sam3_planning).
+"""Rules of the official SAM 3 per-frame planning (sam3video.trackers.sam3.planning).
 
 Hand-made 16 x 16 cases pin each rule; the parity tests replay inputs recorded from the official
 sam3 0.1.4 functions (tools/make_planning_fixture.py -> tests/data/planning_parity.pt) and demand
@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from sam3video.errors import InputError
-from sam3video.video import sam3_planning as sp
-from sam3video.video.sam3_planning import PlanningState, Sam3LoopConfig
+from sam3video.trackers.sam3.planning import PlanningState, Sam3LoopConfig
+from sam3video.trackers.sam3 import planning as sp
 
 CFG = Sam3LoopConfig()
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "planning_parity.pt"
+FIXTURE = Path(__file__).resolve().parents[2] / "data" / "planning_parity.pt"
 
 
 def rect(y0, x0, y1, x1, size=16, inside=5.0, outside=-5.0):

@@ -3,7 +3,7 @@
 
 Per frame: the detections the loop keeps (``select_detections``), every bucket of objects propagated by
 the tracker (``TrackerBucket.propagate``, no memory yet), small holes and specks filled, the planning
-rules (``sam3_planning.plan_frame``: association, new objects, hot-start, recondition, occlusion
+rules (``planning.plan_frame``: association, new objects, hot-start, recondition, occlusion
 suppression), reconditioned objects re-prompted with their detection, the memories encoded from the
 planned masks under the area-shrinkage rule, new objects added as a new bucket, removed ones deleted,
 then the frame's outputs. ``Sam3Loop.step`` returns one frame's raw outputs; ``Sam3Loop.outputs``
@@ -32,13 +32,20 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from ..geometry import masks_to_boxes
-from ..model.sam3_tracker_base import Sam3TrackerBase
-from ..model.sam3_tracker_utils import MemoryBank, TrackStepOutput, apply_non_overlapping_constraints
+from sam3video.geometry import masks_to_boxes
+from sam3video.model.sam3_tracker_base import Sam3TrackerBase
+from sam3video.model.sam3_tracker_utils import MemoryBank, TrackStepOutput, apply_non_overlapping_constraints
+
+from .planning import (
+    PlanningState,
+    Sam3LoopConfig,
+    apply_object_wise_non_overlapping_constraints,
+    memory_object_score_logits,
+    plan_frame,
+    select_detections,
+    suppress_object_pw_area_shrinkage,
+)
 from .propagation import FrameFeatures
-from .sam3_planning import (PlanningState, Sam3LoopConfig, apply_object_wise_non_overlapping_constraints,
-                            memory_object_score_logits, plan_frame, select_detections,
-                            suppress_object_pw_area_shrinkage)
 
 NO_OBJ_SCORE = -1024.0  # the tracker's "no object" logit (sam3_tracker_base NO_OBJ_SCORE)
 MAX_SCORE_LOGIT = 10.0  # the detector's joint score logit is clamped to +-10 (sam3_image.py:354)

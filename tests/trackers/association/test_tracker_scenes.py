@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sam3video.detections import Detections
-from sam3video.video.tracker import Tracker
+from sam3video.trackers.association.tracker import Tracker
 
 PERSON_W, PERSON_H = 24, 60
 

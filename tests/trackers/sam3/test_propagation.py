@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sam3video.errors import InputError
 from sam3video.model.build_video import build_video_model
 from sam3video.model.sam3_tracker_utils import MemoryBank, TrackStepOutput
-from sam3video.video.propagation import MaskPropagator, frame_features
+from sam3video.trackers.sam3.propagation import MaskPropagator, frame_features
 
 NUM_FRAMES = 20
 B = 2

@@ -15,8 +15,8 @@ import importlib
 
 import numpy as np
 
-from ..detections import Detections
-from ..errors import InputError, MissingDependencyError
+from sam3video.detections import Detections
+from sam3video.errors import InputError, MissingDependencyError
 
 ROW = "sam3video_row"  # data key: a detection's row in what we gave the peer
 PEERS = {"sort": "SORTTracker", "bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker",

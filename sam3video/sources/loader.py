@@ -23,13 +23,16 @@ from typing import Any, Union
 import numpy as np
 
 from sam3video.errors import InputError
-from sam3video.video.backends import (  # noqa: F401 - VideoInfo and available_backends are public here
+
+from .backends import (  # noqa: F401 - VideoInfo and available_backends are public here
     BACKENDS,
     DEFAULT_SOURCE_FPS,
     VideoInfo,
     _Opened,
     _Stamp,
     available_backends,
+)
+from .backends import (
     open_file as _open_file,
 )
 

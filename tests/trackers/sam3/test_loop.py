@@ -1,4 +1,4 @@
-"""The official SAM 3 loop (sam3_loop, sam3_tracking) on the tiny video model with random weights:
+"""The official SAM 3 loop (trackers.sam3: loop, tracking) on the tiny video model with random weights:
 hole filling, the hot-start output delay, bucket removal, bounded memory, several prompts, and
 ``--tracker sam3`` through ``VideoPredictor`` (streamed outputs, window ends after their frames)."""
 
@@ -10,10 +10,17 @@ from sam3video.errors import InputError
 from sam3video.model.build_video import build_video_model
 from sam3video.model.geometry_encoders import prompt_from_boxes
 from sam3video.thresholds import Sam3LoopConfig
+from sam3video.trackers.sam3.loop import (
+    HotstartBuffer,
+    LoopFrame,
+    Sam3Loop,
+    TrackerBucket,
+    detector_probs,
+    fill_holes_in_mask_scores,
+    postprocess_frame,
+)
+from sam3video.trackers.sam3.tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.detect import encode_prompts, run_frames, split_frames
-from sam3video.video.sam3_loop import (HotstartBuffer, LoopFrame, Sam3Loop, TrackerBucket, detector_probs,
-                                       fill_holes_in_mask_scores, postprocess_frame)
-from sam3video.video.sam3_tracking import Sam3Tracking, frame_detections, tracker_features
 from sam3video.video.session import Sam3Options, TrackingConfig
 
 # low enough that random weights give objects (the official defaults give none)
@@ -222,7 +229,7 @@ def test_hotstart_never_removes_an_exemplar_object(video_model, clip):
 def test_predictor_conditions_the_tracker_on_exemplars(video_model):
     from dataclasses import replace
 
-    from sam3video.video.exemplars import Exemplar
+    from sam3video.trackers.association.exemplars import Exemplar
     from sam3video.video.predictor import VideoPredictor
 
     video = (np.random.default_rng(0).random((6, *VIDEO_SIZE, 3)) * 255).astype(np.uint8)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sam3video.video.association import associate, box_iou, mask_iou
+from sam3video.trackers.association.matching import associate, box_iou, mask_iou
 
 
 def test_box_iou_known_values():

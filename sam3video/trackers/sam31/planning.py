@@ -4,7 +4,7 @@ Mirrors ``sam3_multiplex_base.py`` ("MB") and the ``sam3_video_base.py`` helpers
 which detections the loop keeps (IoM NMS, the boundary rule), association by IoM (with the ambiguity
 zeroing), hot-start removal (total unmatched count, duplicate pairs against strictly earlier births),
 recondition pairs and their in-place logit blend, occlusion suppression, the object cap, and masklet
-confirmation. Where SAM 3 does the same, the SAM 3 function is called (``sam3_planning``). The reading this
+confirmation. Where SAM 3 does the same, the SAM 3 function is called (``trackers.sam3.planning``). The reading this
 follows is ``notes/sam31_loop_reading.md``.
 
 Shapes: detector masks (Q, h, w) logits for every query (3.1 keeps all rows and a ``det_keep`` mask), tracker
@@ -20,10 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..thresholds import Sam31LoopConfig
-from .sam3_planning import (ALWAYS_OCCLUDED, NEVER_OCCLUDED, NO_OBJ_LOGIT, REMOVED_OBJ_SCORE,
-                            drop_new_det_with_obj_limit, objects_to_suppress_based_on_most_recently_occluded,
-                            resize_to_smaller, suppress_detections_close_to_boundary)
+from sam3video.thresholds import Sam31LoopConfig
+
+from ..sam3.planning import (
+    ALWAYS_OCCLUDED,
+    NEVER_OCCLUDED,
+    NO_OBJ_LOGIT,
+    REMOVED_OBJ_SCORE,
+    drop_new_det_with_obj_limit,
+    objects_to_suppress_based_on_most_recently_occluded,
+    resize_to_smaller,
+    suppress_detections_close_to_boundary,
+)
 
 UNCONFIRMED, CONFIRMED = 1, 2  # MaskletConfirmationStatus
 
