@@ -35,6 +35,7 @@ does what the request asks for instead; each such place is named below. Ids are 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,15 +50,27 @@ from .detections import Detections
 from .errors import InputError
 from .geometry import normalised_cxcywh
 from .model.geometry_encoders import prompt_from_boxes
-from .model.sam3_tracker_utils import PointInputs
+from .model.multiplex_utils import new_multiplex_state
+from .model.sam3_tracker_utils import MemoryBank, PointInputs, TrackStepOutput, apply_non_overlapping_constraints
+from .model.sam3_video import Sam3VideoModel
 from .model.sam31_tracker import MultiplexMemoryBank, MultiplexStepOutput
 from .model.sam31_video import Sam31VideoModel
-from .model.multiplex_utils import new_multiplex_state
 from .preprocess import preprocess_image
+from .processor import VISUAL_PROMPT
 from .sources.loader import MAX_WINDOW_SECONDS, open_video
-from .thresholds import Sam31LoopConfig
-from .trackers.sam3.loop import LoopFrame, LoopOutput, postprocess_frame
-from .trackers.sam3.tracking import frame_detections
+from .thresholds import Sam3LoopConfig, Sam31LoopConfig
+from .trackers.sam3.loop import (
+    NO_OBJ_SCORE,
+    HotstartBuffer,
+    LoopFrame,
+    LoopOutput,
+    Sam3Loop,
+    TrackerBucket,
+    fill_holes_in_mask_scores,
+    postprocess_frame,
+)
+from .trackers.sam3.propagation import FrameFeatures
+from .trackers.sam3.tracking import frame_detections, tracker_features
 from .trackers.sam31.loop import ConfirmationBuffer, MultiplexTrackerState, Sam31Features, Sam31Loop
 from .trackers.sam31.tracking import sam31_features
 from .video.detect import encode_prompts, run_frame
@@ -168,19 +181,31 @@ class _Frames:
 
 
 class VideoSession:
-    """An interactive session on one clip (at most one window: 30 s) with a SAM 3.1 video model."""
+    """An interactive session on one clip (at most one window: 30 s). ``VideoSession(model, video)`` gives the
+    session of the model's version: ``Sam31Session`` for a ``Sam31VideoModel``, ``Sam3Session`` for a
+    ``Sam3VideoModel``; what differs between them is in their methods, the requests are here."""
 
-    def __init__(self, model: Sam31VideoModel, video, *, config: Sam31LoopConfig | None = None,
-                 memory_dtype: torch.dtype = torch.bfloat16, backend: str = "auto", fps: float | None = None,
-                 start: float | None = None, end: float | None = None, source_fps: float | None = None):
-        """``video``: anything ``open_video`` takes (a file, a folder of images, an array, frames)."""
-        if not isinstance(model, Sam31VideoModel):
-            raise InputError("VideoSession needs a SAM 3.1 video model (load_video_model on sam3.1_multiplex.pt); "
-                             f"got {type(model).__name__}")
+    boxes_only_text = TEXT_PLACEHOLDER  # the text of a concept given by boxes only
+
+    def __new__(cls, model=None, *args, **kwargs):
+        if cls is VideoSession:
+            if isinstance(model, Sam31VideoModel):
+                cls = Sam31Session
+            elif isinstance(model, Sam3VideoModel):
+                cls = Sam3Session
+            else:
+                raise InputError("VideoSession needs a video model with its tracker (load_video_model on sam3.pt or "
+                                 f"sam3.1_multiplex.pt); got {type(model).__name__}")
+        return super().__new__(cls)
+
+    def __init__(self, model, video, *, config=None, memory_dtype: torch.dtype = torch.bfloat16,
+                 backend: str = "auto", fps: float | None = None, start: float | None = None,
+                 end: float | None = None, source_fps: float | None = None):
+        """``video``: anything ``open_video`` takes (a file, a folder of images, an array, frames); ``config``
+        the loop's thresholds (``Sam31LoopConfig`` / ``Sam3LoopConfig``; default: the official ones)."""
         self.detector = model.detector.eval()
-        self.tracker = model.tracker.model.eval()
-        self.config = config or Sam31LoopConfig()
         self.memory_dtype = memory_dtype
+        self._setup(model, config)
         reader = open_video(video, backend=backend, fps=fps, start=start, end=end, source_fps=source_fps)
         frames = list(reader)
         if not frames:
@@ -201,16 +226,15 @@ class VideoSession:
     @property
     def obj_ids(self) -> list[int]:
         """The objects the session holds now, sorted."""
-        ids = set(self.loop.obj_ids) if self.loop is not None else set()
-        return sorted(ids | {i for state in self.click_states for i in state.obj_ids})
+        return sorted({i for state in self._states() for i in state.obj_ids})
 
     def reset(self) -> None:
         """Forget the prompt, every object, click and cached frame (official ``reset_session``)."""
         self.text: str | None = None
         self.text_out: dict | None = None
         self.boxes: dict[int, list] = {}  # frame -> [(cxcywh normalised, positive)]
-        self.loop: Sam31Loop | None = None
-        self.click_states: list[MultiplexTrackerState] = []  # states made or split off by clicks
+        self.loop = None  # the detector + tracker loop of the prompt
+        self.click_states: list = []  # tracker states made (or, SAM 3.1, split off) by clicks
         self.scores: dict[int, float] = {}  # id -> the score shown (birth detection score; 1.0 once clicked)
         self.cache: dict[int, CachedFrame] = {}
         self.clicks: dict[int, dict[int, Clicks]] = {}  # id -> frame -> its clicks there
@@ -229,23 +253,6 @@ class VideoSession:
                 not 0 <= frame_index < self.num_frames:
             raise InputError(f"{what} {frame_index!r} is not a frame of this clip (0..{self.num_frames - 1})")
         return int(frame_index)
-
-    # -- the detector's outputs and the tracker's features of a frame -------------------------------------------
-    def _run_detector(self, frame_index: int):
-        boxes = self.boxes.get(frame_index, [])
-        with torch.inference_mode():
-            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
-                                prompt_from_boxes([boxes], self.detector.device))
-        backbone = outputs["prev_encoder_out"]["backbone_out"]
-        row = int(backbone["id_mapping"][frame_index])
-        return frame_detections(outputs)[0], sam31_features(self.tracker, backbone, row)
-
-    def _features(self, frame_index: int) -> Sam31Features:
-        """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
-        with torch.inference_mode():
-            backbone = self.detector.backbone.forward_image(self.frames[frame_index][None].to(self.detector.device),
-                                                            need_sam3_out=False)
-        return sam31_features(self.tracker, backbone, 0)
 
     # -- requests ------------------------------------------------------------------------------------------------
     def add_prompt(self, frame_index: int, *, text: str | None = None, boxes: Sequence | None = None,
@@ -266,11 +273,11 @@ class VideoSession:
         if text is not None and (not isinstance(text, str) or not text.strip()):
             raise InputError("empty text prompt: give a noun phrase such as text='dog'")
         self.reset()
-        self.text = text if text is not None else TEXT_PLACEHOLDER
+        self.text = text if text is not None else self.boxes_only_text
         if boxes is not None:
             self.boxes[frame_index] = self._parse_boxes(boxes, box_labels, rel_coordinates)
         self.text_out = encode_prompts(self.detector, [self.text])
-        self.loop = Sam31Loop(self.tracker, self.config, self.num_frames, self.video_size, self.memory_dtype)
+        self.loop = self._new_loop()
         frame = self._loop_step(frame_index)
         self._cache(frame, hidden=())
         return self._output(frame_index)
@@ -297,11 +304,7 @@ class VideoSession:
         frame_index = self._check_frame(frame_index)
         if obj_id not in self.obj_ids:
             raise InputError(f"no object {obj_id!r} in this session (objects: {self.obj_ids})")
-        for state in (*(self.loop.states if self.loop else ()), *self.click_states):
-            state.remove({obj_id})
-        if self.loop is not None:
-            self.loop.states = [s for s in self.loop.states if len(s)]
-        self.click_states = [s for s in self.click_states if len(s)]
+        self._remove_from_states(obj_id)
         self.scores.pop(obj_id, None)
         self.clicks.pop(obj_id, None)
         for cached in self.cache.values():
@@ -352,8 +355,7 @@ class VideoSession:
     def _loop_step(self, frame_index: int, reverse: bool = False) -> LoopFrame:
         detections, features = self._run_detector(frame_index)
         self.loop.keep_frames = self.keep_frames
-        frame = self.loop.step(frame_index, detections.probs, detections.masks.float(), detections.boxes, features,
-                               reverse=reverse)
+        frame = self._step(frame_index, detections, features, reverse)
         self.prompted_frames.add(frame_index)
         for obj_id, score in frame.scores.items():
             self.scores.setdefault(obj_id, score)
@@ -363,14 +365,13 @@ class VideoSession:
     def _propagate_full(self, frames: list[int], reverse: bool) -> Iterator[SessionFrame]:
         """The detect + track loop over ``frames``; each frame is given out once the confirmation delay releases
         it (its unconfirmed objects hidden) and cached without the hidden objects (official)."""
-        buffer = ConfirmationBuffer(self.config.hotstart_delay, self.video_size, self.num_frames, reverse=reverse)
+        buffer = self._new_buffer(reverse)
         pending: dict[int, LoopFrame] = {}
 
         def given_out(outputs: list[LoopOutput]) -> Iterator[SessionFrame]:
             for out in outputs:
                 frame = pending.pop(out.frame_idx)
-                later = max(0, min(out.frame_idx + buffer.look_ahead, self.num_frames - 1))
-                self._cache(frame, hidden=buffer.unconfirmed.get(later, frozenset()))
+                self._cache(frame, hidden=buffer.hidden(frame))
                 yield SessionFrame(out.frame_idx, _detections(out))
 
         for t in frames:
@@ -398,7 +399,7 @@ class VideoSession:
         is_new = obj_id not in self.obj_ids
         state = self._state_for_click(obj_id, is_new)
         per_frame[t] = clicks
-        self._click(state, t, obj_id, clicks)
+        self._click(state, t, obj_id, clicks, is_new)
         self.scores[obj_id] = CLICK_SCORE
         self.max_obj_id = max(self.max_obj_id, obj_id)
         kind = ActionKind.ADD if is_new else ActionKind.REFINE
@@ -421,6 +422,123 @@ class VideoSession:
             raise InputError(f"a point is outside the frame ({'[0, 1]' if relative else f'{width}x{height}'})")
         return Clicks((points * scale).astype(np.float32), labels.astype(np.int32))
 
+    # -- partial propagation ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _propagate_partial(self, frames: list[int], obj_ids: frozenset[int], reverse: bool
+                           ) -> Iterator[SessionFrame]:
+        """Official ``propagation_partial``: only the states holding ``obj_ids`` are tracked (their memory encoded
+        at once, nothing born); those objects' masks and raw score logits replace theirs in the cached frames."""
+        states = [s for s in self._states() if set(s.obj_ids) & obj_ids]
+        for t in frames:
+            features = self._features(t)
+            cached = self.cache.setdefault(t, CachedFrame())
+            for state in states:
+                masks, scores = self._partial_frame(state, t, features, reverse)
+                video = _to_video(masks, self.video_size)
+                for row, obj_id in enumerate(state.obj_ids):
+                    if obj_id in obj_ids:
+                        cached.masks[obj_id] = _pack(video[row] > 0)
+                        cached.tracker_scores[obj_id] = float(scores[row])  # a raw logit, as officially
+            yield self._output(t)
+
+    # -- what each version does its own way -------------------------------------------------------------------------
+    def _setup(self, model, config) -> None:
+        raise NotImplementedError
+
+    def _new_loop(self):
+        raise NotImplementedError
+
+    def _run_detector(self, frame_index: int):
+        """(the frame's ``FrameDetections``, its tracker features), from one ViT pass."""
+        raise NotImplementedError
+
+    def _features(self, frame_index: int):
+        """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
+        raise NotImplementedError
+
+    def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
+        raise NotImplementedError
+
+    def _new_buffer(self, reverse: bool):
+        """The loop's output stage (``push``, ``flush``, ``hidden``)."""
+        raise NotImplementedError
+
+    def _states(self) -> list:
+        """Every tracker state: the loop's, then those made by clicks."""
+        raise NotImplementedError
+
+    def _remove_from_states(self, obj_id: int) -> None:
+        raise NotImplementedError
+
+    def _state_for_click(self, obj_id: int, is_new: bool):
+        raise NotImplementedError
+
+    def _click(self, state, t: int, obj_id: int, clicks: Clicks, is_new: bool) -> None:
+        raise NotImplementedError
+
+    def _partial_frame(self, state, t: int, features, reverse: bool) -> tuple[Tensor, Tensor]:
+        """One frame of a state in a partial propagation -> ((N, h, w) mask logits, (N,) score logits)."""
+        raise NotImplementedError
+
+    # -- outputs ---------------------------------------------------------------------------------------------------
+    def _output(self, t: int) -> SessionFrame:
+        """A cached frame through the official output stage (ids sorted, empty masks dropped, boxes, then each
+        overlapped pixel to the object of the highest tracker score); an uncached frame is empty (officially a
+        KeyError in SAM 3.1)."""
+        cached = self.cache.get(t, CachedFrame())
+        frame = LoopFrame(frame_idx=t, masks={i: _unpack(m, self.video_size) for i, m in cached.masks.items()},
+                          scores={i: self.scores.get(i, CLICK_SCORE) for i in cached.masks},
+                          tracker_scores=cached.tracker_scores, removed=frozenset(), suppressed=frozenset())
+        return SessionFrame(t, _detections(postprocess_frame(frame, (), self.video_size)))
+
+
+def _detections(out: LoopOutput) -> Detections:
+    return Detections(xyxy=out.boxes_xyxy, confidence=out.probs, class_id=np.zeros(len(out.obj_ids), np.int64),
+                      mask=out.masks, tracker_id=out.obj_ids, data={"tracker_score": out.tracker_probs})
+
+class Sam31Session(VideoSession):
+    """The session of a SAM 3.1 model: the multiplex loop; clicks by the interactive heads, an object that
+    shares its buckets moved into a state of its own first."""
+
+    def _setup(self, model, config) -> None:
+        self.tracker = model.tracker.model.eval()
+        self.config = config or Sam31LoopConfig()
+
+    def _new_loop(self) -> Sam31Loop:
+        return Sam31Loop(self.tracker, self.config, self.num_frames, self.video_size, self.memory_dtype)
+
+    def _run_detector(self, frame_index: int):
+        boxes = self.boxes.get(frame_index, [])
+        with torch.inference_mode():
+            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
+                                prompt_from_boxes([boxes], self.detector.device))
+        backbone = outputs["prev_encoder_out"]["backbone_out"]
+        row = int(backbone["id_mapping"][frame_index])
+        return frame_detections(outputs)[0], sam31_features(self.tracker, backbone, row)
+
+    def _features(self, frame_index: int) -> Sam31Features:
+        with torch.inference_mode():
+            backbone = self.detector.backbone.forward_image(self.frames[frame_index][None].to(self.detector.device),
+                                                            need_sam3_out=False)
+        return sam31_features(self.tracker, backbone, 0)
+
+    def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
+        return self.loop.step(frame_index, detections.probs, detections.masks.float(), detections.boxes, features,
+                              reverse=reverse)
+
+    def _new_buffer(self, reverse: bool) -> ConfirmationBuffer:
+        return ConfirmationBuffer(self.config.hotstart_delay, self.video_size, self.num_frames, reverse=reverse)
+
+    def _states(self) -> list[MultiplexTrackerState]:
+        return [*(self.loop.states if self.loop is not None else ()), *self.click_states]
+
+    def _remove_from_states(self, obj_id: int) -> None:
+        for state in self._states():
+            state.remove({obj_id})
+        if self.loop is not None:
+            self.loop.states = [s for s in self.loop.states if len(s)]
+        self.click_states = [s for s in self.click_states if len(s)]
+
     def _state_for_click(self, obj_id: int, is_new: bool) -> MultiplexTrackerState:
         """The state a click on ``obj_id`` acts on: a new one for a new object; an object sharing a state moves
         to its own first (official ``_extract_object_to_singleton_state``)."""
@@ -441,7 +559,7 @@ class VideoSession:
         return single
 
     @torch.inference_mode()
-    def _click(self, state: MultiplexTrackerState, t: int, obj_id: int, clicks: Clicks) -> None:
+    def _click(self, state: MultiplexTrackerState, t: int, obj_id: int, clicks: Clicks, is_new: bool) -> None:
         """A fresh prediction from the clicks by the interactive heads (no memory), stored as the object's
         conditioning frame ``t``, its memory encoded (official gap fill / first refinement + preflight). OSS 3.1
         asserts on a second refinement of a frame it has propagated through; here every click is the first kind."""
@@ -477,50 +595,196 @@ class VideoSession:
         cached.masks[obj_id] = _pack(video[index] > 0)
         cached.tracker_scores[obj_id] = CLICK_SCORE  # official: the frame score of a click
 
-    # -- partial propagation ---------------------------------------------------------------------------------------
+    def _partial_frame(self, state: MultiplexTrackerState, t: int, features: Sam31Features, reverse: bool
+                       ) -> tuple[Tensor, Tensor]:
+        if t in state.consolidated:
+            out = state._stored(t)
+        else:
+            out = self.tracker.track_step(t, False, None, features.propagation, None, None, state.bank,
+                                          self.num_frames, state.mplex, track_in_reverse=reverse,
+                                          run_mem_encoder=True)
+            out.pred_masks_high_res = None
+            out.maskmem_features = out.maskmem_features.to(self.memory_dtype)
+            state.bank.non_cond_frame_outputs[t] = out
+            state.rows[t] = list(state.obj_ids)
+            state.tracked_frames.add(t)
+        masks, scores = out.pred_masks[:, 0], out.object_score_logits[:, 0]
+        state.evict(t, reverse, self.keep_frames)
+        return masks, scores
+
+class Sam3Session(VideoSession):
+    """The session of a SAM 3 model (``sam3.pt``): the official SAM 3 loop; a click runs the tracker's SAM heads
+    without memory, the object's earlier mask on that frame as the mask prompt; the object stays in its birth
+    bucket, whose clicked frame becomes a conditioning frame (sam3 0.1.4)."""
+
+    boxes_only_text = VISUAL_PROMPT
+    DETECTOR_COND_WINDOW = 16  # official refinement_detector_cond_frame_removal_window
+    MAX_CLICKS = 16  # official: more points keep the first 8 and the last 8
+
+    def _setup(self, model, config) -> None:
+        self.tracker = model.tracker.eval()
+        self.config = config or Sam3LoopConfig()
+
+    def _new_loop(self) -> Sam3Loop:
+        return Sam3Loop(self.tracker, self.config, self.num_frames, self.video_size, self.memory_dtype,
+                        keep_entries=True)
+
+    def _run_detector(self, frame_index: int):
+        boxes = self.boxes.get(frame_index, [])
+        with torch.inference_mode():
+            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
+                                prompt_from_boxes([boxes], self.detector.device))
+        backbone = outputs["prev_encoder_out"]["backbone_out"]
+        row = int(backbone["id_mapping"][frame_index])
+        return frame_detections(outputs)[0], tracker_features(self.tracker, backbone["sam2_backbone_out"], row)
+
+    def _features(self, frame_index: int) -> FrameFeatures:
+        with torch.inference_mode():
+            backbone = self.detector.backbone.forward_image(self.frames[frame_index][None].to(self.detector.device))
+        return tracker_features(self.tracker, backbone["sam2_backbone_out"], 0)
+
+    def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
+        # officially, boxes without text start objects on their own frame only
+        allow_new = self.text != VISUAL_PROMPT or frame_index in self.boxes
+        return self.loop.step(frame_index, detections, features, allow_new, reverse=reverse)
+
+    def _new_buffer(self, reverse: bool) -> HotstartBuffer:
+        return HotstartBuffer(self.config.hotstart_delay, self.video_size)
+
+    def _states(self) -> list[TrackerBucket]:
+        return [*(self.loop.buckets if self.loop is not None else ()), *self.click_states]
+
+    def _remove_from_states(self, obj_id: int) -> None:
+        for bucket in self._states():
+            bucket.remove(obj_id)
+        if self.loop is not None:
+            self.loop.buckets = [b for b in self.loop.buckets if len(b)]
+        self.click_states = [b for b in self.click_states if len(b)]
+
+    def _state_for_click(self, obj_id: int, is_new: bool) -> TrackerBucket:
+        if not is_new:
+            return next(b for b in self._states() if obj_id in b.obj_ids)
+        bucket = TrackerBucket(self.tracker, self.num_frames, self.video_size, self.memory_dtype)
+        bucket.keep_frames, bucket.keep_entries = self.keep_frames, True
+        self.click_states.append(bucket)
+        return bucket
+
+    @staticmethod
+    def _stored_for(bucket: TrackerBucket, t: int, row: int):
+        """The object's official per-object output on frame ``t``: the conditioning one, else the tracked one
+        (unless the official state has dropped it there); None if it has none."""
+        for out in (bucket.bank.cond_frame_outputs.get(t),
+                    None if t in bucket.per_object_cleared else bucket.bank.non_cond_frame_outputs.get(t)):
+            if out is not None and row < out.pred_masks.shape[0]:
+                return out
+        return None
+
     @torch.inference_mode()
-    def _propagate_partial(self, frames: list[int], obj_ids: frozenset[int], reverse: bool
-                           ) -> Iterator[SessionFrame]:
-        states = [s for s in (*self.click_states, *(self.loop.states if self.loop else ()))
-                  if set(s.obj_ids) & obj_ids]
-        for t in frames:
-            features = self._features(t)
-            cached = self.cache.setdefault(t, CachedFrame())
-            for state in states:
-                if t in state.consolidated:
-                    out = state._stored(t)
-                else:
-                    out = self.tracker.track_step(t, False, None, features.propagation, None, None, state.bank,
-                                                  self.num_frames, state.mplex, track_in_reverse=reverse,
-                                                  run_mem_encoder=True)
-                    out.pred_masks_high_res = None
-                    out.maskmem_features = out.maskmem_features.to(self.memory_dtype)
-                    state.bank.non_cond_frame_outputs[t] = out
-                    state.rows[t] = list(state.obj_ids)
-                    state.tracked_frames.add(t)
-                video = _to_video(out.pred_masks[:, 0], self.video_size)
-                for row, obj_id in enumerate(state.obj_ids):
-                    if obj_id in obj_ids:
-                        cached.masks[obj_id] = _pack(video[row] > 0)
-                        cached.tracker_scores[obj_id] = float(out.object_score_logits[row, 0])  # a raw logit
-                state.evict(t, reverse, self.keep_frames)
-            yield self._output(t)
+    def _click(self, bucket: TrackerBucket, t: int, obj_id: int, clicks: Clicks, is_new: bool) -> None:
+        """Official ``add_tracker_new_points``: the SAM heads on the frame's features without memory, the clicks
+        and (when the object has an output on ``t``) its mask logits there (clamped to +-32) as the prompt; the
+        bucket's outputs at video size, holes filled, give the response; then the frame is consolidated for every
+        object of the bucket into a conditioning frame with binarised memory (``propagate_in_video_preflight``),
+        and the object's detector prompts within 16 frames stop conditioning (``clear_detector_added_cond_
+        frame_in_tracker``)."""
+        tracker, c = self.tracker, self.config
+        features = self._features(t)
+        if is_new:
+            bucket.obj_ids.append(obj_id)
+        row = bucket.obj_ids.index(obj_id)
+        B, S = len(bucket.obj_ids), tracker.low_res_mask_size
+        coords, labels = clicks.coords, clicks.labels
+        if len(labels) > self.MAX_CLICKS:
+            half = self.MAX_CLICKS // 2
+            coords, labels = np.concatenate([coords[:half], coords[-half:]]), np.concatenate([labels[:half],
+                                                                                              labels[-half:]])
+        device = features.vision_feats[-1].device
+        points = PointInputs(point_coords=torch.as_tensor(coords, device=device)[None],
+                             point_labels=torch.as_tensor(labels, device=device)[None])
+        earlier = [self._stored_for(bucket, t, r) for r in range(B)]
+        prev = earlier[row].pred_masks[row:row + 1].clamp(-32.0, 32.0) if earlier[row] is not None else None
+        out = tracker.track_step(
+            frame_idx=t, is_init_cond_frame=t not in bucket.tracked_frames, current_vision_feats=features.vision_feats,
+            current_vision_pos_embeds=features.vision_pos_embeds, feat_sizes=features.feat_sizes,
+            point_inputs=points, mask_inputs=None, output_dict=bucket.bank, num_frames=self.num_frames,
+            run_mem_encoder=False, prev_sam_mask_logits=prev, use_prev_mem_frame=False)
+        # consolidation: the click's row, the others' outputs on t (missing: no object, an empty mask's pointer)
+        pred_masks = torch.full((B, 1, S, S), NO_OBJ_SCORE, device=device)
+        obj_ptr = torch.full((B, tracker.hidden_dim), NO_OBJ_SCORE, device=device)
+        scores = torch.full((B, 1), 10.0, device=device)
+        iou_score = torch.zeros((B, 1), device=device) if tracker.use_memory_selection else None
+        empty_ptr = None
+        for r in range(B):
+            source, k = (out, 0) if r == row else (earlier[r], r)
+            if source is None:
+                empty_ptr = self._empty_mask_ptr(t, features) if empty_ptr is None else empty_ptr
+                obj_ptr[r] = empty_ptr
+                continue
+            pred_masks[r], obj_ptr[r] = source.pred_masks[k], source.obj_ptr[k]
+            scores[r] = source.object_score_logits[k]
+            if iou_score is not None:
+                iou_score[r] = source.iou_score.reshape(-1)[k]
+        video = fill_holes_in_mask_scores(_to_video(pred_masks[:, 0], self.video_size)[:, None], c.fill_hole_area)
+        high_res = apply_non_overlapping_constraints(F.interpolate(
+            pred_masks, size=(tracker.image_size, tracker.image_size), mode="bilinear", align_corners=False))
+        maskmem_features, maskmem_pos_enc = tracker._encode_new_memory(
+            current_vision_feats=[x.expand(-1, B, -1) for x in features.vision_feats], feat_sizes=features.feat_sizes,
+            pred_masks_high_res=high_res, object_score_logits=scores, is_mask_from_pts=True)
+        bucket.bank.non_cond_frame_outputs.pop(t, None)
+        bucket.bank.cond_frame_outputs[t] = TrackStepOutput(
+            point_inputs=None, mask_inputs=None, pred_masks=pred_masks, pred_masks_high_res=None, obj_ptr=obj_ptr,
+            object_score_logits=scores, ious=torch.ones_like(scores), iou_score=iou_score,
+            maskmem_features=maskmem_features.to(self.memory_dtype), maskmem_pos_enc=maskmem_pos_enc)
+        bucket.input_frames.setdefault(t, set()).add(obj_id)
+        bucket.clear_around(t)
+        if not is_new:  # the object's detector prompts near t stop conditioning (every object's inputs there go)
+            clicked = set(self.clicks.get(obj_id, {}))
+            for f in [f for f, ids in bucket.input_frames.items() if f != t and obj_id in ids and f not in clicked
+                      and abs(f - t) <= self.DETECTOR_COND_WINDOW]:
+                del bucket.input_frames[f]
+                for other in bucket.obj_ids:
+                    self.clicks.get(other, {}).pop(f, None)
+                downgraded = bucket.bank.cond_frame_outputs.pop(f, None)
+                if downgraded is not None:
+                    bucket.bank.non_cond_frame_outputs[f] = downgraded
+                bucket.tracked_frames.discard(f)
+        cached = self.cache.setdefault(t, CachedFrame())
+        cached.masks[obj_id] = _pack(video[row, 0] > 0)
+        cached.tracker_scores[obj_id] = CLICK_SCORE
 
-    # -- outputs ---------------------------------------------------------------------------------------------------
-    def _output(self, t: int) -> SessionFrame:
-        """A cached frame through the official output stage (ids sorted, empty masks dropped, boxes, then each
-        overlapped pixel to the object of the highest tracker score); an uncached frame is empty (officially a
-        KeyError in SAM 3.1)."""
-        cached = self.cache.get(t, CachedFrame())
-        frame = LoopFrame(frame_idx=t, masks={i: _unpack(m, self.video_size) for i, m in cached.masks.items()},
-                          scores={i: self.scores.get(i, CLICK_SCORE) for i in cached.masks},
-                          tracker_scores=cached.tracker_scores, removed=frozenset(), suppressed=frozenset())
-        return SessionFrame(t, _detections(postprocess_frame(frame, (), self.video_size)))
+    def _empty_mask_ptr(self, t: int, features: FrameFeatures) -> Tensor:
+        """Official ``_get_empty_mask_ptr``: the pointer of an empty mask taken as the output on frame ``t``."""
+        size = self.tracker.image_size
+        mask = torch.zeros(1, 1, size, size, device=features.vision_feats[-1].device)
+        out = self.tracker.track_step(
+            frame_idx=t, is_init_cond_frame=True, current_vision_feats=features.vision_feats,
+            current_vision_pos_embeds=features.vision_pos_embeds, feat_sizes=features.feat_sizes, point_inputs=None,
+            mask_inputs=mask, output_dict=MemoryBank(), num_frames=self.num_frames, run_mem_encoder=False)
+        return out.obj_ptr[0]
 
-
-def _detections(out: LoopOutput) -> Detections:
-    return Detections(xyxy=out.boxes_xyxy, confidence=out.probs, class_id=np.zeros(len(out.obj_ids), np.int64),
-                      mask=out.masks, tracker_id=out.obj_ids, data={"tracker_score": out.tracker_probs})
+    def _partial_frame(self, bucket: TrackerBucket, t: int, features: FrameFeatures, reverse: bool
+                       ) -> tuple[Tensor, Tensor]:
+        """The whole bucket tracked to ``t`` with its memory encoded at once (a conditioning frame gives its stored
+        output); the mask logits hole-filled, as officially."""
+        out = bucket.bank.cond_frame_outputs.get(t)
+        if out is not None:
+            bucket.clear_around(t)
+        else:
+            B = len(bucket.obj_ids)
+            out = self.tracker.track_step(
+                frame_idx=t, is_init_cond_frame=False,
+                current_vision_feats=[x.expand(-1, B, -1) for x in features.vision_feats],
+                current_vision_pos_embeds=[x.expand(-1, B, -1) for x in features.vision_pos_embeds],
+                feat_sizes=features.feat_sizes, point_inputs=None, mask_inputs=None, output_dict=bucket.bank,
+                num_frames=self.num_frames, track_in_reverse=reverse, run_mem_encoder=True)
+            out = dataclasses.replace(out, pred_masks_high_res=None,
+                                      maskmem_features=out.maskmem_features.to(self.memory_dtype))
+            bucket.bank.add(t, out, is_cond=False)
+            bucket.tracked_frames.add(t)
+            bucket.per_object_cleared.discard(t)
+            bucket.evict(t, reverse)
+        masks = fill_holes_in_mask_scores(out.pred_masks, self.config.fill_hole_area)[:, 0]
+        return masks, out.object_score_logits[:, 0]
 
 
 def extract_to_singleton(source: MultiplexTrackerState, obj_id: int) -> MultiplexTrackerState:

@@ -191,7 +191,7 @@ def test_bad_requests_are_one_clear_input_error(model, video, call, message):
 
 
 def test_a_session_needs_a_sam31_model_and_one_clip(model, video):
-    with pytest.raises(InputError, match="SAM 3.1"):
+    with pytest.raises(InputError, match="video model with its tracker"):
         VideoSession(model.detector, video)
     long = np.zeros((40, 8, 8, 3), np.uint8)
     with pytest.raises(InputError, match="one clip"):

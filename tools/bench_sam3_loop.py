@@ -2,6 +2,7 @@
 
     python tools/bench_sam3_loop.py                      # 3 s and 30 s clips at 10 fps, one process each
     python tools/bench_sam3_loop.py --durations 3 30 60 --fps 10
+    python tools/bench_sam3_loop.py --version sam3.1     # the SAM 3.1 multiplex loop (tiny model, seeded weights)
 
 Model: the demo detector (the shipped checkpoint, trained on the synthetic shapes world, so it finds
 the objects) with the second neck and the tracker of the tiny parity fixtures (random weights at the
@@ -10,6 +11,10 @@ loop's thresholds. Clip: a synthetic shapes clip (320x240) with its benchmark pr
 in its own process; printed per duration: frames, seconds per frame (detector + loop), objects born,
 the largest number tracked at once, the memory banks' size at the end, and the process's peak RSS, then
 the peak RSS ratio of the longest clip to the shortest. Asserts nothing.
+
+``--version sam3.1``: the tiny SAM 3.1 model of the parity fixtures (tests/data/sam31_parity/config.toml) with
+seeded random weights (seed 1) and the loop's thresholds lowered to fit them
+(detection 0.30, new object 0.32); the same clips, prompts and measurements.
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ def video_model():
     return model.eval()
 
 
-def one(duration: float, fps: float, seed: int) -> dict:
+def video_model_31():
+    """The tiny SAM 3.1 model with seeded random weights (tools/check_sam31_loop_parity.load_model)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from check_sam31_loop_parity import load_model
+
+    return load_model(seed=1)
+
+
+def one(duration: float, fps: float, seed: int, version: str = "sam3") -> dict:
     import numpy as np
     import torch
 
@@ -61,7 +74,13 @@ def one(duration: float, fps: float, seed: int) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     clip = generate_clip(seed, WorldConfig(duration_s=duration, fps=fps))
     frames = np.stack([clip.image(t) for t in range(clip.num_frames)])
-    predictor = VideoPredictor(video_model(), TrackingConfig(tracker_name="sam3"))
+    if version == "sam3.1":
+        from sam3video.thresholds import Sam31LoopConfig
+
+        loop = Sam31LoopConfig(score_threshold_detection=0.30, new_det_thresh=0.32)
+        predictor = VideoPredictor(video_model_31(), TrackingConfig(tracker_name="sam3", sam31=loop))
+    else:
+        predictor = VideoPredictor(video_model(), TrackingConfig(tracker_name="sam3"))
     prompts = clip_prompts(clip)
     session = predictor.start_session(prompts, fps=fps)
     start = time.perf_counter()
@@ -72,9 +91,14 @@ def one(duration: float, fps: float, seed: int) -> dict:
         count += 1
     seconds = time.perf_counter() - start
     loops = session.sam3.loops
-    bank = sum(b.bank.nbytes() for loop in loops for b in loop.buckets)
-    return {"duration_s": duration, "frames": count, "s_per_frame": round(seconds / max(count, 1), 4),
-            "objects_born": sum(loop.state.max_obj_id + 1 for loop in loops), "most_tracked": most,
+    if version == "sam3.1":
+        bank = sum(state.nbytes() for loop in loops for state in loop.states)
+        born = sum(loop.planning.max_obj_id + 1 for loop in loops)
+    else:
+        bank = sum(b.bank.nbytes() for loop in loops for b in loop.buckets)
+        born = sum(loop.state.max_obj_id + 1 for loop in loops)
+    return {"version": version, "duration_s": duration, "frames": count, "s_per_frame": round(seconds / max(count, 1), 4),
+            "objects_born": born, "most_tracked": most,
             "bank_mib_at_end": round(bank / 2**20, 2), "prompts": prompts,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -84,15 +108,16 @@ def main() -> None:
     parser.add_argument("--durations", type=float, nargs="+", default=[3.0, 30.0])
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--version", choices=["sam3", "sam3.1"], default="sam3")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.fps, args.seed)))
+        print(json.dumps(one(args.one, args.fps, args.seed, args.version)))
         return
     rows = []
     for duration in args.durations:
         out = subprocess.run([sys.executable, __file__, "--one", str(duration), "--fps", str(args.fps),
-                              "--seed", str(args.seed)], check=True, capture_output=True, text=True).stdout
+                              "--seed", str(args.seed), "--version", args.version], check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     shortest, longest = min(rows, key=lambda r: r["duration_s"]), max(rows, key=lambda r: r["duration_s"])

@@ -420,6 +420,80 @@ def check_outputs(model, fixture: dict, cfg: Sam3LoopConfig, frames: list, refer
     return rows
 
 
+MIN_IOU = 0.99  # interactive responses: each object's mask against the official one
+SCORE_TIE = 1e-5  # relative: tracker score logits this close decide the output non-overlap by float noise
+
+
+def check_interactive(model, fixture: dict, cfg: Sam3LoopConfig, problems: list[str], compared: dict[str, int]
+                      ) -> None:
+    """The interactive requests of a ``--interactive`` fixture replayed through ``VideoSession`` after the text
+    prompt and its forward propagation (refereed like ``check_outputs``): every response (frame order, ids,
+    probabilities, each mask at IoU >= ``MIN_IOU``), the action history and each tracker state's ids."""
+    from sam3video.session import VideoSession
+
+    T, H, W = fixture["num_frames"], fixture["orig_height"], fixture["orig_width"]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[fixture["memory_dtype"]]
+    session = VideoSession(model, np.zeros((T, H, W, 3), np.uint8), config=cfg, memory_dtype=dtype, source_fps=10)
+    session.frames = fixture["images"].float()
+    with Referee(fixture["steps"]).active():
+        session.add_prompt(0, text=fixture["prompt"])
+        list(session.propagate("forward", start_frame=0))
+    for n, step in enumerate(fixture["interactive"]):
+        r = step["request"]
+        where = f"interactive request {n} ({r['type']})"
+        if r["type"] == "add_prompt":
+            ours = [session.add_prompt(r["frame_index"], points=r["points"], point_labels=r["point_labels"],
+                                       obj_id=r["obj_id"], rel_coordinates=True)]
+        elif r["type"] == "remove_object":
+            session.remove_object(r["obj_id"])
+            ours = []
+        else:
+            ours = list(session.propagate("backward" if r["reverse"] else "forward", r["start_frame_index"]))
+        if [o.frame_index for o in ours] != [int(o["frame_idx"]) for o in step["outputs"]]:
+            problems.append(f"{where}: frames {[o.frame_index for o in ours]} vs official "
+                            f"{[int(o['frame_idx']) for o in step['outputs']]}")
+            continue
+        for out, expected in zip(ours, step["outputs"]):
+            at, d = f"{where}, frame {out.frame_index}", out.detections
+            ids = expected["out_obj_ids"].tolist()
+            compared["interactive_frames"] = compared.get("interactive_frames", 0) + 1
+            if d.tracker_id.tolist() != ids:
+                problems.append(f"{at}: ids {d.tracker_id.tolist()} vs official {ids}")
+                continue
+            if not ids:
+                continue
+            if float(np.abs(d.confidence - expected["out_probs"].numpy()).max()) > SCORE_ATOL:
+                problems.append(f"{at}: probabilities {d.confidence.tolist()} vs {expected['out_probs'].tolist()}")
+            masks = unpack(expected["out_binary_masks_packed"], W)
+            scores = session.cache[out.frame_index].tracker_scores
+            for k, obj_id in enumerate(ids):
+                union = int((d.mask[k] | masks[k]).sum())
+                iou = (d.mask[k] & masks[k]).sum() / union if union else 1.0
+                compared["interactive_masks"] = compared.get("interactive_masks", 0) + 1
+                if iou >= MIN_IOU:
+                    continue
+                # the output non-overlap gives a pixel to the highest tracker score: objects whose scores tie
+                # within float noise (random weights make twins) may swap pixels, and nothing else may differ
+                s = scores.get(obj_id, 0.0)
+                twins = [j for j, other in enumerate(ids) if j != k and abs(scores.get(other, 0.0) - s)
+                         <= SCORE_TIE * max(1.0, abs(s))]
+                covered = np.zeros_like(d.mask[k])
+                for j in twins:
+                    covered |= d.mask[j] | masks[j]
+                if twins and not ((d.mask[k] ^ masks[k]) & ~covered).any():
+                    compared["interactive_twin_swaps"] = compared.get("interactive_twin_swaps", 0) + 1
+                    continue
+                problems.append(f"{at}: object {obj_id}'s mask IoU {iou:.4f} with the official one")
+        history = [{"type": a.kind.value, "frame_idx": T - 1 if a.frame_index == -1 else a.frame_index,
+                    "obj_ids": sorted(a.obj_ids)} for a in session.history]
+        if history != step["action_history"][len(step["action_history"]) - len(history):]:
+            problems.append(f"{where}: action history {history} vs official {step['action_history']}")
+        states = [list(b.obj_ids) for b in session._states()]
+        if states != step["states"]:
+            problems.append(f"{where}: states {states} vs official {step['states']}")
+        compared["interactive_requests"] = compared.get("interactive_requests", 0) + 1
+
+
 def check_fixture(model, fixture: dict, frames: list, name: str = "", use_referee: bool = True) -> Report:
     """Our loop against one recorded official run (``frames`` from ``run_detector``) -> ``Report``."""
     t0 = time.time()
@@ -431,6 +505,8 @@ def check_fixture(model, fixture: dict, frames: list, name: str = "", use_refere
     steps = check_steps(model, fixture, cfg, frames, referee, problems, compared)
     forced = dict(referee.forced)
     out_frames = check_outputs(model, fixture, cfg, frames, Referee(fixture["steps"], use_referee), problems, compared)
+    if fixture.get("interactive"):
+        check_interactive(model, fixture, cfg, problems, compared)
     return Report(name, steps, out_frames, problems, forced, compared, time.time() - t0)
 
 

@@ -626,9 +626,10 @@ def output_record(frame_idx: int, out: dict) -> dict:
 
 
 def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, VIDEO_W),
-             memory_dtype: torch.dtype = torch.float32, probe: bool = True):
+             memory_dtype: torch.dtype = torch.float32, probe: bool = True, after=None):
     """The official user flow: init_state, add_prompt(frame 0, text), propagate_in_video(start 0); ``probe``:
-    probe the knife edges (off for the reruns that only compare decisions)."""
+    probe the knife edges (off for the reruns that only compare decisions). ``after(model, state)``, if given,
+    runs once the flow is recorded (its result in ``rec.interactive``)."""
     rec = Recorder(model, memory_dtype, probe)
     outputs, yield_after_step = [], []
     num_frames = len(images)
@@ -644,7 +645,59 @@ def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, 
             outputs.append(output_record(frame_idx, out))
             yield_after_step.append(len(rec.steps) - 1)
     rec.unwrap()
+    rec.interactive = None
+    if after is not None:
+        with torch.inference_mode():
+            rec.interactive = after(model, state)
     return rec, add_prompt_output, outputs, yield_after_step
+
+
+def interactive_steps(model, state, click_frame: int = 2) -> list[dict]:
+    """The interactive requests after the text flow (the official model's own methods, as its predictor calls
+    them): a positive click on the first object (frame ``click_frame``), propagate forward from 0 (partial); a new
+    object by a positive and a negative click there, propagate; remove that object (a user action), propagate (a
+    fetch); a new object by a click two frames later, propagated forward then backward from there. Each request's
+    outputs (``output_record``), the action history and the tracker states' object ids after it."""
+    steps = []
+    num_frames = state["num_frames"]
+    k = min(click_frame, num_frames - 1)
+
+    def record(request: dict, outputs: list) -> None:
+        steps.append({
+            "request": request, "outputs": outputs,
+            "action_history": [{"type": h["type"], "frame_idx": h.get("frame_idx"),
+                                "obj_ids": sorted(map(int, h.get("obj_ids") or []))}
+                               for h in state.get("action_history", [])],
+            "states": [list(map(int, s["obj_ids"])) for s in state["tracker_inference_states"]]})
+        print(request["type"], request.get("points") or request.get("obj_id", ""), "->", "; ".join(
+            f"f{o['frame_idx']}: {o['out_obj_ids'].tolist()}" for o in outputs))
+
+    def click(frame: int, points, labels, obj_id: int) -> None:
+        f, out = model.add_prompt(state, frame_idx=frame, points=points, point_labels=labels, obj_id=obj_id,
+                                  rel_coordinates=True)
+        record({"type": "add_prompt", "frame_index": frame, "points": points, "point_labels": labels,
+                "obj_id": obj_id}, [output_record(f, out)])
+
+    def propagate(start: int, reverse: bool) -> None:
+        outs = [output_record(f, out) for f, out in model.propagate_in_video(
+            state, start_frame_idx=start, max_frame_num_to_track=num_frames, reverse=reverse)]
+        record({"type": "propagate_in_video", "start_frame_index": start, "reverse": reverse}, outs)
+
+    ids = sorted(int(i) for i in state["tracker_metadata"]["obj_ids_all_gpu"])
+    target = ids[0] if ids else 0
+    click(k, [[0.25, 0.35]], [1], target)
+    propagate(0, False)
+    new_id = int(state["tracker_metadata"]["max_obj_id"]) + 1
+    click(k, [[0.7, 0.2], [0.3, 0.8]], [1, 0], new_id)
+    propagate(0, False)
+    model.remove_object(state, new_id, is_user_action=True)
+    record({"type": "remove_object", "obj_id": new_id}, [])
+    propagate(0, False)
+    later = min(k + 2, num_frames - 1)
+    click(later, [[0.5, 0.5]], [1], new_id + 1)
+    propagate(later, False)
+    propagate(later, True)
+    return steps
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -933,6 +986,8 @@ def main(argv=None) -> int:
     ap.add_argument("--robustness", type=float, default=None,
                     help="relative weight noise of the check rerun (0: skip; default 1e-6 tiny, 0 full)")
     ap.add_argument("--dry", action="store_true", help="do not write the fixture")
+    ap.add_argument("--interactive", action="store_true",
+                    help="then the interactive requests of interactive_steps (clicks, removal, partial propagation)")
     full = ap.add_argument_group("full size only")
     full.add_argument("--frames", type=int, default=FULL_NUM_FRAMES, help="clip length (full)")
     full.add_argument("--video-size", type=int, nargs=2, default=(FULL_VIDEO_H, FULL_VIDEO_W), metavar=("H", "W"))
@@ -963,7 +1018,8 @@ def main(argv=None) -> int:
 
     images = preprocess(make_clip(args.clip_seed, scene=args.scene), det_sizes["resolution"])
     t1 = time.time()
-    rec, add_prompt_output, outputs, yield_after_step = run_loop(model, images, memory_dtype=memory_dtype)
+    rec, add_prompt_output, outputs, yield_after_step = run_loop(
+        model, images, memory_dtype=memory_dtype, after=interactive_steps if args.interactive else None)
     t_run = time.time() - t1
     detector_raw = rec.finish()
     robust = (robustness(model, images, rec, outputs, args.robustness, memory_dtype=memory_dtype)
@@ -985,6 +1041,7 @@ def main(argv=None) -> int:
         "seeds": {"neck": args.neck_seed, "clip": args.clip_seed, "build": 0}, "neck_gain": args.neck_gain,
         "sam2_convs": {k: v.half() for k, v in sam2.items()},
         **recorded_run(patches, rec, detector_raw, add_prompt_output, outputs, yield_after_step, robust),
+        "interactive": rec.interactive or [],
     }
     assert all(torch.equal(v.half().float(), v) for v in sam2.values())
     args.out.mkdir(parents=True, exist_ok=True)

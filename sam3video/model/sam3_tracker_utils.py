@@ -91,6 +91,7 @@ class MemoryBank:
     def evict(
         self, frame_idx: int, num_maskmem: int, max_obj_ptrs: int, r: int = 1,
         mf_threshold: Optional[float] = None, track_in_reverse: bool = False,
+        keep: Optional[set] = None, keep_entries: bool = False,
     ) -> None:
         """Drop from the tracked frames before ``frame_idx`` (after it, in reverse) what ``track_step``
         can never read on ``frame_idx`` or any later (earlier) frame, so that results are unchanged:
@@ -109,6 +110,8 @@ class MemoryBank:
         ``use_memory_selection`` (else None). Calling it with the frame just stored also keeps what is
         needed if that frame is then re-prompted. Conditioning frames are never evicted (prompts bound
         them), nor frames at or after ``frame_idx``. Stored outputs are replaced, not modified.
+        Frames in ``keep`` stay whole; ``keep_entries``: every entry stays (mask logits and pointer; an
+        interactive session's clicks read them), only memory maps go.
         """
         sign = -1 if track_in_reverse else 1
         past = sorted((t for t in self.non_cond_frame_outputs if (frame_idx - t) * sign > 0), key=lambda t: -t * sign)
@@ -128,8 +131,10 @@ class MemoryBank:
                 if n <= num_maskmem - 1:
                     keep_mem.add(t)
         for t in past:
+            if keep is not None and t in keep:
+                continue
             out = self.non_cond_frame_outputs[t]
-            if t not in keep_entry:
+            if t not in keep_entry and not keep_entries:
                 del self.non_cond_frame_outputs[t]
             elif out.pred_masks_high_res is not None or (t not in keep_mem and out.maskmem_features is not None):
                 slim = {} if t in keep_mem else {"maskmem_features": None, "maskmem_pos_enc": None}

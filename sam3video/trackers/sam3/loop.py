@@ -106,6 +106,11 @@ class TrackerBucket:
         self.bank = MemoryBank()
         self.input_frames: dict[int, set[int]] = {}  # frame -> ids with a mask prompt there
         self.tracked_frames: set[int] = set()
+        self.keep_frames: set[int] = set()  # never evicted (a session propagates both ways from them)
+        self.keep_entries = False  # evict memory maps only (a session's clicks read any frame's mask logits)
+        # frames whose per-object tracked output the official state has dropped (``_clear_non_cond_mem_around_
+        # input``: a one-object state, around its conditioning frames); a click there finds no earlier mask
+        self.per_object_cleared: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.obj_ids)
@@ -177,12 +182,14 @@ class TrackerBucket:
         )
 
     @torch.inference_mode()
-    def propagate(self, frame_idx: int, features: FrameFeatures) -> tuple[Tensor, Tensor]:
-        """Track the bucket to ``frame_idx`` without encoding its memory yet -> (low-res mask logits
-        (B, h, w), object score logits (B,)). A frame that is already a conditioning frame gives its
-        stored output (the official loop runs the prompted frame twice)."""
+    def propagate(self, frame_idx: int, features: FrameFeatures, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """Track the bucket to ``frame_idx`` (from later frames when ``reverse``) without encoding its memory
+        yet -> (low-res mask logits (B, h, w), object score logits (B,)). A frame that is already a
+        conditioning frame gives its stored output (the official loop runs the prompted frame twice)."""
         stored = self.bank.cond_frame_outputs.get(frame_idx)
-        if stored is None:
+        if stored is not None:
+            self.clear_around(frame_idx)
+        else:
             B = len(self.obj_ids)
             t = self.tracker
             stored = t.track_step(
@@ -190,16 +197,17 @@ class TrackerBucket:
                 current_vision_feats=[x.expand(-1, B, -1) for x in features.vision_feats],
                 current_vision_pos_embeds=[x.expand(-1, B, -1) for x in features.vision_pos_embeds],
                 feat_sizes=features.feat_sizes, point_inputs=None, mask_inputs=None, output_dict=self.bank,
-                num_frames=self.num_frames, run_mem_encoder=False,
+                num_frames=self.num_frames, track_in_reverse=reverse, run_mem_encoder=False,
             )
             stored = dataclasses.replace(stored, pred_masks_high_res=None)
             self.bank.add(frame_idx, stored, is_cond=False)
+            self.per_object_cleared.discard(frame_idx)
         self.tracked_frames.add(frame_idx)
         return stored.pred_masks[:, 0], stored.object_score_logits[:, 0]
 
     @torch.inference_mode()
     def encode_memory(self, frame_idx: int, high_res_masks: Tensor, object_score_logits: Tensor,
-                      features: FrameFeatures) -> None:
+                      features: FrameFeatures, reverse: bool = False) -> None:
         """Encode (B, 1, S, S) masks as the memory of ``frame_idx`` (official ``_run_memory_encoder``
         with ``is_mask_from_pts=False``), then evict what no later frame can read."""
         t, B = self.tracker, len(self.obj_ids)
@@ -213,10 +221,23 @@ class TrackerBucket:
                 outputs[frame_idx] = dataclasses.replace(
                     outputs[frame_idx], maskmem_features=maskmem_features.to(self.memory_dtype),
                     maskmem_pos_enc=maskmem_pos_enc)
+        self.evict(frame_idx, reverse)
+
+    def clear_around(self, frame_idx: int) -> None:
+        """Official ``_clear_non_cond_mem_around_input`` (on with the official builder) for a one-object state: the
+        per-object tracked outputs within r * num_maskmem frames of a conditioning frame are dropped."""
+        if len(self.obj_ids) <= 1:
+            reach = self.tracker.memory_temporal_stride_for_eval * self.tracker.num_maskmem
+            self.per_object_cleared |= set(range(frame_idx - reach, frame_idx + reach + 1))
+
+    def evict(self, frame_idx: int, reverse: bool = False) -> None:
+        """``MemoryBank.evict`` with the tracker's settings, this bucket's kept frames and entries."""
+        t = self.tracker
         self.bank.evict(frame_idx, num_maskmem=t.num_maskmem,
                         max_obj_ptrs=min(self.num_frames, t.max_obj_ptrs_in_encoder),
                         r=t.memory_temporal_stride_for_eval,
-                        mf_threshold=t.mf_threshold if t.use_memory_selection else None)
+                        mf_threshold=t.mf_threshold if t.use_memory_selection else None,
+                        track_in_reverse=reverse, keep=self.keep_frames, keep_entries=self.keep_entries)
 
     def remove(self, obj_id: int) -> None:
         """Delete ``obj_id`` from every stored frame (official ``remove_object``): its prompts go first,
@@ -325,6 +346,8 @@ class Sam3Loop:
     buckets: list[TrackerBucket] = field(default_factory=list)
     state: PlanningState = field(default_factory=PlanningState)
     last_propagation: Optional[tuple[list[int], Tensor, Tensor]] = None  # ids, (M, h, w) masks, (M,) score logits
+    keep_frames: set[int] = field(default_factory=set)  # never evicted (a session propagates both ways from them)
+    keep_entries: bool = False  # evict memory maps only (a session's clicks read any frame's mask logits)
 
     @property
     def obj_ids(self) -> list[int]:
@@ -332,10 +355,12 @@ class Sam3Loop:
 
     @torch.inference_mode()
     def step(self, frame_idx: int, detections: FrameDetections, features: FrameFeatures,
-             allow_new_detections: bool = True, exemplar_queries: tuple[int, ...] = ()) -> LoopFrame:
+             allow_new_detections: bool = True, exemplar_queries: tuple[int, ...] = (), reverse: bool = False
+             ) -> LoopFrame:
         """One ``_det_track_one_frame``: detections of one frame in, that frame's raw outputs out.
         ``exemplar_queries``: queries that positive exemplar boxes mark (not official): kept whatever
-        their score, each starts an object or re-prompts the track it overlaps (``plan_frame``)."""
+        their score, each starts an object or re-prompts the track it overlaps (``plan_frame``).
+        ``reverse``: the frames go backward (memory from later frames; the rules turned round)."""
         c, t = self.config, self.tracker
         keep = select_detections(detections.probs, detections.masks, c, allow_new_detections)
         if exemplar_queries:
@@ -349,7 +374,8 @@ class Sam3Loop:
         assert tuple(prev_ids) == self.state.obj_ids, (prev_ids, self.state.obj_ids)
         masks, scores = [], []
         for bucket in self.buckets:
-            m, s = bucket.propagate(frame_idx, features)
+            bucket.keep_frames, bucket.keep_entries = self.keep_frames, self.keep_entries
+            m, s = bucket.propagate(frame_idx, features, reverse)
             masks.append(m)
             scores.append(s)
         size = t.low_res_mask_size
@@ -363,7 +389,7 @@ class Sam3Loop:
         exemplar_dets = tuple(torch.nonzero(torch.isin(keep, torch.as_tensor(
             exemplar_queries, dtype=keep.dtype, device=keep.device)))[:, 0].tolist()) if exemplar_queries else ()
         plan, new_state = plan_frame(self.state, frame_idx, det_masks, det_scores, trk_masks, trk_scores, c,
-                                     det_boxes_xyxy=det_boxes, exemplar_dets=exemplar_dets)
+                                     reverse=reverse, det_boxes_xyxy=det_boxes, exemplar_dets=exemplar_dets)
         # recondition: the matched detection's mask as a new prompt of its object, before memory encoding
         reconditioned: dict[int, list[int]] = {}
         for obj_id, det_idx in plan.recondition.items():
@@ -383,13 +409,14 @@ class Sam3Loop:
             start = 0
             for bucket in self.buckets:
                 rows = slice(start, start + len(bucket))
-                bucket.encode_memory(frame_idx, high_res[rows], object_scores[rows], features)
+                bucket.encode_memory(frame_idx, high_res[rows], object_scores[rows], features, reverse)
                 start += len(bucket)
 
         # new objects: one new bucket; removed objects deleted
         new_ids = [int(i) for i in plan.new_det_obj_ids]
         if new_ids:
             bucket = TrackerBucket(t, self.num_frames, self.video_size, self.memory_dtype)
+            bucket.keep_frames, bucket.keep_entries = self.keep_frames, self.keep_entries
             prompts = torch.stack([self._prompt_mask(det_masks[int(d)]) for d in plan.new_det_fa_inds])
             bucket.add_masks(frame_idx, new_ids, prompts, features)
             self.buckets.append(bucket)
@@ -480,5 +507,9 @@ class HotstartBuffer:
         ready, self.buffer = self.buffer, []
         return [self._output(frame) for frame in ready]
 
+    def hidden(self, frame: LoopFrame) -> set[int]:
+        """The ids hidden on ``frame`` once it is given out: hot-start removed by then, or suppressed there."""
+        return self.removed | frame.suppressed
+
     def _output(self, frame: LoopFrame) -> LoopOutput:
-        return postprocess_frame(frame, self.removed | frame.suppressed, self.video_size)
+        return postprocess_frame(frame, self.hidden(frame), self.video_size)

@@ -429,6 +429,10 @@ class ConfirmationBuffer:
         ready, self.buffer = self.buffer, []
         return [self._output(frame) for frame in ready]
 
-    def _output(self, frame: LoopFrame) -> LoopOutput:
+    def hidden(self, frame: LoopFrame) -> frozenset[int]:
+        """The ids hidden on ``frame`` once it is given out: unconfirmed two frames on."""
         later = max(0, min(frame.frame_idx + self.look_ahead, self.num_frames - 1))
-        return postprocess_frame(frame, self.unconfirmed.get(later, frozenset()), self.video_size)
+        return self.unconfirmed.get(later, frozenset())
+
+    def _output(self, frame: LoopFrame) -> LoopOutput:
+        return postprocess_frame(frame, self.hidden(frame), self.video_size)

@@ -1,5 +1,7 @@
 """The official SAM 3 loop, end to end against the official code (sam3 0.1.4 ``Sam3VideoInference``: ``add_prompt``
-on frame 0, then ``propagate_in_video``) on the tiny video model with random weights and lowered thresholds, CPU:
+on frame 0, then ``propagate_in_video``; in the cases made with ``--interactive``, then clicks, a removal and
+partial propagation both ways, replayed through ``VideoSession``) on the tiny video model with random weights and
+lowered thresholds, CPU:
 the stored cases of tests/data/video_loop_parity (made by tools/make_video_loop_fixture.py, see its README), checked
 by tools/check_sam3_loop_parity.py exactly as by hand: every step's detections, tracker masks, object-score logits,
 area-shrinkage decisions and planning decisions, then every yielded frame. Knife-edge decisions (marked by the maker:
@@ -64,6 +66,22 @@ def test_loop_matches_the_official_run(case):
     marked = sum(sum(s.get("mem", {}).get("shrink_knife_edge", [])) for s in fixture["steps"])
     assert sum(len(rows) for rows in report.forced.values()) == marked
     assert report.compared["shrink_decisions"] >= 10
+    if fixture.get("interactive"):  # then VideoSession through the official interactive requests
+        assert report.compared["interactive_requests"] == 9 and report.compared["interactive_masks"] >= 40
+
+
+def test_the_interactive_check_catches_a_wrong_click_score(monkeypatch):
+    """The interactive comparison can fail: a clicked object keeping its detection score instead of the official
+    1.0 shows in the responses' probabilities."""
+    from sam3video import session
+
+    fixture = check.read_fixture(FOLDER / "three_fp32_n0_c0.pt.xz")
+    assert fixture["interactive"]
+    model = check.load_model("tiny", None, fixture)
+    monkeypatch.setattr(session, "CLICK_SCORE", 0.5)
+    problems, compared = [], {}
+    check.check_interactive(model, fixture, check.loop_config(fixture), problems, compared)
+    assert any("probabilities" in p for p in problems)
 
 
 def test_a_swap_of_two_objects_inside_a_bucket_is_caught(case, monkeypatch):
@@ -74,8 +92,8 @@ def test_a_swap_of_two_objects_inside_a_bucket_is_caught(case, monkeypatch):
     propagate = TrackerBucket.propagate
     swapped = []
 
-    def swap_first_two(bucket, frame_idx, features):
-        masks, scores = propagate(bucket, frame_idx, features)
+    def swap_first_two(bucket, frame_idx, features, *args):
+        masks, scores = propagate(bucket, frame_idx, features, *args)
         if len(bucket) >= 2 and frame_idx >= 1:
             order = [1, 0, *range(2, len(bucket))]
             masks, scores = masks[order], scores[order]
