@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -186,6 +187,7 @@ class VideoSession:
     ``Sam3VideoModel``; what differs between them is in their methods, the requests are here."""
 
     boxes_only_text = TEXT_PLACEHOLDER  # the text of a concept given by boxes only
+    FEATURE_CACHE = 2  # frames whose tracker features are kept (a full-size frame's are 100-200 MB)
 
     def __new__(cls, model=None, *args, **kwargs):
         if cls is VideoSession:
@@ -242,6 +244,7 @@ class VideoSession:
         self.prompted_frames: set[int] = set()  # frames the detector loop has run on (official previous_stages_out)
         self.max_obj_id = -1
         self.keep_frames: set[int] = set()  # frames no eviction drops: around each propagation's start
+        self._feature_cache: OrderedDict = OrderedDict()  # frame -> tracker features, most recent last
 
     def close(self) -> None:
         """Free the frames and every state; the session cannot be used afterwards."""
@@ -352,8 +355,40 @@ class VideoSession:
                     yield self._output(t)
 
     # -- the detector + tracker loop -----------------------------------------------------------------------------
+    neck_paths: dict = {}  # which neck paths a tracker-only ViT pass computes (forward_image's need_* flags)
+
+    def _run_detector(self, frame_index: int):
+        """(the frame's ``FrameDetections``, its tracker features), from one ViT pass."""
+        boxes = self.boxes.get(frame_index, [])
+        with torch.inference_mode():
+            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
+                                prompt_from_boxes([boxes], self.detector.device))
+        backbone = outputs["prev_encoder_out"]["backbone_out"]
+        return frame_detections(outputs)[0], self._features_of(backbone, int(backbone["id_mapping"][frame_index]))
+
+    def _compute_features(self, frame_index: int):
+        """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
+        image = self.frames[frame_index][None].to(self.detector.device)
+        with torch.inference_mode():
+            return self._features_of(self.detector.backbone.forward_image(image, **self.neck_paths), 0)
+
+    def _features(self, frame_index: int):
+        """The tracker's features of a frame, kept for the last ``FEATURE_CACHE`` frames (clicks on one frame
+        reuse them; the official code runs the whole detector again for each click)."""
+        features = self._feature_cache.pop(frame_index, None)
+        if features is None:
+            features = self._compute_features(frame_index)
+        self._remember(frame_index, features)
+        return features
+
+    def _remember(self, frame_index: int, features) -> None:
+        self._feature_cache[frame_index] = features
+        while len(self._feature_cache) > self.FEATURE_CACHE:
+            self._feature_cache.popitem(last=False)
+
     def _loop_step(self, frame_index: int, reverse: bool = False) -> LoopFrame:
         detections, features = self._run_detector(frame_index)
+        self._remember(frame_index, features)
         self.loop.keep_frames = self.keep_frames
         frame = self._step(frame_index, detections, features, reverse)
         self.prompted_frames.add(frame_index)
@@ -448,12 +483,8 @@ class VideoSession:
     def _new_loop(self):
         raise NotImplementedError
 
-    def _run_detector(self, frame_index: int):
-        """(the frame's ``FrameDetections``, its tracker features), from one ViT pass."""
-        raise NotImplementedError
-
-    def _features(self, frame_index: int):
-        """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
+    def _features_of(self, backbone_out: dict, row: int):
+        """The tracker's features of row ``row`` of the backbone's outputs."""
         raise NotImplementedError
 
     def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
@@ -507,20 +538,10 @@ class Sam31Session(VideoSession):
     def _new_loop(self) -> Sam31Loop:
         return Sam31Loop(self.tracker, self.config, self.num_frames, self.video_size, self.memory_dtype)
 
-    def _run_detector(self, frame_index: int):
-        boxes = self.boxes.get(frame_index, [])
-        with torch.inference_mode():
-            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
-                                prompt_from_boxes([boxes], self.detector.device))
-        backbone = outputs["prev_encoder_out"]["backbone_out"]
-        row = int(backbone["id_mapping"][frame_index])
-        return frame_detections(outputs)[0], sam31_features(self.tracker, backbone, row)
+    neck_paths = {"need_sam3_out": False}  # a click or a partial propagation needs the tracker's paths only
 
-    def _features(self, frame_index: int) -> Sam31Features:
-        with torch.inference_mode():
-            backbone = self.detector.backbone.forward_image(self.frames[frame_index][None].to(self.detector.device),
-                                                            need_sam3_out=False)
-        return sam31_features(self.tracker, backbone, 0)
+    def _features_of(self, backbone_out: dict, row: int) -> Sam31Features:
+        return sam31_features(self.tracker, backbone_out, row)
 
     def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
         return self.loop.step(frame_index, detections.probs, detections.masks.float(), detections.boxes, features,
@@ -629,19 +650,8 @@ class Sam3Session(VideoSession):
         return Sam3Loop(self.tracker, self.config, self.num_frames, self.video_size, self.memory_dtype,
                         keep_entries=True)
 
-    def _run_detector(self, frame_index: int):
-        boxes = self.boxes.get(frame_index, [])
-        with torch.inference_mode():
-            outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
-                                prompt_from_boxes([boxes], self.detector.device))
-        backbone = outputs["prev_encoder_out"]["backbone_out"]
-        row = int(backbone["id_mapping"][frame_index])
-        return frame_detections(outputs)[0], tracker_features(self.tracker, backbone["sam2_backbone_out"], row)
-
-    def _features(self, frame_index: int) -> FrameFeatures:
-        with torch.inference_mode():
-            backbone = self.detector.backbone.forward_image(self.frames[frame_index][None].to(self.detector.device))
-        return tracker_features(self.tracker, backbone["sam2_backbone_out"], 0)
+    def _features_of(self, backbone_out: dict, row: int) -> FrameFeatures:
+        return tracker_features(self.tracker, backbone_out["sam2_backbone_out"], row)
 
     def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
         # officially, boxes without text start objects on their own frame only

@@ -196,3 +196,21 @@ def test_a_session_needs_a_sam31_model_and_one_clip(model, video):
     long = np.zeros((40, 8, 8, 3), np.uint8)
     with pytest.raises(InputError, match="one clip"):
         VideoSession(model, long, source_fps=1)
+
+
+def test_clicks_on_one_frame_reuse_its_features(model, video, monkeypatch):
+    """The tracker features of the last frames are kept: a second click on a frame runs no ViT pass (the official
+    code runs the whole detector again for every click), and the result is the same as with a fresh pass."""
+    session = new_session(model, video)
+    session.add_prompt(0, text="shape")
+    calls = []
+    compute = type(session)._compute_features
+    monkeypatch.setattr(type(session), "_compute_features", lambda self, t: calls.append(t) or compute(self, t))
+    first = session.add_prompt(5, points=[(30, 20)], point_labels=[1], obj_id=50)
+    again = session.add_prompt(5, points=[(30, 20)], point_labels=[1], obj_id=50)
+    assert calls == [5]
+    session._feature_cache.clear()
+    fresh = session.add_prompt(5, points=[(30, 20)], point_labels=[1], obj_id=50)
+    assert calls == [5, 5]
+    for out in (again, fresh):
+        assert np.array_equal(out.detections.mask, first.detections.mask)
