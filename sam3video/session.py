@@ -1,6 +1,6 @@
 """The interactive video session: the official video predictor's requests, from Python.
 
-    session = VideoSession(model, "clip.mp4")          # a Sam31VideoModel (load_video_model)
+    session = VideoSession(model, "clip.mp4")          # video_checkpoint.load_video_model: sam3.pt or SAM 3.1
     first = session.add_prompt(0, text="dog")          # the detector on frame 0: every dog, official ids
     for frame in session.propagate():                  # "both": forward from frame 0, then backward
         ...                                            # SessionFrame(frame_index, Detections)
@@ -10,16 +10,18 @@
     for frame in session.propagate():                  # only objects 3 and 9 are tracked again
         ...
 
-What each request does is the official behaviour (``notes/interactive_reading.md`` is the reading of Meta's
-code it follows; SAM 3.1 main @96914d2):
+What each request does is the official behaviour of the model's version (``notes/interactive_reading.md`` is the
+reading of Meta's code it follows: sam3 0.1.4 for SAM 3, GitHub main @96914d2 for SAM 3.1):
 
 - ``add_prompt(frame, text=..., boxes=...)``: the detector path. A new concept starts over (every object, click
   and cached frame is dropped), the detection + tracking loop runs on that frame, its output is returned.
 - ``add_prompt(frame, points=..., point_labels=..., obj_id=...)``: the tracker path. A new ``obj_id`` starts an
-  object from the clicks (the interactive SAM heads, no memory); an existing one is re-segmented from the clicks
+  object from the clicks (SAM heads on that frame, no memory); an existing one is re-segmented from the clicks
   on that frame, which becomes its conditioning frame. SAM 3.1 first moves an object that shares its buckets
-  into a state of its own. The object's score becomes 1.0. Clicks replace the frame's earlier ones unless
-  ``clear_old_points=False``. Coordinates are pixels of the video unless ``rel_coordinates`` (official: [0, 1]).
+  into a state of its own; SAM 3 keeps it in its birth bucket and prompts its heads with the object's earlier mask
+  there. The object's score becomes 1.0. Clicks replace the frame's earlier ones unless
+  ``clear_old_points=False`` (sam3 0.1.4 always replaces them). Coordinates are pixels of the video unless
+  ``rel_coordinates`` (official: [0, 1]).
 - ``remove_object(obj_id)``: the object leaves its tracker state (its slot is marked removed) and every cached
   frame; ids are never re-issued by the detector.
 - ``propagate(direction, start_frame, max_frames)``: the action history decides, as officially, between the full

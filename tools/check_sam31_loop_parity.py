@@ -285,7 +285,8 @@ def check_steps(fx: dict, model, report: "Report") -> None:
         where = f"request {n} ({r['type']})"
         if r["type"] == "add_prompt":
             ours = [session.add_prompt(r["frame_index"], points=r["points"], point_labels=r["point_labels"],
-                                       obj_id=r["obj_id"], rel_coordinates=True)]
+                                       obj_id=r["obj_id"], rel_coordinates=True,
+                                       clear_old_points=r.get("clear_old_points", True))]
         elif r["type"] == "remove_object":
             ours = [session.remove_object(r["obj_id"], r["frame_index"])]
         else:

@@ -80,7 +80,7 @@ def plain(x):
 def interactive_steps(predictor, sid: str, probe, args) -> list[dict]:
     """After the text prompt and its forward propagation: a positive click on the first object (frame
     ``--click-frame``; SAM 3.1 moves it into a state of its own), propagate forward; a new object by a positive and
-    a negative click there, propagate; remove that object, propagate (a fetch); another new object by a click two
+    a negative click there, a negative click refining it (the earlier clicks kept), propagate; remove that object, propagate (a fetch); another new object by a click two
     frames later, propagated "both" from there (partial forward, then partial backward). Each request's responses (packed as ``probe.pack``), the action history and the multiplex states
     after it."""
     steps = []
@@ -117,6 +117,8 @@ def interactive_steps(predictor, sid: str, probe, args) -> list[dict]:
     new_id = steps[-1]["metadata"].get("max_obj_id", -1) + 1
     req({"type": "add_prompt", "frame_index": k, "points": [[0.7, 0.2], [0.3, 0.8]], "point_labels": [1, 0],
          "obj_id": new_id})
+    req({"type": "add_prompt", "frame_index": k, "points": [[0.45, 0.4]], "point_labels": [0], "obj_id": new_id,
+         "clear_old_points": False})  # a negative click refining it, the earlier clicks kept
     req(fwd, stream=True)
     req({"type": "remove_object", "frame_index": k, "obj_id": new_id})
     req(fwd, stream=True)

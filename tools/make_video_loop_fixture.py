@@ -655,7 +655,7 @@ def run_loop(model, images: torch.Tensor, video_hw: tuple[int, int] = (VIDEO_H, 
 def interactive_steps(model, state, click_frame: int = 2) -> list[dict]:
     """The interactive requests after the text flow (the official model's own methods, as its predictor calls
     them): a positive click on the first object (frame ``click_frame``), propagate forward from 0 (partial); a new
-    object by a positive and a negative click there, propagate; remove that object (a user action), propagate (a
+    object by a positive and a negative click there, a negative click refining it, propagate; remove that object (a user action), propagate (a
     fetch); a new object by a click two frames later, propagated forward then backward from there. Each request's
     outputs (``output_record``), the action history and the tracker states' object ids after it."""
     steps = []
@@ -689,6 +689,7 @@ def interactive_steps(model, state, click_frame: int = 2) -> list[dict]:
     propagate(0, False)
     new_id = int(state["tracker_metadata"]["max_obj_id"]) + 1
     click(k, [[0.7, 0.2], [0.3, 0.8]], [1, 0], new_id)
+    click(k, [[0.45, 0.4]], [0], new_id)  # a negative click refining it (its earlier mask the prompt)
     propagate(0, False)
     model.remove_object(state, new_id, is_user_action=True)
     record({"type": "remove_object", "obj_id": new_id}, [])

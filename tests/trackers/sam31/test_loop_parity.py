@@ -29,7 +29,7 @@ def test_the_loop_matches_the_official_multiplex_predictor(fixture):
     assert report.compared.get("tracker object-score logits", 0) > 0
     assert all(v < 1e-5 for k, v in report.max_diff.items() if "logits" in k or "prob" in k), report.max_diff
     if fixture.name.startswith("interactive"):
-        assert report.compared["interactive requests"] == 8 and report.compared["interactive masks"] > 40
+        assert report.compared["interactive requests"] == 9 and report.compared["interactive masks"] > 40
 
 
 def test_the_check_catches_a_wrong_click_score(monkeypatch):
