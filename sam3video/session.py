@@ -251,7 +251,7 @@ class VideoSession:
     def close(self) -> None:
         """Free the frames and every state; the session cannot be used afterwards."""
         self.reset()
-        self.images = []
+        self.images = self.frames.images = []
 
     def _check_frame(self, frame_index: int, what: str = "frame") -> int:
         if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)) or \

@@ -148,6 +148,8 @@ def test_remove_object_takes_it_out_everywhere_and_the_next_propagation_fetches(
     # ids are not re-issued, and a text prompt starts over
     session.add_prompt(0, text="shape")
     assert session.history == [] and victim in session.obj_ids  # the detector's ids restart with the new concept
+    session.close()  # frees the frames and every state
+    assert session.num_frames == 0 and len(session.frames) == 0 and session.obj_ids == [] and session.cache == {}
 
 
 def test_extraction_keeps_the_objects_pointers_but_no_memory_maps(model, video):
