@@ -4,8 +4,9 @@
     python tools/bench_session.py --size full --frames 4  # the real architectures (random weights), slow on a CPU
 
 Models: seeded random weights (SAM 3.1: tools/sam31_weights.py, as the parity fixtures; SAM 3: the tiny parity
-weights with a stored case's second neck, or at full size PyTorch's init), thresholds lowered so that random
-detections start objects. Clip: a synthetic shapes clip (320x240). Printed per version, in seconds: the text
+weights with a stored case's second neck, or at full size PyTorch's init). Tiny: thresholds lowered so that random
+detections start objects; full: no detection starts one (random full-size detectors score hundreds of queries
+alike, and the loop's cost is per object: tools/bench_multiplex.py), so the clicked object is the only one. Clip: a synthetic shapes clip (320x240). Printed per version, in seconds: the text
 prompt on frame 0 (ViT + detector + loop), the full propagation per frame, a click that starts an object on a
 frame not seen since (ViT + SAM heads + memory), a second click there (heads + memory: the frame's features are
 kept), the partial propagation per frame (ViT + the clicked object's state), and the objects held. Asserts nothing.
@@ -27,15 +28,17 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 
 def model_and_config(version: str, size: str):
+    threshold = 0.3 if size == "tiny" else 1.0  # full: no births (see above)
     if version == "sam3.1":
         from check_sam31_loop_parity import load_model
 
         from sam3video.thresholds import Sam31LoopConfig
 
-        return load_model(seed=1, size=size), Sam31LoopConfig(score_threshold_detection=0.30, new_det_thresh=0.32)
+        return load_model(seed=1, size=size), Sam31LoopConfig(score_threshold_detection=threshold,
+                                                              new_det_thresh=threshold)
     from sam3video.thresholds import Sam3LoopConfig
 
-    config = Sam3LoopConfig(score_threshold_detection=0.3, new_det_thresh=0.32, hotstart_delay=2,
+    config = Sam3LoopConfig(score_threshold_detection=threshold, new_det_thresh=threshold, hotstart_delay=2,
                             hotstart_unmatch_thresh=2, hotstart_dup_thresh=2)
     if size == "tiny":
         from check_sam3_loop_parity import load_model, read_fixture
