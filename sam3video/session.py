@@ -324,14 +324,16 @@ class VideoSession:
         frames each way."""
         if direction not in DIRECTIONS:
             raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        if start_frame is None:
-            if not self.prompted_frames:
-                raise InputError("nothing to propagate: add a text or box prompt first")
-            start_frame = min(self.prompted_frames)
-        start_frame = self._check_frame(start_frame, "start_frame")
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
                                        or max_frames < 0):
             raise InputError(f"max_frames must be a whole number >= 0, got {max_frames!r}")
+        # officially a RuntimeError without a start frame; with one, SAM 3.1 fails (a TypeError) and SAM 3 runs a
+        # loop that has no prompt
+        if start_frame is None and not self.prompted_frames or self.loop is None and not self.history:
+            raise InputError("nothing to propagate: add a text or box prompt first")
+        if start_frame is None:
+            start_frame = min(self.prompted_frames)
+        start_frame = self._check_frame(start_frame, "start_frame")
         reverses = {"forward": (False,), "backward": (True,), "both": (False, True)}[direction]
         return self._propagate(reverses, start_frame, max_frames)
 

@@ -182,6 +182,7 @@ def test_extraction_keeps_the_objects_pointers_but_no_memory_maps(model, video):
     (lambda s: s.add_prompt(0, boxes=[(10, 10, 5, 5)]), "empty or outside"),
     (lambda s: s.add_prompt(0, boxes=[(1, 1, 5, 5)], box_labels=[1, 0]), "one label per box"),
     (lambda s: list(s.propagate()), "add a text or box prompt first"),
+    (lambda s: list(s.propagate(start_frame=2)), "add a text or box prompt first"),
     (lambda s: list(s.propagate("sideways", start_frame=0)), "direction"),
     (lambda s: list(s.propagate(start_frame=0, max_frames=-1)), "max_frames"),
     (lambda s: s.remove_object(4), "no object 4"),
