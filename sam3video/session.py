@@ -37,7 +37,6 @@ does what the request asks for instead; each such place is named below. Ids are 
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -622,20 +621,10 @@ class Sam31Session(VideoSession):
 
     def _partial_frame(self, state: MultiplexTrackerState, t: int, features: Sam31Features, reverse: bool
                        ) -> tuple[Tensor, Tensor]:
-        if t in state.consolidated:
-            out = state._stored(t)
-        else:
-            out = self.tracker.track_step(t, False, None, features.propagation, None, None, state.bank,
-                                          self.num_frames, state.mplex, track_in_reverse=reverse,
-                                          run_mem_encoder=True)
-            out.pred_masks_high_res = None
-            out.maskmem_features = out.maskmem_features.to(self.memory_dtype)
-            state.bank.non_cond_frame_outputs[t] = out
-            state.rows[t] = list(state.obj_ids)
-            state.tracked_frames.add(t)
-        masks, scores = out.pred_masks[:, 0], out.object_score_logits[:, 0]
+        masks, scores = state.propagate(t, features, reverse, encode_memory=True)
         state.evict(t, reverse, self.keep_frames)
         return masks, scores
+
 
 class Sam3Session(VideoSession):
     """The session of a SAM 3 model (``sam3.pt``): the official SAM 3 loop; a click runs the tracker's SAM heads
@@ -780,25 +769,8 @@ class Sam3Session(VideoSession):
                        ) -> tuple[Tensor, Tensor]:
         """The whole bucket tracked to ``t`` with its memory encoded at once (a conditioning frame gives its stored
         output); the mask logits hole-filled, as officially."""
-        out = bucket.bank.cond_frame_outputs.get(t)
-        if out is not None:
-            bucket.clear_around(t)
-        else:
-            B = len(bucket.obj_ids)
-            out = self.tracker.track_step(
-                frame_idx=t, is_init_cond_frame=False,
-                current_vision_feats=[x.expand(-1, B, -1) for x in features.vision_feats],
-                current_vision_pos_embeds=[x.expand(-1, B, -1) for x in features.vision_pos_embeds],
-                feat_sizes=features.feat_sizes, point_inputs=None, mask_inputs=None, output_dict=bucket.bank,
-                num_frames=self.num_frames, track_in_reverse=reverse, run_mem_encoder=True)
-            out = dataclasses.replace(out, pred_masks_high_res=None,
-                                      maskmem_features=out.maskmem_features.to(self.memory_dtype))
-            bucket.bank.add(t, out, is_cond=False)
-            bucket.tracked_frames.add(t)
-            bucket.per_object_cleared.discard(t)
-            bucket.evict(t, reverse)
-        masks = fill_holes_in_mask_scores(out.pred_masks, self.config.fill_hole_area)[:, 0]
-        return masks, out.object_score_logits[:, 0]
+        masks, scores = bucket.propagate(t, features, reverse, encode_memory=True)
+        return fill_holes_in_mask_scores(masks[:, None], self.config.fill_hole_area)[:, 0], scores
 
 
 def extract_to_singleton(source: MultiplexTrackerState, obj_id: int) -> MultiplexTrackerState:

@@ -182,10 +182,13 @@ class TrackerBucket:
         )
 
     @torch.inference_mode()
-    def propagate(self, frame_idx: int, features: FrameFeatures, reverse: bool = False) -> tuple[Tensor, Tensor]:
-        """Track the bucket to ``frame_idx`` (from later frames when ``reverse``) without encoding its memory
-        yet -> (low-res mask logits (B, h, w), object score logits (B,)). A frame that is already a
-        conditioning frame gives its stored output (the official loop runs the prompted frame twice)."""
+    def propagate(self, frame_idx: int, features: FrameFeatures, reverse: bool = False, encode_memory: bool = False
+                  ) -> tuple[Tensor, Tensor]:
+        """Track the bucket to ``frame_idx`` (from later frames when ``reverse``) -> (low-res mask logits (B, h, w),
+        object score logits (B,)). Its memory is encoded later (``encode_memory``, from the loop's planned masks),
+        or with ``encode_memory`` at once from the tracked masks, then evicted (a session's partial propagation).
+        A frame that is already a conditioning frame gives its stored output (the official loop runs the prompted
+        frame twice)."""
         stored = self.bank.cond_frame_outputs.get(frame_idx)
         if stored is not None:
             self.clear_around(frame_idx)
@@ -197,11 +200,15 @@ class TrackerBucket:
                 current_vision_feats=[x.expand(-1, B, -1) for x in features.vision_feats],
                 current_vision_pos_embeds=[x.expand(-1, B, -1) for x in features.vision_pos_embeds],
                 feat_sizes=features.feat_sizes, point_inputs=None, mask_inputs=None, output_dict=self.bank,
-                num_frames=self.num_frames, track_in_reverse=reverse, run_mem_encoder=False,
+                num_frames=self.num_frames, track_in_reverse=reverse, run_mem_encoder=encode_memory,
             )
             stored = dataclasses.replace(stored, pred_masks_high_res=None)
+            if encode_memory:
+                stored.maskmem_features = stored.maskmem_features.to(self.memory_dtype)
             self.bank.add(frame_idx, stored, is_cond=False)
             self.per_object_cleared.discard(frame_idx)
+            if encode_memory:
+                self.evict(frame_idx, reverse)
         self.tracked_frames.add(frame_idx)
         return stored.pred_masks[:, 0], stored.object_score_logits[:, 0]
 

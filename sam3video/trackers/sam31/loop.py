@@ -89,16 +89,21 @@ class MultiplexTrackerState:
 
     # -- propagation and memory ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def propagate(self, frame_idx: int, features: Sam31Features, reverse: bool = False) -> tuple[Tensor, Tensor]:
-        """Track the state to ``frame_idx`` (from later frames when ``reverse``) without encoding its memory ->
-        ((N, h, w) mask logits, (N,) object score logits). A consolidated frame gives its stored output."""
+    def propagate(self, frame_idx: int, features: Sam31Features, reverse: bool = False, encode_memory: bool = False
+                  ) -> tuple[Tensor, Tensor]:
+        """Track the state to ``frame_idx`` (from later frames when ``reverse``) -> ((N, h, w) mask logits, (N,)
+        object score logits). Its memory is encoded later (``encode_memory``, from the loop's planned masks), or
+        with ``encode_memory`` at once from the tracked masks (a session's partial propagation). A consolidated
+        frame gives its stored output."""
         if frame_idx in self.consolidated:
             out = self._stored(frame_idx)
         else:
             out = self.tracker.track_step(frame_idx, False, None, features.propagation, None, None, self.bank,
                                           self.num_frames, self.mplex, track_in_reverse=reverse,
-                                          run_mem_encoder=False)
+                                          run_mem_encoder=encode_memory)
             out.pred_masks_high_res = None
+            if encode_memory:
+                out.maskmem_features = out.maskmem_features.to(self.memory_dtype)
             self.bank.add(frame_idx, out, is_cond=False)
             self.rows[frame_idx] = list(self.obj_ids)
         self.tracked_frames.add(frame_idx)

@@ -92,8 +92,8 @@ def test_a_swap_of_two_objects_inside_a_bucket_is_caught(case, monkeypatch):
     propagate = TrackerBucket.propagate
     swapped = []
 
-    def swap_first_two(bucket, frame_idx, features, *args):
-        masks, scores = propagate(bucket, frame_idx, features, *args)
+    def swap_first_two(bucket, frame_idx, features, *args, **kwargs):
+        masks, scores = propagate(bucket, frame_idx, features, *args, **kwargs)
         if len(bucket) >= 2 and frame_idx >= 1:
             order = [1, 0, *range(2, len(bucket))]
             masks, scores = masks[order], scores[order]
