@@ -1,4 +1,4 @@
-"""The ``sam3video`` command: ``track``, ``retrack``, ``batch``, ``eval`` and ``render`` subcommands.
+"""The ``sam3video`` command: ``track``, ``retrack``, ``refine``, ``batch``, ``eval`` and ``render`` subcommands.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem), 1 internal error,
 130 interrupted (Ctrl-C; no output file is left half-written under its final name).
@@ -61,6 +61,9 @@ def add_track_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="go on from the last complete window of an interrupted or failed run into the same --out "
                         "(same settings; the files equal those of an uninterrupted run)")
+    p.add_argument("--edits", metavar="FILE",
+                   help="JSON list of clicks, boxes and removals on the tracks, applied in order after tracking "
+                        "(the official loop, one clip of at most --window-seconds; see `sam3video refine -h`)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -148,8 +151,13 @@ def _job(args):
     exemplars = [parse_exemplar(text) for text in args.exemplar]
     if args.exemplars:
         exemplars += load_exemplars(args.exemplars)
+    edits = {}
+    if args.edits:
+        from .export.edits import load_edits
+
+        edits = {"edits": tuple(load_edits(args.edits)), "edits_name": args.edits}
     return _settings_job(args, source=args.video, out_dir=args.out or Path("runs") / Path(args.video.rstrip("/")).stem,
-                         exemplars=tuple(exemplars), resume=args.resume, source_name=args.video)
+                         exemplars=tuple(exemplars), resume=args.resume, source_name=args.video, **edits)
 
 
 def _settings_job(args, **job):
@@ -365,6 +373,52 @@ def run_eval_command(args) -> int:
     return EXIT_OK
 
 
+REFINE_EXAMPLES = """examples:
+  sam3video refine runs/pets --edits fixes.json --out runs/pets-fixed
+  sam3video track clip.mp4 --prompt dog --checkpoint sam3.pt --edits fixes.json   # the same in one go
+
+fixes.json is a JSON list of actions, applied in order (ids are those of the run's tracks.txt, frames 0-based,
+coordinates in pixels of the video):
+  [{"frame": 12, "obj_id": 3, "points": [[310, 200], [330, 260]], "labels": [1, 0]},   clicks on track 3
+   {"frame": 40, "obj_id": 7, "box": [100, 80, 180, 160]},                              a box on track 7
+   {"frame": 20, "obj_id": 9, "points": [[40, 60]], "labels": [1], "prompt": "dog"},   a new track 9
+   {"remove": 5}]                                                                       track 5 goes
+Clicks replace the object's earlier clicks on that frame unless "keep_old_points": true. After each action
+the objects it touched are tracked again both ways from its frame; the others are kept. The run must come
+from the official loop (--tracker sam3, the default with sam3.pt) on one clip of at most 30 s: its video,
+model and settings are read from RUN_DIR/summary.json and the clip is tracked again (a run keeps no tracker
+memory), then edited. Writes the files of `track` (no detections.npz); summary.json lists the edits and
+what was computed.
+"""
+
+
+def add_refine_parser(sub) -> None:
+    p = sub.add_parser("refine", help="fix a run's tracks with clicks, boxes and removals (JSON edits)",
+                       description="Apply edits (clicks, boxes, removals) to a run of the official loop and write "
+                                   "every output again.",
+                       epilog=REFINE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="output folder of `sam3video track` (holds summary.json)")
+    p.add_argument("--edits", required=True, metavar="FILE", help="JSON list of actions (see below)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--video", help="the run's video (default: the one named in summary.json)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_refine(args) -> int:
+    from .export.edits import load_edits
+    from .run import RefineJob, prepare_refine
+
+    edits = load_edits(args.edits)
+    run = prepare_refine(RefineJob(run_dir=args.run_dir, out_dir=args.out, edits=tuple(edits),
+                                   edits_name=args.edits, video=args.video, device=args.device,
+                                   render=not args.no_render))
+    if not args.quiet:
+        print(f"{args.run_dir}: {run.source.num_output_frames or '?'} frames, {len(edits)} edits", file=sys.stderr)
+    return _execute(run, "refine", args.quiet)
+
+
 def add_render_parser(sub) -> None:
     p = sub.add_parser("render", help="re-render overlay.mp4 from a run's saved outputs",
                        description="Draw the saved masks (tracks.mots.txt) or boxes (tracks.txt) of a run "
@@ -392,13 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_track_parser(sub)
     add_retrack_parser(sub)
+    add_refine_parser(sub)
     add_batch_parser(sub)
     add_eval_parser(sub)
     add_render_parser(sub)
     return parser
 
 
-COMMANDS = {"track": run_track, "retrack": run_retrack, "batch": run_batch_command, "eval": run_eval_command,
+COMMANDS = {"track": run_track, "retrack": run_retrack, "refine": run_refine, "batch": run_batch_command, "eval": run_eval_command,
             "render": run_render}
 
 

@@ -51,7 +51,7 @@ class Replay:
                  frame_size: "tuple[int, int] | None", min_confidence: float | None = None,
                  reader: VideoReader | None = None):
         self.frames, self.facts, self.fps, self.frame_size = frames, facts, fps, frame_size
-        self.masks = frame_size is not None
+        self.masks = self.saves_candidates = frame_size is not None
         self.min_confidence, self.reader = min_confidence, reader
         self.num_output_frames = len(frames)
 

@@ -32,6 +32,7 @@ from .detections import Detections
 from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
+from .export.edits import Edit, RemoveEdit, check_edits
 from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 STATE_NAME = TREE_NAME  # in OUT/.partial (with state.npz): the run after its last complete window
 LEGACY_STATE_NAME = "state.pkl"  # what sam3video wrote before: a pickle, never read
 STATE_VERSION = 2
-FINGERPRINT = ("input", "model", "prompts", "exemplars", "tracker", "config", "retracked_from")
+FINGERPRINT = ("input", "model", "prompts", "exemplars", "tracker", "config", "retracked_from", "refined_from")
 
 Progress = Callable[[Iterator[FrameResult], "int | None"], Iterator[FrameResult]]
 
@@ -89,6 +90,9 @@ class TrackJob:
     render: bool = True
     resume: bool = False
     source_name: str | None = None  # how the summary names the source (default: str(source))
+    edits: tuple[Edit, ...] | None = None  # applied after tracking, in order (``export.edits``); needs the loop
+    edits_name: str = "edits"  # how errors name the edits (their file)
+    refined_from: dict | None = None  # ``refine``: the run the edits apply to
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,24 @@ class RetrackJob:
 
 
 @dataclass(frozen=True)
+class RefineJob:
+    """What ``sam3video refine`` takes: a run of the official loop, edits to apply, where to write."""
+
+    run_dir: "str | Path"
+    out_dir: "str | Path"
+    edits: tuple[Edit, ...]
+    edits_name: str = "edits"
+    video: str | None = None  # default: the run's
+    device: str = "auto"
+    render: bool = True
+
+
+@dataclass(frozen=True)
 class RunFacts:
     """Where a run's detections come from, for ``summary.json`` and ``detections.npz``: ``input`` and
     ``model`` (None: no model), ``sampling`` (fps, start, end, window_seconds), the ``thresholds``
     (``Thresholds`` fields) its config was made from with the model's calibrated ``score_default``;
-    ``detection`` replaces the summary's detection config; ``retracked_from`` (retrack only)."""
+    ``detection`` replaces the summary's detection config; ``retracked_from`` (retrack only), ``refined_from`` (refine only)."""
 
     input: dict
     model: dict | None
@@ -120,6 +137,7 @@ class RunFacts:
     score_default: float
     detection: dict | None = None
     retracked_from: dict | None = None
+    refined_from: dict | None = None  # ``refine``: the run its edits were applied to
 
 
 class FrameSource(Protocol):
@@ -128,7 +146,8 @@ class FrameSource(Protocol):
     facts: RunFacts
     fps: float  # the run's frame rate (its tracker's)
     frame_size: "tuple[int, int] | None"  # (H, W); None for box-only detections without frames
-    masks: bool  # candidates carry masks (MOTS and detections.npz are written)
+    masks: bool  # candidates carry masks (MOTS is written)
+    saves_candidates: bool  # detections.npz is written (every frame's candidates, for retrack)
     num_output_frames: int | None
 
     def results(self, session: TrackingSession, first_window: int,
@@ -138,7 +157,7 @@ class FrameSource(Protocol):
 class Detector:
     """Frames of a video through the model: ``VideoPredictor.track`` (``sam3video track``)."""
 
-    masks = True
+    masks = saves_candidates = True
 
     def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor):
         self.reader, self.predictor = reader, predictor
@@ -162,6 +181,131 @@ class Detector:
                 on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
         return self.predictor.track(self.reader, session=session, first_window=first_window,
                                     on_window_end=on_window_end)
+
+
+class SessionSource:
+    """A clip through interactive sessions (``sam3video.session``, one per prompt, on the same frames): the official
+    loop forward from frame 0, then each edit applied in order, the objects it touched tracked again both ways
+    from its frame and the rest kept (``track --edits``, ``refine``). The whole clip is tracked before its first
+    frame is given out; its frames stay in memory (one window, at most 30 s)."""
+
+    masks = True
+    saves_candidates = False  # the sessions keep no per-frame candidates: no detections.npz
+
+    def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor, model):
+        detector = Detector(job, reader, predictor)
+        self.reader, self.info, self.fps = reader, detector.info, detector.fps
+        self.frame_size, self.num_output_frames = detector.frame_size, detector.num_output_frames
+        self.model, self.job = model, job
+        config = predictor.config
+        self.loop_config = config.sam31 if predictor.multiplex else config.sam3
+        self.memory_dtype = config.sam3_options.memory_dtype
+        self.frames_fp16 = config.frames_fp16
+        self.applied: list[dict] = []  # per edit: what it was and what it tracked again
+        self.facts = replace(detector.facts, refined_from=job.refined_from)
+        self.frames_tracked = 0
+
+    def recomputed(self) -> dict:
+        """What this run computed (``summary.json``): the sessions' full passes and what the edits tracked again."""
+        return {"full_pass": {"frames": self.frames_tracked, "prompts": len(self.job.prompts),
+                              "what": "detector and tracker on every frame, once per prompt"},
+                "edits": {"frames_tracked_again": sum(a["tracked_again"] for a in self.applied),
+                          "what": "only the edited objects' tracker states, both ways from each edit's frame"},
+                **({"reused": "nothing: a run keeps no tracker memory, and its detections.npz holds the kept "
+                              "candidates, not the loop's inputs (every query)"} if self.job.refined_from else {})}
+
+    def results(self, session: TrackingSession, first_window: int,
+                on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
+        import torch
+
+        from .session import VideoSession
+
+        frames = list(self.reader)
+        if not frames:
+            raise InputError("the video produced no frames to track")
+        if frames[-1].window > 0:
+            raise InputError(f"--edits takes one clip of at most --window-seconds ({self.job.window_seconds:g} s); "
+                             f"this one has {len(frames)} frames: choose a part with --start and --end")
+        start = time.perf_counter()
+        images = np.stack([f.image for f in frames])
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[self.memory_dtype]
+        sessions = [VideoSession(self.model, images, config=self.loop_config, memory_dtype=dtype, source_fps=self.fps,
+                                 frames_fp16=self.frames_fp16) for _ in session.class_names]
+        for prompt, one in zip(session.class_names, sessions):
+            one.add_prompt(0, text=prompt)
+            for _ in one.propagate("forward", start_frame=0):
+                self.frames_tracked += 1
+        ids = _RunIds(sessions)
+        for index, edit in enumerate(self.job.edits or ()):
+            self.applied.append(self._apply(edit, index, sessions, ids, session.class_names))
+        session.timings["track"] += time.perf_counter() - start
+        session.frames_done = len(frames)
+        for frame in frames:
+            parts = []
+            for p, one in enumerate(sessions):
+                out = one.output(frame.index).detections
+                run_ids = np.array([ids.run_id(p, int(i)) for i in out.tracker_id], np.int64)
+                parts.append(replace(out, class_id=np.full(len(out), p, np.int64), tracker_id=run_ids))
+            tracked = Detections.merge(parts)
+            yield FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, Detections.empty())
+        for one in sessions:
+            one.close()
+        on_window_end(0)
+
+    def _apply(self, edit: Edit, index: int, sessions: list, ids: _RunIds, prompts: list[str]) -> dict:
+        """One edit on its session, then the objects it touched tracked again both ways from its frame."""
+        where = f"{self.job.edits_name}: entry {index}"
+        found = ids.official(edit.obj_id)
+        if isinstance(edit, RemoveEdit):
+            if found is None:
+                raise InputError(f"{where}: no track {edit.obj_id} to remove (tracks: {ids.describe()})")
+            sessions[found[0]].remove_object(found[1])
+            ids.forget(edit.obj_id)
+            return {**edit.describe(), "tracked_again": 0}
+        if found is None:
+            if edit.prompt is None and len(prompts) > 1:
+                raise InputError(f"{where}: track {edit.obj_id} is new: say under which prompt (\"prompt\": one of "
+                                 f"{', '.join(prompts)})")
+            p = prompts.index(edit.prompt) if edit.prompt is not None else 0
+            found = ids.new(edit.obj_id, p, sessions[p].max_obj_id + 1)
+        elif edit.prompt is not None and prompts[found[0]] != edit.prompt:
+            raise InputError(f"{where}: track {edit.obj_id} is a {prompts[found[0]]!r}, not a {edit.prompt!r}")
+        p, obj_id = found
+        sessions[p].add_prompt(edit.frame, points=list(edit.points) or None, point_labels=list(edit.labels) or None,
+                               box=edit.box, obj_id=obj_id, clear_old_points=not edit.keep_old_points)
+        tracked = sum(1 for _ in sessions[p].propagate("both", start_frame=edit.frame))
+        return {**edit.describe(), "tracked_again": tracked}
+
+
+class _RunIds:
+    """The run's track ids (1-based, in the order objects are first shown, frame by frame, prompt by prompt, as
+    ``Sam3Tracking`` gives them) <-> (prompt, the session's official id)."""
+
+    def __init__(self, sessions: list):
+        self.to_official: dict[int, tuple[int, int]] = {}
+        self.to_run: dict[tuple[int, int], int] = {}
+        for t in range(sessions[0].num_frames if sessions else 0):
+            for p, one in enumerate(sessions):
+                for obj_id in one.output(t).detections.tracker_id:
+                    if (p, int(obj_id)) not in self.to_run:
+                        self.new(len(self.to_run) + 1, p, int(obj_id))
+
+    def new(self, run_id: int, prompt: int, obj_id: int) -> tuple[int, int]:
+        self.to_official[run_id] = (prompt, obj_id)
+        self.to_run[(prompt, obj_id)] = run_id
+        return prompt, obj_id
+
+    def official(self, run_id: int) -> tuple[int, int] | None:
+        return self.to_official.get(run_id)
+
+    def forget(self, run_id: int) -> None:
+        self.to_run.pop(self.to_official.pop(run_id))
+
+    def run_id(self, prompt: int, obj_id: int) -> int:
+        return self.to_run[(prompt, obj_id)]
+
+    def describe(self) -> str:
+        return ", ".join(str(i) for i in sorted(self.to_official)) or "none"
 
 
 @dataclass
@@ -212,6 +356,7 @@ class Run:
                        "tracker": asdict(config.tracker) if config.tracker_name == "sam3video" else None,
                        "exemplar": asdict(config.exemplar), **facts.sampling},
             **({"retracked_from": facts.retracked_from} if facts.retracked_from else {}),
+            **({"refined_from": facts.refined_from} if facts.refined_from else {}),
             **({"notes": self.notes} if self.notes else {}),
         }
 
@@ -257,7 +402,8 @@ class Run:
             self.session.tracker, self.session.exemplars = state.tracker, state.exemplars
             self.session.timings.update(state.timings)
             self.session.frames_done = state.frames
-        names = output_files(self.class_names, self.render, masks=self.source.masks, detections=self.source.masks)
+        names = output_files(self.class_names, self.render, masks=self.source.masks,
+                             detections=self.source.saves_candidates)
         store = self._store_meta() if OUTPUT_NAMES["detections"] in names else None
         start, elapsed_before = time.perf_counter(), state.elapsed_s
         writer: WindowFiles | None = None
@@ -360,6 +506,9 @@ class Run:
         })
         if self.session.exemplars.exemplars and self.session.sam3 is None:  # the official loop conditions instead
             summary["exemplar_effect"] = self.session.exemplars.summary()
+        if isinstance(self.source, SessionSource):
+            summary["edits"] = self.source.applied
+            summary["recomputed"] = self.source.recomputed()
         return summary
 
 
@@ -383,11 +532,31 @@ def prepare(job: TrackJob, model=None) -> Run:
     if tracker == "sam3" and job.resume:
         raise InputError("--resume is not supported with the official loop (--tracker sam3, the default with "
                          "tracker weights): run without --resume, or with --tracker sam3video")
+    if job.edits is not None:
+        _check_edit_job(job, tracker, reader)
     predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
-    return Run(Detector(job, reader, predictor), predictor.config, session, out_dir, render=job.render,
-               resume=job.resume, notes=notes)
+    source = Detector(job, reader, predictor) if job.edits is None else SessionSource(job, reader, predictor, model)
+    return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes)
+
+
+def _check_edit_job(job: TrackJob, tracker: str, reader: VideoReader) -> None:
+    """What edits need, checked before anything is written: the official loop, one clip, frames and points in it."""
+    info = reader.info
+    if tracker != "sam3":
+        raise InputError("edits need the official loop (--tracker sam3) and a checkpoint with tracker weights "
+                         f"(sam3.pt, sam3.1_multiplex.pt); this run uses --tracker {tracker}")
+    if job.exemplars:
+        raise InputError("edits with exemplar boxes are not supported: give the boxes as edits on their objects")
+    if not job.prompts:
+        raise InputError("edits need a text prompt (--prompt)")
+    frames = reader.num_output_frames
+    fps = job.fps or info.fps
+    if frames is not None and frames / fps > job.window_seconds + 1e-6:
+        raise InputError(f"edits take one clip of at most --window-seconds ({job.window_seconds:g} s); this one is "
+                         f"{frames / fps:.1f} s: choose a part with --start and --end")
+    check_edits(list(job.edits), frames, info.width, info.height, list(job.prompts), job.edits_name)
 
 
 def make_predictor(job: TrackJob, model) -> VideoPredictor:
@@ -440,6 +609,43 @@ def prepare_retrack(job: RetrackJob) -> Run:
                            (saved.meta.height, saved.meta.width), min_confidence=min_confidence, reader=reader)
     session = replay.replay_session(saved, config)
     return Run(source, config, session, prepare_out_dir(job.out_dir), render=reader is not None, notes=notes)
+
+
+def prepare_refine(job: RefineJob, model=None) -> Run:
+    """The ``TrackJob`` of a run (its video, model, prompts, sampling and loop thresholds, from its
+    ``summary.json``) with ``job``'s edits, checked as ``prepare`` checks it."""
+    path = Path(job.run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        tracker, model_facts, sampling = summary["tracker"], summary["model"], summary["config"]
+        settings, source, prompts = tracker.get("settings") or {}, summary["input"]["source"], summary["prompts"]
+    except FileNotFoundError:
+        raise InputError(f"{job.run_dir} is not a run folder of `sam3video track` (no summary.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"{path} cannot be read as a run's summary ({type(error).__name__}: {error})") from None
+    if tracker.get("name") != "sam3":
+        raise InputError(f"refine edits runs of the official loop (--tracker sam3); {job.run_dir} used "
+                         f"--tracker {tracker.get('name')}")
+    if summary.get("exemplars"):
+        raise InputError("refine does not take runs with exemplar boxes: give the boxes as edits on their objects")
+    video = job.video or source
+    if job.video is None and not (isinstance(video, str) and os.path.exists(video)):
+        raise InputError(f"the run's video {video!r} is not there: give --video PATH")
+    if Path(job.out_dir).resolve() == Path(job.run_dir).resolve():
+        raise InputError(f"--out {job.out_dir} is the run folder itself: give another folder")
+    checkpoint = model_facts.get("checkpoint")
+    thresholds = Thresholds(score_threshold=settings.get("score_threshold_detection"),
+                            new_track_threshold=settings.get("new_det_thresh"))
+    max_objects = settings.get("max_num_objects")
+    track_job = TrackJob(
+        source=video, out_dir=job.out_dir, prompts=tuple(prompts), checkpoint=None if checkpoint == "demo" else checkpoint,
+        device=job.device, thresholds=thresholds, precision=model_facts.get("precision", "fp32"), tracker="sam3",
+        max_objects=max_objects if isinstance(max_objects, int) and max_objects > 0 else None,
+        fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"),
+        window_seconds=sampling.get("window_seconds", 30.0), render=job.render, source_name=str(video),
+        edits=job.edits, edits_name=job.edits_name,
+        refined_from={"run": str(job.run_dir), "edits": job.edits_name})
+    return prepare(track_job, model)
 
 
 def retrack(job: RetrackJob, progress: Progress | None = None) -> dict:

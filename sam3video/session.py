@@ -171,15 +171,16 @@ def _to_video(masks: Tensor, size: tuple[int, int]) -> Tensor:
 class _Frames:
     """The session's frames as the detector's ``img_batch_all_stages``: preprocessed on demand."""
 
-    def __init__(self, images: list[np.ndarray], resolution: int):
-        self.images, self.resolution = images, resolution
+    def __init__(self, images: list[np.ndarray], resolution: int, half: bool = False):
+        self.images, self.resolution, self.half = images, resolution, half
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> Tensor:
         image = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1)
-        return preprocess_image(image, self.resolution)
+        x = preprocess_image(image, self.resolution)
+        return x.half() if self.half else x
 
 
 class VideoSession:
@@ -203,9 +204,10 @@ class VideoSession:
 
     def __init__(self, model, video, *, config=None, memory_dtype: torch.dtype = torch.bfloat16,
                  backend: str = "auto", fps: float | None = None, start: float | None = None,
-                 end: float | None = None, source_fps: float | None = None):
+                 end: float | None = None, source_fps: float | None = None, frames_fp16: bool = False):
         """``video``: anything ``open_video`` takes (a file, a folder of images, an array, frames); ``config``
-        the loop's thresholds (``Sam31LoopConfig`` / ``Sam3LoopConfig``; default: the official ones)."""
+        the loop's thresholds (``Sam31LoopConfig`` / ``Sam3LoopConfig``; default: the official ones);
+        ``frames_fp16``: the preprocessed frames rounded to fp16, as ``track`` keeps them (``TrackingConfig``)."""
         self.detector = model.detector.eval()
         self.memory_dtype = memory_dtype
         self._setup(model, config)
@@ -218,7 +220,7 @@ class VideoSession:
                              f"{len(frames) / reader.info.fps:.1f} s: choose a part with start= and end=")
         self.images = [frame.image for frame in frames]
         self.video_size = tuple(self.images[0].shape[:2])
-        self.frames = _Frames(self.images, self.detector.config.resolution)
+        self.frames = _Frames(self.images, self.detector.config.resolution, frames_fp16)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -262,16 +264,21 @@ class VideoSession:
     def add_prompt(self, frame_index: int, *, text: str | None = None, boxes: Sequence | None = None,
                    box_labels: Sequence | None = None, points: Sequence | None = None,
                    point_labels: Sequence | None = None, obj_id: int | None = None, clear_old_points: bool = True,
-                   rel_coordinates: bool = False) -> SessionFrame:
-        """Text and / or boxes (xyxy, pixels or relative): the detector path. Points with ``obj_id``: the tracker
-        path. Returns the frame's output."""
+                   rel_coordinates: bool = False, box: Sequence | None = None) -> SessionFrame:
+        """Text and / or boxes (xyxy, pixels or relative): the detector path. Points and / or one ``box`` with
+        ``obj_id``: the tracker path (the box is SAM 2's tracker box, its two corners put before the points; the
+        official SAM 3 requests take points only there). Returns the frame's output."""
         frame_index = self._check_frame(frame_index)
-        if points is not None:
+        if points is not None or box is not None:
             if text is not None or boxes is not None:
                 raise InputError("give points (with obj_id) or text / boxes in one request, not both")
             if obj_id is None:
                 raise InputError("points need the obj_id of the object they are on (a new id starts an object)")
-            return self._add_clicks(frame_index, points, point_labels, obj_id, clear_old_points, rel_coordinates)
+            if box is not None and not clear_old_points:
+                raise InputError("a box comes before any point: it replaces the object's clicks on its frame "
+                                 "(clear_old_points=True)")
+            return self._add_clicks(frame_index, points, point_labels, obj_id, clear_old_points, rel_coordinates,
+                                    box)
         if text is None and boxes is None:
             raise InputError("add_prompt needs text, boxes or points")
         if text is not None and (not isinstance(text, str) or not text.strip()):
@@ -371,7 +378,8 @@ class VideoSession:
 
     def _compute_features(self, frame_index: int):
         """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
-        image = self.frames[frame_index][None].to(self.detector.device)
+        dtype = next(self.detector.backbone.parameters()).dtype  # frames may be kept in fp16
+        image = self.frames[frame_index][None].to(device=self.detector.device, dtype=dtype)
         with torch.inference_mode():
             return self._features_of(self.detector.backbone.forward_image(image, **self.neck_paths), 0)
 
@@ -425,8 +433,13 @@ class VideoSession:
             tracker_scores=dict(frame.tracker_scores))
 
     # -- clicks --------------------------------------------------------------------------------------------------
-    def _add_clicks(self, t: int, points, labels, obj_id: int, clear_old: bool, relative: bool) -> SessionFrame:
-        clicks = self._parse_points(points, labels, relative)
+    def _add_clicks(self, t: int, points, labels, obj_id: int, clear_old: bool, relative: bool,
+                    box=None) -> SessionFrame:
+        clicks = self._parse_points(points, labels, relative) if points is not None else None
+        if box is not None:
+            corners = self._parse_box_corners(box, relative)
+            clicks = corners if clicks is None else Clicks(np.concatenate([corners.coords, clicks.coords]),
+                                                            np.concatenate([corners.labels, clicks.labels]))
         if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id < 0:
             raise InputError(f"obj_id must be a whole number >= 0, got {obj_id!r}")
         obj_id = int(obj_id)
@@ -459,6 +472,20 @@ class VideoSession:
         if (points < 0).any() or (points > (1.0 if relative else np.array([width, height]))).any():
             raise InputError(f"a point is outside the frame ({'[0, 1]' if relative else f'{width}x{height}'})")
         return Clicks((points * scale).astype(np.float32), labels.astype(np.int32))
+
+    def _parse_box_corners(self, box, relative: bool) -> Clicks:
+        """A tracker box (x1, y1, x2, y2) -> its corners as SAM's box points (labels 2 and 3)."""
+        box = np.asarray(box, dtype=np.float64)
+        height, width = self.video_size
+        if box.shape != (4,) or not np.isfinite(box).all():
+            raise InputError("box must be x1, y1, x2, y2")
+        limit = np.array([1.0, 1.0] if relative else [width, height])
+        if not ((box[:2] >= 0).all() and (box[2:] <= limit).all() and (box[:2] < box[2:]).all()):
+            raise InputError(f"box {tuple(float(v) for v in box)} is empty or outside the frame "
+                             f"({'[0, 1]' if relative else f'{width}x{height}'})")
+        size = self.tracker.image_size
+        scale = np.array([size, size]) if relative else np.array([size / width, size / height])
+        return Clicks((box.reshape(2, 2) * scale).astype(np.float32), np.array([2, 3], np.int32))
 
     # -- partial propagation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -515,6 +542,10 @@ class VideoSession:
         raise NotImplementedError
 
     # -- outputs ---------------------------------------------------------------------------------------------------
+    def output(self, frame_index: int) -> SessionFrame:
+        """A frame's output as the session holds it now (cached; nothing is tracked): what a fetch gives."""
+        return self._output(self._check_frame(frame_index))
+
     def _output(self, t: int) -> SessionFrame:
         """A cached frame through the official output stage (ids sorted, empty masks dropped, boxes, then each
         overlapped pixel to the object of the highest tracker score); an uncached frame is empty (officially a
