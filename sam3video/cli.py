@@ -102,6 +102,10 @@ def _add_run_options(p) -> None:
     p.add_argument("--max-objects", type=int,
                    help="most objects the official loop tracks at once per prompt, the lowest-scoring new ones "
                         "dropped beyond it (--tracker sam3; default: no limit; Meta's SAM 3.1 builder uses 16)")
+    p.add_argument("--direction", default="forward", choices=["forward", "both"],
+                   help="both: objects first found after frame 0 are also tracked back to where they appear "
+                        "(the official loop through a session, one clip of at most --window-seconds; beyond the "
+                        "official requests, whose 'both' covers only frames before the prompt frame)")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
 
 
@@ -173,6 +177,7 @@ def _settings_job(args, **job):
         prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
         thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
         runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, max_objects=args.max_objects,
+        direction=args.direction,
         backend=args.backend, fps=args.fps, start=args.start,
         end=args.end, window_seconds=args.window_seconds, render=not args.no_render, **job)
 

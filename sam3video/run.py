@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .replay import SavedRun
     from .video.predictor import VideoPredictor
 
+DIRECTIONS = ("forward", "both")  # of ``track --direction``
 STATE_NAME = TREE_NAME  # in OUT/.partial (with state.npz): the run after its last complete window
 LEGACY_STATE_NAME = "state.pkl"  # what sam3video wrote before: a pickle, never read
 STATE_VERSION = 2
@@ -90,6 +91,7 @@ class TrackJob:
     render: bool = True
     resume: bool = False
     source_name: str | None = None  # how the summary names the source (default: str(source))
+    direction: str = "forward"  # "both": objects first shown late are tracked back to the start (the loop, sessions)
     edits: tuple[Edit, ...] | None = None  # applied after tracking, in order (``export.edits``); needs the loop
     edits_name: str = "edits"  # how errors name the edits (their file)
     refined_from: dict | None = None  # ``refine``: the run the edits apply to
@@ -174,7 +176,8 @@ class Detector:
                    "config": model.config.to_dict(),
                    "device": str(model.device), "precision": predictor.config.precision,
                    "runtime": predictor.config.runtime},
-            sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds},
+            sampling={"fps": job.fps, "start": job.start, "end": job.end, "window_seconds": job.window_seconds,
+                      **({"direction": job.direction} if job.direction != "forward" else {})},
             thresholds=asdict(job.thresholds), score_default=model.config.score_threshold)
 
     def results(self, session: TrackingSession, first_window: int,
@@ -203,12 +206,15 @@ class SessionSource:
         self.frames_fp16 = config.frames_fp16
         self.applied: list[dict] = []  # per edit: what it was and what it tracked again
         self.facts = replace(detector.facts, refined_from=job.refined_from)
-        self.frames_tracked = 0
+        self.frames_tracked = self.frames_tracked_back = 0
 
     def recomputed(self) -> dict:
         """What this run computed (``summary.json``): the sessions' full passes and what the edits tracked again."""
         return {"full_pass": {"frames": self.frames_tracked, "prompts": len(self.job.prompts),
                               "what": "detector and tracker on every frame, once per prompt"},
+                **({"tracked_back": {"frames": self.frames_tracked_back,
+                                     "what": "the objects first shown after frame 0, tracked back from there"}}
+                   if self.job.direction == "both" else {}),
                 "edits": {"frames_tracked_again": sum(a["tracked_again"] for a in self.applied),
                           "what": "only the edited objects' tracker states, both ways from each edit's frame"},
                 **({"reused": "nothing: a run keeps no tracker memory, and its detections.npz holds the kept "
@@ -224,17 +230,21 @@ class SessionSource:
         if not frames:
             raise InputError("the video produced no frames to track")
         if frames[-1].window > 0:
-            raise InputError(f"--edits takes one clip of at most --window-seconds ({self.job.window_seconds:g} s); "
+            raise InputError(f"edits and --direction both take one clip of at most --window-seconds "
+                             f"({self.job.window_seconds:g} s); "
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
         start = time.perf_counter()
         images = np.stack([f.image for f in frames])
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[self.memory_dtype]
         sessions = [VideoSession(self.model, images, config=self.loop_config, memory_dtype=dtype, source_fps=self.fps,
-                                 frames_fp16=self.frames_fp16) for _ in session.class_names]
+                                 frames_fp16=self.frames_fp16, keep_all_memory=self.job.direction == "both")
+                    for _ in session.class_names]
         for prompt, one in zip(session.class_names, sessions):
             one.add_prompt(0, text=prompt)
             for _ in one.propagate("forward", start_frame=0):
                 self.frames_tracked += 1
+            if self.job.direction == "both":
+                self.frames_tracked_back += one.track_back()
         ids = _RunIds(sessions)
         for index, edit in enumerate(self.job.edits or ()):
             self.applied.append(self._apply(edit, index, sessions, ids, session.class_names))
@@ -532,31 +542,37 @@ def prepare(job: TrackJob, model=None) -> Run:
     if tracker == "sam3" and job.resume:
         raise InputError("--resume is not supported with the official loop (--tracker sam3, the default with "
                          "tracker weights): run without --resume, or with --tracker sam3video")
-    if job.edits is not None:
-        _check_edit_job(job, tracker, reader)
+    if job.direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {job.direction!r}")
+    by_session = job.edits is not None or job.direction == "both"
+    if by_session:
+        _check_session_job(job, tracker, reader)
     predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
-    source = Detector(job, reader, predictor) if job.edits is None else SessionSource(job, reader, predictor, model)
+    source = SessionSource(job, reader, predictor, model) if by_session else Detector(job, reader, predictor)
     return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes)
 
 
-def _check_edit_job(job: TrackJob, tracker: str, reader: VideoReader) -> None:
-    """What edits need, checked before anything is written: the official loop, one clip, frames and points in it."""
+def _check_session_job(job: TrackJob, tracker: str, reader: VideoReader) -> None:
+    """What edits and ``--direction both`` need, checked before anything is written: the official loop, a text
+    prompt, one clip; the edits' frames and points in it."""
     info = reader.info
+    what = "edits" if job.edits is not None else "--direction both"
     if tracker != "sam3":
-        raise InputError("edits need the official loop (--tracker sam3) and a checkpoint with tracker weights "
+        raise InputError(f"{what} need the official loop (--tracker sam3) and a checkpoint with tracker weights "
                          f"(sam3.pt, sam3.1_multiplex.pt); this run uses --tracker {tracker}")
     if job.exemplars:
-        raise InputError("edits with exemplar boxes are not supported: give the boxes as edits on their objects")
+        raise InputError(f"{what} with exemplar boxes are not supported: give the boxes as edits on their objects")
     if not job.prompts:
-        raise InputError("edits need a text prompt (--prompt)")
+        raise InputError(f"{what} need a text prompt (--prompt)")
     frames = reader.num_output_frames
     fps = job.fps or info.fps
     if frames is not None and frames / fps > job.window_seconds + 1e-6:
-        raise InputError(f"edits take one clip of at most --window-seconds ({job.window_seconds:g} s); this one is "
+        raise InputError(f"{what} take one clip of at most --window-seconds ({job.window_seconds:g} s); this one is "
                          f"{frames / fps:.1f} s: choose a part with --start and --end")
-    check_edits(list(job.edits), frames, info.width, info.height, list(job.prompts), job.edits_name)
+    if job.edits is not None:
+        check_edits(list(job.edits), frames, info.width, info.height, list(job.prompts), job.edits_name)
 
 
 def make_predictor(job: TrackJob, model) -> VideoPredictor:
@@ -642,7 +658,8 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
         device=job.device, thresholds=thresholds, precision=model_facts.get("precision", "fp32"), tracker="sam3",
         max_objects=max_objects if isinstance(max_objects, int) and max_objects > 0 else None,
         fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"),
-        window_seconds=sampling.get("window_seconds", 30.0), render=job.render, source_name=str(video),
+        window_seconds=sampling.get("window_seconds", 30.0), direction=sampling.get("direction", "forward"),
+        render=job.render, source_name=str(video),
         edits=job.edits, edits_name=job.edits_name,
         refined_from={"run": str(job.run_dir), "edits": job.edits_name})
     return prepare(track_job, model)

@@ -204,10 +204,14 @@ class VideoSession:
 
     def __init__(self, model, video, *, config=None, memory_dtype: torch.dtype = torch.bfloat16,
                  backend: str = "auto", fps: float | None = None, start: float | None = None,
-                 end: float | None = None, source_fps: float | None = None, frames_fp16: bool = False):
+                 end: float | None = None, source_fps: float | None = None, frames_fp16: bool = False,
+                 keep_all_memory: bool = False):
         """``video``: anything ``open_video`` takes (a file, a folder of images, an array, frames); ``config``
         the loop's thresholds (``Sam31LoopConfig`` / ``Sam3LoopConfig``; default: the official ones);
-        ``frames_fp16``: the preprocessed frames rounded to fp16, as ``track`` keeps them (``TrackingConfig``)."""
+        ``frames_fp16``: the preprocessed frames rounded to fp16, as ``track`` keeps them (``TrackingConfig``);
+        ``keep_all_memory``: no memory map is ever dropped, as officially (else only those around each propagation's
+        start and those the next frames read; ``track_back`` reads the maps after each object's first frame)."""
+        self.keep_all_memory = keep_all_memory
         self.detector = model.detector.eval()
         self.memory_dtype = memory_dtype
         self._setup(model, config)
@@ -246,7 +250,8 @@ class VideoSession:
         self.history: list[Action] = []
         self.prompted_frames: set[int] = set()  # frames the detector loop has run on (official previous_stages_out)
         self.max_obj_id = -1
-        self.keep_frames: set[int] = set()  # frames no eviction drops: around each propagation's start
+        # frames no eviction drops: around each propagation's start (all of them with keep_all_memory)
+        self.keep_frames: set[int] = set(range(self.num_frames)) if self.keep_all_memory else set()
         self._feature_cache: OrderedDict = OrderedDict()  # frame -> tracker features, most recent last
 
     def close(self) -> None:
@@ -505,6 +510,46 @@ class VideoSession:
                         cached.masks[obj_id] = _pack(video[row] > 0)
                         cached.tracker_scores[obj_id] = float(scores[row])  # a raw logit, as officially
             yield self._output(t)
+
+    @torch.inference_mode()
+    def track_back(self, stop_after_missing: int = 8) -> int:
+        """Beyond the official requests (``track --direction both``; officially "both" covers only the frames before
+        the prompted frame): each object first shown after the first prompted frame is tracked back from there to
+        the clip's first frame, its state's memory read in reverse and nothing born; its masks fill the frames
+        before (frames it has are kept). A state stops after ``stop_after_missing`` frames in a row without any of
+        its objects. Returns the frames tracked, summed over states."""
+        first_shown: dict[int, int] = {}
+        for t in sorted(self.cache):
+            for obj_id, packed in self.cache[t].masks.items():
+                if packed.any():
+                    first_shown.setdefault(obj_id, t)
+        start = min(self.prompted_frames, default=0)
+        late = {obj_id: t for obj_id, t in first_shown.items() if t > start}
+        todo = {id(state): (state, {o: late[o] for o in state.obj_ids if o in late}) for state in self._states()}
+        todo = {k: v for k, v in todo.items() if v[1]}
+        missing = dict.fromkeys(todo, 0)
+        tracked = 0
+        for t in range(max((max(m.values()) for _, m in todo.values()), default=0) - 1, -1, -1):
+            active = [k for k, (_, mine) in todo.items() if t < max(mine.values()) and missing[k] < stop_after_missing]
+            if not active:
+                continue
+            features = self._features(t)
+            cached = self.cache.setdefault(t, CachedFrame())
+            for key in active:
+                state, mine = todo[key]
+                masks, scores = self._partial_frame(state, t, features, reverse=True)
+                video = _to_video(masks, self.video_size) > 0
+                seen = False
+                for row, obj_id in enumerate(state.obj_ids):
+                    if obj_id in mine and t < mine[obj_id] and bool(video[row].any()):
+                        cached.masks[obj_id] = _pack(video[row])
+                        cached.tracker_scores[obj_id] = float(scores[row])
+                        seen = True
+                missing[key] = 0 if seen else missing[key] + 1
+                tracked += 1
+        if late:
+            self.history.append(Action(ActionKind.PARTIAL, 0, frozenset(late)))
+        return tracked
 
     # -- what each version does its own way -------------------------------------------------------------------------
     def _setup(self, model, config) -> None:

@@ -207,3 +207,22 @@ def test_edits_need_the_official_loop(workdir, capsys):
     assert len(err) == 1 and "refine edits runs of the official loop" in err[0]
     assert run("refine", workdir / "nothing_here", "--edits", path, "--out", workdir / "x") == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_direction_both_tracks_late_objects_back_and_keeps_the_rest(workdir, capsys):
+    """``--direction both``: the objects first shown on the last frame (a 10-frame clip, both prompts) get masks on
+    the frames before it too; the frames they had are unchanged; the summary counts the frames tracked back."""
+    common = ["--prompt", "red circle", "--no-render"]
+    assert track(workdir, "forward2", *common) == 0
+    assert track(workdir, "both2", *common, "--direction", "both") == 0
+    capsys.readouterr()
+    forward = read_mots(workdir / "forward2" / "tracks.mots.txt")
+    both = read_mots(workdir / "both2" / "tracks.mots.txt")
+    assert sorted(forward) == [9]
+    assert np.array_equal(both[9].mask, forward[9].mask) and both[9].tracker_id.tolist() == forward[9].tracker_id.tolist()
+    assert len(both) == 10 and all(set(both[t].tracker_id) <= set(forward[9].tracker_id) for t in both)
+    summary = json.loads((workdir / "both2" / "summary.json").read_text())
+    assert summary["recomputed"]["tracked_back"]["frames"] >= 9 and summary["config"]["direction"] == "both"
+    assert track(workdir, "both_assoc", "--direction", "both", "--tracker", "sam3video") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--direction both need the official loop" in err[0]

@@ -217,3 +217,22 @@ def test_clicks_on_one_frame_reuse_its_features(model, video, monkeypatch):
     assert calls == [5, 5]
     for out in (again, fresh):
         assert np.array_equal(out.detections.mask, first.detections.mask)
+
+
+def test_track_back_runs_late_objects_backward_and_keeps_their_frames(model, video):
+    """``track_back`` (``track --direction both``): the objects first shown on frame 1 are tracked on frame 0 from
+    their states' memory in reverse; every frame they had is unchanged, and the history records it as a partial
+    propagation from frame 0 (so that the next propagation is a fetch)."""
+    session = VideoSession(model, video, config=LOW, memory_dtype=torch.float32, source_fps=10, keep_all_memory=True)
+    session.add_prompt(0, text="shape")
+    list(session.propagate("forward"))
+    before = [masks_of(session.output(t)) for t in range(FRAMES)]
+    assert set(before[1]) - set(before[0])  # objects first shown late
+    assert session.track_back() >= 1
+    after = [masks_of(session.output(t)) for t in range(FRAMES)]
+    for t in range(1, FRAMES):
+        assert set(after[t]) == set(before[t])
+        assert all(np.array_equal(after[t][i], before[t][i]) for i in before[t])
+    assert set(after[0]) >= set(before[0])
+    assert session.history[-1].kind == ActionKind.PARTIAL and session.history[-1].frame_index == 0
+    assert next_propagation(session.history).kind == ActionKind.FETCH
