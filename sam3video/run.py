@@ -271,7 +271,7 @@ class SessionSource:
                 raise InputError(f"{where}: no track {edit.obj_id} to remove (tracks: {ids.describe()})")
             sessions[found[0]].remove_object(found[1])
             ids.forget(edit.obj_id)
-            return {**edit.describe(), "tracked_again": 0}
+            return {**edit.describe(), "tracked_again": 0, "click_s": 0.0, "propagation_s": 0.0}
         if found is None:
             if edit.prompt is None and len(prompts) > 1:
                 raise InputError(f"{where}: track {edit.obj_id} is new: say under which prompt (\"prompt\": one of "
@@ -281,10 +281,13 @@ class SessionSource:
         elif edit.prompt is not None and prompts[found[0]] != edit.prompt:
             raise InputError(f"{where}: track {edit.obj_id} is a {prompts[found[0]]!r}, not a {edit.prompt!r}")
         p, obj_id = found
+        start = time.perf_counter()
         sessions[p].add_prompt(edit.frame, points=list(edit.points) or None, point_labels=list(edit.labels) or None,
                                box=edit.box, obj_id=obj_id, clear_old_points=not edit.keep_old_points)
+        clicked = time.perf_counter()
         tracked = sum(1 for _ in sessions[p].propagate("both", start_frame=edit.frame))
-        return {**edit.describe(), "tracked_again": tracked}
+        return {**edit.describe(), "tracked_again": tracked, "click_s": round(clicked - start, 3),
+                "propagation_s": round(time.perf_counter() - clicked, 3)}
 
 
 class _RunIds:
