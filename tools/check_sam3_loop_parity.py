@@ -441,7 +441,9 @@ def check_interactive(model, fixture: dict, cfg: Sam3LoopConfig, problems: list[
     for n, step in enumerate(fixture["interactive"]):
         r = step["request"]
         where = f"interactive request {n} ({r['type']})"
-        if r["type"] == "add_prompt":
+        if r["type"] == "add_prompt" and "text" in r:
+            ours = [session.add_prompt(r["frame_index"], text=r["text"])]
+        elif r["type"] == "add_prompt":
             ours = [session.add_prompt(r["frame_index"], points=r["points"], point_labels=r["point_labels"],
                                        obj_id=r["obj_id"], rel_coordinates=True)]
         elif r["type"] == "remove_object":

@@ -656,7 +656,8 @@ def interactive_steps(model, state, click_frame: int = 2) -> list[dict]:
     """The interactive requests after the text flow (the official model's own methods, as its predictor calls
     them): a positive click on the first object (frame ``click_frame``), propagate forward from 0 (partial); a new
     object by a positive and a negative click there, a negative click refining it, propagate; remove that object (a user action), propagate (a
-    fetch); a new object by a click two frames later, propagated forward then backward from there. Each request's
+    fetch); a new object by a click two frames later, propagated forward then backward from there; the text prompt
+    again on the middle frame (a reset), the full loop forward then in reverse from there. Each request's
     outputs (``output_record``), the action history and the tracker states' object ids after it."""
     steps = []
     num_frames = state["num_frames"]
@@ -698,6 +699,12 @@ def interactive_steps(model, state, click_frame: int = 2) -> list[dict]:
     click(later, [[0.5, 0.5]], [1], new_id + 1)
     propagate(later, False)
     propagate(later, True)
+    # the concept again on a middle frame (it starts over), the full loop forward then in reverse from there
+    middle = num_frames // 2
+    f, out = model.add_prompt(state, frame_idx=middle, text_str=PROMPT)
+    record({"type": "add_prompt", "frame_index": middle, "text": PROMPT}, [output_record(f, out)])
+    propagate(middle, False)
+    propagate(middle, True)
     return steps
 
 

@@ -67,7 +67,12 @@ def test_loop_matches_the_official_run(case):
     assert sum(len(rows) for rows in report.forced.values()) == marked
     assert report.compared["shrink_decisions"] >= 10
     if fixture.get("interactive"):  # then VideoSession through the official interactive requests
-        assert report.compared["interactive_requests"] == 10 and report.compared["interactive_masks"] >= 40
+        assert report.compared["interactive_requests"] == 13 and report.compared["interactive_masks"] >= 40
+        # the last three: the text again on the middle frame, the full loop forward then in reverse from there
+        last = fixture["interactive"][-3:]
+        assert [s["request"].get("text") for s in last] == [fixture["prompt"], None, None]
+        assert [s["request"].get("reverse") for s in last[1:]] == [False, True]
+        assert [int(o["frame_idx"]) for o in last[2]["outputs"]] == list(range(fixture["num_frames"] // 2 - 1, -1, -1))
 
 
 def test_the_interactive_check_catches_a_wrong_click_score(monkeypatch):
