@@ -248,6 +248,21 @@ def low_res_targets(frames: list[Frame], size: int) -> torch.Tensor:
     return (masks[:, 0] > 0.5).float().flatten(1)
 
 
+def click_backward(model, frames: list[Frame], rng: np.random.Generator, weight: float = 1.0
+                   ) -> tuple[float, dict]:
+    """The click loss of ``frames`` (the first prompts and ``CORRECTIONS`` more rounds, averaged over objects and
+    rounds, times ``weight``) back-propagated round by round; returns it and its parts (per object and round)."""
+    targets = low_res_targets(frames, model.tracker.low_res_mask_size)
+    denominator = len(targets) * (1 + CORRECTIONS)
+    total, parts = 0.0, {"mask": 0.0, "iou": 0.0, "score": 0.0}
+    for _, masks, ious, scores, _ in click_rounds(model, frames, 1 + CORRECTIONS, rng):
+        loss, terms = round_loss(masks, ious, scores, targets)
+        (weight * loss / denominator).backward(retain_graph=True)
+        total += float(loss.detach())
+        parts = {k: parts[k] + terms[k] for k in parts}
+    return total / denominator, {k: v / denominator for k, v in parts.items()}
+
+
 def batch_for_step(seed: int, step: int, images: int, styled_share: float, resolution: int) -> list[Frame]:
     """The frames of ``step``, drawn from (seed, step) alone."""
     rng = np.random.default_rng([seed, step])
@@ -313,29 +328,20 @@ def train(args) -> None:
                            "minutes\n")
     start = time.time()
     running: list[float] = []
-    low = model.tracker.low_res_mask_size
     while step < args.steps:
         frames = batch_for_step(args.seed, step, args.images, args.styled_share, resolution)
         step += 1
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.lr, args.warmup, args.steps)
-        targets = low_res_targets(frames, low)
-        rng = np.random.default_rng([args.seed, step, 1])
         optimizer.zero_grad(set_to_none=True)
-        total, parts = 0.0, {"mask": 0.0, "iou": 0.0, "score": 0.0}
-        for _, masks, ious, scores, _ in click_rounds(model, frames, 1 + CORRECTIONS, rng):
-            loss, terms = round_loss(masks, ious, scores, targets)
-            (loss / (len(targets) * (1 + CORRECTIONS))).backward(retain_graph=True)
-            total += float(loss.detach())
-            parts = {k: parts[k] + terms[k] for k in parts}
+        loss, parts = click_backward(model, frames, np.random.default_rng([args.seed, step, 1]))
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
-        running.append(total / (len(targets) * (1 + CORRECTIONS)))
+        running.append(loss)
         if step % args.eval_every == 0 or step == args.steps:
             scores = {w: evaluate(model, frames_) for w, frames_ in held_out.items()}
-            denominator = len(targets) * (1 + CORRECTIONS)
             with open(metrics, "a", newline="") as f:
-                csv.writer(f).writerow([step, round(np.mean(running), 4), *(round(parts[k] / denominator, 4)
+                csv.writer(f).writerow([step, round(np.mean(running), 4), *(round(parts[k], 4)
                                         for k in ("mask", "iou", "score")),
                                         *(round(v, 4) for w in ("classic", "heldout") for v in scores[w]),
                                         round((time.time() - start) / 60, 1)])

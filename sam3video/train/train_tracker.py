@@ -1,6 +1,7 @@
 """Train the SAM 3 tracker of the demo model on synthetic clips: SAM 2's recipe at small scale.
 
     python -m sam3video.train.train_tracker --out runs/train_tracker --steps 3000      # starts or resumes
+    python -m sam3video.train.train_tracker --out runs/train_tracker --init runs/train_clicks/last.pt   # after clicks
     python -m sam3video.train.train_tracker --out runs/train_tracker --export sam3video/assets/demo_video.pt
 
 8-frame clips of the synthetic shapes world (10 fps); the ground-truth masks of up to 3 objects visible
@@ -138,6 +139,8 @@ def train(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = demo_video_model()
+    if args.init:  # e.g. the SAM heads trained on clicks (train_clicks): its weights, not its optimizer or step
+        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
     trainable = [*model.tracker.parameters(), *model.detector.backbone.vision_backbone.sam2_convs.parameters()]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
     step = 0
@@ -165,6 +168,13 @@ def train(args) -> None:
         loss, parts = clip_loss(model, *sample)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if args.click_images:  # keep the SAM heads' clicks (train_clicks) while propagation is learnt
+            from . import train_clicks
+
+            frames = train_clicks.batch_for_step(args.seed + 1, step, args.click_images, 0.5,
+                                                 model.detector.config.resolution)
+            train_clicks.click_backward(model, frames, np.random.default_rng([args.seed, step, 2]),
+                                        weight=args.click_weight)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         running.append(loss.item())
@@ -199,6 +209,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heldout-clips", type=int, default=24, help="held-out clips of the mIoU in metrics.csv")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--click-images", type=int, default=0,
+                        help="frames of click training (train_clicks' loss) added to each step (0: none)")
+    parser.add_argument("--click-weight", type=float, default=0.5, help="weight of that click loss")
+    parser.add_argument("--init", help="start from this checkpoint's weights (a train_clicks or train_tracker last.pt)")
     parser.add_argument("--export", help="write OUT/last.pt as a video checkpoint here and stop")
     args = parser.parse_args(argv)
     if args.export:

@@ -42,3 +42,17 @@ def test_train_resume_and_export(tmp_path):
     results = list(VideoPredictor(model, TrackingConfig(tracker_name="sam3")).track(video, ["red circle"],
                                                                                      source_fps=10))
     assert [r.frame_index for r in results] == [0, 1, 2]
+
+
+def test_init_from_another_run_and_click_frames_in_each_step(tmp_path):
+    """``--init`` starts from a checkpoint's weights (here marked, then kept by a zero learning rate); ``--click-images``
+    adds the click loss of ``train_clicks`` to each step."""
+    model, config = train_tracker.demo_video_model()
+    state = model.state_dict()
+    state["tracker.no_obj_ptr"] = torch.full_like(state["tracker.no_obj_ptr"], 0.125)
+    torch.save({"model": state, "config": config}, tmp_path / "init.pt")
+    out = tmp_path / "run"
+    train_tracker.main(["--out", str(out), "--steps", "1", "--eval-every", "1", "--heldout-clips", "1", "--lr", "0",
+                        "--init", str(tmp_path / "init.pt"), "--click-images", "1"])
+    saved = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert torch.equal(saved["tracker.no_obj_ptr"], state["tracker.no_obj_ptr"])
