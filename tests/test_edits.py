@@ -12,8 +12,8 @@ from sam3video.cli import main
 from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.errors import InputError
 from sam3video.export import read_mots
-from sam3video.export.mots import make_disjoint
 from sam3video.export.edits import ClickEdit, RemoveEdit, check_edits, load_edits, parse_edits
+from sam3video.export.mots import make_disjoint
 from tests.helpers import write_video
 
 THRESHOLDS = ["--score-threshold", "0.2", "--new-track-threshold", "0.25"]

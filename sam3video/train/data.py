@@ -27,8 +27,8 @@ from ..data.styles import StyleConfig, sample_frame_size
 from ..data.synthetic import WorldConfig
 from ..data.training import sample_training_example, split_prompts
 from ..geometry import normalised_cxcywh
-from ..preprocess import preprocess_image
 from ..model.geometry_encoders import Prompt, prompt_from_boxes
+from ..preprocess import preprocess_image
 
 UNKNOWN_WORDS = ("dog", "cat", "car", "person", "tree", "house", "bird", "chair", "bottle", "cup", "phone",
                  "horse", "boat", "bicycle", "flower", "book", "clock", "banana", "pizza", "shoe")

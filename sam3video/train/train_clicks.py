@@ -32,12 +32,11 @@ import torch.nn.functional as F
 
 from ..data.styles import StyleConfig
 from ..data.synthetic import WorldConfig, generate_clip
-from ..export.atomic import atomic_path
 from ..model.sam3_tracker_utils import PointInputs, encode_prompts
 from ..preprocess import preprocess_image
 from .losses import dice_loss, sigmoid_focal_loss
 from .train import lr_at
-from .train_tracker import demo_video_model
+from .train_tracker import Run, demo_video_model
 
 MAX_OBJECTS = 4
 MIN_AREA_FRACTION = 0.002  # of the frame: 154 pixels at 320x240
@@ -306,20 +305,8 @@ def evaluate(model, frames: list[Frame], rounds: int = 3, chunk: int = 8) -> lis
 
 def train(args) -> None:
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, config = demo_video_model()
-    trainable = [*model.tracker.parameters(), *model.detector.backbone.vision_backbone.sam2_convs.parameters()]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
-    step = 0
-    if (out / "last.pt").is_file():
-        saved = torch.load(out / "last.pt", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step = saved["step"]
-        print(f"resumed from {out / 'last.pt'} at step {step}", flush=True)
-    model.detector.eval()
-    model.tracker.train()
+    run = Run(args.out, args.lr)
+    out, model, optimizer, trainable, step = run.out, run.model, run.optimizer, run.trainable, run.step
     resolution = model.tracker.image_size
     held_out = {w: held_out_frames(w, args.heldout_frames, resolution) for w in ("classic", "heldout")}
     metrics = out / "metrics.csv"
@@ -348,14 +335,12 @@ def train(args) -> None:
             print(f"step {step} loss {np.mean(running):.4f} click IoU classic {scores['classic']} held-out styles "
                   f"{scores['heldout']} ({(time.time() - start) / 60:.1f} min)", flush=True)
             running = []
-            with atomic_path(out / "last.pt") as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "config": config}, tmp)
+            run.step = step
+            run.save()
         if args.time_limit and time.time() - start > 60 * args.time_limit:
             print(f"time limit: stopped at step {step}", flush=True)
-            with atomic_path(out / "last.pt") as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "config": config}, tmp)
+            run.step = step
+            run.save()
             return
 
 

@@ -134,24 +134,39 @@ def evaluate(model, clips: list) -> float:
     return float(np.mean(ious)) if ious else 0.0
 
 
+class Run:
+    """What the tracker's training runs share (here and ``train_clicks``): the demo video model (``init``: another
+    run's weights), AdamW on the tracker and the second neck, and ``OUT/last.pt`` resumed and saved atomically."""
+
+    def __init__(self, out: "str | Path", lr: float, init: "str | Path | None" = None):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model, self.config = demo_video_model()
+        if init:  # e.g. the SAM heads trained on clicks: its weights, not its optimizer or step
+            self.model.load_state_dict(torch.load(init, weights_only=True)["model"])
+        neck = self.model.detector.backbone.vision_backbone
+        self.trainable = [*self.model.tracker.parameters(), *neck.sam2_convs.parameters()]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, weight_decay=0.01)
+        self.step = 0
+        if (self.out / "last.pt").is_file():
+            saved = torch.load(self.out / "last.pt", weights_only=True)
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.step = saved["step"]
+            print(f"resumed from {self.out / 'last.pt'} at step {self.step}", flush=True)
+        self.model.detector.eval()
+        self.model.tracker.train()
+
+    def save(self) -> None:
+        with atomic_path(self.out / "last.pt") as tmp:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                        "config": self.config}, tmp)
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, config = demo_video_model()
-    if args.init:  # e.g. the SAM heads trained on clicks (train_clicks): its weights, not its optimizer or step
-        model.load_state_dict(torch.load(args.init, weights_only=True)["model"])
-    trainable = [*model.tracker.parameters(), *model.detector.backbone.vision_backbone.sam2_convs.parameters()]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
-    step = 0
-    if (out / "last.pt").is_file():
-        saved = torch.load(out / "last.pt", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step = saved["step"]
-        print(f"resumed from {out / 'last.pt'} at step {step}", flush=True)
-    model.detector.eval()
-    model.tracker.train()
+    run = Run(args.out, args.lr, args.init)
+    out, model, optimizer, trainable, step = run.out, run.model, run.optimizer, run.trainable, run.step
     held_out = [c for c in (sample_clip(HELD_OUT_SEED + i, model.detector.config.resolution) for i in range(args.heldout_clips)) if c]
     metrics = out / "metrics.csv"
     if not metrics.exists():
@@ -187,9 +202,8 @@ def train(args) -> None:
             print(f"step {step} loss {np.mean(running):.4f} held-out mIoU {miou:.4f} "
                   f"({(time.time() - start) / 60:.1f} min)", flush=True)
             running = []
-            with atomic_path(out / "last.pt") as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "config": config}, tmp)
+            run.step = step
+            run.save()
 
 
 def export(checkpoint: Path, path: Path) -> None:
