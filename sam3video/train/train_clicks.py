@@ -36,7 +36,7 @@ from ..model.sam3_tracker_utils import PointInputs, encode_prompts
 from ..preprocess import preprocess_image
 from .losses import dice_loss, sigmoid_focal_loss
 from .train import lr_at
-from .train_tracker import Run, demo_video_model
+from .train_tracker import Run, demo_video_model, frame_features
 
 MAX_OBJECTS = 4
 MIN_AREA_FRACTION = 0.002  # of the frame: 154 pixels at 320x240
@@ -113,19 +113,6 @@ def correction_click(pred: np.ndarray, truth: np.ndarray, rng: np.random.Generat
         pick = int(rng.integers(len(ys)))
         y, x = ys[pick], xs[pick]
     return (int(x), int(y)), label
-
-
-def frame_features(model, images: torch.Tensor) -> tuple[list, list, list]:
-    """(I, 3, R, R) -> the tracker's features of each frame as the session builds them: [(HW_l, I, C_l)] levels,
-    their position encodings and sizes."""
-    neck, tracker = model.detector.backbone.vision_backbone, model.tracker
-    with torch.no_grad():
-        trunk = neck.trunk(images)[-1]
-    levels = [conv(trunk) for conv in neck.sam2_convs][:3]  # scalp 1
-    pos = [neck.position_encoding(f).to(f.dtype) for f in levels]
-    _, feats, pos_embeds, sizes = tracker._prepare_backbone_features(
-        tracker.tracker_backbone_out({"backbone_fpn": levels, "vision_pos_enc": pos}))
-    return feats, pos_embeds, sizes
 
 
 def sam_heads(tracker, feats: list, sizes: list, owner: torch.Tensor, points: PointInputs,

@@ -68,16 +68,24 @@ def demo_video_model():
     return model, config
 
 
-def propagate_clip(model, frames: torch.Tensor, masks: torch.Tensor):
-    """Yield (t, ``TrackStepOutput``) for the clip's 8 frames: frame 0 prompted with the masks of frame 0
-    (K objects), frames 1-7 propagated through the memory (with gradients unless under no_grad)."""
+def frame_features(model, images: torch.Tensor) -> tuple[list, list, list]:
+    """(I, 3, R, R) -> the tracker's features of each frame as a session builds them (the frozen trunk, the second
+    neck, ``conv_s0`` / ``conv_s1``): [(HW_l, I, C_l)] levels, their position encodings, their sizes."""
     neck, tracker = model.detector.backbone.vision_backbone, model.tracker
     with torch.no_grad():
-        trunk = neck.trunk(frames)[-1]
+        trunk = neck.trunk(images)[-1]
     levels = [conv(trunk) for conv in neck.sam2_convs][:3]  # scalp 1
     pos = [neck.position_encoding(f).to(f.dtype) for f in levels]
     _, feats, pos_embeds, sizes = tracker._prepare_backbone_features(
         tracker.tracker_backbone_out({"backbone_fpn": levels, "vision_pos_enc": pos}))
+    return feats, pos_embeds, sizes
+
+
+def propagate_clip(model, frames: torch.Tensor, masks: torch.Tensor):
+    """Yield (t, ``TrackStepOutput``) for the clip's 8 frames: frame 0 prompted with the masks of frame 0
+    (K objects), frames 1-7 propagated through the memory (with gradients unless under no_grad)."""
+    tracker = model.tracker
+    feats, pos_embeds, sizes = frame_features(model, frames)
     K, size = masks.shape[1], tracker.input_mask_size
     prompt = F.interpolate(masks[0][:, None].float(), size=(size, size), mode="bilinear", align_corners=False) > 0.5
     bank = MemoryBank()
