@@ -222,9 +222,8 @@ class SessionSource:
 
     def results(self, session: TrackingSession, first_window: int,
                 on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
-        import torch
-
         from .session import VideoSession
+        from .trackers.sam3.tracking import MEMORY_DTYPES
 
         frames = list(self.reader)
         if not frames:
@@ -235,7 +234,7 @@ class SessionSource:
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
         start = time.perf_counter()
         images = np.stack([f.image for f in frames])
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[self.memory_dtype]
+        dtype = MEMORY_DTYPES[self.memory_dtype]
         sessions = [VideoSession(self.model, images, config=self.loop_config, memory_dtype=dtype, source_fps=self.fps,
                                  frames_fp16=self.frames_fp16, keep_all_memory=self.job.direction == "both")
                     for _ in session.class_names]

@@ -20,6 +20,7 @@ from .options import Sam3Options
 from .planning import Sam3LoopConfig
 from .propagation import FrameFeatures
 
+MEMORY_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # Sam3Options.memory_dtype -> the stored dtype
 UNKNOWN_LENGTH = 10_000  # num_frames when a source does not say (only min(num_frames, 16) is read)
 
 
@@ -55,7 +56,7 @@ class Sam3Tracking:
     def __init__(self, tracker: Sam3TrackerBase, config: Sam3LoopConfig, num_prompts: int,
                  num_frames: int | None, video_size: tuple[int, int],
                  options: Sam3Options = Sam3Options()):
-        memory_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[options.memory_dtype]
+        memory_dtype = MEMORY_DTYPES[options.memory_dtype]
         length = num_frames if num_frames else UNKNOWN_LENGTH
         self.options = options
         self.loops = [Sam3Loop(tracker, config, length, video_size, memory_dtype) for _ in range(num_prompts)]

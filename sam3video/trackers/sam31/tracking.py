@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..sam3.options import Sam3Options
-from ..sam3.tracking import UNKNOWN_LENGTH, FrameDetections, Sam3Tracking
+from ..sam3.tracking import MEMORY_DTYPES, UNKNOWN_LENGTH, FrameDetections, Sam3Tracking
 from .loop import ConfirmationBuffer, Sam31Features, Sam31Loop
 
 
@@ -28,7 +28,7 @@ class Sam31Tracking(Sam3Tracking):
 
     def __init__(self, tracker, config, num_prompts: int, num_frames: int | None, video_size: tuple[int, int],
                  options: Sam3Options = Sam3Options()):
-        memory_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[options.memory_dtype]
+        memory_dtype = MEMORY_DTYPES[options.memory_dtype]
         length = num_frames if num_frames else UNKNOWN_LENGTH
         self.options = options
         self.loops = [Sam31Loop(tracker, config, length, video_size, memory_dtype) for _ in range(num_prompts)]
