@@ -32,7 +32,7 @@ from .detections import Detections
 from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
-from .export.edits import Edit, RemoveEdit, check_edits
+from .export.edits import ClickEdit, Edit, RemoveEdit, check_edits
 from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
@@ -222,9 +222,6 @@ class SessionSource:
 
     def results(self, session: TrackingSession, first_window: int,
                 on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
-        from .session import VideoSession
-        from .trackers.sam3.tracking import MEMORY_DTYPES
-
         frames = list(self.reader)
         if not frames:
             raise InputError("the video produced no frames to track")
@@ -233,50 +230,88 @@ class SessionSource:
                              f"({self.job.window_seconds:g} s); "
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
         start = time.perf_counter()
-        images = np.stack([f.image for f in frames])
-        dtype = MEMORY_DTYPES[self.memory_dtype]
-        sessions = [VideoSession(self.model, images, config=self.loop_config, memory_dtype=dtype, source_fps=self.fps,
-                                 frames_fp16=self.frames_fp16, keep_all_memory=self.job.direction == "both")
-                    for _ in session.class_names]
-        for prompt, one in zip(session.class_names, sessions):
+        clip = EditedClip(self.model, np.stack([f.image for f in frames]), session.class_names, self.loop_config,
+                          self.memory_dtype, self.fps, self.frames_fp16, self.job.direction, self.job.edits_name)
+        for _ in clip.track():
+            pass
+        for index, edit in enumerate(self.job.edits or ()):
+            clip.apply(edit, index)
+        clip.finish()
+        self.applied, self.frames_tracked, self.frames_tracked_back = clip.applied, clip.frames_tracked, \
+            clip.frames_tracked_back
+        session.timings["track"] += time.perf_counter() - start
+        session.frames_done = len(frames)
+        yield from clip.results([(f.index, f.timestamp) for f in frames])
+        clip.close()
+        on_window_end(0)
+
+
+class EditedClip:
+    """A clip's interactive sessions (``sam3video.session``, one per prompt, on the same frames) and the edits
+    applied to them so far, under the run's track ids: what ``track --edits``, ``refine`` and the app share.
+    ``track()`` runs the official loop forward from frame 0 (and, ``direction="both"``, back from where each object
+    was first shown); ``apply(edit)`` applies one edit and tracks the objects it touched again both ways from its
+    frame (unless it waits: ``propagate=False``); ``finish()`` propagates clicks still waiting."""
+
+    def __init__(self, model, images: np.ndarray, prompts: Sequence[str], loop_config, memory_dtype: str,
+                 fps: float, frames_fp16: bool, direction: str = "forward", edits_name: str = "edits"):
+        from .session import VideoSession
+        from .trackers.sam3.tracking import MEMORY_DTYPES
+
+        self.prompts, self.direction, self.edits_name = list(prompts), direction, edits_name
+        self.images = images  # (T, H, W, 3) uint8
+        self.sessions = [VideoSession(model, images, config=loop_config, memory_dtype=MEMORY_DTYPES[memory_dtype],
+                                      source_fps=fps, frames_fp16=frames_fp16,
+                                      keep_all_memory=direction == "both") for _ in self.prompts]
+        self.ids = _RunIds([])
+        self.applied: list[dict] = []  # per edit: what it was and what it tracked again
+        self.waiting: ClickEdit | None = None  # the last click that has not been propagated
+        self.clicked: set[int] = set()  # the prompts whose sessions have clicks not yet propagated
+        self.frames_tracked = self.frames_tracked_back = 0
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.images)
+
+    def track(self) -> Iterator[int]:
+        """The full pass, prompt by prompt; yields after each frame (for progress: ``len(prompts) * num_frames``)."""
+        for prompt, one in zip(self.prompts, self.sessions):
             one.add_prompt(0, text=prompt)
             for _ in one.propagate("forward", start_frame=0):
                 self.frames_tracked += 1
-            if self.job.direction == "both":
+                yield self.frames_tracked
+            if self.direction == "both":
                 self.frames_tracked_back += one.track_back()
-        ids = _RunIds(sessions)
-        for index, edit in enumerate(self.job.edits or ()):
-            self.applied.append(self._apply(edit, index, sessions, ids, session.class_names))
-        session.timings["track"] += time.perf_counter() - start
-        session.frames_done = len(frames)
-        for frame in frames:
-            parts = []
-            for p, one in enumerate(sessions):
-                out = one.output(frame.index).detections
-                run_ids = np.array([ids.run_id(p, int(i)) for i in out.tracker_id], np.int64)
-                parts.append(replace(out, class_id=np.full(len(out), p, np.int64), tracker_id=run_ids))
-            tracked = Detections.merge(parts)
-            yield FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, Detections.empty())
-        for one in sessions:
-            one.close()
-        on_window_end(0)
+        self.ids = _RunIds(self.sessions)
 
-    def _apply(self, edit: Edit, index: int, sessions: list, ids: _RunIds, prompts: list[str]) -> dict:
-        """One edit on its session, then the objects it touched tracked again both ways from its frame."""
-        where = f"{self.job.edits_name}: entry {index}"
-        found = ids.official(edit.obj_id)
+    def track_ids(self) -> dict[int, str]:
+        """The run's track ids now -> their prompts."""
+        return {run_id: self.prompts[p] for run_id, (p, _) in sorted(self.ids.to_official.items())}
+
+    def new_track_id(self) -> int:
+        """The id a new object gets: one past the largest the run has given."""
+        return max(self.ids.ever, default=0) + 1
+
+    def apply(self, edit: Edit, index: int | None = None) -> dict:
+        """One edit on its session, then (a click that propagates) the objects clicked since the last propagation
+        tracked again both ways from its frame; returns what it did (the summary's entry)."""
+        where = f"{self.edits_name}: entry {index}" if index is not None else self.edits_name
+        found = self.ids.official(edit.obj_id)
+        sessions, prompts = self.sessions, self.prompts
         if isinstance(edit, RemoveEdit):
             if found is None:
-                raise InputError(f"{where}: no track {edit.obj_id} to remove (tracks: {ids.describe()})")
+                raise InputError(f"{where}: no track {edit.obj_id} to remove (tracks: {self.ids.describe()})")
             sessions[found[0]].remove_object(found[1])
-            ids.forget(edit.obj_id)
-            return {**edit.describe(), "tracked_again": 0, "click_s": 0.0, "propagation_s": 0.0}
+            self.ids.forget(edit.obj_id)
+            return self._record({**edit.describe(), "tracked_again": 0, "click_s": 0.0, "propagation_s": 0.0})
         if found is None:
             if edit.prompt is None and len(prompts) > 1:
                 raise InputError(f"{where}: track {edit.obj_id} is new: say under which prompt (\"prompt\": one of "
                                  f"{', '.join(prompts)})")
+            if edit.prompt is not None and edit.prompt not in prompts:
+                raise InputError(f"{where}: prompt {edit.prompt!r} is not one of the run's ({', '.join(prompts)})")
             p = prompts.index(edit.prompt) if edit.prompt is not None else 0
-            found = ids.new(edit.obj_id, p, sessions[p].max_obj_id + 1)
+            found = self.ids.new(edit.obj_id, p, sessions[p].max_obj_id + 1)
         elif edit.prompt is not None and prompts[found[0]] != edit.prompt:
             raise InputError(f"{where}: track {edit.obj_id} is a {prompts[found[0]]!r}, not a {edit.prompt!r}")
         p, obj_id = found
@@ -284,9 +319,49 @@ class SessionSource:
         sessions[p].add_prompt(edit.frame, points=list(edit.points) or None, point_labels=list(edit.labels) or None,
                                box=edit.box, obj_id=obj_id, clear_old_points=not edit.keep_old_points)
         clicked = time.perf_counter()
-        tracked = sum(1 for _ in sessions[p].propagate("both", start_frame=edit.frame))
-        return {**edit.describe(), "tracked_again": tracked, "click_s": round(clicked - start, 3),
-                "propagation_s": round(time.perf_counter() - clicked, 3)}
+        self.waiting = None if edit.propagate else edit
+        self.clicked.add(p)
+        tracked = self._propagate(edit.frame) if edit.propagate else 0
+        return self._record({**edit.describe(), "tracked_again": tracked, "click_s": round(clicked - start, 3),
+                             "propagation_s": round(time.perf_counter() - clicked, 3)})
+
+    def finish(self) -> int:
+        """Propagate the clicks still waiting (from the last one's frame); the frames tracked again."""
+        if self.waiting is None:
+            return 0
+        frame, self.waiting = self.waiting.frame, None
+        tracked = self._propagate(frame)
+        self.applied.append({"propagate": frame, "tracked_again": tracked})
+        return tracked
+
+    def _propagate(self, frame: int) -> int:
+        tracked = sum(sum(1 for _ in self.sessions[p].propagate("both", start_frame=frame))
+                      for p in sorted(self.clicked))
+        self.clicked.clear()
+        return tracked
+
+    def _record(self, entry: dict) -> dict:
+        self.applied.append(entry)
+        return entry
+
+    def detections(self, t: int) -> Detections:
+        """Frame ``t``'s tracks as the sessions hold them now: ``class_id`` the prompt's index, ``tracker_id`` the
+        run's ids."""
+        parts = []
+        for p, one in enumerate(self.sessions):
+            out = one.output(t).detections
+            run_ids = np.array([self.ids.run_id(p, int(i)) for i in out.tracker_id], np.int64)
+            parts.append(replace(out, class_id=np.full(len(out), p, np.int64), tracker_id=run_ids))
+        return Detections.merge(parts)
+
+    def results(self, frames: Sequence[tuple[int, float]]) -> Iterator[FrameResult]:
+        """``FrameResult``s of (index, timestamp) frames, for a ``Run`` to write."""
+        for index, timestamp in frames:
+            yield FrameResult(index, timestamp, 0, self.detections(index), self.images[index], Detections.empty())
+
+    def close(self) -> None:
+        for one in self.sessions:
+            one.close()
 
 
 class _RunIds:
@@ -296,6 +371,7 @@ class _RunIds:
     def __init__(self, sessions: list):
         self.to_official: dict[int, tuple[int, int]] = {}
         self.to_run: dict[tuple[int, int], int] = {}
+        self.ever: set[int] = set()  # every run id given, removed ones too
         for t in range(sessions[0].num_frames if sessions else 0):
             for p, one in enumerate(sessions):
                 for obj_id in one.output(t).detections.tracker_id:
@@ -304,6 +380,7 @@ class _RunIds:
 
     def new(self, run_id: int, prompt: int, obj_id: int) -> tuple[int, int]:
         self.to_official[run_id] = (prompt, obj_id)
+        self.ever.add(run_id)
         self.to_run[(prompt, obj_id)] = run_id
         return prompt, obj_id
 

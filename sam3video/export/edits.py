@@ -12,6 +12,9 @@
 - ``box`` (x1, y1, x2, y2) on ``obj_id``: a box prompt for that object on that frame (SAM 2's tracker box, as its
   first two points; the official SAM 3 request API takes boxes for the detector only), with optional ``points``.
 - ``remove``: that object leaves the run (every frame).
+- ``"propagate": false`` on clicks: apply them and track nothing yet (several clicks, one propagation, as in a
+  session): the next action that propagates, or the end of the list, tracks every object clicked since, both ways
+  from its frame.
 
 Ids are those of the run's ``tracks.txt`` (1-based); frames are 0-based output frames (after ``--fps`` /
 ``--start``); coordinates are pixels of the video. After each action the objects it touched are tracked again
@@ -42,6 +45,7 @@ class ClickEdit:
     box: tuple[float, float, float, float] | None = None
     prompt: str | None = None
     keep_old_points: bool = False
+    propagate: bool = True  # False: the clicks wait for the next propagation (the module docstring)
 
     def describe(self) -> dict:
         out = {"frame": self.frame, "obj_id": self.obj_id}
@@ -53,6 +57,8 @@ class ClickEdit:
             out["prompt"] = self.prompt
         if self.keep_old_points:
             out["keep_old_points"] = True
+        if not self.propagate:
+            out["propagate"] = False
         return out
 
 
@@ -67,7 +73,7 @@ class RemoveEdit:
 
 
 Edit = ClickEdit | RemoveEdit
-CLICK_KEYS = {"frame", "obj_id", "points", "labels", "box", "prompt", "keep_old_points"}
+CLICK_KEYS = {"frame", "obj_id", "points", "labels", "box", "prompt", "keep_old_points", "propagate"}
 
 
 def load_edits(path: "str | Path") -> list[Edit]:
@@ -136,7 +142,10 @@ def _parse_entry(entry, where: str) -> Edit:
     if keep and box is not None:
         raise InputError(f"{where}: a box replaces the object's earlier clicks on its frame (it comes before any "
                          f"point): drop keep_old_points")
-    return ClickEdit(frame, _obj_id(entry["obj_id"], where, "obj_id"), points, labels, box, prompt, keep)
+    propagate = entry.get("propagate", True)
+    if not isinstance(propagate, bool):
+        raise InputError(f"{where}: propagate must be true or false, got {propagate!r}")
+    return ClickEdit(frame, _obj_id(entry["obj_id"], where, "obj_id"), points, labels, box, prompt, keep, propagate)
 
 
 def _obj_id(value, where: str, key: str) -> int:

@@ -8,8 +8,9 @@ and up to ``MAX_OBJECTS`` objects of each that cover at least ``MIN_AREA_FRACTIO
 first prompt is one positive click (its centre, the pixel farthest from its boundary, half of the time, else
 any pixel of it) or, one time in four, its box with a few pixels of noise; each of ``CORRECTIONS`` more rounds
 adds one click at a point deep in the largest error of the previous prediction (positive on a miss, negative
-on a leak) and passes the previous logits as the mask prompt, as ``Sam3Session._click`` does. Loss per round:
-20 x focal + dice of the best of the three candidates of a single click (SAM's minimum over candidates), of the
+on a leak) and passes the previous logits as the mask prompt, as ``Sam3Session._click`` does. Loss per round,
+on the logits upsampled 2x (bilinear, as a session resizes them; SAM's loss at image resolution), against the
+truth squashed as the frame is: 20 x focal + dice of the best of the three candidates of a single click (SAM's minimum over candidates), of the
 one mask otherwise; MSE of each candidate's predicted IoU against its real one; cross-entropy of the object
 score (the object is there). Frames are preprocessed and the features built as the session builds them (the
 frozen detector trunk, the second neck ``sam2_convs``, the tracker's ``conv_s0``/``conv_s1``); the tracker and
@@ -47,6 +48,7 @@ HELD_OUT_SEED = 2 * 10**9
 WORLDS = {"classic": WorldConfig(duration_s=0.2), "train": WorldConfig(duration_s=0.2, style=StyleConfig("train")),
           "heldout": WorldConfig(duration_s=0.2, style=StyleConfig("heldout"))}
 BOX_LABELS = (2, 3)  # SAM's labels of a box's top-left and bottom-right corners
+LOSS_SCALE = 2  # the loss compares the low-res logits upsampled 2x (bilinear, as a session resizes) with the truth
 
 
 @dataclass
@@ -212,9 +214,11 @@ def click_rounds(model, frames: list[Frame], rounds: int, rng: np.random.Generat
 
 def round_loss(masks: torch.Tensor, ious: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor
                ) -> tuple[torch.Tensor, dict]:
-    """One round's loss over N objects; ``targets`` (N, h*w) float in {0, 1}."""
+    """One round's loss over N objects; ``targets`` (N, S*S) float in {0, 1} at S = ``LOSS_SCALE`` x the logits'
+    side, which are upsampled bilinearly to it first (SAM's loss at the image's resolution, not the logits')."""
     N, M = masks.shape[:2]
-    logits = masks.flatten(2)  # (N, M, hw)
+    side = masks.shape[-1] * LOSS_SCALE
+    logits = F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False).flatten(2)  # (N, M, S*S)
     expanded = targets[:, None].expand(-1, M, -1).reshape(N * M, -1)
     flat = logits.reshape(N * M, -1)
     per_candidate = (20 * sigmoid_focal_loss(flat, expanded).mean(1) + dice_loss(flat, expanded)).view(N, M)
@@ -228,7 +232,8 @@ def round_loss(masks: torch.Tensor, ious: torch.Tensor, scores: torch.Tensor, ta
 
 
 def low_res_targets(frames: list[Frame], size: int) -> torch.Tensor:
-    """(N, size*size) float coverage > 0.5 of each object's mask, resized as the frame is (squashed square)."""
+    """(N, size*size) float coverage > 0.5 of each object's mask, resized as the frame is (squashed square);
+    frames smaller than ``size`` are upsampled (nearest)."""
     masks = torch.cat([F.interpolate(torch.from_numpy(f.masks).float()[:, None], size=(size, size), mode="area")
                        for f in frames])
     return (masks[:, 0] > 0.5).float().flatten(1)
@@ -238,7 +243,7 @@ def click_backward(model, frames: list[Frame], rng: np.random.Generator, weight:
                    ) -> tuple[float, dict]:
     """The click loss of ``frames`` (the first prompts and ``CORRECTIONS`` more rounds, averaged over objects and
     rounds, times ``weight``) back-propagated round by round; returns it and its parts (per object and round)."""
-    targets = low_res_targets(frames, model.tracker.low_res_mask_size)
+    targets = low_res_targets(frames, LOSS_SCALE * model.tracker.low_res_mask_size)
     denominator = len(targets) * (1 + CORRECTIONS)
     total, parts = 0.0, {"mask": 0.0, "iou": 0.0, "score": 0.0}
     for _, masks, ious, scores, _ in click_rounds(model, frames, 1 + CORRECTIONS, rng):
@@ -292,7 +297,7 @@ def evaluate(model, frames: list[Frame], rounds: int = 3, chunk: int = 8) -> lis
 
 def train(args) -> None:
     torch.set_num_threads(args.threads)
-    run = Run(args.out, args.lr)
+    run = Run(args.out, args.lr, args.init)
     out, model, optimizer, trainable, step = run.out, run.model, run.optimizer, run.trainable, run.step
     resolution = model.tracker.image_size
     held_out = {w: held_out_frames(w, args.heldout_frames, resolution) for w in ("classic", "heldout")}
@@ -344,6 +349,7 @@ def main(argv=None) -> None:
     parser.add_argument("--heldout-frames", type=int, default=48, help="held-out frames per world")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=0.0, help="stop cleanly after this many minutes")
+    parser.add_argument("--init", help="start from this checkpoint's weights (an earlier run's last.pt)")
     parser.add_argument("--evaluate", action="store_true", help="print OUT/last.pt's held-out click IoUs and stop")
     args = parser.parse_args(argv)
     if args.evaluate:
