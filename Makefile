@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench benchmark clean
+.PHONY: install test demo app bench benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -c "import cv2, trackeval, trackers, av, ray"  # the install is whole: video, metrics, peers, batch
+	$(BIN)/python -c "import cv2, trackeval, trackers, av, ray, gradio"  # the install is whole: video, metrics, peers, batch, app
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 	$(BIN)/sam3video eval --gt demos/shapes/gt/yellow_circle/gt.txt demos/shapes/gt/green_triangle/gt.txt \
 		--pred runs/demo/tracks.yellow_circle.txt runs/demo/tracks.green_triangle.txt --json runs/demo/eval.json
 	@echo "overlay video: runs/demo/overlay.mp4   MOT: runs/demo/tracks.txt   MOTS: runs/demo/tracks.mots.txt"
+
+# The local web page on the demo clip (the demo video model: detector and tracker): open the address it prints.
+app: $(VENV)/.installed
+	$(BIN)/sam3video app demos/shapes/video.mp4
 
 # The tracking benchmark on 20 held-out synthetic clips (about 20 minutes on 2 cores).
 benchmark: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""The ``sam3video`` command: ``track``, ``retrack``, ``refine``, ``batch``, ``eval`` and ``render`` subcommands.
+"""The ``sam3video`` command: ``track``, ``retrack``, ``refine``, ``batch``, ``eval``, ``render`` and ``app``.
 
 Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem), 1 internal error,
 130 interrupted (Ctrl-C; no output file is left half-written under its final name).
@@ -442,6 +442,28 @@ def run_render(args) -> int:
     return EXIT_OK
 
 
+def add_app_parser(sub) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("app", help="a local web page: track concepts, fix them by clicking, export",
+                       description="Start a local web page (Gradio) to track prompts in a video, add or refine "
+                                   "objects by clicking, remove them, and export the run folder.")
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="videos the page offers (more can be uploaded)")
+    p.add_argument("--checkpoint", help="sam3.pt, sam3.1_multiplex.pt or a hub id (default: the demo video model)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--max-upload-mb", type=_positive_float, default=200.0, help="largest upload (default 200 MB)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def run_app(args) -> int:
+    from .app import serve
+
+    serve(args.videos, args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+          device=args.device)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -455,11 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parser(sub)
     add_eval_parser(sub)
     add_render_parser(sub)
+    add_app_parser(sub)
     return parser
 
 
 COMMANDS = {"track": run_track, "retrack": run_retrack, "refine": run_refine, "batch": run_batch_command, "eval": run_eval_command,
-            "render": run_render}
+            "render": run_render, "app": run_app}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from .detections import Detections
 from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
-from .export.edits import ClickEdit, Edit, RemoveEdit, check_edits
+from .export.edits import Edit, RemoveEdit, check_edits
 from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
@@ -195,8 +195,11 @@ class SessionSource:
     masks = True
     saves_candidates = False  # the sessions keep no per-frame candidates: no detections.npz
 
-    def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor, model):
+    def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor, model,
+                 clip: "EditedClip | None" = None):
+        """``clip``: one already tracked and edited (the app's): written as it is, nothing recomputed."""
         detector = Detector(job, reader, predictor)
+        self.clip = clip
         self.reader, self.info, self.fps = reader, detector.info, detector.fps
         self.frame_size, self.num_output_frames = detector.frame_size, detector.num_output_frames
         self.model, self.job = model, job
@@ -220,8 +223,8 @@ class SessionSource:
                 **({"reused": "nothing: a run keeps no tracker memory, and its detections.npz holds the kept "
                               "candidates, not the loop's inputs (every query)"} if self.job.refined_from else {})}
 
-    def results(self, session: TrackingSession, first_window: int,
-                on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
+    def open_clip(self) -> EditedClip:
+        """The clip's frames decoded into an ``EditedClip`` (not tracked yet), with the run's settings."""
         frames = list(self.reader)
         if not frames:
             raise InputError("the video produced no frames to track")
@@ -229,20 +232,28 @@ class SessionSource:
             raise InputError(f"edits and --direction both take one clip of at most --window-seconds "
                              f"({self.job.window_seconds:g} s); "
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
+        return EditedClip(self.model, np.stack([f.image for f in frames]), [f.timestamp for f in frames],
+                          self.job.prompts, self.loop_config, self.memory_dtype, self.fps, self.frames_fp16,
+                          self.job.direction, self.job.edits_name)
+
+    def results(self, session: TrackingSession, first_window: int,
+                on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
         start = time.perf_counter()
-        clip = EditedClip(self.model, np.stack([f.image for f in frames]), session.class_names, self.loop_config,
-                          self.memory_dtype, self.fps, self.frames_fp16, self.job.direction, self.job.edits_name)
-        for _ in clip.track():
-            pass
-        for index, edit in enumerate(self.job.edits or ()):
-            clip.apply(edit, index)
+        clip = self.clip
+        if clip is None:
+            clip = self.open_clip()
+            for _ in clip.track():
+                pass
+            for index, edit in enumerate(self.job.edits or ()):
+                clip.apply(edit, index)
         clip.finish()
         self.applied, self.frames_tracked, self.frames_tracked_back = clip.applied, clip.frames_tracked, \
             clip.frames_tracked_back
         session.timings["track"] += time.perf_counter() - start
-        session.frames_done = len(frames)
-        yield from clip.results([(f.index, f.timestamp) for f in frames])
-        clip.close()
+        session.frames_done = clip.num_frames
+        yield from clip.results()
+        if self.clip is None:
+            clip.close()
         on_window_end(0)
 
 
@@ -253,19 +264,21 @@ class EditedClip:
     was first shown); ``apply(edit)`` applies one edit and tracks the objects it touched again both ways from its
     frame (unless it waits: ``propagate=False``); ``finish()`` propagates clicks still waiting."""
 
-    def __init__(self, model, images: np.ndarray, prompts: Sequence[str], loop_config, memory_dtype: str,
-                 fps: float, frames_fp16: bool, direction: str = "forward", edits_name: str = "edits"):
+    def __init__(self, model, images: np.ndarray, timestamps: Sequence[float], prompts: Sequence[str], loop_config,
+                 memory_dtype: str, fps: float, frames_fp16: bool, direction: str = "forward",
+                 edits_name: str = "edits"):
+        """``images`` (T, H, W, 3) uint8 RGB and their ``timestamps`` (s); the rest as ``SessionSource`` sets it."""
         from .session import VideoSession
         from .trackers.sam3.tracking import MEMORY_DTYPES
 
         self.prompts, self.direction, self.edits_name = list(prompts), direction, edits_name
-        self.images = images  # (T, H, W, 3) uint8
+        self.images, self.timestamps = images, list(timestamps)
         self.sessions = [VideoSession(model, images, config=loop_config, memory_dtype=MEMORY_DTYPES[memory_dtype],
                                       source_fps=fps, frames_fp16=frames_fp16,
                                       keep_all_memory=direction == "both") for _ in self.prompts]
         self.ids = _RunIds([])
         self.applied: list[dict] = []  # per edit: what it was and what it tracked again
-        self.waiting: ClickEdit | None = None  # the last click that has not been propagated
+        self.waiting: dict | None = None  # the entry in ``applied`` of the last click not yet propagated
         self.clicked: set[int] = set()  # the prompts whose sessions have clicks not yet propagated
         self.frames_tracked = self.frames_tracked_back = 0
 
@@ -319,19 +332,23 @@ class EditedClip:
         sessions[p].add_prompt(edit.frame, points=list(edit.points) or None, point_labels=list(edit.labels) or None,
                                box=edit.box, obj_id=obj_id, clear_old_points=not edit.keep_old_points)
         clicked = time.perf_counter()
-        self.waiting = None if edit.propagate else edit
         self.clicked.add(p)
         tracked = self._propagate(edit.frame) if edit.propagate else 0
-        return self._record({**edit.describe(), "tracked_again": tracked, "click_s": round(clicked - start, 3),
-                             "propagation_s": round(time.perf_counter() - clicked, 3)})
+        entry = self._record({**edit.describe(), "tracked_again": tracked, "click_s": round(clicked - start, 3),
+                              "propagation_s": round(time.perf_counter() - clicked, 3)})
+        self.waiting = None if edit.propagate else entry
+        return entry
 
     def finish(self) -> int:
-        """Propagate the clicks still waiting (from the last one's frame); the frames tracked again."""
+        """Propagate the clicks still waiting, from the last one's frame; its entry in ``applied`` then shows that
+        propagation (as if it had propagated itself: the app's recorded click does). The frames tracked again."""
         if self.waiting is None:
             return 0
-        frame, self.waiting = self.waiting.frame, None
-        tracked = self._propagate(frame)
-        self.applied.append({"propagate": frame, "tracked_again": tracked})
+        entry, self.waiting = self.waiting, None
+        start = time.perf_counter()
+        tracked = self._propagate(entry["frame"])
+        entry.pop("propagate", None)
+        entry |= {"tracked_again": tracked, "propagation_s": round(time.perf_counter() - start, 3)}
         return tracked
 
     def _propagate(self, frame: int) -> int:
@@ -354,9 +371,9 @@ class EditedClip:
             parts.append(replace(out, class_id=np.full(len(out), p, np.int64), tracker_id=run_ids))
         return Detections.merge(parts)
 
-    def results(self, frames: Sequence[tuple[int, float]]) -> Iterator[FrameResult]:
-        """``FrameResult``s of (index, timestamp) frames, for a ``Run`` to write."""
-        for index, timestamp in frames:
+    def results(self) -> Iterator[FrameResult]:
+        """Every frame's ``FrameResult``, for a ``Run`` to write."""
+        for index, timestamp in enumerate(self.timestamps):
             yield FrameResult(index, timestamp, 0, self.detections(index), self.images[index], Detections.empty())
 
     def close(self) -> None:
@@ -601,10 +618,11 @@ class Run:
         return summary
 
 
-def prepare(job: TrackJob, model=None) -> Run:
+def prepare(job: TrackJob, model=None, clip: "EditedClip | None" = None) -> Run:
     """Check everything a run needs before it writes or prints anything: the video (probed), the
     exemplars against it, the output folder, the checkpoint (loaded unless ``model`` is given), the
-    thresholds and prompts. Raises ``Sam3VideoError`` (one line) for bad input."""
+    thresholds and prompts. Raises ``Sam3VideoError`` (one line) for bad input. ``clip``: the job's clip already
+    tracked with its edits applied (the app's), written without tracking again."""
     from .model.video_checkpoint import load_for_tracker
 
     source = _load_array(job.source)
@@ -629,7 +647,7 @@ def prepare(job: TrackJob, model=None) -> Run:
     predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
-    source = SessionSource(job, reader, predictor, model) if by_session else Detector(job, reader, predictor)
+    source = SessionSource(job, reader, predictor, model, clip) if by_session else Detector(job, reader, predictor)
     return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes)
 
 

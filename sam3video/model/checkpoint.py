@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HUB_ID = "facebook/sam3"
 DEMO = "demo"  # the small demo model shipped in the package, trained on the synthetic shapes world only
+DEMO_VIDEO = "demo-video"  # the demo detector with the demo SAM 3 tracker (assets/demo_tracker.pt): clicks, the loop
 HUB_FILENAME = "sam3.pt"
 HUB_FILENAMES = {"facebook/sam3.1": "sam3.1_multiplex.pt"}  # repos whose checkpoint has another name
 DETECTOR_PREFIX = "detector."
@@ -99,14 +100,22 @@ def is_hub_id(checkpoint: str) -> bool:
     return len(parts) == 2 and all(parts) and not os.path.exists(checkpoint) and not checkpoint.endswith(".pt")
 
 
-def demo_checkpoint() -> Path:
-    """Path of the shipped demo weights (``sam3video/assets/demo.pt``)."""
+def demo_checkpoint(name: str = "demo.pt") -> Path:
+    """Path of shipped demo weights (``sam3video/assets/demo.pt``, or ``name`` there)."""
     from importlib import resources
 
-    path = Path(str(resources.files("sam3video") / "assets" / "demo.pt"))
+    path = Path(str(resources.files("sam3video") / "assets" / name))
     if not path.is_file():
         raise CheckpointError(f"the demo weights are not in this install ({path}); pass --checkpoint")
     return path
+
+
+def demo_video_checkpoint() -> dict:
+    """The demo video model in the official layout (``{"model": detector.* + tracker.*, "config"}``): the demo
+    detector (``demo.pt``) and the demo tracker with its second neck (``demo_tracker.pt``, both fp16)."""
+    detector, tracker = read_checkpoint(demo_checkpoint()), read_checkpoint(demo_checkpoint("demo_tracker.pt"))
+    state = {DETECTOR_PREFIX + k: v for k, v in detector["model"].items()} | tracker["model"]
+    return {"model": state, "config": {**detector["config"], "tracker": tracker["config"]["tracker"]}}
 
 
 def resolve_checkpoint(checkpoint: "str | Path | None") -> Path:

@@ -15,9 +15,12 @@ from ..errors import CheckpointError, InputError
 from .build import Sam3Config
 from .build_video import VideoConfig, build_video_model, load_video_config
 from .checkpoint import (
+    DEMO_VIDEO,
     LoadReport,
     build_and_load,
     checkpoint_version,
+    demo_checkpoint,
+    demo_video_checkpoint,
     image_model_from,
     read_checkpoint,
     resolve_checkpoint,
@@ -97,8 +100,11 @@ def load_for_tracker(
     ``tracker`` None: "sam3" (the official loop: a ``Sam3VideoModel`` for sam3.pt, a ``Sam31VideoModel`` and the
     multiplex loop for sam3.1_multiplex.pt) when the checkpoint holds the tracker's weights, else "sam3video" (a
     ``Sam3Image``). "sam3" without tracker weights is an ``InputError``; any other tracker gets the image model."""
-    path = resolve_checkpoint(checkpoint)
-    obj = read_checkpoint(path)
+    if checkpoint == DEMO_VIDEO:
+        path, obj = demo_checkpoint("demo_tracker.pt"), demo_video_checkpoint()
+    else:
+        path = resolve_checkpoint(checkpoint)
+        obj = read_checkpoint(path)
     holds = holds_tracker_weights(obj)
     name = tracker or ("sam3" if holds else "sam3video")
     if name != "sam3":

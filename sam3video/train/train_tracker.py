@@ -2,7 +2,8 @@
 
     python -m sam3video.train.train_tracker --out runs/train_tracker --steps 3000      # starts or resumes
     python -m sam3video.train.train_tracker --out runs/train_tracker --init runs/train_clicks/last.pt   # after clicks
-    python -m sam3video.train.train_tracker --out runs/train_tracker --export sam3video/assets/demo_video.pt
+    python -m sam3video.train.train_tracker --out runs/train_tracker --export runs/demo_video.pt
+    python -m sam3video.train.train_tracker --out runs/train_tracker --export-demo-tracker sam3video/assets/demo_tracker.pt
 
 8-frame clips of the synthetic shapes world (10 fps); the ground-truth masks of up to 3 objects visible
 on frame 0 are the prompt (``track_step`` with mask inputs), frames 1-7 are propagated through the
@@ -221,6 +222,17 @@ def export(checkpoint: Path, path: Path) -> None:
         torch.save({"model": saved["model"], "config": saved["config"]}, tmp)
 
 
+def export_demo_tracker(checkpoint: Path, path: Path) -> None:
+    """What the trained run adds to the demo detector, in fp16 as ``demo.pt``: ``tracker.*`` and the second neck
+    (``detector.backbone.vision_backbone.sam2_convs.*``), with the tracker's config; ``checkpoint.DEMO_VIDEO``
+    joins them to ``demo.pt``."""
+    saved = torch.load(checkpoint, weights_only=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in saved["model"].items()
+             if k.startswith("tracker.") or ".sam2_convs." in k}
+    with atomic_path(path) as tmp:
+        torch.save({"model": state, "config": {"tracker": saved["config"]["tracker"]}, "step": saved["step"]}, tmp)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -236,9 +248,14 @@ def main(argv=None) -> None:
     parser.add_argument("--click-weight", type=float, default=0.5, help="weight of that click loss")
     parser.add_argument("--init", help="start from this checkpoint's weights (a train_clicks or train_tracker last.pt)")
     parser.add_argument("--export", help="write OUT/last.pt as a video checkpoint here and stop")
+    parser.add_argument("--export-demo-tracker", metavar="PATH",
+                        help="write OUT/last.pt's tracker (fp16) as the package's demo_tracker.pt here and stop")
     args = parser.parse_args(argv)
     if args.export:
         export(Path(args.out) / "last.pt", Path(args.export))
+        return
+    if args.export_demo_tracker:
+        export_demo_tracker(Path(args.out) / "last.pt", Path(args.export_demo_tracker))
         return
     train(args)
 

@@ -1,0 +1,54 @@
+"""``sam3video app``: a local web page to track concepts in a video and fix the tracks by clicking.
+
+``serve`` checks everything (videos, checkpoint, address) before it starts the server; ``page.build_page`` is the
+page, ``work.AppWork`` what one tab does (the page's only caller of ``run``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+
+
+def load_app_model(checkpoint: str | None, device: str = "auto"):
+    """(video model, its name): ``checkpoint`` (sam3.pt, sam3.1_multiplex.pt, a hub id) or, None, the demo video
+    model (the demo detector and the demo tracker)."""
+    from ..model.checkpoint import DEMO_VIDEO
+    from ..model.video_checkpoint import load_for_tracker
+
+    name = checkpoint or DEMO_VIDEO
+    model, _ = load_for_tracker(name, device=device, tracker="sam3")
+    return model, name
+
+
+def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          max_upload_mb: float = 200.0, device: str = "auto", block: bool = True, model=None):
+    """Start the page on ``host:port`` offering ``videos`` (files, by name); returns the running Gradio app (it
+    blocks until interrupted unless ``block`` is False). ``model``: a video model already loaded."""
+    from .page import build_page
+
+    offered: dict[str, Path] = {}
+    for video in videos:
+        path = Path(video)
+        if not path.is_file():
+            raise InputError(f"video {video} does not exist")
+        name = path.name if path.name not in offered else str(path)
+        offered[name] = path.resolve()
+    if not 0 < max_upload_mb:
+        raise InputError(f"--max-upload-mb must be > 0, got {max_upload_mb:g}")
+    name = checkpoint or "demo-video"
+    if model is None:
+        model, name = load_app_model(checkpoint, device)
+    page = build_page(model, name, offered, max_upload_mb=max_upload_mb)
+    page.queue()
+    try:
+        page.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", prevent_thread_lock=True,
+                    quiet=True, show_error=False, inbrowser=False)
+    except OSError as error:
+        raise InputError(f"cannot serve on {host}:{port}: {error}") from None
+    print(f"sam3video app: {page.local_url}  (Ctrl-C stops it)", flush=True)
+    if block:
+        page.block_thread()
+    return page

@@ -1,0 +1,163 @@
+"""The page of ``sam3video app``: Gradio Blocks over ``AppWork`` (one per browser tab).
+
+Gradio because it is the field's convention for model pages (HF Spaces show SAM 3 in it) and its ``Image.select``
+event gives a click's pixel in the frame, which is all the clicks need. Safe defaults: the server binds the host it
+is given (127.0.0.1 by default); a tab sees only the videos given on the command line (by name, never a path) and
+its own uploads (size-limited); the model runs one request at a time for all tabs (Gradio's queue shows a waiting
+tab its position); a closed tab's clip and folder are freed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import Sam3VideoError
+from .work import AppWork
+
+TABLE_HEADERS = ["id", "prompt", "first frame", "last frame", "frames", "mean score"]
+MODEL = "model"  # the concurrency group of every request that runs the model
+STATE_TTL_S = 3600  # a tab idle this long is freed like a closed one
+NEW = "new:"  # the click target values: "#<id>" a track, "new:<prompt>" a new object
+
+
+def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_upload_mb: float = 200.0,
+               thresholds=None, workroot: "str | Path | None" = None) -> gr.Blocks:
+    """The page: ``videos`` name -> path, offered by name; uploads up to ``max_upload_mb`` (enforced by
+    ``launch(max_file_size=...)``)."""
+    root = Path(workroot or tempfile.mkdtemp(prefix="sam3video-app-"))
+
+    def work_of(work: AppWork | None) -> AppWork:
+        return work if work is not None else AppWork(model, checkpoint_name, root / uuid.uuid4().hex, thresholds)
+
+    def failed(error: Exception) -> str:
+        return f"**Error:** {error}"
+
+    def targets(work: AppWork, value: str | None = None):
+        choices = [(label, f"#{t}" if isinstance(t, int) else NEW + t) for label, t in work.targets()]
+        values = [v for _, v in choices]
+        return gr.Dropdown(choices=choices, value=value if value in values else (values[0] if values else None))
+
+    def removable(work: AppWork):
+        choices = [(f"#{row.track_id} {row.prompt}", str(row.track_id)) for row in work.tracks()]
+        return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+    def table(work: AppWork) -> list[list]:
+        return [[r.track_id, r.prompt, r.first_frame, r.last_frame, r.frames, r.mean_score] for r in work.tracks()]
+
+    def open_video(work, path, name):
+        work = work_of(work)
+        try:
+            return work, work.open(path, name), "video ready: type prompts and press Track"
+        except Sam3VideoError as error:
+            return work, "", failed(error)
+
+    def choose(work, name):
+        if not name:
+            return work, gr.skip(), gr.skip()
+        return open_video(work, videos[name], name)
+
+    def upload(work, path):
+        if not path:
+            return work, gr.skip(), gr.skip()
+        return open_video(work, path, Path(path).name)
+
+    def track(work, prompts, direction, progress=gr.Progress()):
+        work = work_of(work)
+        try:
+            message = work.track(prompts.splitlines(), direction,
+                                 progress=lambda done, total: progress(done / total, desc="tracking"))
+        except Sam3VideoError as error:
+            return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), failed(error)
+        return (work, work.view(0), gr.Slider(minimum=0, maximum=max(1, work.num_frames - 1), value=0, step=1),
+                targets(work), removable(work), table(work), message)
+
+    def show(work, frame):
+        if work is None or work.clip is None:
+            return gr.skip()
+        return work.view(int(frame))
+
+    def click(work, frame, label, target, event: gr.SelectData):
+        if work is None or work.clip is None or not target:
+            return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), "track a prompt first, then choose what to click on"
+        x, y = event.index
+        goal = target[len(NEW):] if target.startswith(NEW) else int(target.lstrip("#"))
+        try:
+            track_id = work.click(int(frame), float(x), float(y), label == "positive", goal)
+        except Sam3VideoError as error:
+            return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), failed(error)
+        return (work, work.view(int(frame)), targets(work, f"#{track_id}"), removable(work), table(work),
+                f"{label} click on #{track_id} at ({x}, {y}), frame {int(frame)}: press Propagate to track it")
+
+    def propagate(work, frame, progress=gr.Progress()):
+        if work is None or work.clip is None:
+            return work, gr.skip(), gr.skip(), gr.skip(), "track a prompt first"
+        frames = work.propagate()
+        return (work, work.view(int(frame)), removable(work), table(work),
+                f"propagated: {frames} frames tracked again" if frames else "no click to propagate")
+
+    def remove(work, frame, track_id):
+        if work is None or work.clip is None or not track_id:
+            return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), "no track to remove"
+        try:
+            work.remove(int(track_id))
+        except Sam3VideoError as error:
+            return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), failed(error)
+        return (work, work.view(int(frame)), targets(work), removable(work), table(work),
+                f"removed #{track_id}")
+
+    def export(work):
+        if work is None or work.clip is None:
+            return gr.skip(), "track a prompt first"
+        try:
+            folder, archive = work.export()
+        except Sam3VideoError as error:
+            return gr.skip(), failed(error)
+        files = [archive, *sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))]
+        return [str(p) for p in files], f"exported {len(files) - 1} files ({archive.name} holds them all)"
+
+    with gr.Blocks(title="sam3video") as page:
+        state = gr.State(None, delete_callback=lambda work: work and work.close(), time_to_live=STATE_TTL_S)
+        gr.Markdown(f"## sam3video: track concepts in a video, fix them by clicking\nModel: `{checkpoint_name}`. "
+                    f"Clips of at most 30 s; uploads up to {max_upload_mb:g} MB.")
+        with gr.Row():
+            video_name = gr.Dropdown(choices=list(videos), value=next(iter(videos), None), label="video",
+                                     elem_id="video")
+            upload_file = gr.File(label="or upload one", file_types=["video"], type="filepath", elem_id="upload")
+        info = gr.Markdown(elem_id="info")
+        with gr.Row():
+            prompts = gr.Textbox(label="prompts, one per line", lines=2, elem_id="prompts")
+            direction = gr.Radio(["forward", "both"], value="forward", label="direction", elem_id="direction")
+            track_button = gr.Button("Track", variant="primary", elem_id="track")
+        status = gr.Markdown(elem_id="status")
+        frame_image = gr.Image(label="frame (click to add points)", type="numpy", interactive=False,
+                               elem_id="frame")
+        frame_slider = gr.Slider(0, 1, value=0, step=1, label="frame", elem_id="frame_slider")
+        with gr.Row():
+            label = gr.Radio(["positive", "negative"], value="positive", label="click", elem_id="label")
+            target = gr.Dropdown(label="click on", choices=[], elem_id="target")
+            propagate_button = gr.Button("Propagate", elem_id="propagate")
+            remove_id = gr.Dropdown(label="track to remove", choices=[], elem_id="remove_id")
+            remove_button = gr.Button("Remove", elem_id="remove")
+        tracks_table = gr.Dataframe(headers=TABLE_HEADERS, label="tracks", interactive=False, elem_id="tracks")
+        export_button = gr.Button("Export", elem_id="export")
+        downloads = gr.File(label="run folder", file_count="multiple", interactive=False, elem_id="downloads")
+
+        page.load(choose, [state, video_name], [state, info, status])  # the first video, ready to prompt
+        video_name.change(choose, [state, video_name], [state, info, status])
+        upload_file.upload(upload, [state, upload_file], [state, info, status])
+        heavy = {"concurrency_id": MODEL, "concurrency_limit": 1}
+        track_button.click(track, [state, prompts, direction],
+                           [state, frame_image, frame_slider, target, remove_id, tracks_table, status], **heavy)
+        frame_slider.change(show, [state, frame_slider], frame_image)
+        frame_image.select(click, [state, frame_slider, label, target],
+                           [state, frame_image, target, remove_id, tracks_table, status], **heavy)
+        propagate_button.click(propagate, [state, frame_slider], [state, frame_image, remove_id, tracks_table, status],
+                               **heavy)
+        remove_button.click(remove, [state, frame_slider, remove_id],
+                            [state, frame_image, target, remove_id, tracks_table, status], **heavy)
+        export_button.click(export, [state], [downloads, status], **heavy)
+    return page
