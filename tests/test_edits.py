@@ -226,3 +226,52 @@ def test_direction_both_tracks_late_objects_back_and_keeps_the_rest(workdir, cap
     assert track(workdir, "both_assoc", "--direction", "both", "--tracker", "sam3video") == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--direction both need the official loop" in err[0]
+
+
+def test_clicks_that_wait_are_propagated_once_as_a_session_would(workdir, capsys):
+    """Two clicks on track 1 (the first waits: ``"propagate": false``) are one propagation after both, as a
+    ``VideoSession`` given those requests; a click still waiting at the end of the list is propagated then."""
+    from sam3video.model.video_checkpoint import load_video_model
+    from sam3video.session import VideoSession
+    from sam3video.sources.loader import open_video
+    from sam3video.thresholds import Sam3LoopConfig
+
+    clicks = [{"frame": 4, "obj_id": 1, "points": [[40, 30]], "labels": [1], "propagate": False},
+              {"frame": 4, "obj_id": 1, "points": [[100, 60]], "labels": [0], "keep_old_points": True}]
+    assert track(workdir, "waited", "--no-render", "--edits", write_edits(workdir, "waited.json", clicks)) == 0
+    trailing = [{**clicks[1], "propagate": False}]
+    assert track(workdir, "trailing", "--no-render", "--edits", write_edits(workdir, "trailing.json", trailing)) == 0
+    assert track(workdir, "flagless", "--no-render", "--edits", write_edits(workdir, "flagless.json",
+                                                                             [clicks[1]])) == 0
+    capsys.readouterr()
+    summary = json.loads((workdir / "waited" / "summary.json").read_text())
+    assert [e["tracked_again"] for e in summary["edits"]] == [0, 10]
+    summary = json.loads((workdir / "trailing" / "summary.json").read_text())
+    assert [e["tracked_again"] for e in summary["edits"]] == [10] and "propagate" not in summary["edits"][0]
+    for name in ("tracks.txt", "tracks.mots.txt"):
+        assert (workdir / "trailing" / name).read_bytes() == (workdir / "flagless" / name).read_bytes()
+
+    model = load_video_model(workdir / "tiny_video.pt", device="cpu")
+    images = np.stack([f.image for f in open_video(str(workdir / "clip.mp4"))])
+    session = VideoSession(model, images, config=Sam3LoopConfig(score_threshold_detection=0.2, new_det_thresh=0.25),
+                           source_fps=10, frames_fp16=True)
+    session.add_prompt(0, text="square")
+    list(session.propagate("forward", start_frame=0))
+    (obj_id,) = {int(i) for t in range(session.num_frames) for i in session.output(t).detections.tracker_id}
+    session.add_prompt(4, points=[[40, 30]], point_labels=[1], obj_id=obj_id)
+    session.add_prompt(4, points=[[100, 60]], point_labels=[0], obj_id=obj_id, clear_old_points=False)
+    list(session.propagate("both", start_frame=4))
+    waited = read_mots(workdir / "waited" / "tracks.mots.txt")
+    for t in range(session.num_frames):
+        expected = session.output(t).detections
+        got = waited.get(t)
+        assert len(expected) == (len(got) if got else 0)
+        if got:
+            assert np.array_equal(got.mask[0], expected.mask[0])
+
+
+def test_propagate_must_be_true_or_false():
+    with pytest.raises(InputError, match="entry 0: propagate must be true or false, got 'no'"):
+        parse_edits([{"frame": 1, "obj_id": 2, "points": [[1, 2]], "labels": [1], "propagate": "no"}])
+    (edit,) = parse_edits([{"frame": 1, "obj_id": 2, "points": [[1, 2]], "labels": [1], "propagate": False}])
+    assert edit.propagate is False and edit.describe()["propagate"] is False

@@ -1,0 +1,116 @@
+"""The app without a browser: ``AppWork`` (what a tab does) on the tiny video model (seeded random weights, official
+layout), its bad input, and ``sam3video app``'s checks before it serves. The page itself: test_app_browser.py."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sam3video import run as runs
+from sam3video.app.work import AppWork
+from sam3video.cli import build_parser, main
+from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.errors import InputError
+from sam3video.export.edits import ClickEdit, RemoveEdit
+from sam3video.thresholds import Thresholds
+from tests.helpers import write_video
+
+THRESHOLDS = Thresholds(score_threshold=0.2, new_track_threshold=0.25)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from sam3video.model.build_video import build_video_model, load_video_config
+    from sam3video.model.video_checkpoint import load_video_model
+
+    root = tmp_path_factory.mktemp("app")
+    clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))
+    write_video(root / "clip.mp4", (clip.image(t) for t in range(clip.num_frames)), fps=10)
+    torch.manual_seed(5)
+    video = load_video_config("tiny")
+    config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
+    torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, root / "tiny_video.pt")
+    return root, load_video_model(root / "tiny_video.pt", device="cpu")
+
+
+def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_path):
+    root, model = setup
+    work = AppWork(model, str(root / "tiny_video.pt"), tmp_path / "work", THRESHOLDS)
+    assert work.open(root / "clip.mp4") == "clip.mp4: 160x96, 10 fps, 10 frames, 1.0 s"
+    seen = []
+    work.track(["square"], progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (10, 10)
+    before = {row.track_id for row in work.tracks()}
+    assert before == {1}
+    new_id = work.click(3, 120.0, 70.0, True, "square")  # a new object: clicks wait for propagate()
+    assert new_id == 2 and work.click(3, 130.0, 70.0, False, new_id) == 2
+    assert [label for label, _ in work.targets()] == ["#1 square", "#2 square", "new square"]
+    assert work.propagate() == 10 and work.propagate() == 0  # both ways from frame 3; nothing waits then
+    work.remove(1)
+    assert work.view(3).shape == (96, 160, 3)
+    folder, archive = work.export(render=False)
+    assert work.edits == [ClickEdit(3, 2, ((120.0, 70.0),), (1,), prompt="square", keep_old_points=True,
+                                    propagate=False),
+                          ClickEdit(3, 2, ((130.0, 70.0),), (0,), keep_old_points=True), RemoveEdit(1)]
+    assert json.loads((folder / "edits.json").read_text()) == [e.describe() for e in work.edits]
+    job = runs.TrackJob(source=str(root / "clip.mp4"), out_dir=tmp_path / "track", prompts=("square",),
+                        checkpoint=str(root / "tiny_video.pt"), thresholds=THRESHOLDS, edits=tuple(work.edits),
+                        render=False)
+    runs.track(job, model)
+    for name in ("tracks.txt", "tracks.mots.txt"):
+        assert (folder / name).read_bytes() == (tmp_path / "track" / name).read_bytes()
+    assert {row.track_id for row in work.tracks()} == {2} and archive.is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [e["tracked_again"] for e in summary["edits"]] == [0, 10, 0]
+    work.close()
+    assert work.clip is None and not folder.exists()
+
+
+def test_a_tab_refuses_bad_requests_in_one_line(setup, tmp_path):
+    root, model = setup
+    work = AppWork(model, "tiny", tmp_path / "work", THRESHOLDS)
+    with pytest.raises(InputError, match="choose or upload a video first"):
+        work.track(["square"])
+    long = tmp_path / "long.mp4"
+    write_video(long, (np.zeros((16, 16, 3), np.uint8) for _ in range(32)), fps=1)
+    with pytest.raises(InputError, match="long.mp4 is 32.0 s: the app takes clips of at most 30 s"):
+        work.open(long)
+    work.open(root / "clip.mp4")
+    with pytest.raises(InputError, match="track a prompt first"):
+        work.click(0, 1, 1, True, "square")
+    with pytest.raises(InputError, match="type a prompt"):
+        work.track([" ", ""])
+    with pytest.raises(InputError, match="a prompt is given twice"):
+        work.track(["square", "square"])
+    work.track(["square"])
+    with pytest.raises(InputError, match=r"point \(170, 5\) is outside the 160x96 frame"):
+        work.click(0, 170, 5, True, 1)
+    with pytest.raises(InputError, match="no track 7"):
+        work.click(0, 5, 5, True, 7)
+    with pytest.raises(InputError, match="no track 7 to remove"):
+        work.remove(7)
+    assert work.edits == []  # nothing refused was recorded
+    work.close()
+
+
+def test_app_checks_its_videos_before_serving(tmp_path, capsys):
+    assert main(["app", str(tmp_path / "missing.mp4")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"sam3video app: error: video {tmp_path / 'missing.mp4'} does not exist"]
+    args = build_parser().parse_args(["app"])
+    assert (args.host, args.port, args.checkpoint) == ("127.0.0.1", 7860, None)  # this machine only, by default
+
+
+def test_the_demo_video_model_is_the_demo_detector_with_the_demo_tracker():
+    from sam3video.model.checkpoint import load_model
+    from sam3video.model.video_checkpoint import load_for_tracker
+
+    model, tracker = load_for_tracker("demo-video", device="cpu")
+    assert tracker == "sam3" and type(model).__name__ == "Sam3VideoModel"
+    detector = load_model("demo", device="cpu").state_dict()
+    for key, value in model.detector.state_dict().items():
+        if ".sam2_convs." not in key:
+            assert torch.equal(value, detector[key]), key
+    _, image_tracker = load_for_tracker("demo", device="cpu")
+    assert image_tracker == "sam3video"  # make demo keeps its tracker
