@@ -114,3 +114,38 @@ def test_the_demo_video_model_is_the_demo_detector_with_the_demo_tracker():
             assert torch.equal(value, detector[key]), key
     _, image_tracker = load_for_tracker("demo", device="cpu")
     assert image_tracker == "sam3video"  # make demo keeps its tracker
+
+
+def test_the_server_refuses_big_uploads_and_files_it_does_not_serve(setup):
+    import socket
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from sam3video.app import serve
+
+    _, model = setup
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    page = serve([], "tiny", port=port, block=False, model=model, max_upload_mb=0.001)  # 1048 bytes
+
+    def status(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
+        request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+        try:
+            return urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def upload(size: int) -> int:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.mp4\"\r\n"
+                f"Content-Type: video/mp4\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+        return status(page.local_url + "gradio_api/upload", body,
+                      {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    try:
+        assert upload(100) == 200 and upload(5000) == 413
+        assert status(page.local_url + "gradio_api/file=/etc/passwd") in (403, 404)
+    finally:
+        page.close()

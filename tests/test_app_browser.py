@@ -1,7 +1,8 @@
 """``sam3video app`` driven in a real browser (headless Chromium through Selenium and Debian's chromedriver; nothing
 downloads a browser): on the demo clip with the shipped demo video model, load the page, prompt two concepts, wait
 for the tracks, click a new object (positive, then negative), propagate, remove a track, export, download the
-files the page offers, and check them against ``track --edits`` with the edits file the page saved.
+files the page offers, check them against ``track --edits`` with the edits file the page saved, and close the tab
+(its clip and folder are freed).
 
 Needs ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``; ``.ci/run`` installs them).
 With ``SAM3VIDEO_SCREENSHOTS=DIR`` the page's screenshots are kept there (``docs/app-*.png`` come from it)."""
@@ -190,3 +191,11 @@ def test_the_page_tracks_clicks_removes_and_exports_what_track_writes(app, brows
         assert got[name] == (tmp_path / "track" / name).read_bytes(), name
     summary = json.loads(got["summary.json"])
     assert summary["prompts"] == list(PROMPTS) and len(summary["edits"]) == 3
+
+    # a closed tab frees its clip and its folder
+    assert len(page_app.open_tabs) == 1 and any(page_app.workroot.iterdir())
+    browser.get("about:blank")
+    end = time.time() + 60
+    while page_app.open_tabs and time.time() < end:
+        time.sleep(0.2)
+    assert not page_app.open_tabs and not any(page_app.workroot.iterdir())

@@ -44,8 +44,8 @@ def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAU
     page = build_page(model, name, offered, max_upload_mb=max_upload_mb)
     page.queue()
     try:
-        page.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", prevent_thread_lock=True,
-                    quiet=True, show_error=False, inbrowser=False)
+        page.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20),
+                    prevent_thread_lock=True, quiet=True, show_error=False, inbrowser=False)
     except OSError as error:
         raise InputError(f"cannot serve on {host}:{port}: {error}") from None
     print(f"sam3video app: {page.local_url}  (Ctrl-C stops it)", flush=True)

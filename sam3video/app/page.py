@@ -29,9 +29,24 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
     """The page: ``videos`` name -> path, offered by name; uploads up to ``max_upload_mb`` (enforced by
     ``launch(max_file_size=...)``)."""
     root = Path(workroot or tempfile.mkdtemp(prefix="sam3video-app-"))
+    open_tabs: dict[str, AppWork] = {}  # Gradio's session hash -> its tab's work, until the tab is closed
 
-    def work_of(work: AppWork | None) -> AppWork:
-        return work if work is not None else AppWork(model, checkpoint_name, root / uuid.uuid4().hex, thresholds)
+    def work_of(work: AppWork | None, request: gr.Request) -> AppWork:
+        if work is None:
+            work = AppWork(model, checkpoint_name, root / uuid.uuid4().hex, thresholds)
+            open_tabs[request.session_hash] = work
+        return work
+
+    def expired(work: AppWork | None) -> None:  # a tab idle for STATE_TTL_S
+        if work is not None:
+            work.close()
+            for key in [k for k, v in open_tabs.items() if v is work]:
+                del open_tabs[key]
+
+    def tab_closed(request: gr.Request) -> None:
+        work = open_tabs.pop(request.session_hash, None)
+        if work is not None:
+            work.close()
 
     def failed(error: Exception) -> str:
         return f"**Error:** {error}"
@@ -48,25 +63,25 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
     def table(work: AppWork) -> list[list]:
         return [[r.track_id, r.prompt, r.first_frame, r.last_frame, r.frames, r.mean_score] for r in work.tracks()]
 
-    def open_video(work, path, name):
-        work = work_of(work)
+    def open_video(work, path, name, request):
+        work = work_of(work, request)
         try:
             return work, work.open(path, name), "video ready: type prompts and press Track"
         except Sam3VideoError as error:
             return work, "", failed(error)
 
-    def choose(work, name):
+    def choose(work, name, request: gr.Request):
         if not name:
             return work, gr.skip(), gr.skip()
-        return open_video(work, videos[name], name)
+        return open_video(work, videos[name], name, request)
 
-    def upload(work, path):
+    def upload(work, path, request: gr.Request):
         if not path:
             return work, gr.skip(), gr.skip()
-        return open_video(work, path, Path(path).name)
+        return open_video(work, path, Path(path).name, request)
 
-    def track(work, prompts, direction, progress=gr.Progress()):
-        work = work_of(work)
+    def track(work, prompts, direction, request: gr.Request, progress=gr.Progress()):
+        work = work_of(work, request)
         try:
             message = work.track(prompts.splitlines(), direction,
                                  progress=lambda done, total: progress(done / total, desc="tracking"))
@@ -120,7 +135,7 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
         return [str(p) for p in files], f"exported {len(files) - 1} files ({archive.name} holds them all)"
 
     with gr.Blocks(title="sam3video") as page:
-        state = gr.State(None, delete_callback=lambda work: work and work.close(), time_to_live=STATE_TTL_S)
+        state = gr.State(None, delete_callback=expired, time_to_live=STATE_TTL_S)
         gr.Markdown(f"## sam3video: track concepts in a video, fix them by clicking\nModel: `{checkpoint_name}`. "
                     f"Clips of at most 30 s; uploads up to {max_upload_mb:g} MB.")
         with gr.Row():
@@ -160,4 +175,6 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
         remove_button.click(remove, [state, frame_slider, remove_id],
                             [state, frame_image, target, remove_id, tracks_table, status], **heavy)
         export_button.click(export, [state], [downloads, status], **heavy)
+        page.unload(tab_closed)  # Gradio calls it when a tab's connection ends
+    page.open_tabs, page.workroot = open_tabs, root  # what the tests watch
     return page

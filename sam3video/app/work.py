@@ -210,4 +210,4 @@ class AppWork:
         """Free the clip (a closed tab); the work folder goes too."""
         self.close_clip()
         self.video = None
-        shutil.rmtree(self.workdir / "run", ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
