@@ -58,11 +58,13 @@ def load_video_model(
     """The video model in eval mode with every tensor of ``checkpoint`` (strict), on ``device``:
     ``Sam3VideoModel`` for ``sam3.pt``'s layout, ``Sam31VideoModel`` for ``sam3.1_multiplex.pt``'s.
 
-    ``checkpoint``: a local file or a hub id (``owner/name``; ``facebook/sam3`` -> ``sam3.pt``,
-    ``facebook/sam3.1`` -> ``sam3.1_multiplex.pt``). ``config``: preset name, file, dict or config; None
-    means the config saved in the checkpoint, else the full official size of its layout. fp16 / bf16
+    ``checkpoint``: a local file, a hub id (``owner/name``; ``facebook/sam3`` -> ``sam3.pt``,
+    ``facebook/sam3.1`` -> ``sam3.1_multiplex.pt``) or "demo-video". ``config``: preset name, file, dict or
+    config; None means the config saved in the checkpoint, else the full official size of its layout. fp16 / bf16
     tensors are loaded as fp32.
     """
+    if checkpoint == DEMO_VIDEO:
+        return video_model_from(demo_video_checkpoint(), demo_checkpoint("demo_tracker.pt"), config, device)
     path = resolve_checkpoint(checkpoint)
     return video_model_from(read_checkpoint(path), path, config, device)
 
@@ -100,11 +102,8 @@ def load_for_tracker(
     ``tracker`` None: "sam3" (the official loop: a ``Sam3VideoModel`` for sam3.pt, a ``Sam31VideoModel`` and the
     multiplex loop for sam3.1_multiplex.pt) when the checkpoint holds the tracker's weights, else "sam3video" (a
     ``Sam3Image``). "sam3" without tracker weights is an ``InputError``; any other tracker gets the image model."""
-    if checkpoint == DEMO_VIDEO:
-        path, obj = demo_checkpoint("demo_tracker.pt"), demo_video_checkpoint()
-    else:
-        path = resolve_checkpoint(checkpoint)
-        obj = read_checkpoint(path)
+    path = demo_checkpoint("demo_tracker.pt") if checkpoint == DEMO_VIDEO else resolve_checkpoint(checkpoint)
+    obj = demo_video_checkpoint() if checkpoint == DEMO_VIDEO else read_checkpoint(path)
     holds = holds_tracker_weights(obj)
     name = tracker or ("sam3" if holds else "sam3video")
     if name != "sam3":
