@@ -105,3 +105,20 @@ def load_tool(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def write_tiny_video_setup(root: Path) -> Path:
+    """``root/clip.mp4`` (a 1 s synthetic 160x96 clip at 10 fps, seed 3) and ``root/tiny_video.pt`` (the tiny video
+    model, detector + tracker, seeded random weights in the official layout); returns the checkpoint's path."""
+    import torch
+
+    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.model.build_video import build_video_model, load_video_config
+
+    clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))
+    write_video(root / "clip.mp4", (clip.image(t) for t in range(clip.num_frames)), fps=10)
+    torch.manual_seed(5)
+    video = load_video_config("tiny")
+    config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
+    torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, root / "tiny_video.pt")
+    return root / "tiny_video.pt"

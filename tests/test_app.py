@@ -10,28 +10,20 @@ import torch
 from sam3video import run as runs
 from sam3video.app.work import AppWork
 from sam3video.cli import build_parser, main
-from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.errors import InputError
 from sam3video.export.edits import ClickEdit, RemoveEdit
 from sam3video.thresholds import Thresholds
-from tests.helpers import write_video
+from tests.helpers import write_tiny_video_setup, write_video
 
 THRESHOLDS = Thresholds(score_threshold=0.2, new_track_threshold=0.25)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from sam3video.model.build_video import build_video_model, load_video_config
     from sam3video.model.video_checkpoint import load_video_model
 
     root = tmp_path_factory.mktemp("app")
-    clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))
-    write_video(root / "clip.mp4", (clip.image(t) for t in range(clip.num_frames)), fps=10)
-    torch.manual_seed(5)
-    video = load_video_config("tiny")
-    config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
-    torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, root / "tiny_video.pt")
-    return root, load_video_model(root / "tiny_video.pt", device="cpu")
+    return root, load_video_model(write_tiny_video_setup(root), device="cpu")
 
 
 def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_path):

@@ -6,15 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from sam3video.cli import main
-from sam3video.data.synthetic import WorldConfig, generate_clip
 from sam3video.errors import InputError
 from sam3video.export import read_mots
 from sam3video.export.edits import ClickEdit, RemoveEdit, check_edits, load_edits, parse_edits
 from sam3video.export.mots import make_disjoint
-from tests.helpers import write_video
+from tests.helpers import write_tiny_video_setup
 
 THRESHOLDS = ["--score-threshold", "0.2", "--new-track-threshold", "0.25"]
 
@@ -22,16 +20,25 @@ THRESHOLDS = ["--score-threshold", "0.2", "--new-track-threshold", "0.25"]
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A 1 s synthetic clip and the tiny video model (detector + tracker) saved in the official layout."""
-    from sam3video.model.build_video import build_video_model, load_video_config
-
     root = tmp_path_factory.mktemp("edits")
-    clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))
-    write_video(root / "clip.mp4", (clip.image(t) for t in range(clip.num_frames)), fps=10)
-    torch.manual_seed(5)
-    video = load_video_config("tiny")
-    config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
-    torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, root / "tiny_video.pt")
+    write_tiny_video_setup(root)
     return root
+
+
+def tiny_session(workdir):
+    """A ``VideoSession`` of the tiny model on the clip, with the run's thresholds, tracked forward on "square"."""
+    from sam3video.model.video_checkpoint import load_video_model
+    from sam3video.session import VideoSession
+    from sam3video.sources.loader import open_video
+    from sam3video.thresholds import Sam3LoopConfig
+
+    model = load_video_model(workdir / "tiny_video.pt", device="cpu")
+    images = np.stack([f.image for f in open_video(str(workdir / "clip.mp4"))])
+    session = VideoSession(model, images, config=Sam3LoopConfig(score_threshold_detection=0.2, new_det_thresh=0.25),
+                           source_fps=10, frames_fp16=True)
+    session.add_prompt(0, text="square")
+    list(session.propagate("forward", start_frame=0))
+    return session
 
 
 def run(*args) -> int:
@@ -116,11 +123,6 @@ def test_edits_are_the_session_requests_and_refine_gives_the_same_files(workdir,
     """A click on track 1, a new track 9 by a box, a new track 4 by a click then removed: tracks.mots.txt equals a
     ``VideoSession`` given the same requests directly (one propagation both ways after each click); ``refine`` on
     the plain run writes the same files."""
-    from sam3video.model.video_checkpoint import load_video_model
-    from sam3video.session import VideoSession
-    from sam3video.sources.loader import open_video
-    from sam3video.thresholds import Sam3LoopConfig
-
     if not (workdir / "plain" / "tracks.txt").exists():
         assert track(workdir, "plain", "--no-render") == 0
     plain = read_mots(workdir / "plain" / "tracks.mots.txt")
@@ -140,12 +142,7 @@ def test_edits_are_the_session_requests_and_refine_gives_the_same_files(workdir,
     assert summary["refined_from"]["run"] == str(workdir / "plain")
     assert [e["tracked_again"] for e in summary["edits"]] == [10, 10, 10, 0]  # both ways from each frame
 
-    model = load_video_model(workdir / "tiny_video.pt", device="cpu")
-    images = np.stack([f.image for f in open_video(str(workdir / "clip.mp4"))])
-    session = VideoSession(model, images, config=Sam3LoopConfig(score_threshold_detection=0.2, new_det_thresh=0.25),
-                           source_fps=10, frames_fp16=True)
-    session.add_prompt(0, text="square")
-    list(session.propagate("forward", start_frame=0))
+    session = tiny_session(workdir)
     first_shown = []  # run ids are given in the order objects are first shown
     for t in range(session.num_frames):
         first_shown += [int(i) for i in session.output(t).detections.tracker_id if int(i) not in first_shown]
@@ -231,11 +228,6 @@ def test_direction_both_tracks_late_objects_back_and_keeps_the_rest(workdir, cap
 def test_clicks_that_wait_are_propagated_once_as_a_session_would(workdir, capsys):
     """Two clicks on track 1 (the first waits: ``"propagate": false``) are one propagation after both, as a
     ``VideoSession`` given those requests; a click still waiting at the end of the list is propagated then."""
-    from sam3video.model.video_checkpoint import load_video_model
-    from sam3video.session import VideoSession
-    from sam3video.sources.loader import open_video
-    from sam3video.thresholds import Sam3LoopConfig
-
     clicks = [{"frame": 4, "obj_id": 1, "points": [[40, 30]], "labels": [1], "propagate": False},
               {"frame": 4, "obj_id": 1, "points": [[100, 60]], "labels": [0], "keep_old_points": True}]
     assert track(workdir, "waited", "--no-render", "--edits", write_edits(workdir, "waited.json", clicks)) == 0
@@ -251,12 +243,7 @@ def test_clicks_that_wait_are_propagated_once_as_a_session_would(workdir, capsys
     for name in ("tracks.txt", "tracks.mots.txt"):
         assert (workdir / "trailing" / name).read_bytes() == (workdir / "flagless" / name).read_bytes()
 
-    model = load_video_model(workdir / "tiny_video.pt", device="cpu")
-    images = np.stack([f.image for f in open_video(str(workdir / "clip.mp4"))])
-    session = VideoSession(model, images, config=Sam3LoopConfig(score_threshold_detection=0.2, new_det_thresh=0.25),
-                           source_fps=10, frames_fp16=True)
-    session.add_prompt(0, text="square")
-    list(session.propagate("forward", start_frame=0))
+    session = tiny_session(workdir)
     (obj_id,) = {int(i) for t in range(session.num_frames) for i in session.output(t).detections.tracker_id}
     session.add_prompt(4, points=[[40, 30]], point_labels=[1], obj_id=obj_id)
     session.add_prompt(4, points=[[100, 60]], point_labels=[0], obj_id=obj_id, clear_old_points=False)
