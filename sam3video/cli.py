@@ -319,9 +319,9 @@ def run_batch_command(args) -> int:
         raise _usage("nothing to track: give --prompt TEXT (and/or --exemplars-dir DIR)")
     if args.exemplars_dir and not Path(args.exemplars_dir).is_dir():
         raise _usage(f"--exemplars-dir {args.exemplars_dir} is not a folder")
-    if args.checkpoint not in (None, "demo"):
-        from .model.checkpoint import is_hub_id
+    from .model.checkpoint import is_demo, is_hub_id
 
+    if not is_demo(args.checkpoint):
         if not is_hub_id(args.checkpoint) and not Path(args.checkpoint).is_file():
             raise _usage(f"checkpoint not found: {args.checkpoint}")
     base = _settings_job(args, source=None, out_dir=args.out)

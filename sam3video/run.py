@@ -623,6 +623,7 @@ def prepare(job: TrackJob, model=None, clip: "EditedClip | None" = None) -> Run:
     exemplars against it, the output folder, the checkpoint (loaded unless ``model`` is given), the
     thresholds and prompts. Raises ``Sam3VideoError`` (one line) for bad input. ``clip``: the job's clip already
     tracked with its edits applied (the app's), written without tracking again."""
+    from .model.checkpoint import is_demo
     from .model.video_checkpoint import load_for_tracker
 
     source = _load_array(job.source)
@@ -646,7 +647,7 @@ def prepare(job: TrackJob, model=None, clip: "EditedClip | None" = None) -> Run:
         _check_session_job(job, tracker, reader)
     predictor = make_predictor(replace(job, tracker=tracker), model)
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
-    notes = demo_vocabulary_notes(job.prompts) if job.checkpoint in (None, "demo") else []
+    notes = demo_vocabulary_notes(job.prompts) if is_demo(job.checkpoint) else []
     source = SessionSource(job, reader, predictor, model, clip) if by_session else Detector(job, reader, predictor)
     return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes)
 

@@ -142,7 +142,9 @@ def _plan(ray, job: BatchJob, num_videos: int, worker_memory: float) -> tuple[in
 def worker_memory(checkpoint: str | None) -> float:
     """Bytes one worker is expected to hold: its weights in fp32 (twice the file, for fp16 files, at
     most) and ``WORKER_BASE_MEMORY``. A checkpoint not on this machine counts as the full model."""
-    if checkpoint in (None, "demo"):
+    from ..model.checkpoint import is_demo
+
+    if is_demo(checkpoint):  # the demo tracker adds 1.5 MB
         from importlib import resources
 
         path = Path(str(resources.files("sam3video") / "assets" / "demo.pt"))

@@ -110,6 +110,11 @@ def demo_checkpoint(name: str = "demo.pt") -> Path:
     return path
 
 
+def is_demo(checkpoint: "str | Path | None") -> bool:
+    """Whether ``checkpoint`` names a shipped demo model (None, "demo", "demo-video")."""
+    return checkpoint is None or str(checkpoint) in (DEMO, DEMO_VIDEO)
+
+
 def demo_video_checkpoint() -> dict:
     """The demo video model in the official layout (``{"model": detector.* + tracker.*, "config"}``): the demo
     detector (``demo.pt``) and the demo tracker with its second neck (``demo_tracker.pt``, both fp16)."""
