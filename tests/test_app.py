@@ -90,6 +90,9 @@ def test_app_checks_its_videos_before_serving(tmp_path, capsys):
     assert main(["app", str(tmp_path / "missing.mp4")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"sam3video app: error: video {tmp_path / 'missing.mp4'} does not exist"]
+    assert main(["app", "--checkpoint", "demo"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "the page needs a checkpoint with tracker weights" in err[0] and "demo has none" in err[0]
     args = build_parser().parse_args(["app"])
     assert (args.host, args.port, args.checkpoint) == ("127.0.0.1", 7860, None)  # this machine only, by default
 

@@ -19,7 +19,10 @@ def load_app_model(checkpoint: str | None, device: str = "auto"):
     from ..model.video_checkpoint import load_for_tracker
 
     name = checkpoint or DEMO_VIDEO
-    model, _ = load_for_tracker(name, device=device, tracker="sam3")
+    model, tracker = load_for_tracker(name, device=device)  # the checkpoint read once
+    if tracker != "sam3":
+        raise InputError(f"the page needs a checkpoint with tracker weights (sam3.pt, sam3.1_multiplex.pt, or "
+                         f"demo-video, the default); {name} has none")
     return model, name
 
 
