@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo app bench benchmark clean
+.PHONY: install test test-browser demo app bench benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The web page in headless Chromium (needs: apt-get install chromium chromium-driver; about 4 minutes).
+test-browser: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m browser
 
 # The demo: the shipped demo model tracks two concepts in a generated clip, then scores itself.
 demo: $(VENV)/.installed

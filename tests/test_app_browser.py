@@ -22,6 +22,7 @@ from sam3video import run as runs
 from sam3video.export.edits import load_edits
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.browser  # make test-browser (.ci/run runs it after make test)
 DEMO = Path(__file__).resolve().parent.parent / "demos" / "shapes"
 PROMPTS = ("yellow circle", "green triangle")
 
