@@ -197,6 +197,6 @@ def test_the_page_tracks_clicks_removes_and_exports_what_track_writes(app, brows
     assert len(page_app.open_tabs) == 1 and any(page_app.workroot.iterdir())
     browser.get("about:blank")
     end = time.time() + 60
-    while page_app.open_tabs and time.time() < end:
+    while (page_app.open_tabs or any(page_app.workroot.iterdir())) and time.time() < end:
         time.sleep(0.2)
     assert not page_app.open_tabs and not any(page_app.workroot.iterdir())

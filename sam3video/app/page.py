@@ -44,9 +44,10 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
                 del open_tabs[key]
 
     def tab_closed(request: gr.Request) -> None:
-        work = open_tabs.pop(request.session_hash, None)
+        work = open_tabs.get(request.session_hash)
         if work is not None:
-            work.close()
+            work.close()  # before it leaves open_tabs: a tab listed there may still hold its folder
+            open_tabs.pop(request.session_hash, None)
 
     def failed(error: Exception) -> str:
         return f"**Error:** {error}"
