@@ -41,10 +41,12 @@ def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAU
         offered[name] = path.resolve()
     if not 0 < max_upload_mb:
         raise InputError(f"--max-upload-mb must be > 0, got {max_upload_mb:g}")
-    name = checkpoint or "demo-video"
+    from ..model.checkpoint import DEMO_VIDEO
+
+    model_name = checkpoint or DEMO_VIDEO
     if model is None:
-        model, name = load_app_model(checkpoint, device)
-    page = build_page(model, name, offered, max_upload_mb=max_upload_mb)
+        model, model_name = load_app_model(checkpoint, device)
+    page = build_page(model, model_name, offered, max_upload_mb=max_upload_mb)
     page.queue()
     try:
         page.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20),
