@@ -206,6 +206,7 @@ class SessionSource:
         config = predictor.config
         self.loop_config = config.sam31 if predictor.multiplex else config.sam3
         self.memory_dtype = config.sam3_options.memory_dtype
+        self.exemplar_conditioning = config.sam3_options.exemplar_conditioning
         self.frames_fp16 = config.frames_fp16
         self.applied: list[dict] = []  # per edit: what it was and what it tracked again
         self.facts = replace(detector.facts, refined_from=job.refined_from)
@@ -234,7 +235,7 @@ class SessionSource:
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
         return EditedClip(self.model, np.stack([f.image for f in frames]), [f.timestamp for f in frames],
                           self.job.prompts, self.loop_config, self.memory_dtype, self.fps, self.frames_fp16,
-                          self.job.direction, self.job.edits_name)
+                          self.job.direction, self.job.edits_name, self.job.exemplars, self.exemplar_conditioning)
 
     def results(self, session: TrackingSession, first_window: int,
                 on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
@@ -266,16 +267,19 @@ class EditedClip:
 
     def __init__(self, model, images: np.ndarray, timestamps: Sequence[float], prompts: Sequence[str], loop_config,
                  memory_dtype: str, fps: float, frames_fp16: bool, direction: str = "forward",
-                 edits_name: str = "edits"):
-        """``images`` (T, H, W, 3) uint8 RGB and their ``timestamps`` (s); the rest as ``SessionSource`` sets it."""
+                 edits_name: str = "edits", exemplars: Sequence[Exemplar] = (), exemplar_conditioning: bool = True):
+        """``images`` (T, H, W, 3) uint8 RGB and their ``timestamps`` (s); ``exemplars`` boxes on any frames (their
+        prompt's, or every prompt's), given to the detector there as ``track`` gives them (``Sam3Options``'s
+        ``exemplar_conditioning``); the rest as ``SessionSource`` sets it."""
         from .session import VideoSession
         from .trackers.sam3.tracking import MEMORY_DTYPES
 
         self.prompts, self.direction, self.edits_name = list(prompts), direction, edits_name
         self.images, self.timestamps = images, list(timestamps)
+        self.exemplars = list(exemplars)
         self.sessions = [VideoSession(model, images, config=loop_config, memory_dtype=MEMORY_DTYPES[memory_dtype],
-                                      source_fps=fps, frames_fp16=frames_fp16,
-                                      keep_all_memory=direction == "both") for _ in self.prompts]
+                                      source_fps=fps, frames_fp16=frames_fp16, keep_all_memory=direction == "both",
+                                      exemplar_conditioning=exemplar_conditioning) for _ in self.prompts]
         self.ids = _RunIds([])
         self.applied: list[dict] = []  # per edit: what it was and what it tracked again
         self.waiting: dict | None = None  # the entry in ``applied`` of the last click not yet propagated
@@ -289,7 +293,15 @@ class EditedClip:
     def track(self) -> Iterator[int]:
         """The full pass, prompt by prompt; yields after each frame (for progress: ``len(prompts) * num_frames``)."""
         for prompt, one in zip(self.prompts, self.sessions):
-            one.add_prompt(0, text=prompt)
+            by_frame: dict[int, list[Exemplar]] = {}
+            for exemplar in self.exemplars:
+                if exemplar.prompt in (None, prompt):
+                    by_frame.setdefault(exemplar.frame, []).append(exemplar)
+            first = by_frame.pop(0, [])
+            one.add_prompt(0, text=prompt, boxes=[e.box for e in first] or None,
+                           box_labels=[e.positive for e in first] or None)
+            for frame, exemplars in sorted(by_frame.items()):
+                one.add_exemplars(frame, [e.box for e in exemplars], [e.positive for e in exemplars])
             for _ in one.propagate("forward", start_frame=0):
                 self.frames_tracked += 1
                 yield self.frames_tracked
@@ -660,8 +672,9 @@ def _check_session_job(job: TrackJob, tracker: str, reader: VideoReader) -> None
     if tracker != "sam3":
         raise InputError(f"{what} need the official loop (--tracker sam3) and a checkpoint with tracker weights "
                          f"(sam3.pt, sam3.1_multiplex.pt); this run uses --tracker {tracker}")
-    if job.exemplars:
-        raise InputError(f"{what} with exemplar boxes are not supported: give the boxes as edits on their objects")
+    if job.carry_exemplar_boxes:
+        raise InputError(f"{what} do not carry exemplar boxes forward (--carry-exemplar-boxes): each box acts on its "
+                         "own frame")
     if not job.prompts:
         raise InputError(f"{what} need a text prompt (--prompt)")
     frames = reader.num_output_frames
@@ -740,8 +753,11 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
     if tracker.get("name") != "sam3":
         raise InputError(f"refine edits runs of the official loop (--tracker sam3); {job.run_dir} used "
                          f"--tracker {tracker.get('name')}")
-    if summary.get("exemplars"):
-        raise InputError("refine does not take runs with exemplar boxes: give the boxes as edits on their objects")
+    try:
+        exemplars = tuple(Exemplar(int(e["frame"]), tuple(float(v) for v in e["box"]), bool(e["positive"]),
+                                   e.get("prompt")) for e in summary.get("exemplars") or ())
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path}: its exemplars cannot be read ({type(error).__name__}: {error})") from None
     video = job.video or source
     if job.video is None and not (isinstance(video, str) and os.path.exists(video)):
         raise InputError(f"the run's video {video!r} is not there: give --video PATH")
@@ -757,7 +773,7 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
         max_objects=max_objects if isinstance(max_objects, int) and max_objects > 0 else None,
         fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"),
         window_seconds=sampling.get("window_seconds", 30.0), direction=sampling.get("direction", "forward"),
-        render=job.render, source_name=str(video),
+        render=job.render, source_name=str(video), exemplars=exemplars,
         edits=job.edits, edits_name=job.edits_name,
         refined_from={"run": str(job.run_dir), "edits": job.edits_name})
     return prepare(track_job, model)

@@ -72,7 +72,7 @@ from .trackers.sam3.loop import (
     postprocess_frame,
 )
 from .trackers.sam3.propagation import FrameFeatures
-from .trackers.sam3.tracking import frame_detections, tracker_features
+from .trackers.sam3.tracking import exemplar_queries, frame_detections, tracker_features
 from .trackers.sam31.loop import ConfirmationBuffer, MultiplexTrackerState, Sam31Features, Sam31Loop
 from .trackers.sam31.tracking import sam31_features
 from .video.detect import encode_prompts, run_frame
@@ -205,13 +205,15 @@ class VideoSession:
     def __init__(self, model, video, *, config=None, memory_dtype: torch.dtype = torch.bfloat16,
                  backend: str = "auto", fps: float | None = None, start: float | None = None,
                  end: float | None = None, source_fps: float | None = None, frames_fp16: bool = False,
-                 keep_all_memory: bool = False):
+                 keep_all_memory: bool = False, exemplar_conditioning: bool = False):
         """``video``: anything ``open_video`` takes (a file, a folder of images, an array, frames); ``config``
         the loop's thresholds (``Sam31LoopConfig`` / ``Sam3LoopConfig``; default: the official ones);
         ``frames_fp16``: the preprocessed frames rounded to fp16, as ``track`` keeps them (``TrackingConfig``);
         ``keep_all_memory``: no memory map is ever dropped, as officially (else only those around each propagation's
-        start and those the next frames read; ``track_back`` reads the maps after each object's first frame)."""
-        self.keep_all_memory = keep_all_memory
+        start and those the next frames read; ``track_back`` reads the maps after each object's first frame);
+        ``exemplar_conditioning`` (not official, ``track``'s ``Sam3Options``): on a frame with positive boxes, the
+        query each marks is kept whatever its score (SAM 3; SAM 3.1's loop takes no such queries)."""
+        self.keep_all_memory, self.exemplar_conditioning = keep_all_memory, exemplar_conditioning
         self.detector = model.detector.eval()
         self.memory_dtype = memory_dtype
         self._setup(model, config)
@@ -242,6 +244,7 @@ class VideoSession:
         self.text: str | None = None
         self.text_out: dict | None = None
         self.boxes: dict[int, list] = {}  # frame -> [(cxcywh normalised, positive)]
+        self.positive_boxes: dict[int, list] = {}  # frame -> [xyxy normalised] of its positive boxes
         self.loop = None  # the detector + tracker loop of the prompt
         self.click_states: list = []  # tracker states made (or, SAM 3.1, split off) by clicks
         self.scores: dict[int, float] = {}  # id -> the score shown (birth detection score; 1.0 once clicked)
@@ -291,12 +294,31 @@ class VideoSession:
         self.reset()
         self.text = text if text is not None else self.boxes_only_text
         if boxes is not None:
-            self.boxes[frame_index] = self._parse_boxes(boxes, box_labels, rel_coordinates)
+            self._add_boxes(frame_index, boxes, box_labels, rel_coordinates)
         self.text_out = encode_prompts(self.detector, [self.text])
         self.loop = self._new_loop()
         frame = self._loop_step(frame_index)
         self._cache(frame, hidden=())
         return self._output(frame_index)
+
+    def add_exemplars(self, frame_index: int, boxes: Sequence, box_labels: Sequence | None = None,
+                      rel_coordinates: bool = False) -> None:
+        """Not official (a detector request takes boxes on one frame and starts over): more boxes (xyxy) of the
+        session's concept on any frame, as ``track --exemplar`` gives them. Nothing runs now: the frame's detector
+        runs with them in the next full propagation (the first after ``add_prompt``)."""
+        frame_index = self._check_frame(frame_index)
+        if self.loop is None:
+            raise InputError("add a text prompt (add_prompt) before exemplar boxes on other frames")
+        self._add_boxes(frame_index, boxes, box_labels, rel_coordinates)
+
+    def _add_boxes(self, frame_index: int, boxes, labels, relative: bool) -> None:
+        parsed = self._parse_boxes(boxes, labels, relative)
+        self.boxes.setdefault(frame_index, []).extend(parsed)
+        height, width = self.video_size
+        scale = np.array([1.0, 1.0, 1.0, 1.0]) if relative else np.array([width, height, width, height], float)
+        self.positive_boxes.setdefault(frame_index, []).extend(
+            tuple(float(v) for v in np.asarray(box, np.float64) / scale)
+            for box, (_, positive) in zip(boxes, parsed) if positive)
 
     def _parse_boxes(self, boxes, labels, relative: bool) -> list:
         boxes = np.asarray(boxes, dtype=np.float64)
@@ -725,7 +747,9 @@ class Sam3Session(VideoSession):
     def _step(self, frame_index: int, detections, features, reverse: bool) -> LoopFrame:
         # officially, boxes without text start objects on their own frame only
         allow_new = self.text != VISUAL_PROMPT or frame_index in self.boxes
-        return self.loop.step(frame_index, detections, features, allow_new, reverse=reverse)
+        queries = exemplar_queries(detections, self.positive_boxes.get(frame_index, [])) \
+            if self.exemplar_conditioning else ()
+        return self.loop.step(frame_index, detections, features, allow_new, queries, reverse=reverse)
 
     def _new_buffer(self, reverse: bool) -> HotstartBuffer:
         return HotstartBuffer(self.config.hotstart_delay, self.video_size)

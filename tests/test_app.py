@@ -59,6 +59,49 @@ def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_pa
     assert work.clip is None and not folder.exists()
 
 
+def test_exemplar_and_object_boxes_export_what_track_writes_with_them(setup, tmp_path):
+    """Exemplar boxes drawn before Track (frame 0) and after it (frame 3) act at the next Track; an object box makes
+    a new track. The export (exemplars.json, edits.json) equals ``track --exemplars --edits`` with those files."""
+    from sam3video.export.edits import load_edits
+    from sam3video.trackers.association.exemplars import load_exemplars
+
+    root, model = setup
+    work = AppWork(model, str(root / "tiny_video.pt"), tmp_path / "work", THRESHOLDS)
+    work.open(root / "clip.mp4")
+    assert work.view(5).shape == (96, 160, 3)  # frame 0 before the first Track
+    assert [label for label, _ in work.targets(["square", " ", "square"])] == ["new square"]
+    assert "positive exemplar box 1 for 'square' on frame 0" in work.add_exemplar(0, (100, 40, 150, 90), True, "square")
+    with pytest.raises(InputError, match="only frame 0 is shown"):
+        work.add_exemplar(3, (20, 20, 80, 70), True, "square")
+    assert "with 1 exemplar boxes" in work.track(["square"])
+    work.add_exemplar(3, (20, 20, 80, 70), True, work.prompt_of(1))
+    work.add_exemplar(3, (90, 10, 120, 40), False, "square")
+    with pytest.raises(InputError, match="exemplar box 1 is for 'square', not a prompt now"):
+        work.track(["red circle"])
+    work.track(["square"])
+    new_id = work.box(6, (10, 10, 60, 50), "square")
+    assert new_id == max(row.track_id for row in work.tracks() if row.track_id != new_id) + 1
+    assert work.view(6)[10, 35].tolist() == [255, 200, 0]  # the object box is drawn (top edge)
+    folder, _ = work.export(render=False)
+    assert [e.describe() for e in work.edits] == [{"frame": 6, "obj_id": new_id, "box": [10.0, 10.0, 60.0, 50.0],
+                                                   "prompt": "square"}]  # propagated by the export
+    job = runs.TrackJob(source=str(root / "clip.mp4"), out_dir=tmp_path / "track", prompts=("square",),
+                        checkpoint=str(root / "tiny_video.pt"), thresholds=THRESHOLDS, render=False,
+                        exemplars=tuple(load_exemplars(folder / "exemplars.json")),
+                        edits=tuple(load_edits(folder / "edits.json")))
+    runs.track(job, model)
+    for name in ("tracks.txt", "tracks.mots.txt"):
+        assert (folder / name).read_bytes() == (tmp_path / "track" / name).read_bytes()
+    assert len(json.loads((folder / "summary.json").read_text())["exemplars"]) == 3
+    with pytest.raises(InputError, match="empty or outside"):
+        work.box(6, (10, 10, 170, 50), 1)
+    with pytest.raises(InputError, match="no track 99"):
+        work.box(6, (10, 10, 60, 50), 99)
+    work.clear_exemplars()
+    assert "exemplar" not in work.track(["square"])
+    work.close()
+
+
 def test_a_tab_refuses_bad_requests_in_one_line(setup, tmp_path):
     root, model = setup
     work = AppWork(model, "tiny", tmp_path / "work", THRESHOLDS)

@@ -171,6 +171,30 @@ def test_edits_are_the_session_requests_and_refine_gives_the_same_files(workdir,
     assert len(edited) == 10  # the clicked objects are shown on every frame they are found
 
 
+def test_exemplar_boxes_in_sessions_are_those_of_track(workdir, capsys):
+    """Exemplar boxes (a positive one on frame 0, a positive and a negative on frame 3) through the sessions
+    (``--edits []``, then ``refine`` of that run) give the files of the official loop's ``track`` with them; the
+    boxes change the tracks (an object the text alone does not start)."""
+    boxes = ["--exemplar", "0:100,40,150,90", "--exemplar", "3:20,20,80,70", "--exemplar", "3:90,10,120,40:neg"]
+    if not (workdir / "plain" / "tracks.txt").exists():
+        assert track(workdir, "plain", "--no-render") == 0
+    assert track(workdir, "boxes", "--no-render", *boxes) == 0
+    assert track(workdir, "boxes_sessions", "--no-render", *boxes, "--edits", write_edits(workdir, "none.json", [])) == 0
+    assert run("refine", workdir / "boxes_sessions", "--edits", workdir / "none.json", "--out",
+               workdir / "boxes_refined", "--no-render", "--quiet") == 0
+    capsys.readouterr()
+    for name in ("tracks.txt", "tracks.mots.txt"):
+        expected = (workdir / "boxes" / name).read_bytes()
+        assert (workdir / "boxes_sessions" / name).read_bytes() == expected
+        assert (workdir / "boxes_refined" / name).read_bytes() == expected
+    assert (workdir / "boxes" / "tracks.txt").read_bytes() != (workdir / "plain" / "tracks.txt").read_bytes()
+    summary = json.loads((workdir / "boxes_refined" / "summary.json").read_text())
+    assert [e["frame"] for e in summary["exemplars"]] == [0, 3, 3]
+    assert track(workdir, "boxes_carried", *boxes, "--carry-exemplar-boxes", "--edits", workdir / "none.json") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "do not carry exemplar boxes forward" in err[0]
+
+
 def test_bad_edits_are_one_line_exit_2_and_nothing_is_written(workdir, capsys):
     cases = [
         ([{"remove": 77}], "fixes_bad.json: entry 0: no track 77 to remove"),

@@ -186,6 +186,7 @@ def test_extraction_keeps_the_objects_pointers_but_no_memory_maps(model, video):
     (lambda s: list(s.propagate("sideways", start_frame=0)), "direction"),
     (lambda s: list(s.propagate(start_frame=0, max_frames=-1)), "max_frames"),
     (lambda s: s.remove_object(4), "no object 4"),
+    (lambda s: s.add_exemplars(1, [(1, 1, 5, 5)]), "text prompt .* before exemplar boxes"),
 ])
 def test_bad_requests_are_one_clear_input_error(model, video, call, message):
     session = new_session(model, video)

@@ -92,3 +92,24 @@ def test_bench_openvino_rows_agree_with_torch(capsys):
                           "openvino int8 (NNCF static)", "openvino int8 weights + dynamic"]
     assert rows["torch fp32"] == 0 and rows["openvino f32"] < 1e-5
     assert all(diff < 0.2 for diff in rows.values())
+
+
+def test_benchmark_scores_the_official_loop_in_both_directions(tmp_path, capsys):
+    """``--sam3-checkpoint demo-video --sam3-directions forward both``: rows "sam3" and "sam3 both", each with its
+    frames/s; "both" keeps every line forward wrote (it only adds frames before an object's first)."""
+    import json
+
+    from sam3video.eval.benchmark import main
+
+    main(["--out", str(tmp_path), "--clips", "1", "--seconds", "0.3", "--exemplar-clips", "0",
+          "--sam3-checkpoint", "demo-video", "--sam3-directions", "forward", "both"])
+    summary = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {"sam3", "sam3 both"} <= set(summary["methods"])
+    assert set(summary["sam3_frames_per_s_end_to_end"]) == {"sam3", "sam3 both"}
+    rows = {line.split()[0] + (" both" if " both " in line else ""): line for line in capsys.readouterr().out.splitlines()}
+    assert "(same)" not in rows["sam3"] and "(same)" not in rows["sam3 both"]
+    forward_files = sorted((tmp_path / "sam3").glob("*/tracks.txt"))
+    assert forward_files
+    for forward in forward_files:
+        both = tmp_path / "sam3_both" / forward.parent.name / forward.name
+        assert set(forward.read_text().splitlines()) <= set(both.read_text().splitlines())

@@ -30,7 +30,7 @@ def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAU
           max_upload_mb: float = 200.0, device: str = "auto", block: bool = True, model=None):
     """Start the page on ``host:port`` offering ``videos`` (files, by name); returns the running Gradio app (it
     blocks until interrupted unless ``block`` is False). ``model``: a video model already loaded."""
-    from .page import build_page
+    from .page import DRAG_SCRIPT, PAGE_CSS, build_page
 
     offered: dict[str, Path] = {}
     for video in videos:
@@ -50,7 +50,8 @@ def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAU
     page.queue()
     try:
         page.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20),
-                    prevent_thread_lock=True, quiet=True, show_error=False, inbrowser=False)
+                    prevent_thread_lock=True, quiet=True, show_error=False, inbrowser=False, head=DRAG_SCRIPT,
+                    css=PAGE_CSS)
     except OSError as error:
         raise InputError(f"cannot serve on {host}:{port}: {error}") from None
     print(f"sam3video app: {page.local_url}  (Ctrl-C stops it)", flush=True)

@@ -1,7 +1,10 @@
 """The page of ``sam3video app``: Gradio Blocks over ``AppWork`` (one per browser tab).
 
 Gradio because it is the field's convention for model pages (HF Spaces show SAM 3 in it) and its ``Image.select``
-event gives a click's pixel in the frame, which is all the clicks need. Safe defaults: the server binds the host it
+event gives a click's pixel in the frame, which is all the clicks need. A drag on the frame is a box: ``DRAG_SCRIPT``
+(given to ``launch(head=...)``) draws it while the mouse moves and hands its corners, in the frame's pixels, to a
+hidden textbox whose ``input`` event the page handles (and keeps the drag from also being a click). Safe defaults:
+the server binds the host it
 is given (127.0.0.1 by default); a tab sees only the videos given on the command line (by name, never a path) and
 its own uploads (size-limited); the model runs one request at a time for all tabs (Gradio's queue shows a waiting
 tab its position); a closed tab's clip and folder are freed.
@@ -22,6 +25,56 @@ TABLE_HEADERS = ["id", "prompt", "first frame", "last frame", "frames", "mean sc
 MODEL = "model"  # the concurrency group of every request that runs the model
 STATE_TTL_S = 3600  # a tab idle this long is freed like a closed one
 NEW = "new:"  # the click target values: "#<id>" a track, "new:<prompt>" a new object
+DRAG_MODES = ("exemplar box", "object box")  # what a box dragged on the frame is
+MIN_DRAG_PX = 6  # on screen: a shorter move is a click
+PAGE_CSS = "#drag_box {display: none !important}"
+DRAG_SCRIPT = """<script>
+(() => {
+  // A drag on the frame (#frame img) is a box: drawn while the mouse moves, then its corners in the image's own
+  // pixels go to the hidden #drag_box textbox (x1,y1,x2,y2,count), whose input event the page handles.
+  let start = null, rect = null, dragged = false, count = 0;
+  const pixel = (img, clientX, clientY) => {  // object-fit: contain, as Gradio shows the frame
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const left = r.left + (r.width - img.naturalWidth * scale) / 2, top = r.top + (r.height - img.naturalHeight * scale) / 2;
+    return [Math.min(Math.max((clientX - left) / scale, 0), img.naturalWidth),
+            Math.min(Math.max((clientY - top) / scale, 0), img.naturalHeight)];
+  };
+  document.addEventListener("mousedown", (e) => {
+    if (e.button !== 0 || !e.target.matches || !e.target.matches("#frame img")) return;
+    e.preventDefault();  // not the browser's own image drag
+    start = {img: e.target, x: e.clientX, y: e.clientY};
+  }, true);
+  document.addEventListener("mousemove", (e) => {
+    if (!start) return;
+    if (!rect) {
+      rect = document.createElement("div");
+      rect.id = "drag_rect";
+      rect.style.cssText = "position:fixed;border:2px dashed #ffc800;pointer-events:none;z-index:1000";
+      document.body.appendChild(rect);
+    }
+    Object.assign(rect.style, {left: Math.min(start.x, e.clientX) + "px", top: Math.min(start.y, e.clientY) + "px",
+                               width: Math.abs(e.clientX - start.x) + "px", height: Math.abs(e.clientY - start.y) + "px"});
+  }, true);
+  document.addEventListener("mouseup", (e) => {
+    if (!start) return;
+    const from = start;
+    start = null;
+    if (rect) { rect.remove(); rect = null; }
+    if (Math.abs(e.clientX - from.x) < MIN_DRAG_PX || Math.abs(e.clientY - from.y) < MIN_DRAG_PX) return;  // a click
+    dragged = true;  // the click event this mouseup may fire is not a click on the frame
+    setTimeout(() => { dragged = false; }, 0);
+    const [x1, y1] = pixel(from.img, Math.min(from.x, e.clientX), Math.min(from.y, e.clientY));
+    const [x2, y2] = pixel(from.img, Math.max(from.x, e.clientX), Math.max(from.y, e.clientY));
+    const field = document.querySelector("#drag_box textarea, #drag_box input");
+    field.value = [x1, y1, x2, y2].map((v) => v.toFixed(1)).join(",") + "," + (++count);
+    field.dispatchEvent(new Event("input", {bubbles: true}));
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (dragged) { dragged = false; e.stopPropagation(); e.preventDefault(); }
+  }, true);
+})();
+</script>""".replace("MIN_DRAG_PX", str(MIN_DRAG_PX))
 
 
 def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_upload_mb: float = 200.0,
@@ -52,8 +105,8 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
     def failed(error: Exception) -> str:
         return f"**Error:** {error}"
 
-    def targets(work: AppWork, value: str | None = None):
-        choices = [(label, f"#{t}" if isinstance(t, int) else NEW + t) for label, t in work.targets()]
+    def targets(work: AppWork, value: str | None = None, typed: str = ""):
+        choices = [(label, f"#{t}" if isinstance(t, int) else NEW + t) for label, t in work.targets(typed.splitlines())]
         values = [v for _, v in choices]
         return gr.Dropdown(choices=choices, value=value if value in values else (values[0] if values else None))
 
@@ -64,22 +117,36 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
     def table(work: AppWork) -> list[list]:
         return [[r.track_id, r.prompt, r.first_frame, r.last_frame, r.frames, r.mean_score] for r in work.tracks()]
 
-    def open_video(work, path, name, request):
+    def exemplar_list(work: AppWork) -> str:
+        if not work.exemplars:
+            return ""
+        lines = [f"{i}. frame {e.frame}: ({', '.join(f'{v:.0f}' for v in e.box)}) "
+                 f"{'positive' if e.positive else 'negative'}, {e.prompt}" for i, e in enumerate(work.exemplars, 1)]
+        return "**Exemplar boxes** (they act at the next Track):\n" + "\n".join(lines)
+
+    def open_video(work, path, name, typed, request):
         work = work_of(work, request)
         try:
-            return work, work.open(path, name), "video ready: type prompts and press Track"
+            info_line = work.open(path, name)
         except Sam3VideoError as error:
-            return work, "", failed(error)
+            return work, "", gr.skip(), gr.skip(), gr.skip(), "", failed(error)
+        return (work, info_line, work.view(0), gr.Slider(minimum=0, maximum=1, value=0, step=1), targets(work, None, typed),
+                "", "video ready: type prompts and press Track (drag boxes on the frame to add exemplars)")
 
-    def choose(work, name, request: gr.Request):
+    def choose(work, name, typed, request: gr.Request):
         if not name:
-            return work, gr.skip(), gr.skip()
-        return open_video(work, videos[name], name, request)
+            return (work, *[gr.skip()] * 6)
+        return open_video(work, videos[name], name, typed, request)
 
-    def upload(work, path, request: gr.Request):
+    def upload(work, path, typed, request: gr.Request):
         if not path:
-            return work, gr.skip(), gr.skip()
-        return open_video(work, path, Path(path).name, request)
+            return (work, *[gr.skip()] * 6)
+        return open_video(work, path, Path(path).name, typed, request)
+
+    def typed_prompts(work, typed, current):
+        if work is None or work.clip is not None:
+            return gr.skip()  # after Track the targets are the run's
+        return targets(work, current, typed)
 
     def track(work, prompts, direction, request: gr.Request, progress=gr.Progress()):
         work = work_of(work, request)
@@ -92,17 +159,46 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
                 targets(work), removable(work), table(work), message)
 
     def show(work, frame):
-        if work is None or work.clip is None:
+        if work is None or work.video is None:
             return gr.skip()
         return work.view(int(frame))
+
+    def goal_of(target: str) -> "int | str":
+        return target[len(NEW):] if target.startswith(NEW) else int(target.lstrip("#"))
+
+    def drag(work, value, frame, mode, label, target):
+        """A box dragged on the frame (``value`` "x1,y1,x2,y2,count" from DRAG_SCRIPT)."""
+        skip = [gr.skip()] * 5
+        if work is None or work.video is None or not value:
+            return work, *skip, "choose a video first"
+        if not target:
+            return work, *skip, "type a prompt and choose it under \"click on\" first"
+        box = tuple(float(v) for v in value.split(",")[:4])
+        try:
+            if mode == DRAG_MODES[0]:
+                message = work.add_exemplar(int(frame) if work.clip is not None else 0, box, label == "positive",
+                                            work.prompt_of(goal_of(target)))
+                return work, work.view(int(frame)), gr.skip(), gr.skip(), gr.skip(), exemplar_list(work), message
+            if work.clip is None:
+                return work, *skip, "press Track first: an object box adds to or fixes a run's tracks"
+            track_id = work.box(int(frame), box, goal_of(target))
+        except Sam3VideoError as error:
+            return work, *skip, failed(error)
+        return (work, work.view(int(frame)), targets(work, f"#{track_id}"), removable(work), table(work), gr.skip(),
+                f"object box on #{track_id}, frame {int(frame)}: press Propagate to track it")
+
+    def clear_exemplars(work, frame):
+        if work is None or work.video is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        work.clear_exemplars()
+        return work.view(int(frame)), "", "exemplar boxes cleared: they are gone at the next Track"
 
     def click(work, frame, label, target, event: gr.SelectData):
         if work is None or work.clip is None or not target:
             return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), "track a prompt first, then choose what to click on"
         x, y = event.index
-        goal = target[len(NEW):] if target.startswith(NEW) else int(target.lstrip("#"))
         try:
-            track_id = work.click(int(frame), float(x), float(y), label == "positive", goal)
+            track_id = work.click(int(frame), float(x), float(y), label == "positive", goal_of(target))
         except Sam3VideoError as error:
             return work, gr.skip(), gr.skip(), gr.skip(), gr.skip(), failed(error)
         return (work, work.view(int(frame)), targets(work, f"#{track_id}"), removable(work), table(work),
@@ -149,22 +245,29 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
             direction = gr.Radio(["forward", "both"], value="forward", label="direction", elem_id="direction")
             track_button = gr.Button("Track", variant="primary", elem_id="track")
         status = gr.Markdown(elem_id="status")
-        frame_image = gr.Image(label="frame (click to add points)", type="numpy", interactive=False,
-                               elem_id="frame")
+        frame_image = gr.Image(label="frame (click to add points, drag to draw a box)", type="numpy",
+                               interactive=False, elem_id="frame")
         frame_slider = gr.Slider(0, 1, value=0, step=1, label="frame", elem_id="frame_slider")
         with gr.Row():
-            label = gr.Radio(["positive", "negative"], value="positive", label="click", elem_id="label")
+            label = gr.Radio(["positive", "negative"], value="positive", label="click / box", elem_id="label")
             target = gr.Dropdown(label="click on", choices=[], elem_id="target")
+            drag_mode = gr.Radio(list(DRAG_MODES), value=DRAG_MODES[0], label="a dragged box is", elem_id="drag")
             propagate_button = gr.Button("Propagate", elem_id="propagate")
             remove_id = gr.Dropdown(label="track to remove", choices=[], elem_id="remove_id")
             remove_button = gr.Button("Remove", elem_id="remove")
+        with gr.Row():
+            exemplars = gr.Markdown(elem_id="exemplars")
+            clear_button = gr.Button("Clear exemplar boxes", elem_id="clear_exemplars", size="sm")
+        drag_box = gr.Textbox(elem_id="drag_box", show_label=False, container=False)  # DRAG_SCRIPT fills it
         tracks_table = gr.Dataframe(headers=TABLE_HEADERS, label="tracks", interactive=False, elem_id="tracks")
         export_button = gr.Button("Export", elem_id="export")
         downloads = gr.File(label="run folder", file_count="multiple", interactive=False, elem_id="downloads")
 
-        page.load(choose, [state, video_name], [state, info, status])  # the first video, ready to prompt
-        video_name.change(choose, [state, video_name], [state, info, status])
-        upload_file.upload(upload, [state, upload_file], [state, info, status])
+        opened = [state, info, frame_image, frame_slider, target, exemplars, status]
+        page.load(choose, [state, video_name, prompts], opened)  # the first video, ready to prompt
+        video_name.change(choose, [state, video_name, prompts], opened)
+        upload_file.upload(upload, [state, upload_file, prompts], opened)
+        prompts.change(typed_prompts, [state, prompts, target], target)
         heavy = {"concurrency_id": MODEL, "concurrency_limit": 1}
         track_button.click(track, [state, prompts, direction],
                            [state, frame_image, frame_slider, target, remove_id, tracks_table, status], **heavy)
@@ -176,6 +279,9 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
         remove_button.click(remove, [state, frame_slider, remove_id],
                             [state, frame_image, target, remove_id, tracks_table, status], **heavy)
         export_button.click(export, [state], [downloads, status], **heavy)
+        drag_box.input(drag, [state, drag_box, frame_slider, drag_mode, label, target],
+                       [state, frame_image, target, remove_id, tracks_table, exemplars, status], **heavy)
+        clear_button.click(clear_exemplars, [state, frame_slider], [frame_image, exemplars, status])
         page.unload(tab_closed)  # Gradio calls it when a tab's connection ends
     page.open_tabs, page.workroot = open_tabs, root  # what the tests watch
     return page

@@ -1,11 +1,12 @@
 """What one browser tab of ``sam3video app`` works on, without the page: a video, its prompts, the tracked clip
 (``run.EditedClip``) and the clicks and removals made on it, recorded as the edits of ``track --edits``.
 
-Every change is an edit applied to the clip: a click is a ``ClickEdit`` that waits (``propagate=False``, clicks
-accumulate on their frame), ``propagate()`` tracks every clicked object again both ways from the last click's
-frame (the recorded click then propagates), a removal first propagates what waits. So ``export()`` writes the run
-folder ``track`` would write for the same video, prompts and ``edits.json`` (saved beside it), without tracking
-again.
+Exemplar boxes (``add_exemplar``) are the concept's, as ``track --exemplar`` takes them: they act at the next
+``track()``, which starts over (a new concept, as officially). Every other change is an edit applied to the clip: a
+click or an object box is a ``ClickEdit`` that waits (``propagate=False``, clicks accumulate on their frame),
+``propagate()`` tracks every clicked object again both ways from the last click's frame (the recorded click then
+propagates), a removal first propagates what waits. So ``export()`` writes the run folder ``track`` would write for
+the same video, prompts, ``exemplars.json`` and ``edits.json`` (saved beside it), without tracking again.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from ..export.edits import ClickEdit, Edit, RemoveEdit
 from ..export.overlay import annotate
 from ..sources.loader import MAX_WINDOW_SECONDS, open_video
 from ..thresholds import Thresholds
+from ..trackers.association.exemplars import Exemplar, check_exemplar
 from .. import run as runs
 
-POSITIVE, NEGATIVE = (0, 200, 0), (220, 0, 0)  # RGB of the click markers
+POSITIVE, NEGATIVE = (0, 200, 0), (220, 0, 0)  # RGB of the click markers and exemplar boxes
+OBJECT_BOX = (255, 200, 0)  # RGB of an object's box prompt
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class AppWork:
         self.workdir = Path(workdir)
         self.video: Path | None = None
         self.video_name = ""
+        self.first_image: np.ndarray | None = None  # frame 0, shown before the first track()
+        self.num_video_frames: int | None = None
+        self.exemplars: list[Exemplar] = []  # the concept's boxes, for the next track()
         self.clip: runs.EditedClip | None = None
         self.job: runs.TrackJob | None = None
         self.edits: list[Edit] = []
@@ -68,8 +74,12 @@ class AppWork:
         if frames is not None and frames / info.fps > MAX_WINDOW_SECONDS + 1e-6:
             raise InputError(f"{name or Path(video).name} is {frames / info.fps:.1f} s: the app takes clips of at most "
                              f"{MAX_WINDOW_SECONDS:g} s (cut it, or use sam3video track)")
+        first = next(iter(reader), None)
+        if first is None:
+            raise InputError(f"{name or Path(video).name} has no frames")
         self.close()
         self.video, self.video_name = Path(video), name or Path(video).name
+        self.first_image, self.num_video_frames = first.image, frames
         length = f"{frames} frames, {frames / info.fps:.1f} s" if frames is not None else "length unknown"
         return f"{self.video_name}: {info.width}x{info.height}, {info.fps:g} fps, {length}"
 
@@ -82,9 +92,13 @@ class AppWork:
             raise InputError("type a prompt (a noun phrase such as \"yellow circle\"), one per line")
         if len(set(prompts)) != len(prompts):
             raise InputError("a prompt is given twice")
+        unused = [e for e in self.exemplars if e.prompt not in prompts]
+        if unused:
+            raise InputError(f"exemplar box {self.exemplars.index(unused[0]) + 1} is for {unused[0].prompt!r}, not a "
+                             f"prompt now: type it again, or clear the exemplars")
         job = runs.TrackJob(source=str(self.video), out_dir=self.workdir / "run", prompts=tuple(prompts),
                             checkpoint=self.checkpoint_name, thresholds=self.thresholds, edits=(), direction=direction,
-                            source_name=self.video_name)
+                            source_name=self.video_name, exemplars=tuple(self.exemplars))
         source = runs.prepare(job, self.model).source
         clip = source.open_clip()
         total = len(prompts) * clip.num_frames
@@ -93,7 +107,26 @@ class AppWork:
                 progress(done, total)
         self.close_clip()
         self.job, self.clip = job, clip
-        return f"tracked {len(clip.track_ids())} objects of {', '.join(prompts)} in {clip.num_frames} frames"
+        boxes = f" with {len(self.exemplars)} exemplar boxes" if self.exemplars else ""
+        return f"tracked {len(clip.track_ids())} objects of {', '.join(prompts)}{boxes} in {clip.num_frames} frames"
+
+    def add_exemplar(self, frame: int, box: tuple[float, float, float, float], positive: bool, prompt: str) -> str:
+        """A box (x1, y1, x2, y2, pixels) marking an instance of ``prompt`` (or, negative, what it is not) on
+        ``frame``: it acts at the next ``track()``. Returns a line saying so."""
+        if self.video is None:
+            raise InputError("choose or upload a video first")
+        if self.clip is None and frame != 0:
+            raise InputError("before the first Track only frame 0 is shown: draw exemplar boxes there")
+        exemplar = Exemplar(int(frame), tuple(float(v) for v in box), bool(positive), prompt)
+        height, width = self.first_image.shape[:2]
+        check_exemplar(exemplar, self.num_frames or self.num_video_frames, width, height)
+        self.exemplars.append(exemplar)
+        kind = "positive" if positive else "negative"
+        return (f"{kind} exemplar box {len(self.exemplars)} for {prompt!r} on frame {frame}: press Track to track "
+                f"with it")
+
+    def clear_exemplars(self) -> None:
+        self.exemplars = []
 
     # -- edits ----------------------------------------------------------------------------------------------------
     def click(self, frame: int, x: float, y: float, positive: bool, target: "int | str") -> int:
@@ -107,11 +140,32 @@ class AppWork:
             edit = ClickEdit(int(frame), clip.new_track_id(), ((float(x), float(y)),), (int(positive),),
                              prompt=target, keep_old_points=True, propagate=False)
         else:
-            if target not in clip.track_ids():
-                raise InputError(f"no track {target} (tracks: {', '.join(map(str, clip.track_ids())) or 'none'})")
-            edit = ClickEdit(int(frame), int(target), ((float(x), float(y)),), (int(positive),),
+            edit = ClickEdit(int(frame), self._known(target), ((float(x), float(y)),), (int(positive),),
                              keep_old_points=True, propagate=False)
-        clip.apply(edit, len(self.edits))
+        return self._wait(edit)
+
+    def box(self, frame: int, box: tuple[float, float, float, float], target: "int | str") -> int:
+        """A box prompt (x1, y1, x2, y2, pixels) on ``target`` (a track id, or a prompt: a new object of it) on
+        ``frame``: SAM's tracker box, which replaces the object's clicks there (later clicks add to it). Returns the
+        track's id; it waits for ``propagate()`` as a click does."""
+        clip = self._clip()
+        height, width = clip.images.shape[1:3]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise InputError(f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty or outside the {width}x{height} frame")
+        if isinstance(target, str):
+            obj_id, prompt = clip.new_track_id(), target
+        else:
+            obj_id, prompt = self._known(target), None
+        return self._wait(ClickEdit(int(frame), obj_id, (), (), (x1, y1, x2, y2), prompt=prompt, propagate=False))
+
+    def _known(self, track_id: int) -> int:
+        if track_id not in self._clip().track_ids():
+            raise InputError(f"no track {track_id} (tracks: {', '.join(map(str, self.clip.track_ids())) or 'none'})")
+        return int(track_id)
+
+    def _wait(self, edit: ClickEdit) -> int:
+        self._clip().apply(edit, len(self.edits))
         self.edits.append(edit)
         self.waiting = len(self.edits) - 1
         self._rows = None
@@ -140,21 +194,39 @@ class AppWork:
     def num_frames(self) -> int:
         return 0 if self.clip is None else self.clip.num_frames
 
-    def targets(self) -> list[tuple[str, "int | str"]]:
-        """What a click can be on: (label, target) for each track, then a new object of each prompt."""
+    def targets(self, prompts: list[str] | None = None) -> list[tuple[str, "int | str"]]:
+        """What a click, a box or an exemplar can be on: (label, target) for each track, then a new object of each
+        prompt (before the first track: of ``prompts``, those typed)."""
         if self.clip is None:
-            return []
+            return [(f"new {p}", p) for p in dict.fromkeys(p.strip() for p in prompts or () if p.strip())]
         tracks = [(f"#{i} {prompt}", i) for i, prompt in self.clip.track_ids().items()]
         return tracks + [(f"new {prompt}", prompt) for prompt in self.clip.prompts]
 
+    def prompt_of(self, target: "int | str") -> str:
+        """The prompt of a click target (a track id, or a prompt)."""
+        return target if isinstance(target, str) else self._clip().track_ids()[self._known(target)]
+
     def view(self, frame: int) -> np.ndarray:
-        """(H, W, 3) uint8 RGB: frame ``frame`` with masks, boxes, ``prompt #id score`` and its clicks drawn."""
-        clip = self._clip()
-        frame = int(np.clip(frame, 0, clip.num_frames - 1))
-        image = annotate(clip.images[frame], clip.detections(frame), clip.prompts)
+        """(H, W, 3) uint8 RGB: frame ``frame`` with masks, boxes, ``prompt #id score``, its clicks, object boxes and
+        exemplar boxes drawn (before the first track: frame 0 and its exemplar boxes)."""
+        if self.clip is None:
+            if self.first_image is None:
+                raise InputError("choose or upload a video first")
+            frame, image = 0, self.first_image.copy()
+        else:
+            frame = int(np.clip(frame, 0, self.clip.num_frames - 1))
+            image = annotate(self.clip.images[frame], self.clip.detections(frame), self.clip.prompts)
+        thickness = max(1, min(image.shape[:2]) // 160)
+        for exemplar in self.exemplars:
+            if exemplar.frame == frame:
+                x1, y1, x2, y2 = (int(round(v)) for v in exemplar.box)
+                cv2.rectangle(image, (x1, y1), (x2, y2), POSITIVE if exemplar.positive else NEGATIVE, thickness)
         radius = max(3, min(image.shape[:2]) // 80)
         for edit in self.edits:
             if isinstance(edit, ClickEdit) and edit.frame == frame:
+                if edit.box is not None:
+                    x1, y1, x2, y2 = (int(round(v)) for v in edit.box)
+                    cv2.rectangle(image, (x1, y1), (x2, y2), OBJECT_BOX, thickness)
                 for (x, y), label in zip(edit.points, edit.labels):
                     centre = (int(round(x)), int(round(y)))
                     cv2.circle(image, centre, radius, POSITIVE if label else NEGATIVE, cv2.FILLED, cv2.LINE_AA)
@@ -188,6 +260,11 @@ class AppWork:
         runs.prepare(job, self.model, clip=clip).execute()
         with atomic_path(out_dir / "edits.json") as tmp:
             Path(tmp).write_text(json.dumps([e.describe() for e in self.edits], indent=1) + "\n", encoding="utf-8")
+        if self.job.exemplars:  # track --exemplars's format
+            boxes = [{"frame": e.frame, "box": list(e.box), "label": "pos" if e.positive else "neg", "prompt": e.prompt}
+                     for e in self.job.exemplars]
+            with atomic_path(out_dir / "exemplars.json") as tmp:
+                Path(tmp).write_text(json.dumps(boxes, indent=1) + "\n", encoding="utf-8")
         archive = out_dir.with_suffix(".zip")
         with atomic_path(archive) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zipped:
             for path in sorted(out_dir.iterdir()):
@@ -209,5 +286,5 @@ class AppWork:
     def close(self) -> None:
         """Free the clip (a closed tab); the work folder goes too."""
         self.close_clip()
-        self.video = None
+        self.video, self.first_image, self.num_video_frames, self.exemplars = None, None, None, []
         shutil.rmtree(self.workdir, ignore_errors=True)

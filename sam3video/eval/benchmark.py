@@ -40,6 +40,7 @@ from ..data.synthetic import WorldConfig, generate_clip
 from ..detections import Detections
 from ..export import MOTWriter
 from ..export.outputs import OUTPUT_NAMES, prompt_slug
+from ..run import DIRECTIONS
 from ..trackers.association.exemplars import Exemplar
 from ..trackers.association.matching import box_iou
 from ..video.session import PRECISIONS, RUNTIMES
@@ -49,6 +50,11 @@ SUITE_SEED = 2_000_000_000  # suite seeds start here; training samples clip seed
 GREEDY_MIN_IOU = 0.3
 SIZE_BUCKETS = ((0.0, 1.0, "< 1 patch"), (1.0, 2.0, "1-2 patches"), (2.0, float("inf"), ">= 2 patches"))
 RECALL_IOU = 0.5
+
+
+def sam3_method(direction: str) -> str:
+    """The benchmark's name of the official loop run with ``track --direction direction``."""
+    return "sam3" if direction == "forward" else f"sam3 {direction}"
 
 
 def no_tracker(frames: list[Detections], score_threshold: float) -> list[Detections]:
@@ -125,10 +131,12 @@ WORLDS = ("classic", "train", "heldout")  # WorldConfig.style of each suite
 def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: float, device: str = "cpu",
                   world: str = "classic", precision: str = "fp32",
                   on_sequence: Callable[[str, list[Detections]], None] | None = None,
-                  sam3_checkpoint: str | None = None, runtime: str = "auto") -> dict:
+                  sam3_checkpoint: str | None = None, runtime: str = "auto",
+                  sam3_directions: tuple[str, ...] = ("forward",)) -> dict:
     """The suite of ``num_clips`` clips of ``world``; ``on_sequence(name, candidates)`` gets each
     sequence's per-frame tracker candidates (what ``precision`` and ``runtime`` change). ``sam3_checkpoint``: a video
-    checkpoint (tracker weights) whose official SAM 3 loop (``--tracker sam3``) is scored too, as "sam3"."""
+    checkpoint (tracker weights) whose official SAM 3 loop (``--tracker sam3``) is scored too, once per
+    ``track --direction`` of ``sam3_directions``: "sam3" (forward), "sam3 both"."""
     from ..model.checkpoint import load_model
     from ..model.video_checkpoint import load_video_model
     from ..run import TrackJob, prepare
@@ -140,9 +148,11 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     gt_files: list[Path] = []
     frame_sizes: list[tuple[int, int]] = []
     pred_files: dict[str, list[Path]] = {"sam3video": [], "no tracker": [], "greedy IoU": []}
-    if video_model is not None:
-        pred_files["sam3"] = []
-    names, frames_total, seconds_total, sam3_seconds = [], 0, 0.0, 0.0
+    sam3_methods = {direction: sam3_method(direction) for direction in sam3_directions} if video_model else {}
+    for method in sam3_methods.values():
+        pred_files[method] = []
+    names, frames_total, seconds_total = [], 0, 0.0
+    sam3_seconds = dict.fromkeys(sam3_methods.values(), 0.0)
     for i in range(num_clips):
         seed = SUITE_SEED + i
         clip = generate_clip(seed, config)
@@ -170,13 +180,14 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
                 write_tracks(path, frames, 0)
                 pred_files[method].append(path)
             pred_files["sam3video"].append(mot_path)
-            if video_model is not None:  # the official loop on the same clip (its own detector pass)
-                sam3_dir = out / "sam3" / name.replace("/", "__")
+            for direction, method in sam3_methods.items():  # the official loop on the same clip (its own detector pass)
+                sam3_dir = out / method.replace(" ", "_") / name.replace("/", "__")
                 start = time.perf_counter()
                 prepare(TrackJob(clip_dir / "video.mp4", sam3_dir, prompts=(prompt,), checkpoint=sam3_checkpoint,
-                                 render=False, precision=precision, runtime=runtime, tracker="sam3"), video_model).execute()
-                sam3_seconds += time.perf_counter() - start
-                pred_files["sam3"].append(sam3_dir / OUTPUT_NAMES["mot"])
+                                 render=False, precision=precision, runtime=runtime, tracker="sam3",
+                                 direction=direction), video_model).execute()
+                sam3_seconds[method] += time.perf_counter() - start
+                pred_files[method].append(sam3_dir / OUTPUT_NAMES["mot"])
             gt_files.append(clip_dir / "gt" / prompt_slug(prompt) / MOT_NAME)
             frame_sizes.append(clip.size)
         print(f"clip {i + 1}/{num_clips}: {len(prompts)} prompts", flush=True)
@@ -187,7 +198,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
         "runtime": getattr(model, "runtime", "torch"),
         "sam3_checkpoint": sam3_checkpoint,
-        "sam3_frames_per_s_end_to_end": frames_total / sam3_seconds if sam3_seconds else None,
+        "sam3_frames_per_s_end_to_end": {m: frames_total / t for m, t in sam3_seconds.items() if t} or None,
         "score_threshold": score_threshold,
         "methods": {m: {k: r.combined.metrics[k] for k in ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")}
                     for m, r in rows.items()},
@@ -261,8 +272,8 @@ def format_summary(summary: dict) -> str:
         fps = f"{'(same)':>9s}"
         if method == "sam3video":
             fps = f"{summary['frames_per_s_end_to_end']:9.1f}"
-        elif method == "sam3" and summary.get("sam3_frames_per_s_end_to_end"):
-            fps = f"{summary['sam3_frames_per_s_end_to_end']:9.1f}"
+        elif method in (summary.get("sam3_frames_per_s_end_to_end") or {}):
+            fps = f"{summary['sam3_frames_per_s_end_to_end'][method]:9.1f}"
         lines.append(f"{method:12s} {100 * m['HOTA']:6.1f} {100 * m['DetA']:6.1f} {100 * m['AssA']:6.1f} "
                      f"{100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {int(m['IDSW']):6d} {fps}")
     if "recall_by_size" in summary:
@@ -303,6 +314,8 @@ def main(argv=None) -> None:
                         help="clips with an ambiguous shape prompt for the exemplar line (0: skip)")
     parser.add_argument("--sam3-checkpoint", help="also score the official SAM 3 loop (--tracker sam3) of this "
                                                   "video checkpoint (tracker weights), e.g. a train_tracker export")
+    parser.add_argument("--sam3-directions", nargs="+", default=["forward"], choices=DIRECTIONS,
+                        help="score that loop once per `track --direction` (forward: \"sam3\", both: \"sam3 both\")")
     parser.add_argument("--worlds", nargs="+", default=["classic"], choices=WORLDS,
                         help="suites: classic (OUT), and train / heldout (OUT/<world>), side by side")
     args = parser.parse_args(argv)
@@ -311,7 +324,8 @@ def main(argv=None) -> None:
     for world in args.worlds:
         world_out = out if world == "classic" else out / world
         summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world,
-                                args.precision, sam3_checkpoint=args.sam3_checkpoint, runtime=args.runtime)
+                                args.precision, sam3_checkpoint=args.sam3_checkpoint, runtime=args.runtime,
+                                sam3_directions=tuple(args.sam3_directions))
         if world == "classic" and args.exemplar_clips:
             summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
                                                               args.seconds, args.device)
