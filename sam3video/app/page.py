@@ -3,7 +3,7 @@
 Gradio because it is the field's convention for model pages (HF Spaces show SAM 3 in it) and its ``Image.select``
 event gives a click's pixel in the frame, which is all the clicks need. A drag on the frame is a box: ``DRAG_SCRIPT``
 (given to ``launch(head=...)``) draws it while the mouse moves and hands its corners, in the frame's pixels, to a
-hidden textbox whose ``input`` event the page handles (and keeps the drag from also being a click). Safe defaults:
+hidden textbox whose ``change`` event the page handles (and keeps the drag from also being a click). Safe defaults:
 the server binds the host it
 is given (127.0.0.1 by default); a tab sees only the videos given on the command line (by name, never a path) and
 its own uploads (size-limited); the model runs one request at a time for all tabs (Gradio's queue shows a waiting
@@ -27,6 +27,7 @@ STATE_TTL_S = 3600  # a tab idle this long is freed like a closed one
 NEW = "new:"  # the click target values: "#<id>" a track, "new:<prompt>" a new object
 DRAG_MODES = ("exemplar box", "object box")  # what a box dragged on the frame is
 MIN_DRAG_PX = 6  # on screen: a shorter move is a click
+FRAME_HEIGHT_PX = 480  # the frame's box on the page (the frame is scaled into it, aspect kept)
 PAGE_CSS = "#drag_box {display: none !important}"
 DRAG_SCRIPT = """<script>
 (() => {
@@ -246,7 +247,7 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
             track_button = gr.Button("Track", variant="primary", elem_id="track")
         status = gr.Markdown(elem_id="status")
         frame_image = gr.Image(label="frame (click to add points, drag to draw a box)", type="numpy",
-                               interactive=False, elem_id="frame")
+                               interactive=False, elem_id="frame", height=FRAME_HEIGHT_PX)
         frame_slider = gr.Slider(0, 1, value=0, step=1, label="frame", elem_id="frame_slider")
         with gr.Row():
             label = gr.Radio(["positive", "negative"], value="positive", label="click / box", elem_id="label")
@@ -279,7 +280,7 @@ def build_page(model, checkpoint_name: str, videos: dict[str, Path], *, max_uplo
         remove_button.click(remove, [state, frame_slider, remove_id],
                             [state, frame_image, target, remove_id, tracks_table, status], **heavy)
         export_button.click(export, [state], [downloads, status], **heavy)
-        drag_box.input(drag, [state, drag_box, frame_slider, drag_mode, label, target],
+        drag_box.change(drag, [state, drag_box, frame_slider, drag_mode, label, target],
                        [state, frame_image, target, remove_id, tracks_table, exemplars, status], **heavy)
         clear_button.click(clear_exemplars, [state, frame_slider], [frame_image, exemplars, status])
         page.unload(tab_closed)  # Gradio calls it when a tab's connection ends

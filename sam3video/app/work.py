@@ -216,7 +216,7 @@ class AppWork:
         else:
             frame = int(np.clip(frame, 0, self.clip.num_frames - 1))
             image = annotate(self.clip.images[frame], self.clip.detections(frame), self.clip.prompts)
-        thickness = max(1, min(image.shape[:2]) // 160)
+        thickness = max(2, min(image.shape[:2]) // 160)
         for exemplar in self.exemplars:
             if exemplar.frame == frame:
                 x1, y1, x2, y2 = (int(round(v)) for v in exemplar.box)
