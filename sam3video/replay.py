@@ -21,6 +21,7 @@ and its thresholds (score, new-track, min hits, lost buffer) are free, except fo
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -118,6 +119,15 @@ class SavedRun:
                         score_default=self.score_default, retracked_from=retracked)
 
 
+def _run_of_sessions(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s summary says its tracks came from interactive sessions (which save no detections)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(summary, dict) and ("edits" in summary or summary.get("config", {}).get("direction") == "both")
+
+
 def load_run(run_dir: "str | Path") -> SavedRun:
     """``run_dir``'s ``detections.npz`` (or that file itself) and the settings it records."""
     start = time.perf_counter()
@@ -126,6 +136,9 @@ def load_run(run_dir: "str | Path") -> SavedRun:
         raise InputError(f"no such file or folder: {path}")
     store = path / OUTPUT_NAMES["detections"] if path.is_dir() else path
     if not store.is_file():
+        if path.is_dir() and _run_of_sessions(path):
+            raise InputError(f"{path} has no {OUTPUT_NAMES['detections']}: runs with edits, --direction both, refine "
+                             f"and the app's exports keep no detections; use refine on it, or track the video again")
         raise InputError(f"{store} not found: is {path} an output folder of `sam3video track` (made since runs "
                          f"save their detections)?")
     meta, frames = read_saved_detections(store)

@@ -848,7 +848,11 @@ def render_run(run_dir: "str | Path", video: "str | None" = None, out: "str | Pa
     except json.JSONDecodeError as e:
         raise InputError(f"{summary_path} is not valid JSON: {e}") from None
     sampling = summary.get("config", {})
-    source = _load_array(video or summary["input"]["source"])
+    source = video or summary["input"]["source"]
+    if video is None and isinstance(source, str) and "://" not in source and not any(c in source for c in "*?[") \
+            and not os.path.exists(source):  # a file or folder named in the summary, gone (or, from the app, a name)
+        raise InputError(f"the run's video {source!r} is not there: give --video PATH")
+    source = _load_array(source)
     reader = open_video(source, fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"))
     if boxes_only:
         tracks, class_names = read_mot(run_dir / OUTPUT_NAMES["mot"]), []

@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     return root, load_video_model(write_tiny_video_setup(root), device="cpu")
 
 
-def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_path):
+def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_path, capsys):
     root, model = setup
     work = AppWork(model, str(root / "tiny_video.pt"), tmp_path / "work", THRESHOLDS)
     assert work.open(root / "clip.mp4") == "clip.mp4: 160x96, 10 fps, 10 frames, 1.0 s"
@@ -55,6 +55,15 @@ def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_pa
     assert {row.track_id for row in work.tracks()} == {2} and archive.is_file()
     summary = json.loads((folder / "summary.json").read_text())
     assert [e["tracked_again"] for e in summary["edits"]] == [0, 10, 0]
+    # the folder is a run folder: render and refine take it (the summary names the video, not its path), retrack
+    # says why it cannot (sessions keep no detections)
+    assert main(["render", str(folder)]) == 2 and "give --video PATH" in capsys.readouterr().err
+    assert main(["render", str(folder), "--video", str(root / "clip.mp4")]) == 0 and (folder / "overlay.mp4").is_file()
+    assert main(["refine", str(folder), "--video", str(root / "clip.mp4"), "--edits", str(folder / "edits.json"),
+                 "--out", str(tmp_path / "refined"), "--no-render", "--quiet"]) == 0
+    assert (tmp_path / "refined" / "tracks.mots.txt").read_bytes() == (folder / "tracks.mots.txt").read_bytes()
+    assert main(["retrack", str(folder), "--out", str(tmp_path / "retracked")]) == 2
+    assert "keep no detections; use refine on it" in capsys.readouterr().err
     work.close()
     assert work.clip is None and not folder.exists()
 
