@@ -36,7 +36,7 @@ from .export.outputs import OUTPUT_NAMES
 from .run import RunFacts
 from .sources.loader import MAX_WINDOW_SECONDS, VideoReader
 from .thresholds import SCORE_THRESHOLD, Thresholds
-from .trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory
+from .trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory, exemplar_from_record
 from .video.session import DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates
 
 DETECTION_FILE_FPS = 30.0  # a MOTChallenge detection file says no frame rate
@@ -145,8 +145,7 @@ def load_run(run_dir: "str | Path") -> SavedRun:
     run = meta.run
     try:
         config = run["config"]
-        exemplars = tuple(Exemplar(int(e["frame"]), tuple(float(v) for v in e["box"]), bool(e["positive"]),
-                                   e["prompt"]) for e in run["exemplars"])
+        exemplars = tuple(exemplar_from_record(e) for e in run["exemplars"])
         saved = SavedRun(store, meta, frames, Thresholds(**run["thresholds"]), float(run["model_score_threshold"]),
                          DetectionConfig(**config["detection"]), ExemplarConfig(**config["exemplar"]), exemplars,
                          str(run["tracker"]["name"]), time.perf_counter() - start)

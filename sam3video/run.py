@@ -48,7 +48,7 @@ from .export.run_state import TREE_NAME, StateError, load_state, save_state
 from .export.summary import TrackStats, summary_text
 from .sources.loader import VideoInfo, VideoReader, open_video
 from .thresholds import Thresholds
-from .trackers.association.exemplars import Exemplar, check_exemplar
+from .trackers.association.exemplars import Exemplar, check_exemplar, exemplar_from_record, exemplar_record
 from .video.session import FrameResult, TrackingConfig, TrackingSession
 
 if TYPE_CHECKING:
@@ -467,8 +467,7 @@ class Run:
             "input": facts.input,
             "model": facts.model,
             "prompts": self.class_names,
-            "exemplars": [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt}
-                          for e in self.session.exemplars.exemplars],
+            "exemplars": [exemplar_record(e) for e in self.session.exemplars.exemplars],
             "tracker": config.describe_tracker(),
             "config": {"detection": facts.detection or asdict(config.detection),
                        "tracker": asdict(config.tracker) if config.tracker_name == "sam3video" else None,
@@ -754,8 +753,7 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
         raise InputError(f"refine edits runs of the official loop (--tracker sam3); {job.run_dir} used "
                          f"--tracker {tracker.get('name')}")
     try:
-        exemplars = tuple(Exemplar(int(e["frame"]), tuple(float(v) for v in e["box"]), bool(e["positive"]),
-                                   e.get("prompt")) for e in summary.get("exemplars") or ())
+        exemplars = tuple(exemplar_from_record(e) for e in summary.get("exemplars") or ())
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path}: its exemplars cannot be read ({type(error).__name__}: {error})") from None
     video = job.video or source

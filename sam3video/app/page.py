@@ -3,11 +3,11 @@
 Gradio because it is the field's convention for model pages (HF Spaces show SAM 3 in it) and its ``Image.select``
 event gives a click's pixel in the frame, which is all the clicks need. A drag on the frame is a box: ``DRAG_SCRIPT``
 (given to ``launch(head=...)``) draws it while the mouse moves and hands its corners, in the frame's pixels, to a
-hidden textbox whose ``change`` event the page handles (and keeps the drag from also being a click). Safe defaults:
-the server binds the host it
-is given (127.0.0.1 by default); a tab sees only the videos given on the command line (by name, never a path) and
-its own uploads (size-limited); the model runs one request at a time for all tabs (Gradio's queue shows a waiting
-tab its position); a closed tab's clip and folder are freed.
+hidden textbox whose ``change`` event the page handles (and keeps the drag from also being a click).
+
+Safe defaults: the server binds the host it is given (127.0.0.1 by default); a tab sees only the videos given on the
+command line (by name, never a path) and its own uploads (size-limited); the model runs one request at a time for
+all tabs (Gradio's queue shows a waiting tab its position); a closed tab's clip and folder are freed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PAGE_CSS = "#drag_box {display: none !important}"
 DRAG_SCRIPT = """<script>
 (() => {
   // A drag on the frame (#frame img) is a box: drawn while the mouse moves, then its corners in the image's own
-  // pixels go to the hidden #drag_box textbox (x1,y1,x2,y2,count), whose input event the page handles.
+  // pixels go to the hidden #drag_box textbox (x1,y1,x2,y2,count), whose change event the page handles.
   let start = null, rect = null, dragged = false, count = 0;
   const pixel = (img, clientX, clientY) => {  // object-fit: contain, as Gradio shows the frame
     const r = img.getBoundingClientRect();

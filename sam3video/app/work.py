@@ -26,7 +26,7 @@ from ..export.edits import ClickEdit, Edit, RemoveEdit
 from ..export.overlay import annotate
 from ..sources.loader import MAX_WINDOW_SECONDS, open_video
 from ..thresholds import Thresholds
-from ..trackers.association.exemplars import Exemplar, check_exemplar
+from ..trackers.association.exemplars import Exemplar, check_exemplar, exemplar_file_item
 from .. import run as runs
 
 POSITIVE, NEGATIVE = (0, 200, 0), (220, 0, 0)  # RGB of the click markers and exemplar boxes
@@ -261,8 +261,7 @@ class AppWork:
         with atomic_path(out_dir / "edits.json") as tmp:
             Path(tmp).write_text(json.dumps([e.describe() for e in self.edits], indent=1) + "\n", encoding="utf-8")
         if self.job.exemplars:  # track --exemplars's format
-            boxes = [{"frame": e.frame, "box": list(e.box), "label": "pos" if e.positive else "neg", "prompt": e.prompt}
-                     for e in self.job.exemplars]
+            boxes = [exemplar_file_item(e) for e in self.job.exemplars]
             with atomic_path(out_dir / "exemplars.json") as tmp:
                 Path(tmp).write_text(json.dumps(boxes, indent=1) + "\n", encoding="utf-8")
         archive = out_dir.with_suffix(".zip")

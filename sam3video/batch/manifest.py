@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..export.atomic import atomic_open
 from ..run import TrackJob
-from ..trackers.association.exemplars import Exemplar
+from ..trackers.association.exemplars import Exemplar, exemplar_record
 from .inputs import BatchVideo, is_plain_name
 
 MANIFEST_NAME, INDEX_JSON, INDEX_CSV = "manifest.json", "index.json", "index.csv"
@@ -103,7 +103,7 @@ def is_folder_in(out_dir: Path, name: object) -> bool:
 
 
 def _exemplars_json(exemplars: Sequence[Exemplar]) -> list[dict]:
-    return [{"frame": e.frame, "box": list(e.box), "positive": e.positive, "prompt": e.prompt} for e in exemplars]
+    return [exemplar_record(e) for e in exemplars]
 
 
 def output_checksums(folder: Path) -> dict[str, dict]:

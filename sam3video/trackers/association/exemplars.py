@@ -121,6 +121,24 @@ def _exemplar_from_json(item) -> Exemplar:
     return Exemplar(int(frame), box, label.lower().startswith("pos"), prompt)
 
 
+def exemplar_record(exemplar: Exemplar) -> dict:
+    """How a run records an exemplar (``summary.json``, ``detections.npz``, batch manifests):
+    ``{"frame", "box", "positive", "prompt"}``."""
+    return {"frame": exemplar.frame, "box": list(exemplar.box), "positive": exemplar.positive, "prompt": exemplar.prompt}
+
+
+def exemplar_from_record(record: dict) -> Exemplar:
+    """``exemplar_record``'s inverse; KeyError, TypeError or ValueError for a malformed record."""
+    return Exemplar(int(record["frame"]), tuple(float(v) for v in record["box"]), bool(record["positive"]),
+                    record.get("prompt"))
+
+
+def exemplar_file_item(exemplar: Exemplar) -> dict:
+    """One item of an exemplars file (``load_exemplars``'s format)."""
+    return {"frame": exemplar.frame, "box": list(exemplar.box), "label": "pos" if exemplar.positive else "neg",
+            "prompt": exemplar.prompt}
+
+
 def check_exemplar(exemplar: Exemplar, num_frames: int | None, width: int, height: int) -> None:
     """Raise ``InputError`` if the frame is out of range or the box is not a box on the frame."""
     if exemplar.frame < 0 or (num_frames is not None and exemplar.frame >= num_frames):
