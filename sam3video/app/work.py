@@ -63,7 +63,6 @@ class AppWork:
         self.clip: runs.EditedClip | None = None
         self.job: runs.TrackJob | None = None
         self.edits: list[Edit] = []
-        self.waiting: int | None = None  # index in ``edits`` of the last click not yet propagated
         self._rows: list[TrackRow] | None = None
 
     # -- the video and the run ----------------------------------------------------------------------------------
@@ -167,17 +166,16 @@ class AppWork:
     def _wait(self, edit: ClickEdit) -> int:
         self._clip().apply(edit, len(self.edits))
         self.edits.append(edit)
-        self.waiting = len(self.edits) - 1
         self._rows = None
         return edit.obj_id
 
     def propagate(self) -> int:
         """Track the clicked objects again, both ways from the last click's frame; the frames tracked."""
         clip = self._clip()
-        if self.waiting is None:
+        if clip.waiting is None:
             return 0
-        self.edits[self.waiting] = replace(self.edits[self.waiting], propagate=True)
-        self.waiting = None
+        last = next(i for i, entry in enumerate(clip.applied) if entry is clip.waiting)  # one entry per edit
+        self.edits[last] = replace(self.edits[last], propagate=True)
         self._rows = None
         return clip.finish()
 
@@ -280,7 +278,7 @@ class AppWork:
     def close_clip(self) -> None:
         if self.clip is not None:
             self.clip.close()
-        self.clip, self.job, self.edits, self.waiting, self._rows = None, None, [], None, None
+        self.clip, self.job, self.edits, self._rows = None, None, [], None
 
     def close(self) -> None:
         """Free the clip (a closed tab); the work folder goes too."""
