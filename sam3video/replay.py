@@ -119,13 +119,15 @@ class SavedRun:
                         score_default=self.score_default, retracked_from=retracked)
 
 
-def _run_of_sessions(run_dir: Path) -> bool:
-    """Whether ``run_dir``'s summary says its tracks came from interactive sessions (which save no detections)."""
+def _run_of_sessions_with_exemplars(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s summary says its tracks came from interactive sessions with exemplar boxes (which save
+    no detections)."""
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(summary, dict) and ("edits" in summary or summary.get("config", {}).get("direction") == "both")
+    sessions = isinstance(summary, dict) and ("edits" in summary or summary.get("config", {}).get("direction") == "both")
+    return sessions and bool(summary.get("exemplars"))
 
 
 def load_run(run_dir: "str | Path") -> SavedRun:
@@ -136,9 +138,10 @@ def load_run(run_dir: "str | Path") -> SavedRun:
         raise InputError(f"no such file or folder: {path}")
     store = path / OUTPUT_NAMES["detections"] if path.is_dir() else path
     if not store.is_file():
-        if path.is_dir() and _run_of_sessions(path):
-            raise InputError(f"{path} has no {OUTPUT_NAMES['detections']}: runs with edits, --direction both, refine "
-                             f"and the app's exports keep no detections; use refine on it, or track the video again")
+        if path.is_dir() and _run_of_sessions_with_exemplars(path):
+            raise InputError(f"{path} has no {OUTPUT_NAMES['detections']}: runs of the sessions (edits, --direction "
+                             f"both, refine, the app) with exemplar boxes keep none; use refine on it, or track the "
+                             f"video again")
         raise InputError(f"{store} not found: is {path} an output folder of `sam3video track` (made since runs "
                          f"save their detections)?")
     meta, frames = read_saved_detections(store)

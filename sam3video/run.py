@@ -33,6 +33,7 @@ from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
 from .export.edits import Edit, RemoveEdit, check_edits
+from .export.mots import encode_rle
 from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
@@ -193,7 +194,6 @@ class SessionSource:
     frame is given out; its frames stay in memory (one window, at most 30 s)."""
 
     masks = True
-    saves_candidates = False  # the sessions keep no per-frame candidates: no detections.npz
 
     def __init__(self, job: TrackJob, reader: VideoReader, predictor: VideoPredictor, model,
                  clip: "EditedClip | None" = None):
@@ -207,6 +207,10 @@ class SessionSource:
         self.loop_config = config.sam31 if predictor.multiplex else config.sam3
         self.memory_dtype = config.sam3_options.memory_dtype
         self.exemplar_conditioning = config.sam3_options.exemplar_conditioning
+        self.detection_config = config.detection
+        # detections.npz: the full pass's candidates; not with exemplar boxes (retrack would need what the exemplar
+        # memory learnt on their frames, which the sessions do not compute)
+        self.saves_candidates = not job.exemplars
         self.frames_fp16 = config.frames_fp16
         self.applied: list[dict] = []  # per edit: what it was and what it tracked again
         self.facts = replace(detector.facts, refined_from=job.refined_from)
@@ -235,7 +239,8 @@ class SessionSource:
                              f"this one has {len(frames)} frames: choose a part with --start and --end")
         return EditedClip(self.model, np.stack([f.image for f in frames]), [f.timestamp for f in frames],
                           self.job.prompts, self.loop_config, self.memory_dtype, self.fps, self.frames_fp16,
-                          self.job.direction, self.job.edits_name, self.job.exemplars, self.exemplar_conditioning)
+                          self.job.direction, self.job.edits_name, self.job.exemplars, self.exemplar_conditioning,
+                          self.detection_config if self.saves_candidates else None)
 
     def results(self, session: TrackingSession, first_window: int,
                 on_window_end: Callable[[int], None]) -> Iterator[FrameResult]:
@@ -267,16 +272,20 @@ class EditedClip:
 
     def __init__(self, model, images: np.ndarray, timestamps: Sequence[float], prompts: Sequence[str], loop_config,
                  memory_dtype: str, fps: float, frames_fp16: bool, direction: str = "forward",
-                 edits_name: str = "edits", exemplars: Sequence[Exemplar] = (), exemplar_conditioning: bool = True):
+                 edits_name: str = "edits", exemplars: Sequence[Exemplar] = (), exemplar_conditioning: bool = True,
+                 detection_config=None):
         """``images`` (T, H, W, 3) uint8 RGB and their ``timestamps`` (s); ``exemplars`` boxes on any frames (their
         prompt's, or every prompt's), given to the detector there as ``track`` gives them (``Sam3Options``'s
-        ``exemplar_conditioning``); the rest as ``SessionSource`` sets it."""
+        ``exemplar_conditioning``); ``detection_config``: keep the full pass's candidates, post-processed with it as
+        ``track`` does (``candidates(t)``); the rest as ``SessionSource`` sets it."""
         from .session import VideoSession
         from .trackers.sam3.tracking import MEMORY_DTYPES
 
         self.prompts, self.direction, self.edits_name = list(prompts), direction, edits_name
         self.images, self.timestamps = images, list(timestamps)
         self.exemplars = list(exemplars)
+        self.detection_config = detection_config
+        self.kept: dict[int, list[_Candidates]] = {}  # frame -> the full pass's candidates, prompt by prompt
         self.sessions = [VideoSession(model, images, config=loop_config, memory_dtype=MEMORY_DTYPES[memory_dtype],
                                       source_fps=fps, frames_fp16=frames_fp16, keep_all_memory=direction == "both",
                                       exemplar_conditioning=exemplar_conditioning) for _ in self.prompts]
@@ -292,7 +301,9 @@ class EditedClip:
 
     def track(self) -> Iterator[int]:
         """The full pass, prompt by prompt; yields after each frame (for progress: ``len(prompts) * num_frames``)."""
-        for prompt, one in zip(self.prompts, self.sessions):
+        for p, (prompt, one) in enumerate(zip(self.prompts, self.sessions)):
+            if self.detection_config is not None:
+                one.on_detector_outputs = lambda t, outputs, p=p: self._keep(p, t, outputs)
             by_frame: dict[int, list[Exemplar]] = {}
             for exemplar in self.exemplars:
                 if exemplar.prompt in (None, prompt):
@@ -305,9 +316,30 @@ class EditedClip:
             for _ in one.propagate("forward", start_frame=0):
                 self.frames_tracked += 1
                 yield self.frames_tracked
+            one.on_detector_outputs = None
             if self.direction == "both":
                 self.frames_tracked_back += one.track_back()
         self.ids = _RunIds(self.sessions)
+
+    def _keep(self, prompt: int, t: int, outputs: dict) -> None:
+        """Frame ``t``'s candidates of ``prompt`` from the detector's outputs (P = 1), as ``track`` post-processes
+        them (appearance pooled from the same backbone level); the first frame runs twice: the last is kept."""
+        from .video.detect import postprocess
+
+        backbone = outputs["prev_encoder_out"]["backbone_out"]
+        row = int(backbone["id_mapping"][t])
+        features = backbone["backbone_fpn"][self.detection_config.embedding_level][row]
+        found = postprocess(outputs, self.images.shape[1:3], self.detection_config, features)
+        per_prompt = self.kept.setdefault(t, [None] * len(self.prompts))
+        per_prompt[prompt] = _Candidates.of(replace(found, class_id=np.full(len(found), prompt)))
+
+    def candidates(self, t: int) -> Detections:
+        """Frame ``t``'s candidates of the full pass, every prompt's (``class_id`` its index), masks decoded: what
+        ``track`` gives its tracker and saves in detections.npz; empty without ``detection_config``."""
+        height, width = self.images.shape[1:3]
+        kept = [c.unpacked(height, width) for c in self.kept.get(t, ()) if c is not None]
+        found = [d for d in kept if len(d)]
+        return Detections.merge(found) if found else (kept[0] if kept else Detections.empty(height, width))
 
     def track_ids(self) -> dict[int, str]:
         """The run's track ids now -> their prompts."""
@@ -386,11 +418,32 @@ class EditedClip:
     def results(self) -> Iterator[FrameResult]:
         """Every frame's ``FrameResult``, for a ``Run`` to write."""
         for index, timestamp in enumerate(self.timestamps):
-            yield FrameResult(index, timestamp, 0, self.detections(index), self.images[index], Detections.empty())
+            yield FrameResult(index, timestamp, 0, self.detections(index), self.images[index], self.candidates(index))
 
     def close(self) -> None:
         for one in self.sessions:
             one.close()
+
+
+@dataclass
+class _Candidates:
+    """One prompt's candidates on one frame, kept with their masks as COCO RLE (a few KB, not H x W bytes each)."""
+
+    detections: Detections  # without masks
+    rle: list[str]
+
+    @classmethod
+    def of(cls, found: Detections) -> "_Candidates":
+        return cls(replace(found, mask=None), encode_rle(found.mask))
+
+    def unpacked(self, height: int, width: int) -> Detections:
+        from pycocotools import mask as mask_utils
+
+        masks = np.zeros((0, height, width), bool)
+        if self.rle:
+            decoded = mask_utils.decode([{"size": [height, width], "counts": c.encode("ascii")} for c in self.rle])
+            masks = np.moveaxis(decoded, -1, 0).astype(bool)
+        return replace(self.detections, mask=masks)
 
 
 class _RunIds:

@@ -214,6 +214,9 @@ class VideoSession:
         ``exemplar_conditioning`` (not official, ``track``'s ``Sam3Options``): on a frame with positive boxes, the
         query each marks is kept whatever its score (SAM 3; SAM 3.1's loop takes no such queries)."""
         self.keep_all_memory, self.exemplar_conditioning = keep_all_memory, exemplar_conditioning
+        # called with (frame index, the detector's outputs) each time the detector runs (``run.EditedClip`` keeps
+        # the full pass's candidates for detections.npz); None: nothing is called
+        self.on_detector_outputs = None
         self.detector = model.detector.eval()
         self.memory_dtype = memory_dtype
         self._setup(model, config)
@@ -401,6 +404,8 @@ class VideoSession:
             outputs = run_frame(self.detector, frame_index, {"img_batch_all_stages": self.frames}, self.text_out,
                                 prompt_from_boxes([boxes], self.detector.device))
         backbone = outputs["prev_encoder_out"]["backbone_out"]
+        if self.on_detector_outputs is not None:
+            self.on_detector_outputs(frame_index, outputs)
         return frame_detections(outputs)[0], self._features_of(backbone, int(backbone["id_mapping"][frame_index]))
 
     def _compute_features(self, frame_index: int):

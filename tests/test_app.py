@@ -55,20 +55,20 @@ def test_a_tab_tracks_clicks_removes_and_exports_what_track_writes(setup, tmp_pa
     assert {row.track_id for row in work.tracks()} == {2} and archive.is_file()
     summary = json.loads((folder / "summary.json").read_text())
     assert [e["tracked_again"] for e in summary["edits"]] == [0, 10, 0]
-    # the folder is a run folder: render and refine take it (the summary names the video, not its path), retrack
-    # says why it cannot (sessions keep no detections)
+    # the folder is a run folder: render, refine and retrack take it (the summary names the video, not its path)
     assert main(["render", str(folder)]) == 2 and "give --video PATH" in capsys.readouterr().err
     assert main(["render", str(folder), "--video", str(root / "clip.mp4")]) == 0 and (folder / "overlay.mp4").is_file()
     assert main(["refine", str(folder), "--video", str(root / "clip.mp4"), "--edits", str(folder / "edits.json"),
                  "--out", str(tmp_path / "refined"), "--no-render", "--quiet"]) == 0
     assert (tmp_path / "refined" / "tracks.mots.txt").read_bytes() == (folder / "tracks.mots.txt").read_bytes()
-    assert main(["retrack", str(folder), "--out", str(tmp_path / "retracked")]) == 2
-    assert "keep no detections; use refine on it" in capsys.readouterr().err
+    assert main(["retrack", str(folder), "--tracker", "sam3video", "--score-threshold", "0.2", "--out",
+                 str(tmp_path / "retracked"), "--no-render", "--quiet"]) == 0
+    assert (tmp_path / "retracked" / "tracks.txt").read_text()
     work.close()
     assert work.clip is None and not folder.exists()
 
 
-def test_exemplar_and_object_boxes_export_what_track_writes_with_them(setup, tmp_path):
+def test_exemplar_and_object_boxes_export_what_track_writes_with_them(setup, tmp_path, capsys):
     """Exemplar boxes drawn before Track (frame 0) and after it (frame 3) act at the next Track; an object box makes
     a new track. The export (exemplars.json, edits.json) equals ``track --exemplars --edits`` with those files."""
     from sam3video.export.edits import load_edits
@@ -102,6 +102,9 @@ def test_exemplar_and_object_boxes_export_what_track_writes_with_them(setup, tmp
     for name in ("tracks.txt", "tracks.mots.txt"):
         assert (folder / name).read_bytes() == (tmp_path / "track" / name).read_bytes()
     assert len(json.loads((folder / "summary.json").read_text())["exemplars"]) == 3
+    assert not (folder / "detections.npz").exists()  # the sessions do not compute what exemplars learn
+    assert main(["retrack", str(folder), "--out", str(tmp_path / "retracked")]) == 2
+    assert "with exemplar boxes keep none; use refine on it" in capsys.readouterr().err
     with pytest.raises(InputError, match="empty or outside"):
         work.box(6, (10, 10, 170, 50), 1)
     with pytest.raises(InputError, match="no track 99"):

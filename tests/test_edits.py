@@ -116,7 +116,21 @@ def test_no_edits_give_the_files_of_track(workdir, capsys):
         assert (workdir / "none" / name).read_bytes() == (workdir / "plain" / name).read_bytes()
     summary = json.loads((workdir / "none" / "summary.json").read_text())
     assert summary["edits"] == [] and summary["recomputed"]["edits"]["frames_tracked_again"] == 0
-    assert not (workdir / "none" / "detections.npz").exists()  # the sessions keep no candidates
+    # the full pass's candidates are those of track: the same detections.npz arrays (scores within a float32 step:
+    # track's detector runs 4 frames at a time, a session's one), the same files from retrack
+    plain = np.load(workdir / "plain" / "detections.npz", allow_pickle=False)
+    sessions = np.load(workdir / "none" / "detections.npz", allow_pickle=False)
+    assert set(plain.files) == set(sessions.files)
+    assert np.allclose(plain["confidence"], sessions["confidence"], rtol=0, atol=1e-6)
+    for name in plain.files:
+        if name not in ("run", "confidence"):  # run: the run's facts (the sessions' summary lists edits)
+            assert np.array_equal(plain[name], sessions[name]), name
+    assert len(plain["confidence"]) > 10
+    for run_dir in ("plain", "none"):
+        assert run("retrack", workdir / run_dir, "--tracker", "bytetrack", "--out", workdir / f"retracked_{run_dir}",
+                   "--no-render", "--quiet") == 0
+    for name in ("tracks.txt", "tracks.mots.txt"):
+        assert (workdir / "retracked_none" / name).read_bytes() == (workdir / "retracked_plain" / name).read_bytes()
 
 
 def test_edits_are_the_session_requests_and_refine_gives_the_same_files(workdir, capsys):
