@@ -33,7 +33,7 @@ from .errors import InputError
 from .export.atomic import remove_temp_files
 from .export.detections_store import SavedFrame, StoreMeta
 from .export.edits import Edit, RemoveEdit, check_edits
-from .export.mots import encode_rle
+from .export.mots import decode_rle, encode_rle
 from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
@@ -437,13 +437,7 @@ class _Candidates:
         return cls(replace(found, mask=None), encode_rle(found.mask))
 
     def unpacked(self, height: int, width: int) -> Detections:
-        from pycocotools import mask as mask_utils
-
-        masks = np.zeros((0, height, width), bool)
-        if self.rle:
-            decoded = mask_utils.decode([{"size": [height, width], "counts": c.encode("ascii")} for c in self.rle])
-            masks = np.moveaxis(decoded, -1, 0).astype(bool)
-        return replace(self.detections, mask=masks)
+        return replace(self.detections, mask=decode_rle(self.rle, height, width))
 
 
 class _RunIds:
@@ -809,9 +803,7 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
         exemplars = tuple(exemplar_from_record(e) for e in summary.get("exemplars") or ())
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path}: its exemplars cannot be read ({type(error).__name__}: {error})") from None
-    video = job.video or source
-    if job.video is None and not (isinstance(video, str) and os.path.exists(video)):
-        raise InputError(f"the run's video {video!r} is not there: give --video PATH")
+    video = _run_video(job.video, source)
     if Path(job.out_dir).resolve() == Path(job.run_dir).resolve():
         raise InputError(f"--out {job.out_dir} is the run folder itself: give another folder")
     checkpoint = model_facts.get("checkpoint")
@@ -869,6 +861,17 @@ def demo_vocabulary_notes(prompts: Sequence[str]) -> list[str]:
     return notes
 
 
+def _run_video(given: "str | None", recorded):
+    """The video of a run: ``given`` (``--video``), else the one its summary names, if that file or folder is still
+    there (a URL or a pattern is taken as it is; the app's summaries name the video, not where the server kept it)."""
+    if given is not None:
+        return given
+    if not isinstance(recorded, str) or ("://" not in recorded and not any(c in recorded for c in "*?[")
+                                         and not os.path.exists(recorded)):
+        raise InputError(f"the run's video {recorded!r} is not there: give --video PATH")
+    return recorded
+
+
 def _load_array(source):
     """``.npy`` paths as (T, H, W, 3) arrays (memory-mapped); anything else as given."""
     if isinstance(source, (str, Path)) and str(source).endswith(".npy"):
@@ -899,11 +902,7 @@ def render_run(run_dir: "str | Path", video: "str | None" = None, out: "str | Pa
     except json.JSONDecodeError as e:
         raise InputError(f"{summary_path} is not valid JSON: {e}") from None
     sampling = summary.get("config", {})
-    source = video or summary["input"]["source"]
-    if video is None and isinstance(source, str) and "://" not in source and not any(c in source for c in "*?[") \
-            and not os.path.exists(source):  # a file or folder named in the summary, gone (or, from the app, a name)
-        raise InputError(f"the run's video {source!r} is not there: give --video PATH")
-    source = _load_array(source)
+    source = _load_array(_run_video(video, summary["input"]["source"]))
     reader = open_video(source, fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"))
     if boxes_only:
         tracks, class_names = read_mot(run_dir / OUTPUT_NAMES["mot"]), []

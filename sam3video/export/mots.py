@@ -55,6 +55,14 @@ def encode_rle(masks: np.ndarray) -> list[str]:
     return [rle["counts"].decode("ascii") for rle in mask_utils.encode(stacked)]
 
 
+def decode_rle(counts: list[str], height: int, width: int) -> np.ndarray:
+    """``encode_rle``'s inverse: (N, height, width) bool masks."""
+    if not counts:
+        return np.zeros((0, height, width), bool)
+    decoded = mask_utils.decode([{"size": [height, width], "counts": c.encode("ascii")} for c in counts])
+    return np.moveaxis(decoded, -1, 0).astype(bool)
+
+
 class MOTSWriter(TrackFileWriter):
     """Context manager writing ``(frame_index, Detections)`` with masks as a MOTS file, atomically.
 
