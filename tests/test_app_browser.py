@@ -97,8 +97,8 @@ class Page:
         natural_w, natural_h, box_w, box_h = self.driver.execute_script(
             "const r = arguments[0].getBoundingClientRect();"
             "return [arguments[0].naturalWidth, arguments[0].naturalHeight, r.width, r.height]", image)
-        assert self.driver.execute_script("return getComputedStyle(arguments[0]).objectFit", image) == "contain"
-        scale = min(box_w / natural_w, box_h / natural_h)
+        assert self.driver.execute_script("return getComputedStyle(arguments[0]).objectFit", image) == "scale-down"
+        scale = min(box_w / natural_w, box_h / natural_h, 1)
         return image, lambda x, y: ((x + 0.5 - natural_w / 2) * scale, (y + 0.5 - natural_h / 2) * scale)
 
     def click_frame(self, x: float, y: float) -> None:

@@ -27,18 +27,16 @@ STATE_TTL_S = 3600  # a tab idle this long is freed like a closed one
 NEW = "new:"  # the click target values: "#<id>" a track, "new:<prompt>" a new object
 DRAG_MODES = ("exemplar box", "object box")  # what a box dragged on the frame is
 MIN_DRAG_PX = 6  # on screen: a shorter move is a click
-FRAME_HEIGHT_PX = 480  # the frame's box on the page (the frame is scaled into it, aspect kept)
-# the frame fills its box, aspect kept (Gradio's default, scale-down, leaves a small frame small), which is also
-# what Gradio's click coordinates assume
-PAGE_CSS = "#drag_box {display: none !important} #frame img {object-fit: contain !important}"
+FRAME_HEIGHT_PX = 480  # the frame's box on the page (a larger frame is scaled down into it, aspect kept)
+PAGE_CSS = "#drag_box {display: none !important}"
 DRAG_SCRIPT = """<script>
 (() => {
   // A drag on the frame (#frame img) is a box: drawn while the mouse moves, then its corners in the image's own
   // pixels go to the hidden #drag_box textbox (x1,y1,x2,y2,count), whose change event the page handles.
   let start = null, rect = null, dragged = false, count = 0;
-  const pixel = (img, clientX, clientY) => {  // object-fit: contain (PAGE_CSS)
+  const pixel = (img, clientX, clientY) => {  // object-fit: scale-down, as Gradio shows the frame and reads a click
     const r = img.getBoundingClientRect();
-    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight, 1);
     const left = r.left + (r.width - img.naturalWidth * scale) / 2, top = r.top + (r.height - img.naturalHeight * scale) / 2;
     return [Math.min(Math.max((clientX - left) / scale, 0), img.naturalWidth),
             Math.min(Math.max((clientY - top) / scale, 0), img.naturalHeight)];
