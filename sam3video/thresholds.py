@@ -18,6 +18,7 @@ NEW_TRACK_MARGIN = 0.1  # a track starts at score_threshold + this (0.6 by defau
 NMS_IOU = 0.5  # mask IoU above which the lower-scoring detection of a prompt is dropped
 MIN_HITS = 2  # matched frames before a track is reported
 LOST_BUFFER_S = 2.0  # seconds a lost track waits to be re-identified
+VEVAL_SCORE_THRESHOLD = 0.5  # SA-Co/VEval: a masklet counts at >= this for cgF1, above it for phrase HOTA
 
 
 def new_track_threshold(score_threshold: float) -> float:
