@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import Sam3VideoError
+from .errors import InputError, Sam3VideoError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_VIDEOS_FAILED = 1  # batch: some video failed (the others are done)
@@ -353,20 +353,44 @@ def _batch_table(report) -> str:
                     f"them (model load {report.model_load_s:.2f} s each)")
 
 
+EVAL_EXAMPLES = """examples:
+  sam3video eval --gt gt/ --pred runs/                       MOT / MOTS: HOTA, MOTA, IDF1 per sequence
+  sam3video eval --veval saco_veval_sav_test.json runs/veval  SA-Co/VEval: cgF1 and phrase HOTA
+  sam3video eval --veval GT.json PRED.json --json res.json   the official prediction format, the official keys
+
+--veval PRED is a prediction JSON file (the official format), a run folder of `sam3video track` (its
+predictions.veval.json) or a folder of runs; a run's masklets are tied to the ground truth by their video's
+name and noun phrase. --export writes them as one official prediction file with the ground truth's ids.
+"""
+
+
 def add_eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="HOTA / MOTA / IDF1 of MOT or MOTS files against ground truth",
-                       description="Evaluate tracks with TrackEval's HOTA, CLEAR and Identity metrics. "
-                                   "GT and PRED are files, or folders of sequences <seq>/gt.txt and "
-                                   "<seq>/tracks.txt (see README).")
-    p.add_argument("--gt", required=True, nargs="+", help="ground-truth file(s) or folder")
-    p.add_argument("--pred", required=True, nargs="+", help="prediction file(s) or folder")
+    p = sub.add_parser("eval", help="HOTA / MOTA / IDF1 of MOT or MOTS files, or SA-Co/VEval cgF1 and pHOTA",
+                       description="Evaluate tracks with TrackEval's HOTA, CLEAR and Identity metrics (--gt, "
+                                   "--pred: files, or folders of sequences <seq>/gt.txt and <seq>/tracks.txt), or "
+                                   "score masklets on SA-Co/VEval as the official evaluator does (--veval).",
+                       epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", nargs="+", help="ground-truth file(s) or folder")
+    p.add_argument("--pred", nargs="+", help="prediction file(s) or folder")
     p.add_argument("--kind", default="auto", choices=["auto", "mot", "mots"])
+    p.add_argument("--veval", nargs=2, metavar=("GT", "PRED"),
+                   help="SA-Co/VEval ground truth (JSON) and predictions (JSON file, run folder, folder of runs)")
+    p.add_argument("--export", metavar="FILE", help="with --veval: write the predictions as one official file")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
 def run_eval_command(args) -> int:
-    from .eval import format_table, run_eval
     from .export.atomic import atomic_open
+
+    if args.veval:
+        if args.gt or args.pred:
+            raise InputError("give either --veval GT PRED or --gt and --pred, not both")
+        return _run_veval(args)
+    if args.export:
+        raise InputError("--export goes with --veval")
+    if not args.gt or not args.pred:
+        raise InputError("give --gt and --pred (MOT / MOTS files or folders), or --veval GT PRED")
+    from .eval import format_table, run_eval
 
     gt = args.gt[0] if len(args.gt) == 1 else args.gt
     pred = args.pred[0] if len(args.pred) == 1 else args.pred
@@ -375,6 +399,27 @@ def run_eval_command(args) -> int:
     if args.json:
         with atomic_open(args.json, "w") as f:
             json.dump(result.to_json(), f, indent=2)
+    return EXIT_OK
+
+
+def _run_veval(args) -> int:
+    from .eval.veval import format_veval, score_veval
+    from .export.atomic import atomic_open
+    from .export.veval import read_ground_truth, read_predictions
+
+    gt_path, pred_path = args.veval
+    gt = read_ground_truth(gt_path)
+    predictions = read_predictions(pred_path, gt)
+    result = score_veval(gt, predictions)
+    print(f"{gt_path}: {len(gt.videos)} videos, {len(gt.pairs)} (video, noun phrase) pairs, "
+          f"{len(gt.annotations)} masklets; {len(predictions)} predicted masklets")
+    print(format_veval(result))
+    if args.export:
+        with atomic_open(args.export, "w") as f:
+            json.dump([m.to_json() for m in predictions], f, separators=(",", ":"))
+    if args.json:
+        with atomic_open(args.json, "w") as f:
+            json.dump(result.to_json(), f, indent=1)
     return EXIT_OK
 
 
@@ -422,6 +467,74 @@ def run_refine(args) -> int:
     if not args.quiet:
         print(f"{args.run_dir}: {run.source.num_output_frames or '?'} frames, {len(edits)} edits", file=sys.stderr)
     return _execute(run, "refine", args.quiet)
+
+
+BENCHMARK_EXAMPLES = """examples:
+  sam3video benchmark veval saco_veval_sav_test.json sav_frames/ --checkpoint sam3.pt --out runs/veval-sav
+  sam3video benchmark veval GT.json FRAMES/ --checkpoint sam3.pt --out runs/v --limit 20   the first 20 videos
+
+FRAMES_ROOT holds the ground truth's file_names (VIDEO/00000.jpg ...). Every video is tracked once with all the
+noun phrases the ground truth pairs with it (negative pairs included), each phrase on its own; runs go through
+`batch` on Ray, so a rerun skips the videos already done. Writes OUT/runs/<video>/, OUT/predictions.json (the
+official prediction format) and OUT/results.json (the official evaluator's layout), and prints cgF1 and pHOTA
+beside the published SAM 3 / 3.1 test rows.
+"""
+
+
+def add_benchmark_parser(sub) -> None:
+    p = sub.add_parser("benchmark", help="run a published benchmark's protocol (SA-Co/VEval)",
+                       description="Run the protocol of a published benchmark and score it as the official code does.")
+    which = p.add_subparsers(dest="benchmark", required=True)
+    v = which.add_parser("veval", help="SA-Co/VEval: track every (video, noun phrase) pair, print cgF1 and pHOTA",
+                         description="Track every (video, noun phrase) pair of a SA-Co/VEval ground truth and score "
+                                     "the masklets with cgF1 and phrase HOTA.",
+                         epilog=BENCHMARK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("gt", metavar="GT", help="SA-Co/VEval ground truth (e.g. saco_veval_sav_test.json)")
+    v.add_argument("frames_root", metavar="FRAMES_ROOT", help="folder holding the ground truth's file_names")
+    v.add_argument("--out", required=True, help="output directory (runs, predictions.json, results.json)")
+    v.add_argument("--limit", type=int, help="only the first N videos")
+    v.add_argument("--subset", nargs="+", metavar="VIDEO", default=[], help="only these videos (names or ids)")
+    _add_run_options(v)
+    v.set_defaults(prompt=[])
+    ray = v.add_argument_group("ray")
+    ray.add_argument("--address", help="join this Ray cluster (default: a local Ray instance)")
+    ray.add_argument("--workers", type=int, help="workers (default: as many as fit)")
+    ray.add_argument("--threads", type=int, help="torch threads per worker")
+    ray.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_benchmark_command(args) -> int:
+    from .eval.veval_benchmark import VevalBenchmarkJob, format_benchmark, run_veval_benchmark
+
+    if args.limit is not None and args.limit < 1:
+        raise _usage(f"--limit must be >= 1, got {args.limit}")
+    changed = [flag for flag, value in (("--fps", args.fps), ("--start", args.start), ("--end", args.end))
+               if value is not None]
+    if changed:
+        raise _usage(f"{', '.join(changed)} would change the frames: VEval scores every frame of the ground truth")
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise _usage(f"{flag} must be >= 1, got {value}")
+    from .model.checkpoint import is_demo, is_hub_id
+
+    if not is_demo(args.checkpoint) and not is_hub_id(args.checkpoint) and not Path(args.checkpoint).is_file():
+        raise _usage(f"checkpoint not found: {args.checkpoint}")
+    base = _settings_job(args, source=None, out_dir=args.out)
+    report = run_veval_benchmark(VevalBenchmarkJob(
+        gt=args.gt, frames_root=args.frames_root, out_dir=args.out, base=base, limit=args.limit,
+        subset=tuple(args.subset), workers=args.workers, threads=args.threads, address=args.address,
+        gpus_per_worker=args.gpus_per_worker), show_progress=not args.quiet)
+    from .eval.veval import format_veval
+
+    print(format_veval(report.result))
+    print()
+    print(format_benchmark(report, f"this run ({Path(args.checkpoint).name if args.checkpoint else 'demo'})"))
+    for name in report.batch.failed:
+        entry = report.batch.entries[name]
+        print(f"sam3video benchmark: failed: {name}: {entry['reason']} (its pairs count as missed)", file=sys.stderr)
+    print(f"results: {Path(args.out) / 'results.json'}  predictions: {Path(args.out) / 'predictions.json'}")
+    return EXIT_VIDEOS_FAILED if report.batch.failed else EXIT_OK
 
 
 def add_render_parser(sub) -> None:
@@ -476,13 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_refine_parser(sub)
     add_batch_parser(sub)
     add_eval_parser(sub)
+    add_benchmark_parser(sub)
     add_render_parser(sub)
     add_app_parser(sub)
     return parser
 
 
-COMMANDS = {"track": run_track, "retrack": run_retrack, "refine": run_refine, "batch": run_batch_command, "eval": run_eval_command,
-            "render": run_render, "app": run_app}
+COMMANDS = {"track": run_track, "retrack": run_retrack, "refine": run_refine, "batch": run_batch_command,
+            "eval": run_eval_command, "benchmark": run_benchmark_command, "render": run_render, "app": run_app}
 
 
 def main(argv: list[str] | None = None) -> int:

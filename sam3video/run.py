@@ -47,6 +47,7 @@ from .export.outputs import (
 )
 from .export.run_state import TREE_NAME, StateError, load_state, save_state
 from .export.summary import TrackStats, summary_text
+from .export.veval import PREDICTIONS_NAME, VevalIds, video_name_of
 from .sources.loader import VideoInfo, VideoReader, open_video
 from .thresholds import Thresholds
 from .trackers.association.exemplars import Exemplar, check_exemplar, exemplar_from_record, exemplar_record
@@ -96,6 +97,7 @@ class TrackJob:
     edits: tuple[Edit, ...] | None = None  # applied after tracking, in order (``export.edits``); needs the loop
     edits_name: str = "edits"  # how errors name the edits (their file)
     refined_from: dict | None = None  # ``refine``: the run the edits apply to
+    veval_ids: VevalIds | None = None  # how predictions.veval.json names the video (default: the source's name)
 
 
 @dataclass(frozen=True)
@@ -493,9 +495,10 @@ class Run:
     """A job checked and ready: ``execute()`` tracks and writes; ``source``, ``config``, ``notes`` inform."""
 
     def __init__(self, source: FrameSource, config: TrackingConfig, session: TrackingSession, out_dir: Path, *,
-                 render: bool, resume: bool = False, notes: Sequence[str] = ()):
+                 render: bool, resume: bool = False, notes: Sequence[str] = (), veval_ids: VevalIds | None = None):
         self.source, self.config, self.session = source, config, session
         self.out_dir, self.render, self.resume, self.notes = out_dir, render, resume, list(notes)
+        self.veval_ids = veval_ids
         self.fps = source.fps
 
     @property
@@ -614,7 +617,8 @@ class Run:
         if state.frames == 0:
             raise InputError("the video produced no frames to track")
         summary = self._summary(state, names)
-        publish_outputs(self.out_dir, state.windows, names, summary)
+        veval = self.veval_ids or VevalIds(video_name_of(summary["input"]["source"]))
+        publish_outputs(self.out_dir, state.windows, names, summary, veval)
         remove_partial(self.out_dir)
         return summary
 
@@ -644,6 +648,8 @@ class Run:
         frames = state.frames
         summary = self.summary_base()
         outputs = {k: v for k, v in OUTPUT_NAMES.items() if v in names or k == "summary"}
+        if OUTPUT_NAMES["mots"] in names:
+            outputs["veval"] = PREDICTIONS_NAME
         if len(self.class_names) > 1:
             outputs["per_prompt_mot"] = dict(zip(self.class_names, per_prompt_names(self.class_names)))
         if self.render:
@@ -707,7 +713,8 @@ def prepare(job: TrackJob, model=None, clip: "EditedClip | None" = None) -> Run:
     session = predictor.start_session(job.prompts, job.exemplars, fps=job.fps or info.fps)
     notes = demo_vocabulary_notes(job.prompts) if is_demo(job.checkpoint) else []
     source = SessionSource(job, reader, predictor, model, clip) if by_session else Detector(job, reader, predictor)
-    return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes)
+    return Run(source, predictor.config, session, out_dir, render=job.render, resume=job.resume, notes=notes,
+               veval_ids=job.veval_ids)
 
 
 def _check_session_job(job: TrackJob, tracker: str, reader: VideoReader) -> None:

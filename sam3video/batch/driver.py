@@ -187,7 +187,8 @@ def _run_on_ray(ray, job: BatchJob, todo: list[BatchVideo], out_dir: Path, manif
                     resume = manifest.was_stopped(video)
                     manifest.record(video, state="running", attempts=attempts[video.name])
                     video_job = replace(base, source=video.source, out_dir=str(out_dir / video.name),
-                                        exemplars=video.exemplars, source_name=video.source, resume=resume)
+                                        exemplars=video.exemplars, source_name=video.source, resume=resume,
+                                        prompts=video.prompts or base.prompts, veval_ids=video.veval_ids)
                     pending[actor.track.remote(video_job, video.name, counter)] = (actor, video)
                 manifest.save()
             finished, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)

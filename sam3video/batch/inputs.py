@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..sources.loader import IMAGE_SUFFIXES
+from ..export.veval import VevalIds
 from ..trackers.association.exemplars import Exemplar, load_exemplars
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv",
@@ -19,11 +20,14 @@ LIST_SUFFIXES = frozenset({".txt", ".list"})  # a text file of videos, one path 
 
 @dataclass(frozen=True)
 class BatchVideo:
-    """One input: ``source`` (absolute path of a video file or frame folder), written to ``OUT/<name>/``."""
+    """One input: ``source`` (absolute path of a video file or frame folder), written to ``OUT/<name>/``;
+    ``prompts`` its own (empty: the batch's), ``veval_ids`` how its ``predictions.veval.json`` names it."""
 
     name: str
     source: str
     exemplars: tuple[Exemplar, ...] = ()
+    prompts: tuple[str, ...] = ()
+    veval_ids: VevalIds | None = None
 
 
 

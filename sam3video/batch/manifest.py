@@ -19,7 +19,7 @@ from .inputs import BatchVideo, is_plain_name
 
 MANIFEST_NAME, INDEX_JSON, INDEX_CSV = "manifest.json", "index.json", "index.csv"
 MANIFEST_VERSION = 1
-NOT_SETTINGS = ("source", "out_dir", "exemplars", "resume", "source_name")  # TrackJob fields set per video
+NOT_SETTINGS = ("source", "out_dir", "exemplars", "resume", "source_name", "veval_ids")  # TrackJob fields set per video
 
 def settings_of(base: TrackJob) -> dict:
     """The settings that decide every video's outputs (JSON values), as the manifest keeps them."""
@@ -69,7 +69,8 @@ class Manifest:
         entry = self.entries.get(video.name)
         if not entry or entry["state"] != "done" or entry["source"] != video.source:
             return False
-        if entry.get("exemplars", []) != _exemplars_json(video.exemplars):
+        if entry.get("exemplars", []) != _exemplars_json(video.exemplars) or entry.get("prompts", []) != list(
+                video.prompts):
             return False
         folder = self.out_dir / video.name
         return all(_unchanged(folder / name, saved) for name, saved in entry["outputs"].items())
@@ -82,7 +83,8 @@ class Manifest:
             and entry.get("exemplars", []) == _exemplars_json(video.exemplars)
 
     def record(self, video: BatchVideo, **entry) -> None:
-        self.entries[video.name] = {"source": video.source, "exemplars": _exemplars_json(video.exemplars), **entry}
+        self.entries[video.name] = {"source": video.source, "exemplars": _exemplars_json(video.exemplars),
+                                    **({"prompts": list(video.prompts)} if video.prompts else {}), **entry}
 
     def save(self) -> None:
         data = {"version": MANIFEST_VERSION, "settings": self.settings,

@@ -31,6 +31,7 @@ from .detections_store import DetectionsWriter, SavedFrame, StoreMeta, concatena
 from .mot import MOTWriter
 from .mots import MOTSWriter
 from .summary import summary_text
+from .veval import PREDICTIONS_NAME, VevalIds, run_masklets, write_masklets
 
 OUTPUT_NAMES = {"mot": "tracks.txt", "mots": "tracks.mots.txt", "overlay": "overlay.mp4", "detections": "detections.npz",
                 "summary": "summary.json"}
@@ -143,9 +144,11 @@ class WindowFiles:
         return self._stack.__exit__(exc_type, exc, tb)
 
 
-def publish_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str], summary: dict) -> None:
-    """The final files of ``names``, each from the segments of ``windows`` in ``OUT/.partial``, and
-    ``summary.json``: all of them or none. Every file is complete under a temp name before any is
+def publish_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str], summary: dict,
+                    veval: "VevalIds | None" = None) -> None:
+    """The final files of ``names``, each from the segments of ``windows`` in ``OUT/.partial``,
+    ``predictions.veval.json`` (the MOTS masks as SA-Co/VEval masklets named by ``veval``; runs with masks),
+    and ``summary.json``: all of them or none. Every file is complete under a temp name before any is
     renamed; ``summary.json`` (an older run's removed first) is renamed last, so a folder with a
     summary holds a whole run. On any error the files this call already renamed are removed again."""
     partial = out_dir / PARTIAL_DIR
@@ -169,6 +172,13 @@ def publish_outputs(out_dir: Path, windows: Sequence[int], names: Sequence[str],
                     for segment in segments:
                         with open(segment, "rb") as f:
                             shutil.copyfileobj(f, out)
+            if veval is not None and OUTPUT_NAMES["mots"] in names:
+                final = out_dir / PREDICTIONS_NAME
+                masklets = run_masklets([segment_path(partial, w, OUTPUT_NAMES["mots"]) for w in windows],
+                                        [segment_path(partial, w, OUTPUT_NAMES["mot"]) for w in windows],
+                                        summary["frames"], summary["prompts"], veval)
+                with _recorded(atomic_open(final, "w"), final, placed) as out:
+                    write_masklets(out, masklets)
             summary_file.write(summary_text(summary))
     except BaseException:
         for path in placed:

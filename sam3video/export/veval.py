@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_open
 from .tables import RLE_CHARS, _rle_runs, read_mot, read_mots
 
 PREDICTIONS_NAME = "predictions.veval.json"  # beside tracks.txt in a run folder
@@ -315,27 +314,49 @@ def official_box(rle: dict) -> list[float]:
     return [x, y, w - 1, h - 1] if w > 0 else [0.0, 0.0, 0.0, 0.0]
 
 
-def run_masklets(mots_path: Path, mot_path: Path, num_frames: int, class_names: Sequence[str], video_name: str,
-                 video_id: int = 0, category_ids: Sequence[int] | None = None) -> list[dict]:
-    """One masklet per track of a run's ``tracks.mots.txt`` (masks) and ``tracks.txt`` (scores), in the
-    official prediction format plus ``video_name`` and ``noun_phrase`` (the track's prompt).
+@dataclass(frozen=True)
+class VevalIds:
+    """How a run's masklets name their video and noun phrases in a VEval ground truth: ``video_name`` (matched
+    to the ground truth's by ``read_predictions``), and the ground truth's ids when known (``benchmark
+    veval``): ``video_id``, ``category_ids`` one per prompt (None: 1, 2, ... in prompt order)."""
+
+    video_name: str
+    video_id: int = 0
+    category_ids: tuple[int, ...] | None = None
+
+
+def video_name_of(source: str) -> str:
+    """A video's name from how a run names its source: a file's stem, a frame folder's name."""
+    path = Path(str(source).rstrip("/"))
+    return path.stem if path.suffix else path.name or str(source)
+
+
+def run_masklets(mots_paths: Sequence[Path], mot_paths: Sequence[Path], num_frames: int,
+                 class_names: Sequence[str], ids: VevalIds) -> list[dict]:
+    """One masklet per track of a run's MOTS files (masks) and MOT files (scores) — the final files or one
+    segment per window, frames numbered through the run — in the official prediction format, plus
+    ``video_name`` and ``noun_phrase`` (the track's prompt).
 
     ``score``: the mean of the track's per-frame confidence over its frames, as the official writer scores a
     tracking-by-detection masklet (``PostProcessAPIVideo``); with the official loop each frame's confidence is
-    the object's detection score at birth (``obj_id_to_score``), so this is that score. ``category_ids``
-    (one per prompt): the ground truth's ids, default 1, 2, ... in prompt order."""
+    the object's detection score at birth (``obj_id_to_score``), so this is that score. Boxes are the
+    official writer's (``official_box``); a frame without the track has no mask, a zero box and area 0."""
     from pycocotools import mask as mask_utils
 
-    category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+    category_ids = list(ids.category_ids) if ids.category_ids is not None else list(range(1, len(class_names) + 1))
     if len(category_ids) != len(class_names):
         raise InputError(f"{len(category_ids)} category ids for {len(class_names)} prompts")
-    masks, boxes = read_mots(mots_path), read_mot(mot_path)
-    confidence = {(int(f), int(i)): float(c) for f, i, c in zip(boxes.frames, boxes.ids, boxes.confidence)}
+    confidence: dict[tuple[int, int], float] = {}
+    for path in mot_paths:
+        boxes = read_mot(path)
+        confidence.update({(int(f), int(i)): float(c) for f, i, c in zip(boxes.frames, boxes.ids, boxes.confidence)})
     tracks: dict[int, dict] = defaultdict(dict)
     classes: dict[int, int] = {}
-    for frame, track_id, class_id, rle in zip(masks.frames, masks.ids, masks.class_ids, masks.rles):
-        tracks[int(track_id)][int(frame) - 1] = rle
-        classes[int(track_id)] = int(class_id) - 1
+    for path in mots_paths:
+        masks = read_mots(path)
+        for frame, track_id, class_id, rle in zip(masks.frames, masks.ids, masks.class_ids, masks.rles):
+            tracks[int(track_id)][int(frame) - 1] = rle
+            classes[int(track_id)] = int(class_id) - 1
     out = []
     for track_id in sorted(tracks):
         frames, prompt = tracks[track_id], classes[track_id]
@@ -346,18 +367,11 @@ def run_masklets(mots_path: Path, mot_path: Path, num_frames: int, class_names: 
                 areas[t] = int(mask_utils.area(rle))
                 bboxes[t] = official_box(rle)
         scores = [confidence.get((t + 1, track_id), 0.0) for t in frames]
-        out.append({"video_id": video_id, "category_id": category_ids[prompt], "score": float(np.mean(scores)),
+        out.append({"video_id": ids.video_id, "category_id": category_ids[prompt], "score": float(np.mean(scores)),
                     "segmentations": segmentations, "bboxes": bboxes, "areas": areas,
-                    "video_name": video_name, "noun_phrase": class_names[prompt]})
+                    "video_name": ids.video_name, "noun_phrase": class_names[prompt]})
     return out
 
 
-def write_run_predictions(out_dir: Path, num_frames: int, class_names: Sequence[str], video_name: str,
-                          video_id: int = 0, category_ids: Sequence[int] | None = None) -> Path:
-    """``OUT/predictions.veval.json`` from ``OUT/tracks.mots.txt`` and ``OUT/tracks.txt`` (atomic)."""
-    masklets = run_masklets(out_dir / "tracks.mots.txt", out_dir / "tracks.txt", num_frames, class_names,
-                            video_name, video_id, category_ids)
-    path = out_dir / PREDICTIONS_NAME
-    with atomic_open(path, "w") as f:
-        json.dump(masklets, f, separators=(",", ":"))
-    return path
+def write_masklets(file, masklets: list[dict]) -> None:
+    json.dump(masklets, file, separators=(",", ":"))
