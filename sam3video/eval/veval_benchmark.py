@@ -85,14 +85,20 @@ def link_frames(gt: VevalGroundTruth, video_id: int, frames_root: Path, out: Pat
     folder.mkdir(parents=True, exist_ok=True)
     for t, name in enumerate(video.file_names):
         source = (frames_root / name).resolve()
-        if not source.is_file():
-            raise InputError(f"{frames_root / name} does not exist (frame {t} of video {video_id} in {gt.path})")
         link = folder / f"{t:05d}{source.suffix.lower()}"
         if link.is_symlink() and Path(os.readlink(link)) == source:
             continue
         link.unlink(missing_ok=True)
         link.symlink_to(source)
     return folder
+
+
+def check_frames(gt: VevalGroundTruth, video_ids: list[int], frames_root: Path) -> None:
+    """``InputError`` naming the first frame of ``video_ids`` missing under ``frames_root``."""
+    for video_id in video_ids:
+        for t, name in enumerate(gt.videos[video_id].file_names):
+            if not (frames_root / name).is_file():
+                raise InputError(f"{frames_root / name} does not exist (frame {t} of video {video_id} in {gt.path})")
 
 
 def _folder_name(name: str, video_id: int) -> str:
@@ -119,8 +125,9 @@ def run_veval_benchmark(job: VevalBenchmarkJob, show_progress: bool = True) -> V
     frames_root = Path(job.frames_root)
     if not frames_root.is_dir():
         raise InputError(f"frames root {frames_root} is not a folder")
-    out = prepare_out_dir(Path(job.out_dir).resolve())
     ids = select_videos(gt, job.limit, job.subset)
+    check_frames(gt, ids, frames_root)
+    out = prepare_out_dir(Path(job.out_dir).resolve())
     videos = []
     for video_id in ids:
         video = gt.videos[video_id]
