@@ -9,8 +9,8 @@ Writes seeded random cases, each a small ground truth (``case_K.gt.json``: video
 frames, tags on some cases) and predictions (``case_K.pred.json``: masklets near the truths with noise,
 id switches between two truths, false positives on negative pairs and on pairs the ground truth does not
 list, empty masklets, scores drawn around 0.5 with some exactly 0.5, which counts for cgF1 (>=) and not for
-phrase HOTA (>)), and ``case_K.expected.json``: what sam3 0.1.4's ``VideoCGF1Evaluator`` and
-``VideoPhraseHotaEvaluator`` (``sam3/eval/saco_veval_evaluators.py``) return (``dataset_results``,
+phrase HOTA (>)), and ``case_K.expected.json``: what sam3 0.1.4's ``VideoCGF1Evaluator``, ``VideoPhraseHotaEvaluator``,
+``YTVISPredFileEvaluator`` (class mAP) and ``VideoPhraseApEvaluator`` (``sam3/eval/saco_veval_evaluators.py``) return (``dataset_results``,
 ``video_np_results``), plus the precision and recall of the cgF1 evaluation (``CGF1Eval.stats``, which
 the evaluator computes and does not return). Nothing of ``sam3video`` is imported.
 """
@@ -164,7 +164,8 @@ def _pred(rng, video_id, category_id, masks):
 def official_results(gt_path: Path, pred_path: Path) -> dict:
     _stats.clear()
     dataset, per_pair = {}, {}
-    for evaluator in (official.VideoPhraseHotaEvaluator(str(gt_path)), official.VideoCGF1Evaluator(str(gt_path))):
+    for evaluator in (official.VideoPhraseHotaEvaluator(str(gt_path)), official.VideoCGF1Evaluator(str(gt_path)),
+                      official.YTVISPredFileEvaluator(str(gt_path)), official.VideoPhraseApEvaluator(str(gt_path))):
         d, v = evaluator.evaluate(str(pred_path))
         dataset.update(d)
         for key, res in v.items():

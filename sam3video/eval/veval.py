@@ -15,14 +15,21 @@ Every (video, noun phrase) pair is scored as its own video, for masks (``segm``)
   prediction is one sequence of one class; TrackEval's HOTA (the PyPI package: its metric, its IoUs)
   scores them all together.
 
-Keys are the official ones (``video_mask_demo_cgf1_micro_50_95``, ``video_mask_all_phrase_HOTA``, ...) plus
-precision and recall of the cgF1 matching (``video_mask_demo_precision_50_95`` ...); per-pair results as the
-official ``video_np_results``.
+- **class mAP** and **phrase AP** (``YTVISPredFileEvaluator``, ``VideoPhraseApEvaluator``): pycocotools'
+  COCOeval with a video's masklets for an image's instances (IoU summed over frames), every score counting;
+  YT-VIS's area ranges.
+
+Keys are the official ones (``video_mask_demo_cgf1_micro_50_95``, ``video_mask_all_phrase_HOTA``,
+``video_mask_mAP_50_95``, ...) plus precision, recall and the video-level counts of the cgF1 matching
+(``video_mask_demo_precision_50_95``, ``video_mask_demo_IL_TP`` ...); per-pair results as the official
+``video_np_results``. Not computed: TETA (``VideoTetaEvaluator``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -284,12 +291,107 @@ def _phrase_hota(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, thre
     return metrics, per_pair
 
 
+# --- class mAP and phrase AP (pycocotools' COCOeval on masklets) ---------------------------------------------
+
+AREA_RANGES = [[0**2, 1e5**2], [0**2, 128**2], [128**2, 256**2], [256**2, 1e5**2]]  # YT-VIS's, in pixels
+
+
+def _coco_eval_class():
+    from pycocotools.cocoeval import COCOeval
+
+    class MaskletEval(COCOeval):
+        """COCOeval with a video's masklets for an image's instances (official ``YTVISeval``): IoU summed over
+        frames, detections sorted by score; areas are masklet means."""
+
+        def _prepare(self):
+            p = self.params
+            ann_ids = dict(imgIds=p.imgIds, catIds=p.catIds) if p.useCats else dict(imgIds=p.imgIds)
+            gts = self.cocoGt.loadAnns(self.cocoGt.getAnnIds(**ann_ids))
+            dts = self.cocoDt.loadAnns(self.cocoDt.getAnnIds(**ann_ids))
+            for g in gts:
+                g["ignore"] = bool(g.get("iscrowd"))
+            self._gts, self._dts = defaultdict(list), defaultdict(list)
+            for g in gts:
+                self._gts[g["image_id"], g["category_id"]].append(g)
+            for d in dts:
+                self._dts[d["image_id"], d["category_id"]].append(d)
+            self.evalImgs, self.eval = defaultdict(list), {}
+
+        def computeIoU(self, imgId, catId):
+            p = self.params
+            if p.useCats:
+                g, d = self._gts[imgId, catId], self._dts[imgId, catId]
+            else:
+                g = [x for c in p.catIds for x in self._gts[imgId, c]]
+                d = [x for c in p.catIds for x in self._dts[imgId, c]]
+            if not g or not d:
+                return []
+            d = [d[i] for i in np.argsort([-x["score"] for x in d], kind="mergesort")][:p.maxDets[-1]]
+            return _ious([x["masklet"] for x in d], [x["masklet"] for x in g], p.iouType)
+
+    return MaskletEval
+
+
+def _coco(images: list[dict], categories: list[dict], annotations: list[dict]):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _average_precision(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, phrase: bool) -> np.ndarray:
+    """COCOeval's 12 stats: class mAP (``phrase`` False: categories kept) or phrase AP (every (video, phrase)
+    pair its own video, one class), as ``YTVISPredFileEvaluator`` / ``VideoPhraseApEvaluator``."""
+    if phrase:
+        pairs = sorted({(m.video_id, m.category_id) for m in preds} | {(a.video_id, a.category_id)
+                                                                       for a in gt.annotations})
+        image_of = {pair: i + 1 for i, pair in enumerate(pairs)}
+        images = [{"id": i} for i in image_of.values()]
+        categories, category = [{"id": -1, "name": "object"}], lambda m: -1  # noqa: E731
+        image = lambda m: image_of[(m.video_id, m.category_id)]  # noqa: E731
+    else:
+        images = [{"id": v} for v in gt.videos]
+        ids = sorted(gt.categories) or sorted({a.category_id for a in gt.annotations})
+        categories, category = [{"id": c, "name": str(c)} for c in ids], lambda m: m.category_id  # noqa: E731
+        image = lambda m: m.video_id  # noqa: E731
+    gt_anns = [{"id": i + 1, "image_id": image(a), "category_id": category(a), "iscrowd": int(a.iscrowd),
+                "area": float(np.mean([x or 0 for x in a.areas])), "masklet": a} for i, a in enumerate(gt.annotations)]
+    dt_anns = [{"id": i + 1, "image_id": image(m), "category_id": category(m), "iscrowd": 0, "score": m.score,
+                "area": float(np.mean([(b[2] * b[3]) if b else 0 for b in m.bboxes])), "masklet": m}
+               for i, m in enumerate(preds)]
+    evaluator = _coco_eval_class()(_coco(images, categories, gt_anns), _coco(images, categories, dt_anns), iou_type)
+    evaluator.params.areaRng, evaluator.params.areaRngLbl = AREA_RANGES, ["all", "small", "medium", "large"]
+    evaluator.params.useCats = not phrase
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
+
+
+def _average_precisions(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, threshold: float
+                        ) -> tuple[dict[str, float], dict]:
+    kind = _kind(iou_type)
+    metrics = {}
+    if preds:  # the official evaluators stop on an empty prediction file
+        metrics[f"video_{kind}_mAP_50_95"] = float(_average_precision(gt, preds, iou_type, phrase=False)[0])
+        stats = _average_precision(gt, preds, iou_type, phrase=True)
+        for i, label in enumerate(("50_95", "50", "75")):
+            metrics[f"video_{kind}_phrase_ap_{label}"] = float(stats[i])
+    return metrics, {}
+
+
 def score_veval(gt: VevalGroundTruth, predictions: list[Masklet], iou_types=IOU_TYPES,
-                threshold: float = VEVAL_SCORE_THRESHOLD) -> VevalResult:
-    """cgF1 and phrase HOTA of ``predictions`` against ``gt``, for each of ``iou_types``."""
+                threshold: float = VEVAL_SCORE_THRESHOLD, average_precision: bool = True) -> VevalResult:
+    """cgF1 and phrase HOTA of ``predictions`` against ``gt``, for each of ``iou_types``; with
+    ``average_precision`` also the official class mAP and phrase AP (every score counts there)."""
     result = VevalResult({})
+    scorers = (_phrase_hota, _cgf1) + ((_average_precisions,) if average_precision else ())
     for iou_type in iou_types:
-        for scorer in (_phrase_hota, _cgf1):
+        for scorer in scorers:
             metrics, per_pair = scorer(gt, predictions, iou_type, threshold)
             result.metrics.update(metrics)
             for pair, values in per_pair.items():
@@ -312,6 +414,6 @@ def format_veval(result: VevalResult) -> str:
         rows.append([kind, pct(f"{demo}_cgf1_micro_50_95"), f"{m[f'{demo}_ilmcc_50_95']:.3f}",
                      pct(f"{demo}_positive_micro_f1_50_95"), pct(f"{demo}_precision_50_95"),
                      pct(f"{demo}_recall_50_95"), pct(f"{hota}_HOTA"), pct(f"{hota}_DetA"), pct(f"{hota}_AssA"),
-                     pct(f"{hota}_LocA")])
+                     pct(f"{hota}_LocA"), pct(f"video_{kind}_mAP_50_95"), pct(f"video_{kind}_phrase_ap_50_95")])
     return tabulate(rows, headers=["", "cgF1", "IL_MCC", "pmF1", "precision", "recall", "pHOTA", "pDetA", "pAssA",
-                                   "LocA"])
+                                   "LocA", "mAP", "phrase AP"])
