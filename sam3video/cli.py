@@ -296,6 +296,12 @@ def add_batch_parser(sub) -> None:
                         "OUT/<name>/")
     p.add_argument("--out", required=True, help="output directory: OUT/<name>/ per video, manifest, index")
     _add_run_options(p)
+    _add_ray_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_ray_options(p) -> None:
+    """Where the runs of ``batch`` and ``benchmark veval`` go: a Ray cluster, its workers and threads."""
     ray = p.add_argument_group("ray")
     ray.add_argument("--address", help="join this Ray cluster (HOST:PORT of `ray start --head`, or auto); "
                                        "default: a local Ray instance")
@@ -304,26 +310,32 @@ def add_batch_parser(sub) -> None:
     ray.add_argument("--threads", type=int, help="torch threads per worker (default: CPUs / --workers, or 2)")
     ray.add_argument("--gpus-per-worker", type=float,
                      help="GPUs per worker (default: 1 with --device cuda or auto on a GPU cluster; 0.5 packs two)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_batch_command(args) -> int:
-    from .batch import BatchJob, Manifest, collect_videos, run_batch, settings_of
-
+def _check_ray_options(args) -> None:
     for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise _usage(f"{flag} must be >= 1, got {value}")
     if args.gpus_per_worker is not None and not args.gpus_per_worker > 0:
         raise _usage(f"--gpus-per-worker must be > 0, got {args.gpus_per_worker:g}")
+
+
+def _check_checkpoint(checkpoint: str | None) -> None:
+    from .model.checkpoint import is_demo, is_hub_id
+
+    if not is_demo(checkpoint) and not is_hub_id(checkpoint) and not Path(checkpoint).is_file():
+        raise _usage(f"checkpoint not found: {checkpoint}")
+
+
+def run_batch_command(args) -> int:
+    from .batch import BatchJob, Manifest, collect_videos, run_batch, settings_of
+
+    _check_ray_options(args)
     if not args.prompt and not args.exemplars_dir:
         raise _usage("nothing to track: give --prompt TEXT (and/or --exemplars-dir DIR)")
     if args.exemplars_dir and not Path(args.exemplars_dir).is_dir():
         raise _usage(f"--exemplars-dir {args.exemplars_dir} is not a folder")
-    from .model.checkpoint import is_demo, is_hub_id
-
-    if not is_demo(args.checkpoint):
-        if not is_hub_id(args.checkpoint) and not Path(args.checkpoint).is_file():
-            raise _usage(f"checkpoint not found: {args.checkpoint}")
+    _check_checkpoint(args.checkpoint)
     base = _settings_job(args, source=None, out_dir=args.out)
     out = Path(args.out)
     known = Manifest.load(out.resolve(), settings_of(base)).known_names() if out.is_dir() else {}
@@ -496,11 +508,7 @@ def add_benchmark_parser(sub) -> None:
     v.add_argument("--subset", nargs="+", metavar="VIDEO", default=[], help="only these videos (names or ids)")
     _add_run_options(v)
     v.set_defaults(prompt=[])
-    ray = v.add_argument_group("ray")
-    ray.add_argument("--address", help="join this Ray cluster (default: a local Ray instance)")
-    ray.add_argument("--workers", type=int, help="workers (default: as many as fit)")
-    ray.add_argument("--threads", type=int, help="torch threads per worker")
-    ray.add_argument("--gpus-per-worker", type=float, help="GPUs per worker")
+    _add_ray_options(v)
     v.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -513,13 +521,8 @@ def run_benchmark_command(args) -> int:
                if value is not None]
     if changed:
         raise _usage(f"{', '.join(changed)} would change the frames: VEval scores every frame of the ground truth")
-    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise _usage(f"{flag} must be >= 1, got {value}")
-    from .model.checkpoint import is_demo, is_hub_id
-
-    if not is_demo(args.checkpoint) and not is_hub_id(args.checkpoint) and not Path(args.checkpoint).is_file():
-        raise _usage(f"checkpoint not found: {args.checkpoint}")
+    _check_ray_options(args)
+    _check_checkpoint(args.checkpoint)
     base = _settings_job(args, source=None, out_dir=args.out)
     report = run_veval_benchmark(VevalBenchmarkJob(
         gt=args.gt, frames_root=args.frames_root, out_dir=args.out, base=base, limit=args.limit,
