@@ -22,12 +22,17 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CheckpointError
 from .build import Sam3Config, build_model, load_config
+from .hf_layout import HF_TRACKER, HF_TRACKER_NECK
 from .sam3_image import Sam3Image
+
+if TYPE_CHECKING:
+    from .hf_checkpoint import HfCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +71,17 @@ class LoadReport:
     left_out: dict[str, int] = field(default_factory=dict)  # key prefix in the checkpoint -> tensors skipped
     # model key (as in ``kept``) -> type name, for values that are not tensors (metadata, or damage)
     not_tensors: dict[str, str] = field(default_factory=dict)
+    # model keys a transformers file cannot carry (the detector's point projections), set to zeros
+    absent: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         skipped = ", ".join(f"{n} {prefix}* ({NOT_USED_YET.get(prefix, 'unknown group')}, not used)"
                             for prefix, n in sorted(self.left_out.items()))
         version = f" ({self.version} layout)" if self.version else ""
+        absent = (f"; {len(self.absent)} tensors not in the file (the detector's point projections: point prompts "
+                  f"to the detector are refused)") if self.absent else ""
         return (f"loaded {self.num_loaded} tensors from {self.source}{version}"
-                + (f"; left out {skipped}" if skipped else ""))
+                + (f"; left out {skipped}" if skipped else "") + absent)
 
 
 def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
@@ -125,13 +134,32 @@ def demo_video_checkpoint() -> dict:
 
 def resolve_checkpoint(checkpoint: "str | Path | None") -> Path:
     """A local path for ``checkpoint``: None or "demo" -> the shipped demo weights; a hub id
-    (``owner/name``) -> downloaded ``sam3.pt``; anything else -> that file."""
+    (``owner/name``) -> its ``sam3.pt`` (cached or downloaded), or the transformers ``model.safetensors`` when only
+    that is cached; a folder -> its ``sam3.pt`` or ``model.safetensors``; anything else -> that file."""
+    from .hf_checkpoint import HF_FILENAME
+
     checkpoint = DEMO if checkpoint is None else str(checkpoint)
     if checkpoint == DEMO:
         return demo_checkpoint()
+    path = Path(checkpoint)
+    if path.is_dir():
+        for name in (HUB_FILENAME, *HUB_FILENAMES.values(), HF_FILENAME):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"checkpoint folder {path} holds no {HUB_FILENAME} nor {HF_FILENAME}")
     if not is_hub_id(checkpoint):
-        return Path(checkpoint)
-    return download_checkpoint(checkpoint, HUB_FILENAMES.get(checkpoint.lower(), HUB_FILENAME))
+        return path
+    filename = HUB_FILENAMES.get(checkpoint.lower(), HUB_FILENAME)
+    cached = _cached(checkpoint, filename) or _cached(checkpoint, HF_FILENAME)
+    return cached or download_checkpoint(checkpoint, filename)
+
+
+def _cached(repo_id: str, filename: str) -> "Path | None":
+    """``filename`` of ``repo_id`` in the local hub cache, or None (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id=repo_id, filename=filename)
+    return Path(found) if isinstance(found, str) else None
 
 
 def download_checkpoint(repo_id: str = DEFAULT_HUB_ID, filename: str = HUB_FILENAME) -> Path:
@@ -181,11 +209,18 @@ def _hub_warnings_silenced():
         hub_logger.setLevel(level)
 
 
-def read_checkpoint(path: "str | Path") -> dict:
-    """The raw object saved in ``path`` (a dict), read safely on the CPU."""
+def read_checkpoint(path: "str | Path") -> "dict | HfCheckpoint":
+    """The raw object saved in ``path`` (a dict), read safely on the CPU; for a transformers file, an
+    ``HfCheckpoint`` (read lazily once the model's size is known: ``image_model_from`` / ``video_model_from``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from .hf_checkpoint import open_hf_checkpoint
+
+        hf = open_hf_checkpoint(path)
+        if hf is not None:
+            return hf
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -202,8 +237,13 @@ def read_checkpoint(path: "str | Path") -> dict:
 
 def checkpoint_version(obj: dict, source: str = "checkpoint") -> "str | None":
     """"sam3.1" for the ``sam3.1_multiplex.pt`` layout (the tri-neck's ``interactive_convs`` / ``propagation_convs``,
-    or ``tracker.model.*``), "sam3" for the ``sam3.pt`` layout (``detector.*`` otherwise), None for a plain state dict.
-    ``CheckpointError`` for a file that mixes the two (a ``sam2_convs`` beside the tri-neck or the multiplex tracker)."""
+    or ``tracker.model.*``), "sam3" for the ``sam3.pt`` layout (``detector.*`` otherwise) and a transformers file,
+    None for a plain state dict. ``CheckpointError`` for a file that mixes the two (a ``sam2_convs`` beside the
+    tri-neck or the multiplex tracker)."""
+    from .hf_checkpoint import HfCheckpoint
+
+    if isinstance(obj, HfCheckpoint):
+        return "sam3"
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     keys = [k for k in state if isinstance(k, str)]
     sam31 = any(k.startswith((SAM31_TRACKER_PREFIX, *(DETECTOR_PREFIX + p for p in SAM31_NECK_PREFIXES))) for k in keys)
@@ -348,17 +388,41 @@ def load_model(
     return image_model_from(read_checkpoint(path), path, config, device)
 
 
-def image_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto") -> Sam3Image:
+def image_model_from(obj: "dict | HfCheckpoint", path: Path, config=None, device: "str | torch.device | None" = "auto"
+                     ) -> Sam3Image:
     """``load_model`` of a checkpoint object already read from ``path``."""
+    from .hf_checkpoint import HfCheckpoint
+
     device = resolve_device(device)
+    hf = obj if isinstance(obj, HfCheckpoint) else None
+    if hf is not None:  # its tensors under the official names of a model of this size
+        with torch.device("meta"):
+            meta = build_model(load_config("sam3" if config is None else config))
+        obj = hf.to_official({DETECTOR_PREFIX + k: v for k, v in meta.state_dict().items()},
+                             lambda key: meta.get_submodule(key.removeprefix(DETECTOR_PREFIX).rpartition(".")[0]),
+                             left_out=(HF_TRACKER, HF_TRACKER_NECK))
     state_dict, report = extract_state_dict(obj, source=str(path))
     if config is None:  # the config saved in the checkpoint, else the official size of its layout
         config = saved_config(obj, "sam3.1" if report.version == "sam3.1" else "sam3")
     cfg = load_config(config)
     model = build_and_load(build_model, cfg, state_dict, report.not_tensors)
+    if hf is not None:
+        report.version, report.absent = "transformers", [k.removeprefix(DETECTOR_PREFIX) for k in hf.absent]
+        report.num_loaded -= len(report.absent)
+        if hf.has_tracker:
+            report.left_out["tracker_model. / tracker_neck. (transformers)"] = sum(
+                k.startswith((HF_TRACKER, HF_TRACKER_NECK)) for k in hf.names)
+        refuse_detector_points(model, path)
     logger.info("%s", report)
     model.load_report = report
     return model.to(device).eval()
+
+
+def refuse_detector_points(image_model: Sam3Image, path: Path) -> None:
+    """A detector loaded without its point projections (a transformers file) refuses point prompts in one line."""
+    image_model.geometry_encoder.points_refused = (
+        f"the detector loaded from {path.name} (transformers layout) has no point projections: point prompts to the "
+        "detector need the official sam3.pt (box and text prompts work)")
 
 
 def build_and_load(build, config, state_dict: dict, not_tensors: dict):

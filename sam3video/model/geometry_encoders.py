@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from ..errors import InputError
 from .box_ops import box_cxcywh_to_xyxy
 from .model_misc import get_clones
 
@@ -193,6 +194,8 @@ class SequenceGeometryEncoder(nn.Module):
     Mask prompts are not supported (``mask_encoder`` must be None, as in the official SAM 3 model).
     """
 
+    points_refused: Optional[str] = None  # why point prompts cannot run (no point projections were loaded)
+
     def __init__(
         self,
         encode_boxes_as_points: bool,
@@ -262,6 +265,8 @@ class SequenceGeometryEncoder(nn.Module):
     def _encode_points(self, points, points_mask, points_labels, img_feats):
         """points (N, B, 2), labels (N, B), img_feats (B, C, H, W) -> ((N, B, d), mask (B, N))."""
         n_points, bs = points.shape[:2]
+        if n_points and self.points_refused:
+            raise InputError(self.points_refused)
         embed = None
         if self.points_direct_project is not None:
             embed = self._add(embed, self.points_direct_project(points))

@@ -23,10 +23,12 @@ from .checkpoint import (
     demo_video_checkpoint,
     image_model_from,
     read_checkpoint,
+    refuse_detector_points,
     resolve_checkpoint,
     resolve_device,
     saved_config,
 )
+from .hf_checkpoint import HfCheckpoint
 from .sam31_video import Sam31VideoModel
 from .sam3_video import Sam3VideoModel
 
@@ -74,19 +76,35 @@ def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.de
     """``load_video_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
     version = checkpoint_version(obj, str(path))
-    video = load_video_config(saved_config(obj, version or "sam3") if config is None else config)
+    hf = obj if isinstance(obj, HfCheckpoint) else None
+    video = load_video_config(saved_config(obj, version or "sam3") if config is None and hf is None else
+                              config or "sam3")
     if version is not None and video.version != version:
         raise CheckpointError(f"{path.name} is a {version.upper().replace('SAM', 'SAM ')} checkpoint but the config "
                               f"builds a {video.version.upper().replace('SAM', 'SAM ')} video model")
+    if hf is not None:  # its tensors under the official names of a model of this size
+        if not hf.has_tracker:
+            raise CheckpointError(f"transformers checkpoint {path} has no tracker (tracker_model.*): the video model "
+                                  "needs Sam3VideoModel's file, not Sam3Model's")
+        with torch.device("meta"):
+            meta = build_video_model(video)
+        obj = hf.to_official(meta.state_dict(), lambda key: meta.get_submodule(key.rpartition(".")[0]))
     state_dict, not_tensors = video_state_dict(obj, source=str(path))
     model = build_and_load(build_video_model, video, state_dict, not_tensors)
     logger.info("loaded %d tensors from %s", len(state_dict), path)
-    model.detector.load_report = LoadReport(str(path), version=version, num_loaded=len(state_dict))
+    model.detector.load_report = LoadReport(str(path), version="transformers" if hf else version,
+                                            num_loaded=len(state_dict) - len(hf.absent if hf else ()),
+                                            absent=[k.removeprefix("detector.") for k in (hf.absent if hf else ())])
+    if hf is not None:
+        refuse_detector_points(model.detector, path)
     return model.to(device).eval()
 
 
-def holds_tracker_weights(obj: dict) -> bool:
-    """Whether a checkpoint object has the SAM 3 tracker's tensors (``tracker.*``, as ``sam3.pt``)."""
+def holds_tracker_weights(obj: "dict | HfCheckpoint") -> bool:
+    """Whether a checkpoint object has the SAM 3 tracker's tensors (``tracker.*``, as ``sam3.pt``; ``tracker_model.*``
+    in a transformers file)."""
+    if isinstance(obj, HfCheckpoint):
+        return obj.has_tracker
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     return any(isinstance(k, str) and k.startswith(TRACKER_PREFIX) for k in state)
 

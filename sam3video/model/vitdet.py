@@ -230,12 +230,16 @@ class Attention(nn.Module):
         self.real_rope = False  # ``apply_rotary_enc_real`` instead (same values), for exporters
         if use_rope:
             assert input_size is not None
-            scale_pos = self.rope_pt_size[0] / input_size[0] if rope_interp else 1.0
-            freqs_cis = compute_axial_cis(self.head_dim, input_size[0], input_size[1],
-                                          theta=rope_theta, scale_pos=scale_pos)
-            self.register_buffer("freqs_cis", freqs_cis)
+            self.register_buffer("freqs_cis", self.rope_table())
         else:
             self.freqs_cis = None
+
+    def rope_table(self) -> Tensor:
+        """(H * W, head_dim // 2) complex64: the RoPE frequencies ``freqs_cis`` for this block's ``input_size``
+        (the official checkpoint stores them; a transformers one does not)."""
+        scale_pos = self.rope_pt_size[0] / self.input_size[0] if self.rope_interp else 1.0
+        return compute_axial_cis(self.head_dim, self.input_size[0], self.input_size[1], theta=self.rope_theta,
+                                 scale_pos=scale_pos)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C); RoPE needs H * W == len(freqs_cis)."""
