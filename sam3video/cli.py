@@ -323,7 +323,7 @@ def _check_ray_options(args) -> None:
 def _check_checkpoint(checkpoint: str | None) -> None:
     from .model.checkpoint import is_demo, is_hub_id
 
-    if not is_demo(checkpoint) and not is_hub_id(checkpoint) and not Path(checkpoint).is_file():
+    if not is_demo(checkpoint) and not is_hub_id(checkpoint) and not Path(checkpoint).exists():
         raise _usage(f"checkpoint not found: {checkpoint}")
 
 

@@ -15,7 +15,7 @@ from sam3video.thresholds import Thresholds
 
 # every query is a detection and every detection a track at once: the tiny random model makes tracks
 LOW = Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0, min_hits=1)
-FINALS = {"overlay.mp4", "summary.json", "tracks.txt", "tracks.mots.txt", "detections.npz"}
+FINALS = {"overlay.mp4", "summary.json", "tracks.txt", "tracks.mots.txt", "detections.npz", "predictions.veval.json"}
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_peer_trackers_give_every_output(frames, model, tmp_path, name, two_obje
     """``--tracker NAME``: a peer of the `trackers` package, the same files; the summary names it."""
     summary = prepare(job(frames, tmp_path, tracker=name, render=False), model).execute()
     assert visible(tmp_path) == sorted({"summary.json", "tracks.txt", "tracks.mots.txt", "tracks.red_circle.txt",
-                                        "tracks.square.txt", "detections.npz"})
+                                        "tracks.square.txt", "detections.npz", "predictions.veval.json"})
     assert summary["tracker"]["name"] == name and summary["config"]["tracker"] is None
     classes = {t["track_id"]: t["class_name"] for t in summary["tracks"]}
     assert sorted(classes.values()) == ["red circle", "square"]  # one track per object, class-aware

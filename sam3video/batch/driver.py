@@ -150,6 +150,10 @@ def worker_memory(checkpoint: str | None) -> float:
         path = Path(str(resources.files("sam3video") / "assets" / "demo.pt"))
     else:
         path = Path(checkpoint)
+        if path.is_dir():  # a folder holding sam3.pt or the transformers model.safetensors
+            from ..model.checkpoint import resolve_checkpoint
+
+            path = resolve_checkpoint(path)
     size = path.stat().st_size if path.is_file() else FULL_CHECKPOINT_BYTES
     return 2 * size + WORKER_BASE_MEMORY
 

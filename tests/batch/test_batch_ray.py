@@ -21,7 +21,7 @@ from sam3video.export.atomic import TEMP_MARKER
 from tests.batch.conftest import LOW, RAY_ENV
 
 REPO = Path(__file__).parent.parent.parent
-FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "summary.json")
+FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "predictions.veval.json", "summary.json")
 THREADS = 1  # torch threads of each batch worker, and of the plain `track` runs compared with them
 
 

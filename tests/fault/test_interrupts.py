@@ -23,7 +23,7 @@ from sam3video.export import atomic
 from sam3video.export.atomic import TEMP_MARKER
 
 REPO = Path(__file__).parent.parent.parent
-FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "summary.json")
+FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "detections.npz", "overlay.mp4", "predictions.veval.json", "summary.json")
 # Every query reported from the first frame, so files are written from the first frame on.
 LOW = ["--score-threshold", "0", "--low-score-threshold", "0", "--new-track-threshold", "0", "--min-hits", "1"]
 

@@ -29,7 +29,7 @@ from sam3video.sources.backends import available_backends
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 TIMEOUT_S = 60  # per run; a run still going after it is a hang
-FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "overlay.mp4", "summary.json")
+FINAL_NAMES = ("tracks.txt", "tracks.mots.txt", "overlay.mp4", "predictions.veval.json", "summary.json")
 
 
 def _find(data: bytes, tag: bytes) -> int:
