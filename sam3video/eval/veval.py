@@ -145,7 +145,7 @@ def _safe(a, b):
 
 def _cgf1(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, threshold: float
           ) -> tuple[dict[str, float], dict[tuple[int, int], dict[str, float]]]:
-    n = len(IOU_THRESHOLDS)
+    n, i75, kind = len(IOU_THRESHOLDS), int(np.where(IOU_THRESHOLDS == 0.75)[0][0]), _kind(iou_type)
     gts_by_pair, dts_by_pair = _by_pair([a for a in gt.annotations if not a.iscrowd]), _by_pair(
         [m for m in preds if m.score >= threshold])
     tp_sum, fp_sum, fn_sum, pm_fp_sum = (np.zeros(n, np.int64) for _ in range(4))
@@ -175,12 +175,10 @@ def _cgf1(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, threshold: 
         tps, fps, fns = (zeros, zeros, zeros) if tps is None else (tps, fps, fns)
         denominator = 2 * tps + fps + fns
         f1 = np.where(denominator > 0, 2 * tps / np.maximum(denominator, 1), 1.0)
-        i50, i75 = 0, int(np.where(IOU_THRESHOLDS == 0.75)[0][0])
-        kind = _kind(iou_type)
         per_pair[pair] = {
             f"{kind}_TP_50_95": float(tps.mean()), f"{kind}_FP_50_95": float(fps.mean()),
             f"{kind}_FN_50_95": float(fns.mean()), f"{kind}_F1_50_95": float(f1.mean()),
-            **{f"{kind}_{name}_{label}": float(values[i]) for label, i in (("50", i50), ("75", i75))
+            **{f"{kind}_{name}_{label}": float(values[i]) for label, i in (("50", 0), ("75", i75))
                for name, values in (("TP", tps), ("FP", fps), ("FN", fns), ("F1", f1))}}
     precision = tp_sum / (tp_sum + fp_sum + 1e-4)
     recall = tp_sum / (tp_sum + fn_sum + 1e-4)
@@ -190,13 +188,12 @@ def _cgf1(gt: VevalGroundTruth, preds: list[Masklet], iou_type: str, threshold: 
     mcc = float(tp * tn - fp * fn) / ((float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)) ** 0.5
                                       + 1e-6)
     cgf1 = pm_f1 * mcc
-    prefix = f"video_{_kind(iou_type)}_demo"
+    prefix = f"video_{kind}_demo"
 
     def mean(values):
         kept = values[values > -1]
         return float(np.mean(kept)) if len(kept) else -1.0
 
-    i75 = int(np.where(IOU_THRESHOLDS == 0.75)[0][0])
     metrics = {f"{prefix}_cgf1_micro_50_95": mean(cgf1), f"{prefix}_ilmcc_50_95": mcc,
                f"{prefix}_positive_micro_f1_50_95": mean(pm_f1)}
     for label, i in (("50", 0), ("75", i75)):
