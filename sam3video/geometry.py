@@ -53,3 +53,9 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
         if box is not None:
             boxes[i] = box
     return boxes
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of the overlay video: H.264 4:2:0 needs even sizes, so an odd side gets one
+    more column/row (``OverlayWriter`` repeats the edge; the content is never scaled)."""
+    return width + width % 2, height + height % 2

@@ -33,7 +33,7 @@ from .detections import Detections
 from .errors import InputError
 from .export.detections_store import SavedFrame, SavedFrames, StoreMeta, read_saved_detections
 from .export.outputs import OUTPUT_NAMES
-from .run import RunFacts
+from .export.summary import RunFacts
 from .sources.loader import MAX_WINDOW_SECONDS, VideoReader
 from .thresholds import SCORE_THRESHOLD, Thresholds
 from .trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory, exemplar_from_record

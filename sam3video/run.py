@@ -38,7 +38,6 @@ from .export.outputs import (
     OUTPUT_NAMES,
     PARTIAL_DIR,
     WindowFiles,
-    even_size,
     output_files,
     per_prompt_names,
     prepare_out_dir,
@@ -46,8 +45,9 @@ from .export.outputs import (
     remove_partial,
 )
 from .export.run_state import TREE_NAME, StateError, load_state, save_state
-from .export.summary import TrackStats, summary_text
+from .export.summary import RunFacts, TrackStats, summary_text
 from .export.veval import PREDICTIONS_NAME, VevalIds, video_name_of
+from .geometry import even_size
 from .sources.loader import VideoInfo, VideoReader, open_video
 from .thresholds import Thresholds
 from .trackers.association.exemplars import Exemplar, check_exemplar, exemplar_from_record, exemplar_record
@@ -126,23 +126,6 @@ class RefineJob:
     video: str | None = None  # default: the run's
     device: str = "auto"
     render: bool = True
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    """Where a run's detections come from, for ``summary.json`` and ``detections.npz``: ``input`` and
-    ``model`` (None: no model), ``sampling`` (fps, start, end, window_seconds), the ``thresholds``
-    (``Thresholds`` fields) its config was made from with the model's calibrated ``score_default``;
-    ``detection`` replaces the summary's detection config; ``retracked_from`` (retrack only), ``refined_from`` (refine only)."""
-
-    input: dict
-    model: dict | None
-    sampling: dict
-    thresholds: dict
-    score_default: float
-    detection: dict | None = None
-    retracked_from: dict | None = None
-    refined_from: dict | None = None  # ``refine``: the run its edits were applied to
 
 
 class FrameSource(Protocol):

@@ -112,7 +112,8 @@ def write_tiny_video_setup(root: Path) -> Path:
     model, detector + tracker, seeded random weights in the official layout); returns the checkpoint's path."""
     import torch
 
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     from sam3video.model.build_video import build_video_model, load_video_config
 
     clip = generate_clip(3, WorldConfig(width=160, height=96, duration_s=1.0, fps=10, radius_px=(8.0, 20.0)))

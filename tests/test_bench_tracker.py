@@ -51,7 +51,8 @@ def test_every_tracker_runs_and_is_scored(tmp_path, capsys):
 def test_synthetic_mode_re_tracks_saved_runs_as_track_did(tmp_path, tiny_model, capsys):
     """A `make benchmark`-shaped folder with one tiny-model run: our tracker on its saved candidates
     gives the run's own tracks.txt; every peer runs and is scored against the suite's ground truth."""
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     from sam3video.run import TrackJob, prepare
     from sam3video.thresholds import Thresholds
 

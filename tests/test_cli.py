@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sam3video.cli import main
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.export import read_mot, read_mots
 from tests.conftest import PARITY
 from tests.helpers import write_video

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sam3video.cli import main
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.export.detections_store import (

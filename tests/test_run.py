@@ -6,7 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.export.outputs import PARTIAL_DIR, per_prompt_names, prepare_out_dir

@@ -25,7 +25,8 @@ from pathlib import Path
 
 def make_clips(folder: Path, count: int, seconds: float, width: int, height: int, fps: float) -> list[Path]:
     from sam3video.data.dataset import write_clip
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
 
     paths = []
     for seed in range(count):

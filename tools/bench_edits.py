@@ -29,7 +29,8 @@ def make_inputs(folder: Path, seconds: float, fps: float, checkpoint: str | None
     import numpy as np
     import torch
 
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     sys.path.insert(0, str(ROOT))
     from tests.helpers import write_video
 

@@ -391,7 +391,8 @@ def make_frames(folder: Path, warmup: int, timed: int, seed: int) -> None:
     in ``folder/WARMUP_DIR``, the next ``timed`` in ``folder/TIMED_DIR``."""
     import PIL.Image
 
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
 
     count = warmup + timed
     world = WorldConfig(width=FRAME_WIDTH, height=FRAME_HEIGHT, fps=FRAME_FPS, duration_s=(count + 1) / FRAME_FPS)

@@ -66,7 +66,8 @@ def one(duration: float, fps: float, seed: int, version: str = "sam3") -> dict:
     import numpy as np
     import torch
 
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     from sam3video.eval.benchmark import clip_prompts
     from sam3video.video.predictor import VideoPredictor
     from sam3video.video.session import TrackingConfig

@@ -58,7 +58,8 @@ def seconds(fn):
 
 
 def run(version: str, size: str, frames: int) -> dict:
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     from sam3video.session import VideoSession
 
     model, config = model_and_config(version, size)

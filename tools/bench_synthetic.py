@@ -15,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sam3video.data.styles import StyleConfig  # noqa: E402
-from sam3video.data.synthetic import WorldConfig, generate_clip  # noqa: E402
+from sam3video.data.synthetic import WorldConfig  # noqa: E402
+from sam3video.data.clips import generate_clip  # noqa: E402
 
 
 def classic_fps(frames: int = 60) -> float:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 def make_clip(path: Path, seconds: float, width: int, height: int, fps: float) -> None:
     from sam3video.data.dataset import write_clip
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
 
     clip = generate_clip(7, WorldConfig(width=width, height=height, fps=fps, duration_s=seconds))
     out = write_clip(clip, path.parent / path.stem, prompts=())

@@ -18,7 +18,8 @@ import itertools
 from pathlib import Path
 
 from sam3video.data.dataset import MOT_NAME, write_clip
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.eval.benchmark import clip_prompts, write_tracks
 from sam3video.eval.metrics import run_eval
 from sam3video.export.outputs import prompt_slug

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # used from the repo root, not installed
 
 from sam3video import build_model  # noqa: E402
-from sam3video.data.synthetic import WorldConfig, generate_clip  # noqa: E402
+from sam3video.data.synthetic import WorldConfig  # noqa: E402
+from sam3video.data.clips import generate_clip  # noqa: E402
 from sam3video.model.checkpoint import load_model  # noqa: E402
 from sam3video.model.sam3_image import FindStage  # noqa: E402
 from sam3video.video.predictor import VideoPredictor  # noqa: E402

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sam3video.data.concepts import PROMPTS  # noqa: E402
 from sam3video.data.effects import gray_frame  # noqa: E402
-from sam3video.data.synthetic import WorldConfig, generate_clip  # noqa: E402
+from sam3video.data.synthetic import WorldConfig  # noqa: E402
+from sam3video.data.clips import generate_clip  # noqa: E402
 from sam3video.trackers.association.matching import box_iou  # noqa: E402
 
 SEED = 2_100_000_000  # clear of the training generator and of the benchmark suites

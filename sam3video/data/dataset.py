@@ -26,7 +26,8 @@ from typing import Any, Iterable
 from sam3video.data.concepts import PROMPTS
 from sam3video.export.outputs import prompt_slug
 from sam3video.data.styled import StyledClip
-from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig, generate_clip
+from sam3video.data.synthetic import Clip, FrameTruth, WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.errors import InputError
 from sam3video.export.atomic import atomic_open
 from sam3video.export.mots import encode_rle

@@ -1,6 +1,6 @@
 """Randomised clips: the synthetic world with a per-clip ``ClipStyle`` and per-object ``ObjectStyle``.
 
-``generate_clip(seed, WorldConfig(style=StyleConfig(split)))`` lands here. The clip's frame size,
+``clips.generate_clip(seed, WorldConfig(style=StyleConfig(split)))`` lands here. The clip's frame size,
 background family and camera effects are drawn from ``StyleConfig`` (``styles``); objects, motion and
 counts follow the ``WorldConfig`` with ``radius_px`` and ``speed_px_s`` scaled by the sampled short
 side over the config's short side, and each radius further by a log-uniform ``size_scale``.

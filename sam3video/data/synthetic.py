@@ -1,9 +1,10 @@
 """A synthetic video world with exact ground truth: flat shapes moving over varied backgrounds.
 
-``generate_clip(seed, config)`` samples the objects and their motion; the returned ``Clip`` renders
+``generate_classic_clip(seed, config)`` samples the objects and their motion; the returned ``Clip`` renders
 any frame on demand (``clip.frame(t) -> (image, FrameTruth)``), deterministically from the seed alone.
 ``WorldConfig.style`` (None: this classic world, unchanged) switches on domain randomisation (``styles``,
-``styled``): frame size, backgrounds, object looks, colours and camera effects drawn per clip.
+``styled``): frame size, backgrounds, object looks, colours and camera effects drawn per clip;
+``clips.generate_clip`` makes either.
 Conventions: frame index ``t`` 0-based; object ids 1-based and stable over the clip; images (H, W, 3)
 uint8 RGB; pixel (row y, column x) covers [x, x + 1) x [y, y + 1). Objects are drawn back to front by
 ``depth`` (0 = back), so a later object hides an earlier one and truth masks are the visible parts.
@@ -31,7 +32,7 @@ from sam3video.errors import InputError
 
 __all__ = [
     "PROMPTS", "Clip", "FrameTruth", "ObjectSpec", "ObjectTruth", "WorldConfig", "concept_matches",
-    "generate_clip",
+    "generate_classic_clip",
 ]
 
 _NOISE_PAD = 32  # the per-clip noise bank is this much larger than a frame; frames crop it at random
@@ -286,15 +287,12 @@ class Clip:
         return crop[::-1] if flip % 2 else crop
 
 
-def generate_clip(seed: int, config: WorldConfig | None = None) -> Clip:
-    """Sample a clip: objects, their motion and the background, all from ``seed`` (an int >= 0).
-    With ``config.style`` set, a randomised ``styled.StyledClip`` (a ``Clip``)."""
+def generate_classic_clip(seed: int, config: WorldConfig | None = None) -> Clip:
+    """Sample a clip of the classic world: objects, their motion and the background, all from ``seed``
+    (an int >= 0); ``config.style`` is not looked at (``clips.generate_clip`` sends styled configs to ``styled``)."""
     config = config or WorldConfig()
     if seed < 0:
         raise InputError(f"seed must be >= 0, got {seed}")
-    if config.style is not None:
-        from sam3video.data.styled import generate_styled_clip  # styled builds on this module
-        return generate_styled_clip(seed, config)
     rng = np.random.default_rng(seed)
     kinds = _sample_kinds(rng, config)
     depths = rng.permutation(len(kinds))

@@ -19,7 +19,8 @@ import numpy as np
 from sam3video.data.concepts import PROMPTS, parse_prompt
 from sam3video.data.effects import gray_frame
 from sam3video.data.styles import StyleConfig
-from sam3video.data.synthetic import FrameTruth, WorldConfig, generate_clip
+from sam3video.data.synthetic import FrameTruth, WorldConfig
+from sam3video.data.clips import generate_clip
 
 #: A shorter default than a benchmark clip: only one frame of each sampled clip is used.
 TRAINING_CONFIG = WorldConfig(duration_s=2.0)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .concepts import PROMPTS, TARGET_SHAPES
-from .synthetic import WorldConfig, generate_clip
+from .synthetic import WorldConfig
+from .clips import generate_clip
 
 
 def _rle(mask: np.ndarray) -> dict:

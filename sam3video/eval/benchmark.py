@@ -36,7 +36,8 @@ import numpy as np
 
 from ..data.concepts import PROMPTS, TARGET_SHAPES
 from ..data.dataset import MOT_NAME, write_clip
-from ..data.synthetic import WorldConfig, generate_clip
+from ..data.synthetic import WorldConfig
+from ..data.clips import generate_clip
 from ..detections import Detections
 from ..export import MOTWriter
 from ..export.outputs import OUTPUT_NAMES, prompt_slug

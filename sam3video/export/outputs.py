@@ -68,12 +68,6 @@ def prepare_out_dir(out_dir: "str | Path") -> Path:
     return out_dir
 
 
-def even_size(width: int, height: int) -> tuple[int, int]:
-    """(width, height) of the overlay video: H.264 4:2:0 needs even sizes, so an odd side gets one
-    more column/row (``OverlayWriter`` repeats the edge; the content is never scaled)."""
-    return width + width % 2, height + height % 2
-
-
 def output_files(class_names: Sequence[str], render: bool, masks: bool = True, detections: bool = True) -> list[str]:
     """Names of the files written per frame (not the summary), in a fixed order: ``masks`` False
     (box-only detections) leaves out the MOTS file, ``detections`` False ``detections.npz``."""

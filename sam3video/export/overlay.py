@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from ..detections import Detections
+from ..geometry import even_size
 from .atomic import atomic_path
-from .outputs import even_size
 
 # A fixed palette (RGB): track id t gets PALETTE[(t - 1) % len(PALETTE)], so colours are deterministic.
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(

@@ -1,4 +1,5 @@
-"""``summary.json``: the per-track table (``TrackStats``) and an atomic JSON writer."""
+"""``summary.json``: what a run says of its source (``RunFacts``), the per-track table (``TrackStats``) and an
+atomic JSON writer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,23 @@ import numpy as np
 from ..detections import Detections
 from .atomic import atomic_open
 from .mot import tracked
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Where a run's detections come from, for ``summary.json`` and ``detections.npz``: ``input`` and
+    ``model`` (None: no model), ``sampling`` (fps, start, end, window_seconds), the ``thresholds``
+    (``Thresholds`` fields) its config was made from with the model's calibrated ``score_default``;
+    ``detection`` replaces the summary's detection config; ``retracked_from`` (retrack only), ``refined_from`` (refine only)."""
+
+    input: dict
+    model: dict | None
+    sampling: dict
+    thresholds: dict
+    score_default: float
+    detection: dict | None = None
+    retracked_from: dict | None = None
+    refined_from: dict | None = None  # ``refine``: the run its edits were applied to
 
 
 @dataclass

@@ -210,7 +210,8 @@ def calibration_images(resolution: int) -> torch.Tensor:
     seeds 0, 1, ... of the classic synthetic world and of its randomised split (backgrounds, textures,
     noise, lighting), half each, 640x480, preprocessed as the video path does."""
     from ..data.styles import StyleConfig
-    from ..data.synthetic import WorldConfig, generate_clip
+    from ..data.synthetic import WorldConfig
+    from ..data.clips import generate_clip
     from ..preprocess import preprocess_image
 
     frames = []

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.styles import StyleConfig
-from ..data.synthetic import WorldConfig, generate_clip
+from ..data.synthetic import WorldConfig
+from ..data.clips import generate_clip
 from ..model.sam3_tracker_utils import PointInputs, encode_prompts
 from ..preprocess import preprocess_image
 from .losses import dice_loss, sigmoid_focal_loss

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.synthetic import WorldConfig, generate_clip
+from ..data.synthetic import WorldConfig
+from ..data.clips import generate_clip
 from ..export.atomic import atomic_path
 from ..model.build_video import build_video_model, load_video_config
 from ..model.checkpoint import load_model

@@ -34,7 +34,7 @@ def test_greedy_iou_never_matches_across_classes():
 
 
 def test_clip_prompts_are_colour_and_shape_concepts_present():
-    from sam3video.data.synthetic import generate_clip
+    from sam3video.data.clips import generate_clip
 
     clip = generate_clip(0)
     prompts = clip_prompts(clip)
@@ -43,7 +43,8 @@ def test_clip_prompts_are_colour_and_shape_concepts_present():
 
 
 def test_ambiguous_case_marks_two_colours_of_one_shape():
-    from sam3video.data.synthetic import WorldConfig, generate_clip
+    from sam3video.data.synthetic import WorldConfig
+    from sam3video.data.clips import generate_clip
     from sam3video.eval.benchmark import ambiguous_case
 
     for seed in range(30):

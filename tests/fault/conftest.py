@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from tests.conftest import PARITY
 from tests.helpers import write_video
 

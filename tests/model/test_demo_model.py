@@ -13,7 +13,8 @@ from scipy.optimize import linear_sum_assignment
 
 from sam3video import load_model
 from sam3video.data.concepts import PROMPTS
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.processor import Sam3Processor
 from sam3video.trackers.association.matching import box_iou
 

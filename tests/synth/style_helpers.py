@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from sam3video.data.styles import VISIBLE_OPACITY, StyleConfig
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.data.truth import FrameTruth
 
 #: Every randomisation off, 160x120 frames: the base each test switches one option on against.

@@ -13,7 +13,8 @@ import pytest
 from sam3video.data.concepts import TARGET_COLOURS, TARGET_SHAPES
 from sam3video.data.dataset import load_clip, write_clip
 from sam3video.data.styles import TRAIN_BACKGROUNDS, TRAIN_FILLS, VISIBLE_OPACITY, StyleConfig
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.data.training import askable_prompts, sample_training_example, split_prompts
 from sam3video.errors import InputError
 from tests.synth.style_helpers import OFF, SEEDS, _frames, _painted, _same_truth, _within, world

@@ -18,7 +18,8 @@ from sam3video.data.styles import (
     COLOUR_RANGES, HELDOUT_BACKGROUNDS, HELDOUT_FILLS, TRAIN_BACKGROUNDS, TRAIN_FILLS, VISIBLE_OPACITY,
     StyleConfig, hue_in_range, sample_object_style, sample_style, styled_rgb,
 )
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.data.training import sample_training_example
 from sam3video.errors import InputError
 from tests.synth.style_helpers import _within, world

@@ -16,7 +16,8 @@ from sam3video.export.outputs import prompt_slug
 from sam3video.data.dataset import load_clip, write_clip
 from sam3video.export.tables import read_mot as read_mot_table
 from sam3video.export.mots import read_mots
-from sam3video.data.synthetic import Clip, ObjectSpec, WorldConfig, concept_matches, generate_clip
+from sam3video.data.synthetic import Clip, ObjectSpec, WorldConfig, concept_matches
+from sam3video.data.clips import generate_clip
 from sam3video.data.training import sample_training_example, split_prompts
 from sam3video.errors import InputError
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sam3video import load_model
-from sam3video.data.synthetic import WorldConfig, generate_clip
+from sam3video.data.synthetic import WorldConfig
+from sam3video.data.clips import generate_clip
 from sam3video.eval.benchmark import ambiguous_case
 from sam3video.video.predictor import VideoPredictor
 from tests.model.test_demo_model import matches
