@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-browser demo app bench benchmark clean
+.PHONY: install test test-browser docs demo app bench benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(VENV)/.installed
 # The web page in headless Chromium (needs: apt-get install chromium chromium-driver; about 4 minutes).
 test-browser: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m browser
+
+# The documentation site into site/ (MkDocs Material; --strict: a broken link or reference fails the build).
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "documentation: site/index.html"
 
 # The demo: the shipped demo model tracks two concepts in a generated clip, then scores itself.
 demo: $(VENV)/.installed
