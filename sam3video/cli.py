@@ -417,7 +417,7 @@ def run_eval_command(args) -> int:
 def _run_veval(args) -> int:
     from .eval.veval import format_veval, score_veval
     from .export.atomic import atomic_open
-    from .export.veval import read_ground_truth, read_predictions
+    from .export.veval import read_ground_truth, read_predictions, write_masklets
 
     gt_path, pred_path = args.veval
     gt = read_ground_truth(gt_path)
@@ -428,7 +428,7 @@ def _run_veval(args) -> int:
     print(format_veval(result))
     if args.export:
         with atomic_open(args.export, "w") as f:
-            json.dump([m.to_json() for m in predictions], f, separators=(",", ":"))
+            write_masklets(f, [m.to_json() for m in predictions])
     if args.json:
         with atomic_open(args.json, "w") as f:
             json.dump(result.to_json(), f, indent=1)

@@ -18,22 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export.mots import encode_rle
+from ..geometry import mask_box
+from .clips import generate_clip
 from .concepts import PROMPTS, TARGET_SHAPES
 from .synthetic import WorldConfig
-from .clips import generate_clip
-
-
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _box(mask: np.ndarray) -> list[float]:
-    """COCO ``xywh`` of a mask (its pixel extent)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
+    """COCO ``xywh`` of a non-empty mask (its pixel extent)."""
+    x0, y0, x1, y1 = mask_box(mask)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
 def write_mini_veval(root: str | Path, seeds=(0, 1, 2), seconds: float = 1.0) -> Path:
@@ -72,7 +67,8 @@ def write_mini_veval(root: str | Path, seeds=(0, 1, 2), seconds: float = 1.0) ->
                 annotations.append({
                     "id": len(annotations) + 1, "video_id": video_id, "category_id": category_id,
                     "noun_phrase": phrase, "iscrowd": 0, "height": height, "width": width,
-                    "segmentations": [_rle(m) if m.any() else None for m in masks],
+                    "segmentations": [{"size": [height, width], "counts": encode_rle(m[None])[0]} if m.any() else None
+                                      for m in masks],
                     "bboxes": [_box(m) if m.any() else None for m in masks],
                     "areas": [int(m.sum()) if m.any() else None for m in masks]})
     gt = {"info": {"description": f"sam3video miniature VEval (synthetic clips {list(seeds)})"}, "videos": videos,

@@ -86,15 +86,11 @@ def _masklet_iou_masks(pred: Masklet, gt: Masklet) -> float:
     return float(inter / union) if union > 0 else 1.0
 
 
-def _box_array(boxes: list) -> np.ndarray:
-    return np.asarray([b if b is not None else [0, 0, 0, 0] for b in boxes], np.float32).reshape(-1, 4)
-
-
 def _masklet_ious_boxes(preds: list[Masklet], gts: list[Masklet]) -> np.ndarray:
     """(P, G) box-tracklet IoU: per-frame intersections and unions (xywh, absent = zero box) summed over frames,
     in float32 as the official ``iou_tracklets`` computes them."""
-    p = _box_array_stack(preds)[:, None]  # (P, 1, T, 4)
-    g = _box_array_stack(gts)[None]  # (1, G, T, 4)
+    p = _boxes(preds)[:, None]  # (P, 1, T, 4)
+    g = _boxes(gts)[None]  # (1, G, T, 4)
     p0, p1, g0, g1 = p[..., :2], p[..., :2] + p[..., 2:], g[..., :2], g[..., :2] + g[..., 2:]
     inter = np.clip(np.minimum(p1, g1) - np.maximum(p0, g0), 0, None).prod(-1)
     union = (p1 - p0).prod(-1) + (g1 - g0).prod(-1) - inter
@@ -102,8 +98,10 @@ def _masklet_ious_boxes(preds: list[Masklet], gts: list[Masklet]) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0).astype(np.float64)
 
 
-def _box_array_stack(masklets: list[Masklet]) -> np.ndarray:
-    return np.stack([_box_array(m.bboxes) for m in masklets]).astype(np.float32)
+def _boxes(masklets: list[Masklet]) -> np.ndarray:
+    """(M, T, 4) float32 xywh boxes, an absent box as zeros (the official ``YTVIS`` fill)."""
+    return np.asarray([[b if b is not None else [0, 0, 0, 0] for b in m.bboxes] for m in masklets],
+                      np.float32).reshape(len(masklets), -1, 4)
 
 
 def _ious(preds: list[Masklet], gts: list[Masklet], iou_type: str) -> np.ndarray:

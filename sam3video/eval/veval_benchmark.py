@@ -25,7 +25,14 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..export.atomic import atomic_open
-from ..export.veval import PREDICTIONS_NAME, VevalGroundTruth, VevalIds, read_ground_truth, read_predictions
+from ..export.veval import (
+    PREDICTIONS_NAME,
+    VevalGroundTruth,
+    VevalIds,
+    read_ground_truth,
+    read_predictions,
+    write_masklets,
+)
 from .veval import PAPER_ROWS, VevalResult, score_veval
 
 
@@ -153,7 +160,7 @@ def run_veval_benchmark(job: VevalBenchmarkJob, show_progress: bool = True) -> V
             predictions += read_predictions(path, run_gt)
     result = score_veval(run_gt, predictions)
     with atomic_open(out / "predictions.json", "w") as f:
-        json.dump([m.to_json() for m in predictions], f, separators=(",", ":"))
+        write_masklets(f, [m.to_json() for m in predictions])
     with atomic_open(out / "results.json", "w") as f:
         json.dump(result.to_json(), f, indent=1)
     return VevalBenchmarkReport(result, run_gt, batch, set_name(gt))

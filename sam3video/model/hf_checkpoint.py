@@ -69,7 +69,7 @@ class HfCheckpoint:
             shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
             raise CheckpointError(f"transformers checkpoint {self.path} lacks {len(missing)} tensors this model needs "
                                   f"({shown}): a checkpoint of another model or size (give --config)")
-        wanted_by_model = needed | {k for k in DUPLICATES if k in needed or DUPLICATES[k] in needed}
+        wanted_by_model = needed | {copy for copy, original in DUPLICATES.items() if original in needed}
         unused = sorted(k for k in set(self.names) - wanted_by_model if not k.startswith(left_out))
         if unused:
             shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
