@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-SCORE_THRESHOLD = 0.5  # confident: reported, may start a track (official operating point of sam3.pt)
-LOW_SCORE_THRESHOLD = 0.1  # [low, score): only continues tracks (ByteTrack's second pass); below: dropped
-NEW_TRACK_MARGIN = 0.1  # a track starts at score_threshold + this (0.6 by default)
+SCORE_THRESHOLD = 0.5  # the operating point (official of sam3.pt): at or above, a detection may be reported
+LOW_SCORE_THRESHOLD = 0.1  # [low, score): kept as candidates (saved; the peers' second passes); below: dropped
+NEW_TRACK_MARGIN = 0.1  # a track starts, and our tracker's first pass begins, at score_threshold + this (0.6)
 NMS_IOU = 0.5  # mask IoU above which the lower-scoring detection of a prompt is dropped
-MIN_HITS = 2  # matched frames before a track is reported
+MIN_HITS = 3  # matched frames in a row before a track is reported
 LOST_BUFFER_S = 2.0  # seconds a lost track waits to be re-identified
 VEVAL_SCORE_THRESHOLD = 0.5  # SA-Co/VEval: a masklet counts at >= this for cgF1, above it for phrase HOTA
 

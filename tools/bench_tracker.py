@@ -1,17 +1,23 @@
-"""Our tracker beside the `trackers` package's SORT, ByteTrack, OC-SORT and BoT-SORT on the same detections.
+"""Our tracker beside the `trackers` package's SORT, ByteTrack, OC-SORT, BoT-SORT, C-BIoU and McByte on the
+same detections.
 
-    python tools/bench_tracker.py --mot ../shared/mot15          # MOTChallenge folders: SEQ/det/det.txt,
-                                                                  # SEQ/gt/gt.txt, SEQ/seqinfo.ini
+    python tools/bench_tracker.py --mot ../shared/mot15 ../shared/kitti/car ../shared/kitti/pedestrian \
+        ../shared/mot20                                           # folders of MOTChallenge sequence folders:
+                                                                  # SEQ/det/det.txt, SEQ/gt/gt.txt, SEQ/seqinfo.ini
     python tools/bench_tracker.py --synthetic runs/benchmark     # `make benchmark`'s output folder
     python tools/bench_tracker.py --mot DIR --trackers sam3video bytetrack --out runs/bench_tracker
 
 MOTChallenge: each tracker gets every frame's detections (boxes and scores only, class 0; frames
-without a row get none) with the sequence's frame rate, and its own defaults; BoT-SORT runs without
-camera motion compensation (no frames). Synthetic: the candidates `make benchmark`'s runs saved
+without a row get none) with the sequence's frame rate, and its own defaults; BoT-SORT and McByte run
+without camera motion compensation (no frames). Scored by TrackEval's MOTChallenge evaluator
+(``MotChallenge2DBox``, class pedestrian = 1): with its distractor preprocessing where the ground truth has
+classes (predictions matched to distractor rows are removed, zero-marked rows dropped), as for MOT17/MOT20;
+without it for MOT15-form ground truth (class -1), as TrackEval does for MOT15. One table per data set and
+one combining every sequence of all of them. Synthetic: the candidates `make benchmark`'s runs saved
 (``detections.npz``: boxes, scores, masks, embeddings, exactly what their tracker was given), each
 tracker built as ``sam3video retrack RUN --tracker NAME`` builds it, scored against the suite's ground
-truth. Scored by TrackEval (HOTA, DetA, AssA, IDF1, MOTA, IDSW) per sequence and combined; frames/s is
-the tracker's update loop alone. Prints numbers; asserts nothing.
+truth with ``sam3video eval``'s scoring. HOTA, DetA, AssA, IDF1, MOTA, IDSW per sequence and combined;
+frames/s is the tracker's update loop alone. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ def table(title: str, rows: list[tuple[str, dict, float | None]]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mot", type=Path, help="folder of MOTChallenge sequence folders")
+    parser.add_argument("--mot", type=Path, nargs="+", help="folders of MOTChallenge sequence folders (a data set each)")
     parser.add_argument("--synthetic", type=Path, help="a `make benchmark` output folder (runs/benchmark)")
     parser.add_argument("--trackers", nargs="+", default=list(TRACKER_NAMES), choices=TRACKER_NAMES)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
@@ -147,24 +153,97 @@ def score_trackers(args, kind: str, sequences: list[dict], track) -> dict:
 
 
 def bench_mot(args) -> None:
-    sequences = mot_sequences(args.mot)
+    """One table per ``--mot`` folder and one over all their sequences (TrackEval's MOTChallenge evaluator)."""
+    raw: dict[str, dict[str, dict]] = {name: {} for name in args.trackers}  # tracker -> "set/seq" -> metrics
+    speeds: dict[str, list] = {name: [] for name in args.trackers}
+    total = 0
+    for root in args.mot:
+        sequences = mot_sequences(root)
+        for seq in sequences:
+            by_frame = read_detection_file(seq["det"])
+            count = max(seq["frames"], max(by_frame, default=-1) + 1)
+            seq["detections"] = [by_frame.get(i, Detections.empty()) for i in range(count)]
+        benchmark = mot_benchmark(sequences)
+        folder = args.out / "mot" / root.name
+        for name in args.trackers:
+            for seq in sequences:
+                tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
+                out = folder / name / "data" / f"{seq['name']}.txt"
+                speeds[name].append((len(seq["detections"]), run_tracker(tracker, seq["detections"], out)))
+        scores = mot_challenge_scores(root, folder, sequences, args.trackers, benchmark)
+        frames = sum(len(s["detections"]) for s in sequences)
+        total += frames
+        rows = []
+        for name in args.trackers:
+            raw[name].update({f"{root.name}/{k}": v for k, v in scores[name].items()})
+            rows.append((name, combine(scores[name]), None))
+        print(table(f"{root}: {len(sequences)} sequences, {frames} frames, {benchmark} rules, combined", rows),
+              flush=True)
+        if args.per_sequence:
+            for seq in sequences:
+                print(table(f"\n{seq['name']} ({seq['fps']:g} fps)",
+                            [(n, flat(scores[n][seq["name"]]), None) for n in args.trackers]))
+        print()
+    if len(args.mot) > 1:
+        print(table(f"all {len(args.mot)} sets: {len(next(iter(raw.values())))} sequences, {total} frames, combined",
+                    [(n, combine(raw[n]), _frames_per_s(speeds[n])) for n in args.trackers]))
+
+
+def mot_benchmark(sequences: list[dict]) -> str:
+    """TrackEval's benchmark rules for these ground truths: "MOT15" (no preprocessing) unless every row of
+    every sequence has a MOTChallenge class id (column 8, an integer 1-13; MOT15 keeps -1 or world
+    coordinates there); then "MOT20" for MOT20 sequences, else "MOT17"."""
+    import numpy as np
+
     for seq in sequences:
-        by_frame = read_detection_file(seq["det"])
-        count = max(seq["frames"], max(by_frame, default=-1) + 1)
-        seq["detections"] = [by_frame.get(i, Detections.empty()) for i in range(count)]
+        rows = np.loadtxt(seq["gt"], delimiter=",", ndmin=2)
+        classes = rows[:, 7] if rows.shape[1] >= 8 else np.zeros(0)
+        if not len(classes) or not np.all((classes >= 1) & (classes <= 13) & (classes == np.round(classes))):
+            return "MOT15"
+    return "MOT20" if all(s["name"].startswith("MOT20") for s in sequences) else "MOT17"
 
-    def track(name: str, seq: dict, path: Path) -> tuple[int, float]:
-        tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
-        return len(seq["detections"]), run_tracker(tracker, seq["detections"], path)
 
-    results = score_trackers(args, "mot", sequences, track)
-    frames = sum(len(s["detections"]) for s in sequences)
-    print(table(f"{args.mot}: {len(sequences)} sequences, {frames} frames, combined",
-                [(n, r.combined.metrics, fps) for n, (r, fps) in results.items()]))
-    if args.per_sequence:
-        for i, seq in enumerate(sequences):
-            print(table(f"\n{seq['name']} ({seq['fps']:g} fps)",
-                        [(n, r.sequences[i].metrics, None) for n, (r, _) in results.items()]))
+def mot_challenge_scores(gt_root: Path, tracker_root: Path, sequences: list[dict], trackers: list[str],
+                         benchmark: str) -> dict[str, dict[str, dict]]:
+    """{tracker: {sequence: {HOTA, CLEAR, Identity: TrackEval's per-sequence results}}} of the MOT files
+    ``tracker_root/TRACKER/data/SEQ.txt`` against ``gt_root/SEQ/gt/gt.txt``, by ``MotChallenge2DBox``."""
+    import trackeval
+
+    dataset = trackeval.datasets.MotChallenge2DBox({
+        "GT_FOLDER": str(gt_root), "TRACKERS_FOLDER": str(tracker_root), "TRACKERS_TO_EVAL": list(trackers),
+        "BENCHMARK": benchmark, "SKIP_SPLIT_FOL": True, "DO_PREPROC": True, "PRINT_CONFIG": False,
+        "SEQ_INFO": {s["name"]: len(s["detections"]) for s in sequences}})
+    metrics = _metrics()
+    scores = {}
+    for name in trackers:
+        scores[name] = {}
+        for seq in sequences:
+            data = dataset.get_preprocessed_seq_data(dataset.get_raw_seq_data(name, seq["name"]), "pedestrian")
+            scores[name][seq["name"]] = {m: metric.eval_sequence(data) for m, metric in metrics.items()}
+    return scores
+
+
+def _metrics() -> dict:
+    import trackeval
+
+    return {"HOTA": trackeval.metrics.HOTA(), "CLEAR": trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+            "Identity": trackeval.metrics.Identity({"PRINT_CONFIG": False})}
+
+
+def flat(result: dict) -> dict:
+    """TrackEval's results of one sequence (or a combination) -> {HOTA, DetA, AssA, IDF1, MOTA, IDSW}."""
+    import numpy as np
+
+    hota = result["HOTA"]
+    return {"HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
+            "AssA": float(np.mean(hota["AssA"])), "IDF1": float(result["Identity"]["IDF1"]),
+            "MOTA": float(result["CLEAR"]["MOTA"]), "IDSW": int(result["CLEAR"]["IDSW"])}
+
+
+def combine(per_sequence: dict[str, dict]) -> dict:
+    """Flat metrics of sequences combined as TrackEval combines them (sums of counts, not means)."""
+    return flat({m: metric.combine_sequences({k: v[m] for k, v in per_sequence.items()})
+                 for m, metric in _metrics().items()})
 
 
 def bench_synthetic(args) -> None:

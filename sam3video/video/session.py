@@ -78,15 +78,17 @@ class TrackingConfig:
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
                            ) -> "TrackingConfig":
         """Detection and tracker thresholds from one operating point: detections scoring at least
-        ``score_threshold`` are confident, tracks start at ``score_threshold + 0.1`` (0.5 and 0.6 by
-        default, as ByteTrack-style trackers do), weaker ones down to ``low_score_threshold`` only
-        continue tracks."""
+        ``score_threshold`` may be reported; tracks start, and our tracker's first pass begins, at
+        ``score_threshold + 0.1`` (0.5 and 0.6 by default); detections in between only continue tracks
+        (its second pass). Weaker ones down to ``low_score_threshold`` are kept as candidates (saved
+        for ``retrack``; the peers' own second passes use them; measured worse for ours,
+        docs/benchmarks.md)."""
         if not 0 <= low_score_threshold <= score_threshold <= 1:
             raise InputError(f"need 0 <= low score threshold ({low_score_threshold}) <= score threshold "
                              f"({score_threshold}) <= 1")
         detection = DetectionConfig(score_threshold=score_threshold, low_score_threshold=low_score_threshold)
-        tracker = TrackerConfig(high_score_threshold=score_threshold, low_score_threshold=low_score_threshold,
-                                new_track_threshold=new_track_threshold(score_threshold))
+        start = new_track_threshold(score_threshold)
+        tracker = TrackerConfig(high_score_threshold=start, low_score_threshold=score_threshold, new_track_threshold=start)
         return cls(detection=detection, tracker=tracker, **kwargs)
 
     @classmethod
@@ -106,7 +108,8 @@ class TrackingConfig:
         return replace(
             config,
             detection=replace(config.detection, nms_iou_threshold=thresholds.nms_iou),
-            tracker=replace(config.tracker, new_track_threshold=new_track, min_hits=thresholds.min_hits,
+            tracker=replace(config.tracker, high_score_threshold=new_track, new_track_threshold=new_track,
+                            min_hits=thresholds.min_hits,
                             lost_track_buffer_s=thresholds.lost_buffer_s),
             exemplar=replace(config.exemplar, carry_boxes=carry_exemplar_boxes),
         )

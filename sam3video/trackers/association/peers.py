@@ -1,12 +1,14 @@
-"""The peer trackers of the ``trackers`` package (Roboflow: SORT, ByteTrack, OC-SORT, BoT-SORT) behind
+"""The peer trackers of the ``trackers`` package (Roboflow: SORT, ByteTrack, OC-SORT, BoT-SORT, C-BIoU,
+McByte) behind
 our tracker's interface, so ``track --tracker bytetrack`` gives the same outputs as our own tracker.
 
 ``PeerTracker(name, fps).update(detections, frame_index) -> Detections`` like ``Tracker.update``:
 class-aware (one peer tracker per class id: a track never changes prompt), only the detections of
 confirmed tracks are returned, with our ids (1-based, counted over all classes in the order tracks are
 first reported, so there are no gaps). Masks, embeddings and other data travel with their detection.
-The peers run with their own defaults (``settings`` overrides them) and ``frame_rate=fps``; BoT-SORT's
-camera-motion compensation needs the frames, which are not passed: it is off.
+The peers run with their own defaults (``settings`` overrides them) and ``frame_rate=fps``; the camera-motion
+compensation of BoT-SORT and McByte needs the frames, which are not passed: it is off (McByte's mask manager,
+which needs its own SAM, is off too: it associates on the detections' masks where they have them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from sam3video.errors import InputError, MissingDependencyError
 
 ROW = "sam3video_row"  # data key: a detection's row in what we gave the peer
 PEERS = {"sort": "SORTTracker", "bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker",
-         "botsort": "BoTSORTTracker"}
+         "botsort": "BoTSORTTracker", "cbiou": "CBIoUTracker", "mcbyte": "McByteTracker"}
+NO_FRAMES = ("botsort", "mcbyte")  # peers whose camera-motion compensation is on by default
 TRACKER_NAMES = ("sam3video", *PEERS)  # what `track --tracker` takes: ours, then the peers
 
 
@@ -43,7 +46,7 @@ class PeerTracker:
         self.name, self.fps = name, float(fps)
         self._cls = peer_class(name)
         self.settings = {"frame_rate": self.fps, **(settings or {})}
-        if name == "botsort":
+        if name in NO_FRAMES:
             self.settings.setdefault("enable_cmc", False)
         self._peers: dict[int, object] = {}
         self._ids: dict[tuple[int, int], int] = {}  # (class id, peer id) -> our id

@@ -1,21 +1,25 @@
-"""Multi-object tracker: a Kalman filter per track, ByteTrack's two score passes, re-identification.
+"""Multi-object tracker: a Kalman filter per track, two score passes, re-identification.
 
 Per frame (``Tracker.update``):
 1. each track's Kalman state (``video.motion``: centre, size and their velocities) is predicted to
    the frame; its last mask is shifted by the predicted centre motion;
-2. confident detections (score >= ``high_score_threshold``) are matched to the confirmed and lost
-   tracks, then to the tentative ones, on ``1 - score x overlap``; overlap = weighted mask IoU
-   (shifted last mask) and box IoU (predicted box), box IoU alone for box-only detections. Weighting
-   by the detection score (BoT-SORT, Aharon et al. 2022) lets a confident detection win a contested track;
-3. the confirmed/lost tracks left are matched to low-score detections on box IoU (ByteTrack, Zhang et
-   al. ECCV 2022);
+2. confident detections (score >= ``high_score_threshold``, the new-track threshold by default) are
+   matched to the confirmed and lost tracks, then to the tentative ones, on ``1 - score x overlap``;
+   overlap = weighted mask IoU (shifted last mask) and box IoU (predicted box), box IoU alone for
+   box-only detections. Weighting by the detection score (BoT-SORT, Aharon et al. 2022) lets a
+   confident detection win a contested track;
+3. the confirmed/lost tracks left are matched to weaker detections (score in [``low_score_threshold``,
+   ``high_score_threshold``): by default from the operating point to the new-track threshold) on box
+   IoU (ByteTrack's second pass, Zhang et al. ECCV 2022);
 4. the confirmed/lost tracks still left are re-identified among the confident detections left, on
    embedding cosine distance (``data["embedding"]``; without embeddings there is no re-identification)
    and distance to the predicted centre inside a gate that grows with the time lost;
-5. unmatched detections with score >= ``new_track_threshold`` that overlap no same-class track (matched
-   now, or not lost) by ``new_track_max_iou`` start tentative tracks, confirmed after ``min_hits``
-   matched frames. A tentative track is dropped after missing more than ``tentative_max_misses``
-   frames in a row; a lost one after the lost buffer (seconds, converted with the fps).
+5. unmatched detections with score >= ``new_track_threshold`` start tentative tracks, confirmed after
+   ``min_hits`` matched frames in a row (a tentative track that misses a frame is dropped, unless
+   ``tentative_max_misses`` allows more); a lost one is dropped after the lost buffer (seconds,
+   converted with the fps). A track found again after a gap has its Kalman state re-run along the
+   straight line from its last box to the new one (OC-SORT's observation-centric re-update, Cao et al.
+   CVPR 2023), so the velocity it carries on is that of the gap, not the one it had before.
 Every pass is one optimal assignment (``association.associate``) where leaving a pair unmatched costs
 half the pass's limit. Only same-class pairs match. Only detections of confirmed tracks are reported,
 from the frame of confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per
@@ -32,7 +36,7 @@ import numpy as np
 from sam3video.detections import Detections
 from sam3video.errors import InputError
 from sam3video.geometry import box_centre, cxcywh_to_xyxy, xyxy_to_cxcywh
-from sam3video.thresholds import LOST_BUFFER_S, LOW_SCORE_THRESHOLD, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
+from sam3video.thresholds import LOST_BUFFER_S, MIN_HITS, SCORE_THRESHOLD, new_track_threshold
 
 from . import motion
 from .matching import associate, box_iou, mask_iou
@@ -40,17 +44,16 @@ from .matching import associate, box_iou, mask_iou
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Thresholds of :class:`Tracker`: one set for 7 to 30 fps (times are in seconds; measured on MOT15
-    and the synthetic benchmark, README). Scores and IoUs are in [0, 1]."""
+    """Thresholds of :class:`Tracker`: one set for 7 to 30 fps (times are in seconds; measured on MOT15,
+    KITTI, MOT20-01 and the synthetic benchmark, docs/benchmarks.md). Scores and IoUs are in [0, 1]."""
 
-    high_score_threshold: float = SCORE_THRESHOLD  # at or above: first pass and re-identification
-    low_score_threshold: float = LOW_SCORE_THRESHOLD  # in [low, high): second pass only; below low: ignored
+    high_score_threshold: float = new_track_threshold(SCORE_THRESHOLD)  # at or above: first pass, re-id
+    low_score_threshold: float = SCORE_THRESHOLD  # in [low, high): second pass only; below low: ignored
     new_track_threshold: float = new_track_threshold(SCORE_THRESHOLD)  # minimum score that starts a track
     mask_weight: float = 0.5  # weight of mask IoU in the first-pass overlap (box-only: box IoU only)
     box_weight: float = 0.5  # weight of predicted-box IoU in the first-pass overlap
     min_match_iou: float = 0.25  # first pass: pairs with a smaller score x overlap never match
     min_low_match_iou: float = 0.5  # second pass: pairs with a smaller box IoU never match
-    new_track_max_iou: float = 0.3  # a detection overlapping a same-class track this much starts none
     min_hits: int = MIN_HITS  # matched frames before a track is confirmed (1: at once)
     lost_track_buffer_s: float = LOST_BUFFER_S  # how long a lost track is kept (converted with the fps)
     reid_max_cost: float = 0.5  # re-identification: pairs costing more never match
@@ -58,7 +61,7 @@ class TrackerConfig:
     reid_max_embedding_distance: float = 0.4  # pairs with 1 - cosine similarity above never match
     reid_gate_diagonals: float = 1.0  # gate radius, in track box diagonals, after one lost frame
     reid_gate_growth_per_s: float = 10.0  # gate growth, in box diagonals per second lost
-    tentative_max_misses: int = 1  # a tentative track survives this many missed frames in a row
+    tentative_max_misses: int = 0  # a tentative track survives this many missed frames in a row
     motion_noise: motion.MotionNoise = field(default_factory=motion.MotionNoise)  # of the Kalman filter
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
 
@@ -98,6 +101,7 @@ class Track:
     mean: np.ndarray = field(default=None)  # cx, cy, w, h and their change per frame
     cov: np.ndarray = field(default=None)
     state_frame: int = -1
+    observed: tuple[np.ndarray, np.ndarray] | None = None  # (mean, cov) right after the last hit
 
     def predicted_box(self) -> np.ndarray:
         """(4,) xyxy box of the Kalman state (sizes at least 1 pixel)."""
@@ -149,7 +153,6 @@ class Tracker:
         first, limit = 1 - overlap * self._score_weight(score)[None, :], 1 - cfg.min_match_iou
         same = np.array([t.class_id for t in tracks], np.int64)[:, None] == dets.class_id[None, :]
         tentative = np.array([t.state == TrackState.TENTATIVE for t in tracks], bool)
-        live = np.array([t.state != TrackState.LOST for t in tracks], bool)
 
         # Established (confirmed, lost) tracks pick first among confident detections, then tentative ones.
         pairs, left, free = _match(np.flatnonzero(~tentative), high, first, same, limit)
@@ -159,7 +162,6 @@ class Tracker:
         pairs_reid, _, free = _match(left, free, reid, same, cfg.reid_max_cost)
 
         matched = dict(pairs + pairs_t + pairs_low + pairs_reid)
-        live[list(matched)] = True  # tracks that block new ones: matched now or not lost before
         for ti, di in matched.items():
             self._hit(tracks[ti], dets, di, emb, frame_index)
         for ti, track in enumerate(tracks):
@@ -170,7 +172,7 @@ class Tracker:
                     track.state = TrackState.LOST
         self._tracks = [t for t in tracks if t.frames_since_seen <= (
             self.lost_buffer_frames if t.state == TrackState.LOST else cfg.tentative_max_misses)]
-        born = self._start_tracks(dets, free, overlap, same & live[:, None], emb, frame_index)
+        born = self._start_tracks(dets, free, emb, frame_index)
 
         report = {di: tracks[ti].id for ti, di in matched.items() if tracks[ti].state == TrackState.CONFIRMED}
         report.update({di: t.id for t, di in born if t.state == TrackState.CONFIRMED})
@@ -180,9 +182,8 @@ class Tracker:
         return out
 
     def _score_weight(self, score: np.ndarray) -> np.ndarray:
-        """(N,) weight of the first-pass overlap: the score relative to the operating point, so that a
-        detection at ``high_score_threshold`` counts half and one at twice it (or 1) fully; at the
-        default threshold 0.5 it is the score itself."""
+        """(N,) weight of the first-pass overlap: the score relative to the first pass's threshold, so
+        that a detection at ``high_score_threshold`` counts half and one at twice it (or 1) fully."""
         return np.minimum(1.0, score / max(2 * self.config.high_score_threshold, 1e-6))
 
     def _overlap(self, dets: Detections, boxes: np.ndarray, biou: np.ndarray) -> np.ndarray:
@@ -227,8 +228,16 @@ class Tracker:
     def _hit(self, track: Track, dets: Detections, di: int, emb, frame_index: int) -> None:
         """Update ``track`` with detection ``di`` seen at ``frame_index``."""
         cfg = self.config
-        track.mean, track.cov = motion.update(track.mean, track.cov, xyxy_to_cxcywh(dets.xyxy[di]),
-                                              cfg.motion_noise)
+        box = xyxy_to_cxcywh(dets.xyxy[di]).astype(np.float64)
+        gap = frame_index - track.last_frame
+        if gap > 1 and track.observed is not None:  # re-update along the gap (OC-SORT's ORU)
+            (mean, cov), last = track.observed, xyxy_to_cxcywh(track.box).astype(np.float64)
+            for step in range(1, gap):
+                mean, cov = motion.predict(mean, cov, cfg.motion_noise)
+                mean, cov = motion.update(mean, cov, last + (box - last) * step / gap, cfg.motion_noise)
+            track.mean, track.cov = motion.predict(mean, cov, cfg.motion_noise)
+        track.mean, track.cov = motion.update(track.mean, track.cov, box, cfg.motion_noise)
+        track.observed = (track.mean, track.cov)
         track.box = dets.xyxy[di].copy()
         track.mask = None if dets.mask is None else dets.mask[di].copy()
         if emb is not None:
@@ -245,15 +254,13 @@ class Tracker:
             track.id, self._next_id = self._next_id, self._next_id + 1
         track.state = TrackState.CONFIRMED
 
-    def _start_tracks(self, dets, free, overlap, same, emb, frame_index: int) -> list[tuple[Track, int]]:
-        """Start tentative tracks from confident detections ``free`` that overlap no track where ``same``
-        (T, N) is set (same class, not lost); ``overlap`` (T, N) is of the tracks before this frame.
+    def _start_tracks(self, dets, free, emb, frame_index: int) -> list[tuple[Track, int]]:
+        """Start tentative tracks from the detections ``free`` scoring at least the new-track threshold.
+        A detection overlapping a track may start one: in crowds most do (measured, docs/benchmarks.md).
         Returns [(track, detection index)]."""
         cfg, born = self.config, []
         for di in free:
             if dets.confidence[di] < cfg.new_track_threshold:
-                continue
-            if np.any(overlap[same[:, di], di] >= cfg.new_track_max_iou):
                 continue
             track = Track(
                 id=-1, class_id=int(dets.class_id[di]), box=dets.xyxy[di].copy(),
@@ -261,6 +268,7 @@ class Tracker:
                 embedding=None if emb is None else emb[di].copy(),
                 first_frame=frame_index, last_frame=frame_index, state_frame=frame_index)
             track.mean, track.cov = motion.initiate(xyxy_to_cxcywh(track.box), cfg.motion_noise)
+            track.observed = (track.mean, track.cov)
             if cfg.min_hits <= 1:
                 self._confirm(track)
             self._tracks.append(track)
