@@ -35,17 +35,45 @@ def write_sequence(folder: Path, frames: int = 40, fps: int = 10) -> None:
     (folder / "det" / "det.txt").write_text("\n".join(det) + "\n")
 
 
+TRACKERS = ("sam3video", "sort", "bytetrack", "ocsort", "botsort", "cbiou", "mcbyte")
+
+
 def test_every_tracker_runs_and_is_scored(tmp_path, capsys):
     write_sequence(tmp_path / "data" / "WALK-01")
     load_tool().main(["--mot", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--per-sequence"])
     printed = capsys.readouterr().out
+    assert "MOT15 rules" in printed  # no classes in the ground truth: no distractor preprocessing
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()
-            if line.split() and line.split()[0] in ("sam3video", "sort", "bytetrack", "ocsort", "botsort")}
-    assert set(rows) == {"sam3video", "sort", "bytetrack", "ocsort", "botsort"}
+            if line.split() and line.split()[0] in TRACKERS}
+    assert set(rows) == set(TRACKERS)
     for name in rows:
-        assert (tmp_path / "out" / "mot" / name / "WALK-01.txt").is_file()
+        assert (tmp_path / "out" / "mot" / "data" / name / "data" / "WALK-01.txt").is_file()
     hota = float(rows["sam3video"][0])
     assert 50 < hota <= 100, printed  # three clean tracks: every tracker should do well
+
+
+def test_mot_challenge_rules_remove_predictions_on_distractors_and_sets_combine(tmp_path, capsys):
+    """Ground truth with classes (KITTI / MOT17 form): a fourth walker marked distractor (class 8) is
+    tracked by every tracker but costs no false positives; zero-marked rows are dropped. Two sets give
+    a table each and one over all their sequences."""
+    write_sequence(tmp_path / "plain" / "WALK-01")
+    folder = tmp_path / "classes" / "WALK-02"
+    write_sequence(folder)
+    gt = [line.rsplit(",", 4)[0] + ",1,1,1.0" for line in (folder / "gt" / "gt.txt").read_text().splitlines()]
+    det = (folder / "det" / "det.txt").read_text().splitlines()
+    for t in range(40):
+        gt.append(f"{t + 1},9,500,300,40,100,0,8,1.0")
+        det.append(f"{t + 1},-1,500.5,300.2,40.1,99.8,0.9,-1,-1,-1")
+    (folder / "gt" / "gt.txt").write_text("\n".join(gt) + "\n")
+    (folder / "det" / "det.txt").write_text("\n".join(det) + "\n")
+    load_tool().main(["--mot", str(tmp_path / "plain"), str(tmp_path / "classes"), "--trackers", "sam3video",
+                      "sort", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    tables = printed.split("\n\n")
+    assert "MOT15 rules" in tables[0] and "MOT17 rules" in tables[1] and tables[2].startswith("all 2 sets")
+    plain, classes = (float(t.splitlines()[2].split()[5]) for t in tables[:2])  # MOTA of sam3video
+    assert classes == plain > 80, printed  # the distractor's track is neither a hit nor a false positive
+    assert "2 sequences" in tables[2]
 
 
 def test_synthetic_mode_re_tracks_saved_runs_as_track_did(tmp_path, tiny_model, capsys):
@@ -82,7 +110,7 @@ def test_set_overrides_our_tracker_config_and_refuses_unknown_fields(tmp_path, c
     tool = load_tool()
     args = ["--mot", str(tmp_path / "data"), "--trackers", "sam3video", "--out", str(tmp_path / "out")]
     tool.main(args + ["--set", "min_hits=100"])  # longer than the sequence: no track is ever reported
-    assert (tmp_path / "out" / "mot" / "sam3video" / "WALK-01.txt").read_text() == ""
+    assert (tmp_path / "out" / "mot" / "data" / "sam3video" / "data" / "WALK-01.txt").read_text() == ""
     with pytest.raises(SystemExit) as exit_info:
         tool.main(args + ["--set", "no_such_field=1"])
     assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err

@@ -60,8 +60,8 @@ def test_ids_carry_across_window_boundaries(tiny_model, monkeypatch):
     results = list(predictor.track(FRAMES, window_seconds=0.5, source_fps=10, session=session))
     assert sorted({r.window for r in results}) == [0, 1, 2, 3]  # 20 frames at 10 fps, 0.5 s windows
     ids = [r.detections.tracker_id.tolist() for r in results]
-    assert ids[:1] == [[]]  # tentative for min_hits = 2 frames
-    assert all(i == [1] for i in ids[1:])
+    assert ids[:2] == [[], []]  # tentative for min_hits = 3 frames
+    assert all(i == [1] for i in ids[2:])
 
 
 def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
@@ -78,7 +78,7 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
     session = predictor.start_session(["dog"], [exemplar], fps=10)
     results = list(predictor.track(FRAMES[:8], session=session))
     counts = [len(r.detections) for r in results]
-    assert counts == [0, 1, 1, 1, 0, 0, 0, 0]  # confirmed at frame 1, suppressed from frame 4 on
+    assert counts == [0, 0, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2, suppressed from frame 4 on
     assert [p.positive for p in session.exemplars.prototypes] == [False]
 
 
@@ -156,9 +156,12 @@ def test_lazy_frames_reraise_decoder_errors():
 
 
 def test_tracking_config_defaults_are_consistent():
+    from sam3video.thresholds import new_track_threshold
+
     config = TrackingConfig()
-    assert config.detection.score_threshold == config.tracker.high_score_threshold
-    assert config.detection.low_score_threshold == config.tracker.low_score_threshold
+    assert config.detection.score_threshold == config.tracker.low_score_threshold  # the second pass's floor
+    assert config.tracker.high_score_threshold == config.tracker.new_track_threshold == new_track_threshold(
+        config.detection.score_threshold)
 
 
 @pytest.mark.parametrize("precision", ["bf16"])
