@@ -146,8 +146,8 @@ class TrackingConfig:
             return {"name": SAM3_TRACKER, "implementation": "sam3video.trackers.sam3.loop (the official SAM 3 loop)",
                     "settings": asdict(self.sam3), "options": asdict(self.sam3_options)}
         return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
-                "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT without camera motion "
-                            "compensation)"}
+                "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT and McByte compensate camera "
+                            "motion on the frames; McByte without its mask manager)"}
 
 
 @dataclass
@@ -182,9 +182,11 @@ class TrackingSession:
     timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
 
 
-def track_candidates(session: TrackingSession, frame_index: int, candidates: Detections) -> Detections:
+def track_candidates(session: TrackingSession, frame_index: int, candidates: Detections,
+                     image: np.ndarray | None = None) -> Detections:
     """One frame's association: the session's tracker, then the exemplars' choice of tracks (the same
-    step for detections from the model and for saved ones, ``sam3video.replay``)."""
-    tracked = session.tracker.update(candidates, frame_index)
+    step for detections from the model and for saved ones, ``sam3video.replay``, which has no ``image``:
+    the frame, (H, W, 3) uint8 RGB, for camera motion compensation)."""
+    tracked = session.tracker.update(candidates, frame_index, image)
     session.exemplars.attach_tracks(frame_index, tracked)
     return session.exemplars.select(tracked)

@@ -6,9 +6,10 @@ our tracker's interface, so ``track --tracker bytetrack`` gives the same outputs
 class-aware (one peer tracker per class id: a track never changes prompt), only the detections of
 confirmed tracks are returned, with our ids (1-based, counted over all classes in the order tracks are
 first reported, so there are no gaps). Masks, embeddings and other data travel with their detection.
-The peers run with their own defaults (``settings`` overrides them) and ``frame_rate=fps``; the camera-motion
-compensation of BoT-SORT and McByte needs the frames, which are not passed: it is off (McByte's mask manager,
-which needs its own SAM, is off too: it associates on the detections' masks where they have them).
+The peers run with their own defaults (``settings`` overrides them) and ``frame_rate=fps``; BoT-SORT and
+McByte compensate camera motion (their default) on the frames ``update`` is given (``track`` gives them;
+saved detections and box files have none: no compensation there). McByte's mask manager, which needs its
+own SAM, is off: it associates on the detections' masks where they have them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sam3video.errors import InputError, MissingDependencyError
 ROW = "sam3video_row"  # data key: a detection's row in what we gave the peer
 PEERS = {"sort": "SORTTracker", "bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker",
          "botsort": "BoTSORTTracker", "cbiou": "CBIoUTracker", "mcbyte": "McByteTracker"}
-NO_FRAMES = ("botsort", "mcbyte")  # peers whose camera-motion compensation is on by default
+WITH_FRAMES = ("botsort", "mcbyte")  # peers that take the frame (camera motion compensation)
 TRACKER_NAMES = ("sam3video", *PEERS)  # what `track --tracker` takes: ours, then the peers
 
 
@@ -46,13 +47,15 @@ class PeerTracker:
         self.name, self.fps = name, float(fps)
         self._cls = peer_class(name)
         self.settings = {"frame_rate": self.fps, **(settings or {})}
-        if name in NO_FRAMES:
-            self.settings.setdefault("enable_cmc", False)
         self._peers: dict[int, object] = {}
         self._ids: dict[tuple[int, int], int] = {}  # (class id, peer id) -> our id
 
-    def update(self, detections: Detections, frame_index: int) -> Detections:
-        """One frame's detections (any classes) -> the confirmed ones, ``tracker_id`` set (our ids)."""
+    def update(self, detections: Detections, frame_index: int, image: np.ndarray | None = None) -> Detections:
+        """One frame's detections (any classes) -> the confirmed ones, ``tracker_id`` set (our ids);
+        ``image`` (H, W, 3) uint8 RGB, the frame, for the peers that compensate camera motion."""
+        frame = None
+        if image is not None and self.name in WITH_FRAMES:
+            frame = np.ascontiguousarray(image if self.name == "mcbyte" else image[..., ::-1])  # McByte: RGB
         classes = sorted(set(int(c) for c in detections.class_id) | set(self._peers))
         parts = []
         for class_id in classes:
@@ -63,7 +66,7 @@ class PeerTracker:
             own.tracker_id = None
             given = own.to_supervision()
             given.data = {ROW: np.arange(len(own))}  # peers return the rows reordered: find ours again
-            result = peer.update(given)
+            result = peer.update(given, frame) if self.name in WITH_FRAMES else peer.update(given)
             peer_ids = np.asarray(result.tracker_id if result.tracker_id is not None else [], np.int64)
             confirmed = np.flatnonzero(peer_ids >= 0)  # unconfirmed: -1; peer ids start at 0 or 1
             if len(confirmed) == 0:

@@ -18,6 +18,11 @@ Per frame (``Tracker.update``):
    ``min_hits`` matched frames in a row (a tentative track that misses a frame is dropped, unless
    ``tentative_max_misses`` allows more); a lost one is dropped after the lost buffer (seconds,
    converted with the fps).
+With the frames (``update(..., image=)``, as ``track`` gives them), the global camera motion between
+frames is estimated first (the ``trackers`` package's ``CMC``: sparse optical flow on a downscaled grey
+frame, an affine transform, as BoT-SORT does) and every track's Kalman state is warped by it, so a pan
+or a shake does not move the predictions off their objects. ``retrack`` of saved detections has no
+frames: no compensation there.
 Every pass is one optimal assignment (``association.associate``) where leaving a pair unmatched costs
 half the pass's limit. Only same-class pairs match. Only detections of confirmed tracks are reported,
 from the frame of confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per
@@ -62,6 +67,8 @@ class TrackerConfig:
     tentative_max_misses: int = 0  # a tentative track survives this many missed frames in a row
     motion_noise: motion.MotionNoise = field(default_factory=motion.MotionNoise)  # of the Kalman filter
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
+    camera_motion: bool = True  # warp predictions by the estimated camera motion when frames are given
+    camera_motion_side: int = 640  # frames are downscaled to about this long side for the estimate
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_score_threshold <= self.high_score_threshold <= 1:
@@ -122,15 +129,17 @@ class Tracker:
         self._tracks: list[Track] = []
         self._next_id = 1
         self._frame: int | None = None
+        self._camera = None  # trackers.CMC, made on the first frame given
 
     @property
     def tracks(self) -> tuple[Track, ...]:
         """The live tracks (tentative, confirmed, lost), oldest first. Read only."""
         return tuple(self._tracks)
 
-    def update(self, detections: Detections, frame_index: int) -> Detections:
+    def update(self, detections: Detections, frame_index: int, image: np.ndarray | None = None) -> Detections:
         """Track one frame (0-based ``frame_index``, increasing); returns the detections of confirmed
-        tracks, rows of ``detections`` in input order, with ``tracker_id`` set."""
+        tracks, rows of ``detections`` in input order, with ``tracker_id`` set. ``image`` (H, W, 3) uint8
+        RGB: the frame, for camera motion compensation (``config.camera_motion``)."""
         if self._frame is not None and frame_index <= self._frame:
             raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; "
                              "call reset() between videos")
@@ -144,6 +153,8 @@ class Tracker:
             while track.state_frame < frame_index:
                 track.mean, track.cov = motion.predict(track.mean, track.cov, cfg.motion_noise)
                 track.state_frame += 1
+        if image is not None and cfg.camera_motion:
+            self._compensate_camera(image)
         boxes = np.stack([t.predicted_box() for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
         biou = box_iou(boxes, dets.xyxy)
         overlap = self._overlap(dets, boxes, biou)
@@ -177,6 +188,27 @@ class Tracker:
         out = dets[rows]
         out.tracker_id = np.array([report[r] for r in rows], np.int64)
         return out
+
+    def _compensate_camera(self, image: np.ndarray) -> None:
+        """Warp every track's Kalman state by the camera motion from the previous frame given to this
+        one: centres by the affine transform, velocities by its linear part, sizes by its scale."""
+        if self._camera is None:
+            from trackers import CMC, CMCConfig
+
+            side = max(image.shape[:2])
+            self._camera = CMC(CMCConfig(method="sparseOptFlow",
+                                         downscale=max(1, round(side / self.config.camera_motion_side))))
+        warp = self._camera.estimate(np.ascontiguousarray(image[..., ::-1]))  # (2, 3), BGR in
+        linear, shift = warp[:, :2].astype(np.float64), warp[:, 2].astype(np.float64)
+        if not self._tracks or np.allclose(warp, np.eye(2, 3)):
+            return
+        scale = np.sqrt(abs(np.linalg.det(linear))) * np.eye(2)
+        transform = np.zeros((8, 8))
+        for block, part in enumerate((linear, scale, linear, scale)):
+            transform[2 * block:2 * block + 2, 2 * block:2 * block + 2] = part
+        for track in self._tracks:
+            track.mean = transform @ track.mean + np.concatenate([shift, np.zeros(6)])
+            track.cov = transform @ track.cov @ transform.T
 
     def _score_weight(self, score: np.ndarray) -> np.ndarray:
         """(N,) weight of the first-pass overlap: the score relative to the first pass's threshold, so

@@ -286,3 +286,45 @@ def test_a_detection_overlapping_a_track_starts_its_own():
     frames += [[obj(0, 20, 20, size=20), obj(1, 28, 20, size=20)] for _ in range(5)]  # IoU 12 / 28 = 0.43
     out = run(frames, masks=False)
     assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2}
+
+
+def _panned_frames(step: int = 24):
+    """A still textured world filmed by a camera that stands for 8 frames, then pans ``step`` px/frame
+    for 6: two 40 px objects standing in the world move by the pan in the image. Yields (image,
+    detections)."""
+    import cv2
+
+    world = (np.random.default_rng(0).random((200, 320 + 6 * step, 3)) * 255).astype(np.uint8)
+    world = cv2.GaussianBlur(world, (9, 9), 0)
+    offset = 0
+    for i in range(14):
+        offset += step if i >= 8 else 0
+        image = np.ascontiguousarray(world[:, offset:offset + 320])
+        objs = [obj(0, 200 - offset, 60, size=40), obj(1, 260 - offset, 100, size=40)]
+        yield image, frame([o for o in objs if o["box"][0] >= 0], masks=False)
+
+
+def test_camera_motion_compensation_keeps_ids_through_a_sudden_pan():
+    """Box-only, no re-identification: without the frames a 24 px/frame pan of 40 px boxes breaks both
+    tracks (IoU with the still prediction below the limit); with them the predictions are warped by
+    the camera motion and both ids hold on every frame."""
+    for with_frames in (True, False):
+        tracker, out = Tracker(), []
+        for i, (image, dets) in enumerate(_panned_frames()):
+            result = tracker.update(dets, i, image if with_frames else None)
+            out.append(dict(zip(result.data["gt"].tolist(), result.tracker_id.tolist())))
+        if with_frames:
+            assert out[2:] == [{0: 1, 1: 2}] * 12
+        else:
+            assert out[2:8] == [{0: 1, 1: 2}] * 6 and not any(out[8:])  # lost from the pan on
+
+
+def test_camera_motion_warps_the_kalman_state():
+    """A still object seen by a panning camera: with the frames its velocity stays ~0 (the motion is
+    the camera's), and its predicted box follows the pan."""
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    for i, (image, dets) in enumerate(_panned_frames()):
+        tracker.update(dets[dets.data["gt"] == 1], i, image)
+    (track,) = tracker.tracks
+    assert abs(track.mean[4]) < 1.5 and abs(track.mean[5]) < 0.5
+    assert abs(track.mean[0] - (260 - 6 * 24 + 20)) < 2
