@@ -106,6 +106,11 @@ def _add_run_options(p) -> None:
                    help="both: objects first found after frame 0 are also tracked back to where they appear "
                         "(the official loop through a session, one clip of at most --window-seconds; beyond the "
                         "official requests, whose 'both' covers only frames before the prompt frame)")
+    p.add_argument("--camera-motion", action="store_true",
+                   help="compensate camera motion in the association trackers (sam3video, botsort, mcbyte): the "
+                        "global motion between frames (sparse optical flow, as BoT-SORT) warps their predictions; "
+                        "for pans and shaking cameras (not the official loop: --tracker sam3 ignores it); costs a few ms "
+                        "a frame; retrack has no frames and re-tracks such a run without it")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
 
 
@@ -177,7 +182,7 @@ def _settings_job(args, **job):
         prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
         thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
         runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, max_objects=args.max_objects,
-        direction=args.direction,
+        direction=args.direction, camera_motion=args.camera_motion,
         backend=args.backend, fps=args.fps, start=args.start,
         end=args.end, window_seconds=args.window_seconds, render=not args.no_render, **job)
 
@@ -233,6 +238,11 @@ def add_retrack_parser(sub) -> None:
                                                             "detection file)")
     _add_threshold_flags(p.add_argument_group("thresholds"), retrack=True)
     p.add_argument("--video", help="the run's video for overlay.mp4 (default: the one named in the run)")
+    p.add_argument("--camera-motion", action="store_true",
+                   help="compensate camera motion in the association trackers (sam3video, botsort, mcbyte): the "
+                        "global motion between frames (sparse optical flow, as BoT-SORT) warps their predictions; "
+                        "for pans and shaking cameras (not the official loop: --tracker sam3 ignores it); costs a few ms "
+                        "a frame; retrack has no frames and re-tracks such a run without it")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -464,6 +474,11 @@ def add_refine_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--video", help="the run's video (default: the one named in summary.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--camera-motion", action="store_true",
+                   help="compensate camera motion in the association trackers (sam3video, botsort, mcbyte): the "
+                        "global motion between frames (sparse optical flow, as BoT-SORT) warps their predictions; "
+                        "for pans and shaking cameras (not the official loop: --tracker sam3 ignores it); costs a few ms "
+                        "a frame; retrack has no frames and re-tracks such a run without it")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -93,6 +93,7 @@ class TrackJob:
     render: bool = True
     resume: bool = False
     source_name: str | None = None  # how the summary names the source (default: str(source))
+    camera_motion: bool = False  # the association trackers get the frames: camera motion compensation
     direction: str = "forward"  # "both": objects first shown late are tracked back to the start (the loop, sessions)
     edits: tuple[Edit, ...] | None = None  # applied after tracking, in order (``export.edits``); needs the loop
     edits_name: str = "edits"  # how errors name the edits (their file)
@@ -504,7 +505,7 @@ class Run:
             "tracker": config.describe_tracker(),
             "config": {"detection": facts.detection or asdict(config.detection),
                        "tracker": asdict(config.tracker) if config.tracker_name == "sam3video" else None,
-                       "exemplar": asdict(config.exemplar), **facts.sampling},
+                       "exemplar": asdict(config.exemplar), "camera_motion": config.camera_motion, **facts.sampling},
             **({"retracked_from": facts.retracked_from} if facts.retracked_from else {}),
             **({"refined_from": facts.refined_from} if facts.refined_from else {}),
             **({"notes": self.notes} if self.notes else {}),
@@ -730,7 +731,7 @@ def make_predictor(job: TrackJob, model) -> VideoPredictor:
     detector = getattr(model, "detector", model)
     config = TrackingConfig.from_thresholds(job.thresholds, detector.config.score_threshold, job.carry_exemplar_boxes,
                                             precision=job.precision, runtime=job.runtime, frame_batch=job.frame_batch,
-                                            tracker_name=job.tracker or "sam3video")
+                                            tracker_name=job.tracker or "sam3video", camera_motion=job.camera_motion)
     given = {"score_threshold_detection": job.thresholds.score_threshold,
              "new_det_thresh": job.thresholds.new_track_threshold}
     given = {k: v for k, v in given.items() if v is not None}
@@ -768,6 +769,9 @@ def prepare_retrack(job: RetrackJob) -> Run:
         raise InputError(f"--out {job.out_dir} is the run folder itself: give another folder")
     config, thresholds, min_confidence = replay.retrack_config(saved, job.tracker, job.thresholds)
     video, reader, notes = _overlay_video(saved, job) if job.render else (None, None, [])
+    if saved.meta.run.get("config", {}).get("camera_motion"):
+        notes = [*notes, "the run compensated camera motion on its frames; retrack has no frames: re-tracked "
+                         "without it (the tracks may differ)"]
     source = replay.Replay(saved.frames, saved.facts(thresholds, video), saved.meta.fps,
                            (saved.meta.height, saved.meta.width), min_confidence=min_confidence, reader=reader)
     session = replay.replay_session(saved, config)

@@ -101,6 +101,14 @@ def test_synthetic_mode_re_tracks_saved_runs_as_track_did(tmp_path, tiny_model, 
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
     assert float(rows["sam3video"][0]) == 100.0, printed
     assert {"sort", "bytetrack", "ocsort", "botsort"} <= set(rows)
+    # --frames: the clip's frames reach the trackers (camera motion compensation; a still camera here)
+    from tests.helpers import write_video
+
+    write_video(gt.parents[2] / "video.mp4", iter(frames), fps=10)
+    load_tool().main(["--synthetic", str(tmp_path / "bench"), "--out", str(tmp_path / "framed"), "--frames",
+                      "--trackers", "sam3video", "botsort"])
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.split()}
+    assert float(rows["sam3video"][0]) > 90 and "botsort" in rows
 
 
 def test_set_overrides_our_tracker_config_and_refuses_unknown_fields(tmp_path, capsys):

@@ -240,3 +240,20 @@ def test_the_summary_names_the_precision_that_ran(frames, tiny_model, tmp_path, 
     summary = prepare(job(frames, tmp_path / "int8", precision="int8", render=False), copy.deepcopy(tiny_model)).execute()
     assert summary["model"]["precision"] == "int8"
     assert json.loads((tmp_path / "int8" / "summary.json").read_text())["model"]["precision"] == "int8"
+
+
+def test_camera_motion_runs_resumes_alike_and_is_recorded(frames, model, tmp_path):
+    """``--camera-motion``: the frames reach our tracker (its motion estimate is part of the resume
+    state: an interrupted run resumes to the same files); the summary records the setting."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    summary = prepare(job(frames, whole, camera_motion=True, render=False), model).execute()
+    assert summary["config"]["camera_motion"] is True
+    with pytest.raises(KeyboardInterrupt):
+        prepare(job(frames, resumed, camera_motion=True, render=False), model).execute(on_result=interrupt_at(8))
+    prepare(job(frames, resumed, camera_motion=True, render=False, resume=True), model).execute()
+    assert (resumed / "tracks.txt").read_bytes() == (whole / "tracks.txt").read_bytes()
+    assert len((whole / "tracks.txt").read_text().splitlines()) > 15
+    from sam3video.run import RetrackJob, prepare_retrack
+
+    again = prepare_retrack(RetrackJob(whole, tmp_path / "again", render=False)).execute()
+    assert any("retrack has no frames" in note for note in again["notes"])

@@ -5,6 +5,7 @@ same detections.
         ../shared/mot20                                           # folders of MOTChallenge sequence folders:
                                                                   # SEQ/det/det.txt, SEQ/gt/gt.txt, SEQ/seqinfo.ini
     python tools/bench_tracker.py --synthetic runs/benchmark     # `make benchmark`'s output folder
+    python tools/bench_tracker.py --synthetic runs/benchmark --frames   # with the clips' frames (CMC)
     python tools/bench_tracker.py --mot DIR --trackers sam3video bytetrack --out runs/bench_tracker
 
 MOTChallenge: each tracker gets every frame's detections (boxes and scores only, class 0; frames
@@ -16,7 +17,8 @@ without it for MOT15-form ground truth (class -1), as TrackEval does for MOT15. 
 one combining every sequence of all of them. Synthetic: the candidates `make benchmark`'s runs saved
 (``detections.npz``: boxes, scores, masks, embeddings, exactly what their tracker was given), each
 tracker built as ``sam3video retrack RUN --tracker NAME`` builds it, scored against the suite's ground
-truth with ``sam3video eval``'s scoring. HOTA, DetA, AssA, IDF1, MOTA, IDSW per sequence and combined;
+truth with ``sam3video eval``'s scoring; ``--frames`` gives every tracker the clips' frames too (as ``track``
+does: our camera motion compensation, BoT-SORT's and McByte's). HOTA, DetA, AssA, IDF1, MOTA, IDSW per sequence and combined;
 frames/s is the tracker's update loop alone. Prints numbers; asserts nothing.
 """
 
@@ -63,7 +65,7 @@ def synthetic_sequences(root: Path) -> list[dict]:
         clip, slug = run.name.split("__", 1)
         gt = root / "suite" / clip / "gt" / slug / MOT_NAME
         if (run / OUTPUT_NAMES["detections"]).is_file() and gt.is_file():
-            sequences.append({"name": run.name, "run": run, "gt": gt})
+            sequences.append({"name": run.name, "run": run, "gt": gt, "video": root / "suite" / clip / "video.mp4"})
     if not sequences:
         raise SystemExit(f"no runs with {OUTPUT_NAMES['detections']} and ground truth under {root} "
                          f"(made by `make benchmark`)")
@@ -93,13 +95,13 @@ def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
 
 
 def run_tracker(tracker, frames, out: Path) -> float:
-    """Track ``frames`` (Detections, or (frame index, Detections)) with ``tracker`` and write the MOT file
-    ``out``; returns the update loop's frames/s."""
+    """Track ``frames`` (Detections, or (frame index, Detections[, image])) with ``tracker`` and write the
+    MOT file ``out``; returns the update loop's frames/s."""
     tracked, seconds = [], 0.0
     for item in frames:
-        index, detections = item if isinstance(item, tuple) else (len(tracked), item)
+        index, detections, *image = item if isinstance(item, tuple) else (len(tracked), item)
         start = time.perf_counter()
-        tracked.append((index, tracker.update(detections, index)))
+        tracked.append((index, tracker.update(detections, index, *image)))
         seconds += time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     with MOTWriter(out) as writer:
@@ -123,6 +125,8 @@ def main(argv=None) -> None:
     parser.add_argument("--trackers", nargs="+", default=list(TRACKER_NAMES), choices=TRACKER_NAMES)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
     parser.add_argument("--per-sequence", action="store_true", help="also print a table per sequence")
+    parser.add_argument("--frames", action="store_true",
+                        help="synthetic: give the trackers the clips' frames (camera motion compensation)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="override fields of our tracker's TrackerConfig (ablations), e.g. min_hits=3")
     args = parser.parse_args(argv)
@@ -248,6 +252,7 @@ def combine(per_sequence: dict[str, dict]) -> dict:
 
 def bench_synthetic(args) -> None:
     from sam3video.replay import load_run, retrack_config
+    from sam3video.sources.loader import open_video
 
     sequences = synthetic_sequences(args.synthetic)
     for seq in sequences:
@@ -257,7 +262,11 @@ def bench_synthetic(args) -> None:
         saved = seq["saved"]
         config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
         tracker = with_overrides(config, args.overrides).make_tracker(saved.meta.fps)
-        return len(saved.frames), run_tracker(tracker, ((f.index, f.candidates) for f in saved.frames), path)
+        if not args.frames:
+            return len(saved.frames), run_tracker(tracker, ((f.index, f.candidates) for f in saved.frames), path)
+        images = {f.index: f.image for f in open_video(seq["video"])}
+        return len(saved.frames), run_tracker(
+            tracker, ((f.index, f.candidates, images[f.index]) for f in saved.frames), path)
 
     results = score_trackers(args, "synthetic", sequences, track)
     frames = sum(len(s["saved"].frames) for s in sequences)

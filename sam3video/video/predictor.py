@@ -303,7 +303,8 @@ class VideoPredictor:
             ready = session.sam3.step(frame.index, frame_detections(outputs), features, allow_new, boxes)
             results = self._sam3_results(ready, session)
         else:
-            tracked = track_candidates(session, frame.index, detections, frame.image)
+            tracked = track_candidates(session, frame.index, detections,
+                                       frame.image if self.config.camera_motion else None)
             results = [FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections,
                                    learned)]
         timings["track"] += time.perf_counter() - start

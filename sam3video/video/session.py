@@ -68,6 +68,7 @@ class TrackingConfig:
     runtime: str = "auto"  # one of RUNTIMES: what runs the vision trunk (auto: OpenVINO for bf16 where it pays)
     frame_batch: int | None = None  # frames per model call (None: 4 on a GPU or up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
+    camera_motion: bool = False  # give the association trackers the frames (ours, BoT-SORT, McByte compensate)
     tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort
     sam3: Sam3LoopConfig = field(default_factory=Sam3LoopConfig)  # the official loop's thresholds (tracker "sam3")
     sam31: Sam31LoopConfig = field(default_factory=Sam31LoopConfig)  # the same, with a SAM 3.1 checkpoint
@@ -147,7 +148,7 @@ class TrackingConfig:
                     "settings": asdict(self.sam3), "options": asdict(self.sam3_options)}
         return {"name": self.tracker_name, "implementation": f"trackers.{PEERS[self.tracker_name]}",
                 "settings": "the package's defaults (frame_rate = the run's fps; BoT-SORT and McByte compensate camera "
-                            "motion on the frames; McByte without its mask manager)"}
+                            "motion with --camera-motion only; McByte without its mask manager)"}
 
 
 @dataclass

@@ -18,7 +18,7 @@ Per frame (``Tracker.update``):
    ``min_hits`` matched frames in a row (a tentative track that misses a frame is dropped, unless
    ``tentative_max_misses`` allows more); a lost one is dropped after the lost buffer (seconds,
    converted with the fps).
-With the frames (``update(..., image=)``, as ``track`` gives them), the global camera motion between
+With the frames (``update(..., image=)``, as ``track --camera-motion`` gives them), the camera motion between
 frames is estimated first (the ``trackers`` package's ``CMC``: sparse optical flow on a downscaled grey
 frame, an affine transform, as BoT-SORT does) and every track's Kalman state is warped by it, so a pan
 or a shake does not move the predictions off their objects. ``retrack`` of saved detections has no
@@ -67,7 +67,6 @@ class TrackerConfig:
     tentative_max_misses: int = 0  # a tentative track survives this many missed frames in a row
     motion_noise: motion.MotionNoise = field(default_factory=motion.MotionNoise)  # of the Kalman filter
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
-    camera_motion: bool = True  # warp predictions by the estimated camera motion when frames are given
     camera_motion_side: int = 640  # frames are downscaled to about this long side for the estimate
 
     def __post_init__(self) -> None:
@@ -139,7 +138,7 @@ class Tracker:
     def update(self, detections: Detections, frame_index: int, image: np.ndarray | None = None) -> Detections:
         """Track one frame (0-based ``frame_index``, increasing); returns the detections of confirmed
         tracks, rows of ``detections`` in input order, with ``tracker_id`` set. ``image`` (H, W, 3) uint8
-        RGB: the frame, for camera motion compensation (``config.camera_motion``)."""
+        RGB: the frame, for camera motion compensation (none without it)."""
         if self._frame is not None and frame_index <= self._frame:
             raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; "
                              "call reset() between videos")
@@ -153,7 +152,7 @@ class Tracker:
             while track.state_frame < frame_index:
                 track.mean, track.cov = motion.predict(track.mean, track.cov, cfg.motion_noise)
                 track.state_frame += 1
-        if image is not None and cfg.camera_motion:
+        if image is not None:
             self._compensate_camera(image)
         boxes = np.stack([t.predicted_box() for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
         biou = box_iou(boxes, dets.xyxy)
