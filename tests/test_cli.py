@@ -170,7 +170,7 @@ def test_score_threshold_defaults_to_the_checkpoints_calibrated_one(workdir, par
         assert run("track", workdir / "clip.mp4", "--prompt", "dog", "--checkpoint", workdir / "calibrated.pt",
                    "--out", out, "--quiet", "--no-render", "--end", "0.3", *extra) == 0
         used = json.loads((out / "summary.json").read_text())["config"]
-        assert used["detection"]["score_threshold"] == used["tracker"]["low_score_threshold"] == expected
+        assert used["detection"]["score_threshold"] == used["tracker"]["box_only_low_score"] == expected
         assert used["tracker"]["new_track_threshold"] == used["tracker"]["high_score_threshold"]
         assert used["tracker"]["new_track_threshold"] == pytest.approx(expected + 0.1)
 

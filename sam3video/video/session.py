@@ -78,18 +78,17 @@ class TrackingConfig:
     @classmethod
     def at_score_threshold(cls, score_threshold: float, low_score_threshold: float = 0.1, **kwargs
                            ) -> "TrackingConfig":
-        """Detection and tracker thresholds from one operating point: detections scoring at least
-        ``score_threshold`` may be reported; tracks start, and our tracker's first pass begins, at
-        ``score_threshold + 0.1`` (0.5 and 0.6 by default); detections in between only continue tracks
-        (its second pass). Weaker ones down to ``low_score_threshold`` are kept as candidates (saved
-        for ``retrack``; the peers' own second passes use them; measured worse for ours,
-        docs/benchmarks.md)."""
+        """Detection and tracker thresholds from one operating point: tracks start, and our tracker's
+        first pass begins, at ``score_threshold + 0.1`` (0.6 by default); weaker detections down to
+        ``low_score_threshold`` only continue tracks (its second pass), box-only ones down to
+        ``score_threshold`` (0.5) only."""
         if not 0 <= low_score_threshold <= score_threshold <= 1:
             raise InputError(f"need 0 <= low score threshold ({low_score_threshold}) <= score threshold "
                              f"({score_threshold}) <= 1")
         detection = DetectionConfig(score_threshold=score_threshold, low_score_threshold=low_score_threshold)
         start = new_track_threshold(score_threshold)
-        tracker = TrackerConfig(high_score_threshold=start, low_score_threshold=score_threshold, new_track_threshold=start)
+        tracker = TrackerConfig(high_score_threshold=start, low_score_threshold=low_score_threshold,
+                                box_only_low_score=score_threshold, new_track_threshold=start)
         return cls(detection=detection, tracker=tracker, **kwargs)
 
     @classmethod

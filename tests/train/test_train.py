@@ -108,7 +108,7 @@ def test_exported_weights_carry_the_calibrated_score_threshold(tmp_path):
     loaded = load_model(tmp_path / "demo.pt", device="cpu")
     assert loaded.config.score_threshold == 0.3
     config = VideoPredictor(loaded).config
-    assert config.detection.score_threshold == config.tracker.low_score_threshold == 0.3
+    assert config.detection.score_threshold == config.tracker.box_only_low_score == 0.3
     assert config.tracker.high_score_threshold == config.tracker.new_track_threshold == pytest.approx(0.4)
     assert config.tracker.new_track_threshold == 0.4
     assert Sam3Processor(loaded).confidence_threshold == 0.3

@@ -159,7 +159,8 @@ def test_tracking_config_defaults_are_consistent():
     from sam3video.thresholds import new_track_threshold
 
     config = TrackingConfig()
-    assert config.detection.score_threshold == config.tracker.low_score_threshold  # the second pass's floor
+    assert config.detection.score_threshold == config.tracker.box_only_low_score  # box-only second-pass floor
+    assert config.detection.low_score_threshold == config.tracker.low_score_threshold
     assert config.tracker.high_score_threshold == config.tracker.new_track_threshold == new_track_threshold(
         config.detection.score_threshold)
 

@@ -150,15 +150,18 @@ def test_without_appearance_a_lost_track_is_not_given_to_a_passer_by(masks):
 
 @both
 def test_low_score_detections_continue_but_never_start_tracks(masks):
-    """Scores in [0.5, 0.6) (from the operating point to the new-track threshold) continue a track in the
-    second pass and start none; below 0.5 they are not used."""
+    """Scores below the new-track threshold (0.6) continue a track in the second pass and start none:
+    down to 0.1 for mask detections, down to the operating point 0.5 for box-only ones."""
     frames = [[obj(0, 10 + 2 * i, 10, score=0.9 if i < 5 else 0.55), obj(1, 60, 40, score=0.55)] for i in range(12)]
     out = run(frames, masks=masks)
     assert all(f.get(0) == 1 for f in out[2:])  # frames 5.. carry score 0.55: second pass
     assert ids_of(out, 1) == set()
-    frames = [[obj(0, 10 + 2 * i, 10, score=0.9 if i < 5 else 0.45)] for i in range(12)]
+    frames = [[obj(0, 10 + 2 * i, 10, score=0.9 if i < 5 else 0.3)] for i in range(12)]
     out = run(frames, masks=masks)
-    assert all(f.get(0) == 1 for f in out[2:5]) and out[5:] == [{}] * 7
+    if masks:
+        assert all(f.get(0) == 1 for f in out[2:])
+    else:
+        assert all(f.get(0) == 1 for f in out[2:5]) and out[5:] == [{}] * 7
 
 
 def test_low_score_detection_does_not_steal_a_distant_track():
