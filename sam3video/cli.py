@@ -238,11 +238,6 @@ def add_retrack_parser(sub) -> None:
                                                             "detection file)")
     _add_threshold_flags(p.add_argument_group("thresholds"), retrack=True)
     p.add_argument("--video", help="the run's video for overlay.mp4 (default: the one named in the run)")
-    p.add_argument("--camera-motion", action="store_true",
-                   help="compensate camera motion in the association trackers (sam3video, botsort, mcbyte): the "
-                        "global motion between frames (sparse optical flow, as BoT-SORT) warps their predictions; "
-                        "for pans and shaking cameras (not the official loop: --tracker sam3 ignores it); costs a few ms "
-                        "a frame; retrack has no frames and re-tracks such a run without it")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -474,11 +469,6 @@ def add_refine_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--video", help="the run's video (default: the one named in summary.json)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--camera-motion", action="store_true",
-                   help="compensate camera motion in the association trackers (sam3video, botsort, mcbyte): the "
-                        "global motion between frames (sparse optical flow, as BoT-SORT) warps their predictions; "
-                        "for pans and shaking cameras (not the official loop: --tracker sam3 ignores it); costs a few ms "
-                        "a frame; retrack has no frames and re-tracks such a run without it")
     p.add_argument("--no-render", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
