@@ -83,7 +83,7 @@ class TrackJob:
     runtime: str = "auto"  # what runs the vision trunk: auto, torch or openvino (model.precision.resolve_runtime)
     frame_batch: int | None = None
     tracker: str | None = None  # None: "sam3" (official loop) if the checkpoint has tracker weights, else
-    # "sam3video"; or sort, bytetrack, ocsort, botsort (the `trackers` package)
+    # "sam3video"; or sort, bytetrack, ocsort, botsort, cbiou, mcbyte (the `trackers` package)
     max_objects: int | None = None  # the official loop's object cap per prompt (None: no limit)
     backend: str = "auto"
     fps: float | None = None

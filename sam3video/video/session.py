@@ -69,7 +69,7 @@ class TrackingConfig:
     frame_batch: int | None = None  # frames per model call (None: 4 on a GPU or up to 512 px, else 1; 1 if boxes carried)
     overlap: bool = True  # run the model on the next frames while these are post-processed (not if boxes carried)
     camera_motion: bool = False  # give the association trackers the frames (ours, BoT-SORT, McByte compensate)
-    tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort
+    tracker_name: str = "sam3video"  # or "sam3" (official loop), or a peer of `trackers`: sort, bytetrack, ocsort, botsort, cbiou, mcbyte
     sam3: Sam3LoopConfig = field(default_factory=Sam3LoopConfig)  # the official loop's thresholds (tracker "sam3")
     sam31: Sam31LoopConfig = field(default_factory=Sam31LoopConfig)  # the same, with a SAM 3.1 checkpoint
     sam3_options: Sam3Options = field(default_factory=Sam3Options)
