@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-SCORE_THRESHOLD = 0.5  # the operating point (official of sam3.pt): at or above, a detection may be reported
-LOW_SCORE_THRESHOLD = 0.1  # [low, score): kept as candidates (saved; the peers' second passes); below: dropped
+SCORE_THRESHOLD = 0.5  # the operating point (official of sam3.pt); box-only detections below it are not tracked
+LOW_SCORE_THRESHOLD = 0.1  # [low, score): mask detections only continue tracks (second pass); below: dropped
 NEW_TRACK_MARGIN = 0.1  # a track starts, and our tracker's first pass begins, at score_threshold + this (0.6)
 NMS_IOU = 0.5  # mask IoU above which the lower-scoring detection of a prompt is dropped
 MIN_HITS = 3  # matched frames in a row before a track is reported

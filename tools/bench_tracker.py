@@ -33,7 +33,7 @@ from pathlib import Path
 
 from sam3video.data.dataset import MOT_NAME
 from sam3video.detections import Detections
-from sam3video.eval.metrics import run_eval
+from sam3video.eval.metrics import _metric_objects, _summarise, run_eval
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
 from sam3video.trackers.association.peers import TRACKER_NAMES
@@ -228,20 +228,14 @@ def mot_challenge_scores(gt_root: Path, tracker_root: Path, sequences: list[dict
 
 
 def _metrics() -> dict:
-    import trackeval
-
-    return {"HOTA": trackeval.metrics.HOTA(), "CLEAR": trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
-            "Identity": trackeval.metrics.Identity({"PRINT_CONFIG": False})}
+    """TrackEval's metric objects as ``sam3video eval`` builds them (CLEAR/Identity at IoU 0.5)."""
+    return _metric_objects(0.5)
 
 
 def flat(result: dict) -> dict:
-    """TrackEval's results of one sequence (or a combination) -> {HOTA, DetA, AssA, IDF1, MOTA, IDSW}."""
-    import numpy as np
-
-    hota = result["HOTA"]
-    return {"HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
-            "AssA": float(np.mean(hota["AssA"])), "IDF1": float(result["Identity"]["IDF1"]),
-            "MOTA": float(result["CLEAR"]["MOTA"]), "IDSW": int(result["CLEAR"]["IDSW"])}
+    """TrackEval's results of one sequence (or a combination) -> flat metrics (HOTA, DetA, AssA, IDF1, MOTA,
+    IDSW, ...), summarised as ``sam3video eval`` does."""
+    return _summarise("", result, _metrics()["HOTA"].array_labels).metrics
 
 
 def combine(per_sequence: dict[str, dict]) -> dict:
