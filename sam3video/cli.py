@@ -47,6 +47,13 @@ def _unit_float(text: str) -> float:
     return value
 
 
+RESOLUTION_HELP = (
+    "the model's square input size in pixels, a multiple of 14 (default: the checkpoint's, 1008 for sam3.pt; e.g. "
+    "644, 504, 336): fewer pixels, faster (the vision trunk's cost grows about with the square of N), smaller objects "
+    "lost; sam3.pt was trained at 1008 and what it loses at other sizes is unmeasured (that needs the gated weights); "
+    "the demo model's loss at its lower sizes is in the README")
+
+
 def add_track_parser(sub) -> None:
     p = sub.add_parser("track", help="track every instance of a concept in a video",
                        description="Detect, segment and track every instance of the prompted concepts.",
@@ -78,6 +85,7 @@ def _add_run_options(p) -> None:
     model.add_argument("--checkpoint", help="sam3.pt path or hub id such as facebook/sam3 (default: the demo "
                                             "model, synthetic shapes only)")
     model.add_argument("--config", help="model config: preset (sam3, tiny, demo) or file (default: from the checkpoint)")
+    model.add_argument("--resolution", type=int, metavar="N", help=RESOLUTION_HELP)
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     model.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                        help="fp32: exact (default); bf16/fp16: weights cast once + autocast; int8: the vision "
@@ -179,7 +187,8 @@ def _settings_job(args, **job):
                             new_track_threshold=args.new_track_threshold, nms_iou=args.nms_iou,
                             min_hits=args.min_hits, lost_buffer_s=args.lost_buffer)
     return TrackJob(
-        prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config, device=args.device,
+        prompts=tuple(args.prompt), checkpoint=args.checkpoint, model_config=args.config,
+        resolution=args.resolution, device=args.device,
         thresholds=thresholds, carry_exemplar_boxes=args.carry_exemplar_boxes, precision=args.precision,
         runtime=args.runtime, frame_batch=args.frame_batch, tracker=args.tracker, max_objects=args.max_objects,
         direction=args.direction, camera_motion=args.camera_motion,
@@ -574,6 +583,7 @@ def add_app_parser(sub) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--max-upload-mb", type=_positive_float, default=200.0, help="largest upload (default 200 MB)")
+    p.add_argument("--resolution", type=int, metavar="N", help=RESOLUTION_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
 
@@ -581,7 +591,7 @@ def run_app(args) -> int:
     from .app import serve
 
     serve(args.videos, args.checkpoint, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          device=args.device)
+          device=args.device, resolution=args.resolution)
     return EXIT_OK
 
 

@@ -76,6 +76,7 @@ class TrackJob:
     exemplars: tuple[Exemplar, ...] = ()
     checkpoint: str | None = None  # None: the demo model
     model_config: str | None = None  # None: the checkpoint's
+    resolution: int | None = None  # the model's square input size (None: the config's, 1008 for sam3.pt)
     device: str = "auto"
     thresholds: Thresholds = field(default_factory=Thresholds)
     carry_exemplar_boxes: bool = False
@@ -682,7 +683,7 @@ def prepare(job: TrackJob, model=None, clip: "EditedClip | None" = None) -> Run:
         check_exemplar(exemplar, reader.num_output_frames, info.width, info.height)
     out_dir = prepare_out_dir(job.out_dir)
     if model is None:
-        model, tracker = load_for_tracker(job.checkpoint, job.model_config, job.device, job.tracker)
+        model, tracker = load_for_tracker(job.checkpoint, job.model_config, job.device, job.tracker, job.resolution)
     else:
         tracker = job.tracker or ("sam3" if hasattr(model, "tracker") else "sam3video")
     if tracker == "sam3" and job.resume:
@@ -804,9 +805,11 @@ def prepare_refine(job: RefineJob, model=None) -> Run:
     thresholds = Thresholds(score_threshold=settings.get("score_threshold_detection"),
                             new_track_threshold=settings.get("new_det_thresh"))
     max_objects = settings.get("max_num_objects")
+    resolution = (model_facts.get("config") or {}).get("resolution")
     track_job = TrackJob(
         source=video, out_dir=job.out_dir, prompts=tuple(prompts), checkpoint=None if checkpoint == "demo" else checkpoint,
-        device=job.device, thresholds=thresholds, precision=model_facts.get("precision", "fp32"), tracker="sam3",
+        resolution=resolution if isinstance(resolution, int) else None, device=job.device, thresholds=thresholds,
+        precision=model_facts.get("precision", "fp32"), tracker="sam3",
         max_objects=max_objects if isinstance(max_objects, int) and max_objects > 0 else None,
         fps=sampling.get("fps"), start=sampling.get("start"), end=sampling.get("end"),
         window_seconds=sampling.get("window_seconds", 30.0), direction=sampling.get("direction", "forward"),

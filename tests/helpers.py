@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import itertools
+import tomllib
 from fractions import Fraction
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -123,3 +125,13 @@ def write_tiny_video_setup(root: Path) -> Path:
     config = {**video.detector.to_dict(), "tracker": video.tracker.to_dict()}
     torch.save({"model": build_video_model("tiny").state_dict(), "config": config}, root / "tiny_video.pt")
     return root / "tiny_video.pt"
+
+
+def small_config() -> dict:
+    """tiny.toml with d_model 128 and mem_dim 64, what transformers' SAM 3 can also build: it fixes the memory
+    attention's key width at 64, and a memory projection exists only when mem_dim differs from d_model (as in the
+    released model)."""
+    config = tomllib.loads((resources.files("sam3video") / "configs" / "tiny.toml").read_text())
+    config["d_model"] = 128
+    config["tracker"]["mem_dim"] = 64
+    return config

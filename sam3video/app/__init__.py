@@ -12,14 +12,14 @@ from ..errors import InputError
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 
 
-def load_app_model(checkpoint: str | None, device: str = "auto"):
+def load_app_model(checkpoint: str | None, device: str = "auto", resolution: int | None = None):
     """(video model, its name): ``checkpoint`` (sam3.pt, sam3.1_multiplex.pt, a hub id) or, None, the demo video
-    model (the demo detector and the demo tracker)."""
+    model (the demo detector and the demo tracker), at input size ``resolution`` (None: its config's)."""
     from ..model.checkpoint import DEMO_VIDEO
     from ..model.video_checkpoint import load_for_tracker
 
     name = checkpoint or DEMO_VIDEO
-    model, tracker = load_for_tracker(name, device=device)  # the checkpoint read once
+    model, tracker = load_for_tracker(name, device=device, resolution=resolution)  # the checkpoint read once
     if tracker != "sam3":
         raise InputError(f"the page needs a checkpoint with tracker weights (sam3.pt, sam3.1_multiplex.pt, or "
                          f"demo-video, the default); {name} has none")
@@ -27,9 +27,11 @@ def load_app_model(checkpoint: str | None, device: str = "auto"):
 
 
 def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          max_upload_mb: float = 200.0, device: str = "auto", block: bool = True, model=None):
+          max_upload_mb: float = 200.0, device: str = "auto", resolution: int | None = None, block: bool = True,
+          model=None):
     """Start the page on ``host:port`` offering ``videos`` (files, by name); returns the running Gradio app (it
-    blocks until interrupted unless ``block`` is False). ``model``: a video model already loaded."""
+    blocks until interrupted unless ``block`` is False). ``model``: a video model already loaded (else the
+    checkpoint's at ``resolution``)."""
     from .page import DRAG_SCRIPT, PAGE_CSS, build_page
 
     offered: dict[str, Path] = {}
@@ -45,7 +47,7 @@ def serve(videos: list[str], checkpoint: str | None = None, *, host: str = DEFAU
 
     model_name = checkpoint or DEMO_VIDEO
     if model is None:
-        model, model_name = load_app_model(checkpoint, device)
+        model, model_name = load_app_model(checkpoint, device, resolution)
     page = build_page(model, model_name, offered, max_upload_mb=max_upload_mb)
     page.queue()
     try:

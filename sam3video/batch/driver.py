@@ -169,7 +169,8 @@ def _run_on_ray(ray, job: BatchJob, todo: list[BatchVideo], out_dir: Path, manif
     actors = []
 
     def spawn():
-        actors.append(worker_class.remote(base.checkpoint, base.model_config, base.device, threads, base.tracker))
+        actors.append(worker_class.remote(base.checkpoint, base.model_config, base.device, threads, base.tracker,
+                                          base.resolution))
         return actors[-1]
 
     counter = ray.remote(num_cpus=0)(FrameCounter).remote()

@@ -22,8 +22,9 @@ class TrackWorker:
     """The body of a Ray actor: loads the model once, then tracks one video per ``track`` call."""
 
     def __init__(self, checkpoint: str | None, model_config: str | None, device: str, threads: int,
-                 tracker: str | None = None):
-        """``tracker``: the jobs' (None: "sam3" if the checkpoint has tracker weights, as ``track``)."""
+                 tracker: str | None = None, resolution: int | None = None):
+        """``tracker``: the jobs' (None: "sam3" if the checkpoint has tracker weights, as ``track``); ``resolution``:
+        the model's input size (None: the config's)."""
         import torch
 
         from ..model.video_checkpoint import load_for_tracker
@@ -32,7 +33,7 @@ class TrackWorker:
         self.where = f"{socket.gethostname()}:{os.getpid()}"
         self.model, self.tracker, self.error, start = None, tracker, None, time.perf_counter()
         try:
-            self.model, self.tracker = load_for_tracker(checkpoint, model_config, device, tracker)
+            self.model, self.tracker = load_for_tracker(checkpoint, model_config, device, tracker, resolution)
         except Sam3VideoError as e:
             self.error = str(e)
         except Exception as e:  # noqa: BLE001 - a bug: reported by ``ready``, in one line

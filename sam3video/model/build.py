@@ -166,6 +166,30 @@ def load_config(config: "str | Path | dict | Sam3Config") -> Sam3Config:
         raise ConfigError(f"config {path}: {e}") from None
 
 
+MIN_GRID = 8  # the smallest token grid ``at_resolution`` builds (112 px at patch 14)
+
+
+def at_resolution(config: Sam3Config, resolution: "int | None") -> Sam3Config:
+    """``config`` with the square input size ``resolution`` (pixels; None: unchanged). Every size that follows
+    it follows: the token grid, the absolute position embedding tiled over it, the global blocks' RoPE tables
+    (``load_model`` recomputes a checkpoint's), the windows padded as in ViTDet, the neck's levels, the
+    decoder's box bias, the tracker's mask and memory sizes. Raises ``ConfigError`` unless it is a multiple
+    of the patch size with a token grid of at least ``MIN_GRID``."""
+    if resolution is None or resolution == config.resolution:
+        return config
+    p = config.patch_size
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution % p or resolution < MIN_GRID * p:
+        raise ConfigError(f"resolution must be a multiple of the patch size {p} of at least {MIN_GRID * p} "
+                          f"(e.g. {', '.join(str(n) for n in _example_resolutions(config))}), got {resolution!r}")
+    return dataclasses.replace(config, resolution=resolution)
+
+
+def _example_resolutions(config: Sam3Config) -> list[int]:
+    """Sizes to suggest: the config's own and a few smaller multiples of the patch size."""
+    p, native = config.patch_size, config.resolution
+    return sorted({native, *(max(MIN_GRID, round(native * f / p)) * p for f in (2 / 3, 1 / 2, 1 / 3))}, reverse=True)
+
+
 def read_config_values(config: "str | Path") -> "tuple[Path | None, object]":
     """The raw values of a preset (path None) or of a .toml/.json file (with its path; ``name`` set to
     the file stem when missing). Raises ``ConfigError`` for a missing or unreadable file."""

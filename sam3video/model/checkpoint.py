@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import CheckpointError
-from .build import Sam3Config, build_model, load_config
+from .build import Sam3Config, at_resolution, build_model, load_config
 from .hf_layout import HF_TRACKER, HF_TRACKER_NECK
 from .sam3_image import Sam3Image
 
@@ -73,6 +73,8 @@ class LoadReport:
     not_tensors: dict[str, str] = field(default_factory=dict)
     # model keys a transformers file cannot carry (the detector's point projections), set to zeros
     absent: list[str] = field(default_factory=list)
+    # the global blocks' RoPE tables of a checkpoint made at another resolution, recomputed for the model's grid
+    recomputed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         skipped = ", ".join(f"{n} {prefix}* ({NOT_USED_YET.get(prefix, 'unknown group')}, not used)"
@@ -80,8 +82,10 @@ class LoadReport:
         version = f" ({self.version} layout)" if self.version else ""
         absent = (f"; {len(self.absent)} tensors not in the file (the detector's point projections: point prompts "
                   f"to the detector are refused)") if self.absent else ""
+        recomputed = (f"; {len(self.recomputed)} RoPE tables recomputed for the model's resolution"
+                      if self.recomputed else "")
         return (f"loaded {self.num_loaded} tensors from {self.source}{version}"
-                + (f"; left out {skipped}" if skipped else "") + absent)
+                + (f"; left out {skipped}" if skipped else "") + absent + recomputed)
 
 
 def resolve_device(device: "str | torch.device | None" = "auto") -> torch.device:
@@ -376,20 +380,22 @@ def load_model(
     checkpoint: "str | Path | None" = None,
     config: "str | Path | dict | Sam3Config | None" = None,
     device: "str | torch.device | None" = "auto",
+    resolution: "int | None" = None,
 ) -> Sam3Image:
     """A ``Sam3Image`` in eval mode with weights from ``checkpoint``, on ``device``.
 
     ``checkpoint``: a local file (official ``sam3.pt`` layout or a plain state dict), a hub id
     (``owner/name``, file ``sam3.pt``, e.g. the official ``facebook/sam3``), or None / "demo" for the
     shipped demo model (synthetic shapes only: real videos need ``sam3.pt``). ``config``: preset name,
-    file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size.
+    file or dict; None means the config saved in the checkpoint, else the full ``sam3`` size. ``resolution``:
+    another square input size (``build.at_resolution``; None: the config's).
     """
     path = resolve_checkpoint(checkpoint)
-    return image_model_from(read_checkpoint(path), path, config, device)
+    return image_model_from(read_checkpoint(path), path, config, device, resolution)
 
 
-def image_model_from(obj: "dict | HfCheckpoint", path: Path, config=None, device: "str | torch.device | None" = "auto"
-                     ) -> Sam3Image:
+def image_model_from(obj: "dict | HfCheckpoint", path: Path, config=None, device: "str | torch.device | None" = "auto",
+                     resolution: "int | None" = None) -> Sam3Image:
     """``load_model`` of a checkpoint object already read from ``path``."""
     from .hf_checkpoint import HfCheckpoint
 
@@ -397,15 +403,16 @@ def image_model_from(obj: "dict | HfCheckpoint", path: Path, config=None, device
     hf = obj if isinstance(obj, HfCheckpoint) else None
     if hf is not None:  # its tensors under the official names of a model of this size
         with torch.device("meta"):
-            meta = build_model(load_config("sam3" if config is None else config))
+            meta = build_model(at_resolution(load_config("sam3" if config is None else config), resolution))
         obj = hf.to_official({DETECTOR_PREFIX + k: v for k, v in meta.state_dict().items()},
                              lambda key: meta.get_submodule(key.removeprefix(DETECTOR_PREFIX).rpartition(".")[0]),
                              left_out=(HF_TRACKER, HF_TRACKER_NECK))
     state_dict, report = extract_state_dict(obj, source=str(path))
     if config is None:  # the config saved in the checkpoint, else the official size of its layout
         config = saved_config(obj, "sam3.1" if report.version == "sam3.1" else "sam3")
-    cfg = load_config(config)
+    cfg = at_resolution(load_config(config), resolution)
     model = build_and_load(build_model, cfg, state_dict, report.not_tensors)
+    report.recomputed = model.recomputed_rope_tables
     if hf is not None:
         report.version, report.absent = "transformers", [k.removeprefix(DETECTOR_PREFIX) for k in hf.absent]
         report.num_loaded -= len(report.absent)
@@ -427,13 +434,43 @@ def refuse_detector_points(image_model: Sam3Image, path: Path) -> None:
 
 def build_and_load(build, config, state_dict: dict, not_tensors: dict):
     """``build(config)`` on the meta device, ``state_dict`` checked against it (``CheckpointError``
-    naming what does not fit) and assigned strictly (as fp32), non-persistent buffers rebuilt."""
+    naming what does not fit) and assigned strictly (as fp32), non-persistent buffers rebuilt; RoPE tables of
+    another resolution recomputed (their keys in ``model.recomputed_rope_tables``)."""
     with torch.device("meta"):
         model = build(config)
+    state_dict, recomputed = refit_rope_tables(model, state_dict)
     check_state_dict(model, state_dict, not_tensors)
     model.load_state_dict(_to_model_dtype(state_dict), strict=True, assign=True)
     _materialise_non_persistent_buffers(model)
+    model.recomputed_rope_tables = recomputed
     return model
+
+
+def refit_rope_tables(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
+                      ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state_dict`` with the RoPE tables (``freqs_cis``) of the model's global attention blocks recomputed where
+    the checkpoint was made at another resolution (another token grid, so another table length), and their keys.
+    A table is a function of its grid alone: each stored one is first checked to be what the same rule gives for
+    its own (square) grid, so nothing learnt is replaced (``CheckpointError`` otherwise)."""
+    from .vitdet import Attention, Block
+
+    state_dict, recomputed = dict(state_dict), []
+    for name, block in model.named_modules():
+        key = f"{name}.attn.freqs_cis"
+        if not (isinstance(block, Block) and block.window_size == 0 and isinstance(block.attn, Attention)
+                and block.attn.use_rope and key in state_dict):
+            continue
+        stored, expected = state_dict[key], block.attn.freqs_cis
+        side = int(round(stored.shape[0] ** 0.5)) if stored.dim() == 2 else 0
+        if stored.shape == expected.shape or side * side != stored.shape[0] or not stored.is_complex():
+            continue  # the same grid, or not a table at all: check_state_dict names what is wrong
+        own = block.attn.rope_table((side, side))
+        if own.shape != stored.shape or not torch.allclose(stored.to(own.dtype), own, atol=1e-5):
+            raise CheckpointError(f"{key} is not the RoPE table of a {side}x{side} token grid: it cannot be "
+                                  f"recomputed for another resolution")
+        state_dict[key] = block.attn.rope_table()
+        recomputed.append(key)
+    return state_dict, recomputed
 
 
 def saved_config(obj: dict, default: str = "sam3") -> "dict | str":

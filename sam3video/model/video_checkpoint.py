@@ -7,12 +7,13 @@ used; none may be missing.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError, InputError
-from .build import Sam3Config
+from .build import Sam3Config, at_resolution
 from .build_video import VideoConfig, build_video_model, load_video_config
 from .checkpoint import (
     DEMO_VIDEO,
@@ -56,6 +57,7 @@ def load_video_model(
     checkpoint: "str | Path",
     config: "str | Path | dict | Sam3Config | VideoConfig | None" = None,
     device: "str | torch.device | None" = "auto",
+    resolution: "int | None" = None,
 ) -> "Sam3VideoModel | Sam31VideoModel":
     """The video model in eval mode with every tensor of ``checkpoint`` (strict), on ``device``:
     ``Sam3VideoModel`` for ``sam3.pt``'s layout, ``Sam31VideoModel`` for ``sam3.1_multiplex.pt``'s.
@@ -63,22 +65,25 @@ def load_video_model(
     ``checkpoint``: a local file, a hub id (``owner/name``; ``facebook/sam3`` -> ``sam3.pt``,
     ``facebook/sam3.1`` -> ``sam3.1_multiplex.pt``) or "demo-video". ``config``: preset name, file, dict or
     config; None means the config saved in the checkpoint, else the full official size of its layout. fp16 / bf16
-    tensors are loaded as fp32.
+    tensors are loaded as fp32. ``resolution``: another square input size for the detector and the tracker
+    (``build.at_resolution``; None: the config's).
     """
     if checkpoint == DEMO_VIDEO:
-        return video_model_from(demo_video_checkpoint(), demo_checkpoint("demo_tracker.pt"), config, device)
+        return video_model_from(demo_video_checkpoint(), demo_checkpoint("demo_tracker.pt"), config, device,
+                                resolution)
     path = resolve_checkpoint(checkpoint)
-    return video_model_from(read_checkpoint(path), path, config, device)
+    return video_model_from(read_checkpoint(path), path, config, device, resolution)
 
 
-def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto"
-                     ) -> "Sam3VideoModel | Sam31VideoModel":
+def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.device | None" = "auto",
+                     resolution: "int | None" = None) -> "Sam3VideoModel | Sam31VideoModel":
     """``load_video_model`` of a checkpoint object already read from ``path``."""
     device = resolve_device(device)
     version = checkpoint_version(obj, str(path))
     hf = obj if isinstance(obj, HfCheckpoint) else None
     video = load_video_config(saved_config(obj, version or "sam3") if config is None and hf is None else
                               config or "sam3")
+    video = replace(video, detector=at_resolution(video.detector, resolution))
     if version is not None and video.version != version:
         raise CheckpointError(f"{path.name} is a {version.upper().replace('SAM', 'SAM ')} checkpoint but the config "
                               f"builds a {video.version.upper().replace('SAM', 'SAM ')} video model")
@@ -94,7 +99,8 @@ def video_model_from(obj: dict, path: Path, config=None, device: "str | torch.de
     logger.info("loaded %d tensors from %s", len(state_dict), path)
     model.detector.load_report = LoadReport(str(path), version="transformers" if hf else version,
                                             num_loaded=len(state_dict) - len(hf.absent if hf else ()),
-                                            absent=[k.removeprefix("detector.") for k in (hf.absent if hf else ())])
+                                            absent=[k.removeprefix("detector.") for k in (hf.absent if hf else ())],
+                                            recomputed=model.recomputed_rope_tables)
     if hf is not None:
         refuse_detector_points(model.detector, path)
     return model.to(device).eval()
@@ -114,6 +120,7 @@ def load_for_tracker(
     config: "str | Path | dict | Sam3Config | VideoConfig | None" = None,
     device: "str | torch.device | None" = "auto",
     tracker: "str | None" = None,
+    resolution: "int | None" = None,
 ) -> "tuple[torch.nn.Module, str]":
     """The model a run with ``tracker`` needs, and the tracker's name, reading the checkpoint once.
 
@@ -125,8 +132,8 @@ def load_for_tracker(
     holds = holds_tracker_weights(obj)
     name = tracker or ("sam3" if holds else "sam3video")
     if name != "sam3":
-        return image_model_from(obj, path, config, device), name
+        return image_model_from(obj, path, config, device, resolution), name
     if not holds:
         raise InputError(f"--tracker sam3 needs the SAM 3 tracker weights (tracker.*, as in the official sam3.pt); "
                          f"{path.name} has none: use --tracker sam3video")
-    return video_model_from(obj, path, config, device), name
+    return video_model_from(obj, path, config, device, resolution), name

@@ -234,12 +234,13 @@ class Attention(nn.Module):
         else:
             self.freqs_cis = None
 
-    def rope_table(self) -> Tensor:
+    def rope_table(self, input_size: Optional[Tuple[int, int]] = None) -> Tensor:
         """(H * W, head_dim // 2) complex64: the RoPE frequencies ``freqs_cis`` for this block's ``input_size``
-        (the official checkpoint stores them; a transformers one does not)."""
-        scale_pos = self.rope_pt_size[0] / self.input_size[0] if self.rope_interp else 1.0
-        return compute_axial_cis(self.head_dim, self.input_size[0], self.input_size[1], theta=self.rope_theta,
-                                 scale_pos=scale_pos)
+        (or another (H, W) grid, by the same rule; the official checkpoint stores them, a transformers one
+        does not)."""
+        h, w = self.input_size if input_size is None else input_size
+        scale_pos = self.rope_pt_size[0] / h if self.rope_interp else 1.0
+        return compute_axial_cis(self.head_dim, h, w, theta=self.rope_theta, scale_pos=scale_pos)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C); RoPE needs H * W == len(freqs_cis)."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tomllib
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -24,18 +22,10 @@ from sam3video.model.checkpoint import load_model
 from sam3video.model.hf_layout import DUPLICATES, hf_config, hf_sources, to_hf_state_dict
 from sam3video.model.sam3_image import FindStage
 from sam3video.model.video_checkpoint import load_video_model
+from tests.helpers import small_config
 
 DATA = Path(__file__).parent.parent / "data" / "hf"
 DEMO_VIDEO = Path(__file__).parent.parent.parent / "demos" / "shapes" / "video.mp4"
-
-
-def small_config() -> dict:
-    """tiny.toml with d_model 128 and mem_dim 64: transformers fixes the memory attention's key width at 64,
-    and a memory projection exists only when mem_dim differs from d_model (as in the released model)."""
-    config = tomllib.loads((resources.files("sam3video") / "configs" / "tiny.toml").read_text())
-    config["d_model"] = 128
-    config["tracker"]["mem_dim"] = 64
-    return config
 
 
 @pytest.fixture(scope="module")
