@@ -1,6 +1,7 @@
 """tools/check_device.py (GPU against CPU) runs, and fails when a difference exceeds its tolerance."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 from tests.helpers import load_tool
@@ -113,3 +114,18 @@ def test_benchmark_scores_the_official_loop_in_both_directions(tmp_path, capsys)
     for forward in forward_files:
         both = tmp_path / "sam3_both" / forward.parent.name / forward.name
         assert set(forward.read_text().splitlines()) <= set(both.read_text().splitlines())
+
+
+def test_bench_resolution_times_each_size_and_mode(tmp_path, capsys):
+    """tools/bench_resolution.py on the tiny model: a row per size and mode with positive times, the grid that
+    follows the size, and the saved run printed back the same."""
+    tool = _tool("bench_resolution")
+    tool.main(["--config", "tiny", "--sizes", "224", "112", "--precisions", "fp32", "--frames", "1",
+               "--json", str(tmp_path / "res.json")])
+    table = capsys.readouterr().out
+    rows = json.loads((tmp_path / "res.json").read_text())["rows"]
+    assert [(r["size"], r["mode"]) for r in rows] == [(224, "fp32"), (112, "fp32")]
+    assert all(r["total"] > 0 and r["backbone"] > 0 for r in rows)
+    assert "   224    16 " in table and "   112     8 " in table
+    tool.main(["--show", str(tmp_path / "res.json")])
+    assert capsys.readouterr().out == table

@@ -133,17 +133,18 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
                   world: str = "classic", precision: str = "fp32",
                   on_sequence: Callable[[str, list[Detections]], None] | None = None,
                   sam3_checkpoint: str | None = None, runtime: str = "auto",
-                  sam3_directions: tuple[str, ...] = ("forward",)) -> dict:
+                  sam3_directions: tuple[str, ...] = ("forward",), resolution: int | None = None) -> dict:
     """The suite of ``num_clips`` clips of ``world``; ``on_sequence(name, candidates)`` gets each
     sequence's per-frame tracker candidates (what ``precision`` and ``runtime`` change). ``sam3_checkpoint``: a video
     checkpoint (tracker weights) whose official SAM 3 loop (``--tracker sam3``) is scored too, once per
-    ``track --direction`` of ``sam3_directions``: "sam3" (forward), "sam3 both"."""
+    ``track --direction`` of ``sam3_directions``: "sam3" (forward), "sam3 both". ``resolution``: the models' input
+    size (``track --resolution``; None: the checkpoint's)."""
     from ..model.checkpoint import load_model
     from ..model.video_checkpoint import load_video_model
     from ..run import TrackJob, prepare
 
-    model = load_model(checkpoint, None, device)
-    video_model = load_video_model(sam3_checkpoint, None, device) if sam3_checkpoint else None
+    model = load_model(checkpoint, None, device, resolution)
+    video_model = load_video_model(sam3_checkpoint, None, device, resolution) if sam3_checkpoint else None
     score_threshold = model.config.score_threshold
     config = WorldConfig(duration_s=seconds, style=world)
     gt_files: list[Path] = []
@@ -197,6 +198,7 @@ def run_benchmark(out: Path, checkpoint: str | None, num_clips: int, seconds: fl
     summary = {
         "clips": num_clips, "seconds_per_clip": seconds, "sequences": len(names), "frames": frames_total,
         "frames_per_s_end_to_end": fps, "checkpoint": checkpoint or "demo", "world": world, "precision": precision,
+        "resolution": model.config.resolution,
         "runtime": getattr(model, "runtime", "torch"),
         "sam3_checkpoint": sam3_checkpoint,
         "sam3_frames_per_s_end_to_end": {m: frames_total / t for m, t in sam3_seconds.items() if t} or None,
@@ -317,6 +319,8 @@ def main(argv=None) -> None:
                                                   "video checkpoint (tracker weights), e.g. a train_tracker export")
     parser.add_argument("--sam3-directions", nargs="+", default=["forward"], choices=DIRECTIONS,
                         help="score that loop once per `track --direction` (forward: \"sam3\", both: \"sam3 both\")")
+    parser.add_argument("--resolution", type=int, help="the models' input size, as `track --resolution` "
+                                                       "(default: the checkpoint's)")
     parser.add_argument("--worlds", nargs="+", default=["classic"], choices=WORLDS,
                         help="suites: classic (OUT), and train / heldout (OUT/<world>), side by side")
     args = parser.parse_args(argv)
@@ -326,7 +330,7 @@ def main(argv=None) -> None:
         world_out = out if world == "classic" else out / world
         summary = run_benchmark(world_out, args.checkpoint, args.clips, args.seconds, args.device, world,
                                 args.precision, sam3_checkpoint=args.sam3_checkpoint, runtime=args.runtime,
-                                sam3_directions=tuple(args.sam3_directions))
+                                sam3_directions=tuple(args.sam3_directions), resolution=args.resolution)
         if world == "classic" and args.exemplar_clips:
             summary["exemplar_hota"] = run_exemplar_benchmark(out, args.checkpoint, args.exemplar_clips,
                                                               args.seconds, args.device)
