@@ -73,6 +73,19 @@ class TrackStepOutput:
         return {k: v for k, v in out.items() if v is not None or k in ("point_inputs", "mask_inputs")}
 
 
+def selection_score(out: TrackStepOutput) -> Optional[float]:
+    """``out.eff_iou_score`` as a float, read off the device once per output (comparing the tensor is a host sync,
+    and ``frame_filter`` and ``MemoryBank.evict`` compare up to max_obj_ptrs stored scores on every frame). The same
+    comparisons: a float32 above a threshold as a float32 is above it as a float64."""
+    score = out.eff_iou_score
+    if score is None:
+        return None
+    cached = out.__dict__.get("_selection_score")
+    if cached is None or cached[0] is not score:
+        cached = out.__dict__["_selection_score"] = (score, float(score))
+    return cached[1]
+
+
 @dataclass
 class MemoryBank:
     """The frames a tracker conditions on (official ``output_dict``): prompted frames
@@ -122,7 +135,7 @@ class MemoryBank:
         else:
             keep_mem, keep_entry, counts = {frame_idx - sign}, {frame_idx - sign}, {}
             for t in past:  # most recent first; frame 0 is never scanned forward (frame_filter)
-                score = self.non_cond_frame_outputs[t].eff_iou_score
+                score = selection_score(self.non_cond_frame_outputs[t])
                 if score is None or (t == 0 and not track_in_reverse) or not score > mf_threshold:
                     continue
                 n = counts[t % r] = counts.get(t % r, 0) + 1
@@ -225,9 +238,10 @@ def frame_filter(
     valid_indices: List[int] = []
     for i in range(start, end, step):
         out = non_cond_frame_outputs.get(i)
-        if out is None or out.eff_iou_score is None:
+        score = None if out is None else selection_score(out)
+        if score is None:
             continue
-        if out.eff_iou_score > mf_threshold:
+        if score > mf_threshold:
             valid_indices.insert(0, i)
         if len(valid_indices) >= max_num - 1:
             break

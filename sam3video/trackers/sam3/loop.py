@@ -472,13 +472,15 @@ def postprocess_frame(frame: LoopFrame, hidden: Iterable[int], video_size: tuple
     """Official ``_postprocess_output``: ids sorted; empty masks and ``hidden`` ids dropped; boxes from
     the masks; then each overlapped pixel goes to the object of highest tracker probability."""
     height, width = video_size
-    ids = sorted(frame.masks)
     hidden = set(hidden)
-    kept = [i for i in ids if i not in hidden and bool(frame.masks[i].any())]
+    ids = [i for i in sorted(frame.masks) if i not in hidden]
+    masks = torch.stack([frame.masks[i] for i in ids]).cpu() if ids else torch.zeros(0, height, width, dtype=torch.bool)
+    nonempty = masks.flatten(1).any(dim=1).tolist()  # one copy off the device for all objects
+    kept = [i for i, keep in zip(ids, nonempty) if keep]
     if not kept:
         return LoopOutput(frame.frame_idx, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
                           np.zeros((0, height, width), bool), np.zeros((0, 4), np.float32))
-    masks = torch.stack([frame.masks[i] for i in kept]).cpu()
+    masks = masks[torch.tensor(nonempty)]
     probs = torch.tensor([frame.scores[i] for i in kept], dtype=torch.float32)
     tracker_probs = torch.tensor([frame.tracker_scores.get(i, 0.0) for i in kept], dtype=torch.float32)
     boxes = masks_to_boxes(masks.numpy())  # before the non-overlap step, as officially
