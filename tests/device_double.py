@@ -56,7 +56,7 @@ def _mark(value, which: str) -> None:
 
 def _where() -> str:
     """The innermost line of sam3video that made the current call."""
-    for frame in reversed(traceback.extract_stack()[:-3]):
+    for frame in reversed(traceback.extract_stack()[:-2]):  # not this function, nor the mode's
         if "/sam3video/" in frame.filename and "/tests/" not in frame.filename:
             return f"{frame.filename.split('/sam3video/', 1)[1]}:{frame.lineno} {frame.name}"
     return "outside sam3video"
@@ -110,6 +110,8 @@ class _Mode(TorchFunctionMode):
         if func in SYNCS and inputs and on_device(inputs[0]):
             self.double.syncs[_where()] += 1
         out = func(*args, **kwargs)
+        if out is (args[0] if args else None) and func in (torch.Tensor.cpu, torch.Tensor.to):
+            out = out.view_as(out)  # on a CPU they return the tensor itself: the copy a GPU would make
         if func in TO_HOST:
             _mark(out, HOST)
         elif func in FACTORIES or name.endswith("_like") and "device" in kwargs:

@@ -60,16 +60,13 @@ def nms_keep(probs: Tensor, masks: Tensor, prob_threshold: float, threshold: flo
         return keep
     overlaps = mask_iom(masks > 0, masks > 0)
     order = torch.sort(probs, descending=True, stable=True).indices
-    kept = keep[order].clone()
-    over = overlaps[order][:, order] > threshold
-    n = len(order)
-    for i in range(n):
+    kept = keep[order].cpu().numpy()  # the greedy visit on the host: one copy, not a device sync per query
+    over = (overlaps[order][:, order] > threshold).cpu().numpy()
+    for i in range(len(kept)):
         if kept[i]:
-            later = torch.zeros(n, dtype=torch.bool, device=probs.device)
-            later[i + 1:] = True
-            kept &= ~(over[i] & later)
+            kept[i + 1:] &= ~over[i, i + 1:]
     out = torch.zeros_like(keep)
-    out[order] = kept
+    out[order] = torch.from_numpy(kept).to(keep.device)
     return out
 
 
@@ -137,7 +134,8 @@ def associate_det_trk(det: FrameDetections31, trk_masks: Tensor, trk_obj_ids: np
     if m == 0:
         is_new = (scores >= config.new_det_thresh).cpu().numpy()
         return Association31(np.zeros(0, bool), np.zeros(0, bool), np.zeros((q, 0), bool), np.nonzero(is_new)[0],
-                             trk_obj_ids[:0], trk_obj_ids[:0], {d: trk_obj_ids[:0] for d in range(q) if bool(keep[d])},
+                             trk_obj_ids[:0], trk_obj_ids[:0],
+                             {d: trk_obj_ids[:0] for d in np.nonzero(keep.cpu().numpy())[0].tolist()},
                              {})
     det_masks, trk_masks = resize_to_smaller(det.masks.float(), trk_masks.float())
     det_binary = (det_masks > 0) & keep[:, None, None]
