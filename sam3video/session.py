@@ -38,6 +38,7 @@ does what the request asks for instead; each such place is named below. Ids are 
 from __future__ import annotations
 
 import enum
+import functools
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from .detections import Detections
 from .errors import InputError
 from .geometry import normalised_cxcywh
 from .model.geometry_encoders import prompt_from_boxes
+from .model.precision import autocast_context
 from .model.multiplex_utils import new_multiplex_state
 from .model.sam3_tracker_utils import MemoryBank, PointInputs, TrackStepOutput, apply_non_overlapping_constraints
 from .model.sam3_video import Sam3VideoModel
@@ -101,6 +103,18 @@ class Action:
     kind: ActionKind
     frame_index: int | None
     obj_ids: frozenset[int] = frozenset()
+
+
+def _in_model_precision(method):
+    """``method`` under the autocast of the detector's precision mode (``--precision bf16`` / ``fp16``: the detector
+    and the tracker, as the official code runs the whole session under autocast); nothing in fp32."""
+
+    @functools.wraps(method)
+    def under_autocast(self, *args, **kwargs):
+        with autocast_context(self.detector):
+            return method(self, *args, **kwargs)
+
+    return under_autocast
 
 
 def next_propagation(history: Sequence[Action]) -> Action:
@@ -298,7 +312,8 @@ class VideoSession:
         self.text = text if text is not None else self.boxes_only_text
         if boxes is not None:
             self._add_boxes(frame_index, boxes, box_labels, rel_coordinates)
-        self.text_out = encode_prompts(self.detector, [self.text])
+        with autocast_context(self.detector):
+            self.text_out = encode_prompts(self.detector, [self.text])
         self.loop = self._new_loop()
         frame = self._loop_step(frame_index)
         self._cache(frame, hidden=())
@@ -408,6 +423,7 @@ class VideoSession:
             self.on_detector_outputs(frame_index, outputs)
         return frame_detections(outputs)[0], self._features_of(backbone, int(backbone["id_mapping"][frame_index]))
 
+    @_in_model_precision
     def _compute_features(self, frame_index: int):
         """The tracker's features of a frame (one ViT pass, without the detector's heads)."""
         dtype = next(self.detector.backbone.parameters()).dtype  # frames may be kept in fp16
@@ -429,6 +445,7 @@ class VideoSession:
         while len(self._feature_cache) > self.FEATURE_CACHE:
             self._feature_cache.popitem(last=False)
 
+    @_in_model_precision
     def _loop_step(self, frame_index: int, reverse: bool = False) -> LoopFrame:
         detections, features = self._run_detector(frame_index)
         self._remember(frame_index, features)
@@ -538,6 +555,7 @@ class VideoSession:
                         cached.tracker_scores[obj_id] = float(scores[row])  # a raw logit, as officially
             yield self._output(t)
 
+    @_in_model_precision
     @torch.inference_mode()
     def track_back(self, stop_after_missing: int = 8) -> int:
         """Beyond the official requests (``track --direction both``; officially "both" covers only the frames before
@@ -685,6 +703,7 @@ class Sam31Session(VideoSession):
         self.click_states.append(single)
         return single
 
+    @_in_model_precision
     @torch.inference_mode()
     def _click(self, state: MultiplexTrackerState, t: int, obj_id: int, clicks: Clicks, is_new: bool) -> None:
         """A fresh prediction from the clicks by the interactive heads (no memory), stored as the object's
@@ -722,6 +741,7 @@ class Sam31Session(VideoSession):
         cached.masks[obj_id] = _pack(video[index] > 0)
         cached.tracker_scores[obj_id] = CLICK_SCORE  # official: the frame score of a click
 
+    @_in_model_precision
     def _partial_frame(self, state: MultiplexTrackerState, t: int, features: Sam31Features, reverse: bool
                        ) -> tuple[Tensor, Tensor]:
         masks, scores = state.propagate(t, features, reverse, encode_memory=True)
@@ -787,6 +807,7 @@ class Sam3Session(VideoSession):
                 return out
         return None
 
+    @_in_model_precision
     @torch.inference_mode()
     def _click(self, bucket: TrackerBucket, t: int, obj_id: int, clicks: Clicks, is_new: bool) -> None:
         """Official ``add_tracker_new_points``: the SAM heads on the frame's features without memory, the clicks
@@ -860,6 +881,7 @@ class Sam3Session(VideoSession):
         cached.masks[obj_id] = _pack(video[row, 0] > 0)
         cached.tracker_scores[obj_id] = CLICK_SCORE
 
+    @_in_model_precision
     def _empty_mask_ptr(self, t: int, features: FrameFeatures) -> Tensor:
         """Official ``_get_empty_mask_ptr``: the pointer of an empty mask taken as the output on frame ``t``."""
         size = self.tracker.image_size
@@ -870,6 +892,7 @@ class Sam3Session(VideoSession):
             mask_inputs=mask, output_dict=MemoryBank(), num_frames=self.num_frames, run_mem_encoder=False)
         return out.obj_ptr[0]
 
+    @_in_model_precision
     def _partial_frame(self, bucket: TrackerBucket, t: int, features: FrameFeatures, reverse: bool
                        ) -> tuple[Tensor, Tensor]:
         """The whole bucket tracked to ``t`` with its memory encoded at once (a conditioning frame gives its stored

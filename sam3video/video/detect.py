@@ -109,7 +109,7 @@ def pooled_embeddings(features: torch.Tensor, masks: torch.Tensor) -> np.ndarray
     weights = F.interpolate(masks[:, None].float(), size=features.shape[-2:], mode="area")[:, 0]
     weights = weights / weights.flatten(1).sum(1).clamp(min=1e-6)[:, None, None]
     pooled = torch.einsum("nhw,dhw->nd", weights.to(features.device), features.float())
-    return F.normalize(pooled, dim=1).cpu().numpy()
+    return F.normalize(pooled, dim=1).float().cpu().numpy()  # float32 also when called under autocast
 
 
 def postprocess(

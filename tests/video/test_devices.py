@@ -71,3 +71,34 @@ def test_the_detector_with_association_stays_on_the_device(tracker, tmp_path):
     model, _ = load_for_tracker(None, None, "cpu", tracker)
     double = track_under_double(model, tracker, 0.3, out_dir=tmp_path / "out")
     assert not double.mixed, double.mixed
+
+
+def sam31_drift_video(frames: int = 8) -> np.ndarray:
+    g = torch.Generator().manual_seed(5)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bilinear")
+    video = torch.cat([torch.roll(base, 2 * t, dims=-1) for t in range(frames)]).permute(0, 2, 3, 1) * 255
+    return video.round().to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize("version, direction", [("sam3", "forward"), ("sam3", "both"), ("sam3.1", "forward")])
+def test_bf16_runs_the_official_loops_under_autocast(version, direction, tmp_path):
+    """``--precision bf16`` (``auto``'s choice on a GPU) runs the tracker under the detector's autocast, as the official
+    code runs the whole loop: the loop (and a session, for ``--direction both``) gives fp32's ids on every frame (it
+    failed with a dtype error before: bf16 features into the tracker's fp32 convolutions)."""
+    from sam3video.export import read_mots
+
+    if version == "sam3":
+        job = dict(source=DEMO_CLIP, prompts=("yellow circle",), checkpoint="demo-video", end=0.1)
+        model_for = lambda: load_for_tracker("demo-video", None, "cpu", "sam3")[0]  # noqa: E731
+    else:
+        check = load_tool("check_sam31_loop_parity")
+        job = dict(source=sam31_drift_video(4), prompts=("a red circle",),
+                   thresholds=Thresholds(score_threshold=0.14, new_track_threshold=0.15))
+        model_for = lambda: check.load_model(seed=0)  # noqa: E731
+    tracks = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        prepare(TrackJob(out_dir=out, tracker="sam3", precision=precision, direction=direction, render=False, **job),
+                model_for()).execute(None)
+        tracks[precision] = {t: sorted(d.tracker_id.tolist()) for t, d in read_mots(out / "tracks.mots.txt").items()}
+    assert tracks["fp32"] and tracks["bf16"] == tracks["fp32"]
