@@ -129,3 +129,15 @@ def test_bench_resolution_times_each_size_and_mode(tmp_path, capsys):
     assert "   224    16 " in table and "   112     8 " in table
     tool.main(["--show", str(tmp_path / "res.json")])
     assert capsys.readouterr().out == table
+
+
+def test_gpu_check_speed_rows_on_the_cpu(tmp_path, capsys):
+    """tools/gpu_check.py's speed part at the tiny size on the CPU: a row per version, mode and object cap, with
+    the objects it tracked (thresholds at 0: random detections start objects, at most the cap)."""
+    tool = _tool("gpu_check")
+    assert tool.main(["--device", "cpu", "--size", "tiny", "--skip-parity", "--frames", "2", "--objects", "2",
+                      "--modes", "fp32", "--json", str(tmp_path / "gpu.json")]) == 0
+    rows = json.loads((tmp_path / "gpu.json").read_text())["speed"]
+    assert [(r["version"], r["mode"]) for r in rows] == [("sam3", "fp32"), ("sam3.1", "fp32")]
+    assert all(r["frames_per_s"] > 0 and 1 <= r["objects"] <= 2 for r in rows), rows
+    assert capsys.readouterr().out.count("speed ") == 2
