@@ -39,7 +39,6 @@ from sam3video.model.sam3_tracker_utils import MemoryBank, TrackStepOutput, appl
 from .planning import (
     PlanningState,
     Sam3LoopConfig,
-    apply_object_wise_non_overlapping_constraints,
     memory_object_score_logits,
     plan_frame,
     select_detections,
@@ -480,15 +479,28 @@ def postprocess_frame(frame: LoopFrame, hidden: Iterable[int], video_size: tuple
     if not kept:
         return LoopOutput(frame.frame_idx, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
                           np.zeros((0, height, width), bool), np.zeros((0, 4), np.float32))
-    masks = masks[torch.tensor(nonempty)]
-    probs = torch.tensor([frame.scores[i] for i in kept], dtype=torch.float32)
-    tracker_probs = torch.tensor([frame.tracker_scores.get(i, 0.0) for i in kept], dtype=torch.float32)
-    boxes = masks_to_boxes(masks.numpy())  # before the non-overlap step, as officially
+    masks = masks[torch.tensor(nonempty)].numpy()
+    probs = np.array([frame.scores[i] for i in kept], np.float32)
+    tracker_probs = np.array([frame.tracker_scores.get(i, 0.0) for i in kept], np.float32)
+    boxes = masks_to_boxes(masks)  # before the non-overlap step, as officially
     if len(kept) > 1:
-        masks = apply_object_wise_non_overlapping_constraints(masks[:, None].float(), tracker_probs[:, None],
-                                                              background_value=0)[:, 0] > 0
-    return LoopOutput(frame.frame_idx, np.asarray(kept, np.int64), probs.numpy(), tracker_probs.numpy(),
-                      masks.numpy(), boxes)
+        masks = exclusive_masks(masks, tracker_probs)
+    return LoopOutput(frame.frame_idx, np.asarray(kept, np.int64), probs, tracker_probs, masks, boxes)
+
+
+def exclusive_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks, (N,) scores -> each pixel kept only by the highest-scoring object whose mask holds it
+    (the lowest index on ties), none by an object scoring <= 0. The same masks as the official output stage's
+    ``apply_object_wise_non_overlapping_constraints`` on 0/1 masks with background 0, by one boolean pass per object
+    (the float argmax over the stack took 0.15 s a 640x480 frame at 3 objects, 0.3 s at 16)."""
+    out = np.zeros_like(masks)
+    claimed = np.zeros(masks.shape[1:], bool)
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        if not scores[i] > 0:
+            break  # sorted: the rest score <= 0 too
+        np.logical_and(masks[i], ~claimed, out=out[i])
+        claimed |= masks[i]
+    return out
 
 
 class HotstartBuffer:

@@ -246,3 +246,20 @@ def test_predictor_conditions_the_tracker_on_exemplars(video_model):
     results = list(VideoPredictor(video_model, official).track(video, prompts=["dog"], exemplars=[exemplar],
                                                                 source_fps=5))
     assert all(len(r.detections) == 0 for r in results)  # random scores never reach the official 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exclusive_masks_equal_the_official_non_overlap_step(seed):
+    """``exclusive_masks`` (one boolean pass per object) against the official float formula
+    (``apply_object_wise_non_overlapping_constraints`` with background 0) on random overlapping masks, with tied
+    scores and a zero score among them."""
+    from sam3video.trackers.sam3.loop import exclusive_masks
+    from sam3video.trackers.sam3.planning import apply_object_wise_non_overlapping_constraints
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 9))
+    masks = rng.random((n, 37, 53)) < rng.uniform(0.2, 0.8)
+    scores = rng.choice(np.array([0.0, 0.3, 0.3, 0.55, 0.9, 0.91], np.float32), size=n)
+    official = apply_object_wise_non_overlapping_constraints(torch.from_numpy(masks)[:, None].float(),
+                                                             torch.from_numpy(scores)[:, None], background_value=0)
+    assert np.array_equal(exclusive_masks(masks, scores), official[:, 0].numpy() > 0)
