@@ -49,9 +49,10 @@ def _unit_float(text: str) -> float:
 
 RESOLUTION_HELP = (
     "the model's square input size in pixels, a multiple of 14 (default: the checkpoint's, 1008 for sam3.pt; e.g. "
-    "644, 504, 336): fewer pixels, faster (the vision trunk's cost grows about with the square of N), smaller objects "
-    "lost; sam3.pt was trained at 1008 and what it loses at other sizes is unmeasured (that needs the gated weights); "
-    "the demo model's loss at its lower sizes is in the README")
+    "672 or 336, whose token grids fill sam3.pt's 24-token windows): fewer pixels, faster (the vision trunk's cost "
+    "grows about with the square of N), small objects lost; sam3.pt was trained at 1008 and what it loses at other "
+    "sizes is unmeasured (that needs the gated weights); the demo model (224) loses 20 HOTA at 168 (docs: Speed and "
+    "precision modes)")
 
 
 def add_track_parser(sub) -> None:
