@@ -8,8 +8,8 @@
    the demo clip's first second, and the tiny SAM 3.1 model (seeded weights, thresholds lowered so that objects are
    tracked) on a drifting random clip. Each frame must give the CPU's ids, and each object's mask IoU >= 0.99.
 2. Speed: the video model of ``--size`` (full: sam3.pt's and sam3.1_multiplex.pt's sizes, seeded random weights)
-   tracks ``--frames`` 640x480 synthetic frames, one prompt, thresholds at 0 so that random detections start objects,
-   at most N of them (``--max-objects``) for each N of ``--objects``; in fp32, bf16 (``--precision bf16``) and bf16
+   tracks ``--frames`` 640x480 synthetic frames, one prompt, thresholds at 0 and the loop's detection NMS off so that
+   random detections start objects, at most N of them (``--max-objects``) for each N of ``--objects``; in fp32, bf16 (``--precision bf16``) and bf16
    with the vision trunk under ``torch.compile``. A warm-up run over 4 frames first (compilation), then the timed
    run: frames/s of the stream, the most objects the loop held at once, peak device memory.
 The official code is not run here (its venv cannot be carried to a machine without internet). Prints one line per
@@ -23,6 +23,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,8 @@ def time_loop(model, mode: str, max_objects: int, frames: np.ndarray, device: to
                    max_objects=max_objects,
                    thresholds=Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0))
     predictor = make_predictor(job, model)  # converts the model to ``precision`` (in place, once)
+    c = predictor.config  # the loop's detection NMS off: random weights give every query about the same mask
+    predictor.config = replace(c, sam3=replace(c.sam3, det_nms_thresh=0.0), sam31=replace(c.sam31, det_nms_thresh=0.0))
     if mode.endswith("+compile"):
         trunk = model.detector.backbone.vision_backbone.trunk
         if not hasattr(trunk, "_compiled"):

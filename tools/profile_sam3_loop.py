@@ -7,9 +7,10 @@
 The video model of ``--size`` (full: sam3.pt's layout and size) with seeded random weights tracks a 640x480 synthetic
 clip written as an mp4 (so decoding is real), one prompt, through ``sam3video.run`` as ``track`` does (MOT, MOTS,
 detections.npz and the overlay written). Random weights score every query alike, so the score and new-object
-thresholds are set just under the N-th best score of the first frame, and ``--max-objects N`` caps the objects: about N
-detections a frame and N objects tracked. Each stage's seconds per frame come from wrapping the functions that do it
-(the detector runs in a worker thread beside the loop, so the stages may add up to more than the wall time):
+thresholds are set between the N-th and the (N+1)-th best scores of the first frame, and ``--max-objects N`` caps the
+objects: about N detections a frame and N objects tracked (the loop's detection NMS off: random weights give every
+query about the same mask). Each stage's seconds per frame come from wrapping the functions that do it (the detector
+runs in a worker thread beside the loop, so the stages may add up to more than the wall time):
 
   decoding          the video's frames alone (measured apart, before the run)
   ViT + necks       ``SAM3VLBackbone.forward_image`` (the trunk and both necks)
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,27 @@ def targets() -> list[tuple[object, str, str]]:
             (overlay, "annotate", "drawing")]
 
 
+@contextlib.contextmanager
+def without_loop_nms():
+    """The loop's detection NMS off (``det_nms_thresh`` 0) for runs made inside: random weights give every query
+    about the same mask, which the official NMS (IoM 0.1) would cut to one detection."""
+    import sam3video.run as run
+
+    make = run.make_predictor
+
+    def make_predictor(job, model):
+        predictor = make(job, model)
+        c = predictor.config
+        predictor.config = replace(c, sam3=replace(c.sam3, det_nms_thresh=0.0), sam31=replace(c.sam31, det_nms_thresh=0.0))
+        return predictor
+
+    run.make_predictor = make_predictor
+    try:
+        yield make_predictor
+    finally:
+        run.make_predictor = make
+
+
 def write_clip(path: Path, frames: int) -> None:
     from sam3video.data.clips import generate_clip
     from sam3video.data.synthetic import WorldConfig
@@ -99,7 +122,8 @@ def write_clip(path: Path, frames: int) -> None:
 
 
 def nth_best_score(model, video: Path, n: int) -> float:
-    """The N-th highest query score of the first frame (the loop's joint probability)."""
+    """Midway between the N-th and the (N+1)-th highest query score of the first frame (the loop's joint
+    probability): a threshold N queries pass, with room for the loop's own rounding."""
     from sam3video.sources.loader import open_video
     from sam3video.trackers.sam3.tracking import frame_detections
     from sam3video.video.detect import encode_prompts, run_frame
@@ -113,7 +137,8 @@ def nth_best_score(model, video: Path, n: int) -> float:
         outputs = run_frame(detector, 0, {"img_batch_all_stages": frames}, encode_prompts(detector, ["a red circle"]),
                             prompt_from_boxes([[]], detector.device))
     probs = frame_detections(outputs)[0].probs.float()
-    return float(torch.sort(probs, descending=True).values[n - 1])
+    ranked = torch.sort(probs, descending=True).values
+    return float(ranked[n - 1] + ranked[n]) / 2 if n < len(ranked) else 0.0
 
 
 def profile(model, video: Path, frames: int, objects: int, out: Path) -> dict:
@@ -125,25 +150,26 @@ def profile(model, video: Path, frames: int, objects: int, out: Path) -> dict:
     for _ in open_video(str(video)):
         pass
     decoding = time.perf_counter() - start
-    threshold = max(0.0, nth_best_score(model, video, objects) - 1e-6)
+    threshold = nth_best_score(model, video, objects)
     job = TrackJob(source=str(video), out_dir=out, prompts=("a red circle",), tracker="sam3", max_objects=objects,
                    thresholds=Thresholds(score_threshold=threshold, low_score_threshold=threshold,
                                          new_track_threshold=threshold))
     seconds: dict = defaultdict(float)
-    with timed_functions(seconds, targets()):
+    with timed_functions(seconds, targets()), without_loop_nms():
         start = time.perf_counter()
-        summary = prepare(job, model).execute(None)
+        run = prepare(job, model)
+        summary = run.execute(None)
         wall = time.perf_counter() - start
     seconds["decoding"] = decoding
     seconds["detector heads"] = seconds.pop("detector + backbone", 0.0) - seconds["ViT + necks"]
-    tracks = summary["tracks"]
-    return {"objects": objects, "tracked": len(tracks), "frames": summary["frames"], "wall_s": wall,
+    held = len(run.session.sam3.loops[0].obj_ids)
+    return {"objects": objects, "tracked": held, "frames": summary["frames"], "wall_s": wall,
             "per_frame": {k: seconds.get(k, 0.0) / summary["frames"] for k in STAGES}}
 
 
 def format_table(rows: list[dict], name: str) -> str:
     lines = [f"seconds per frame, {name}; {rows[0]['frames']} frames a run (the first included)",
-             f"{'stage':<18}" + "".join(f"{str(r['objects']) + ' obj (' + str(r['tracked']) + ')':>16}" for r in rows)]
+             f"{'stage':<18}" + "".join(f"{str(r['objects']) + ' obj (' + str(r['tracked']) + ' held)':>16}" for r in rows)]
     for stage in STAGES:
         lines.append(f"{stage:<18}" + "".join(f"{r['per_frame'][stage]:16.3f}" for r in rows))
     lines.append(f"{'wall (the run)':<18}" + "".join(f"{r['wall_s'] / r['frames']:16.3f}" for r in rows))
