@@ -288,11 +288,6 @@ class VideoPredictor:
         start = time.perf_counter()
         if session.sam3 is not None:
             session.held[frame.index] = (frame, detections, learned)
-            with self._precision():  # the tracker too, as the official code runs the whole loop under autocast
-                if self.multiplex:
-                    features = sam31_features(self.tracker_model, backbone_out, row)
-                else:
-                    features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
             # officially, exemplar boxes without text start objects on their own frame only
             allow_new = session.class_names != [VISUAL_PROMPT] or bool(memory.on_frame(frame.index))
             boxes = [[] for _ in session.class_names]
@@ -301,7 +296,11 @@ class VideoPredictor:
                     x0, y0, x1, y1 = exemplar.box
                     for c in memory.classes_of(exemplar):
                         boxes[c].append((x0 / width, y0 / height, x1 / width, y1 / height))
-            with self._precision():
+            with self._precision():  # the tracker too, as the official code runs the whole loop under autocast
+                if self.multiplex:
+                    features = sam31_features(self.tracker_model, backbone_out, row)
+                else:
+                    features = tracker_features(self.tracker_model, backbone_out["sam2_backbone_out"], row)
                 ready = session.sam3.step(frame.index, frame_detections(outputs), features, allow_new, boxes)
             results = self._sam3_results(ready, session)
         else:

@@ -483,16 +483,17 @@ def postprocess_frame(frame: LoopFrame, hidden: Iterable[int], video_size: tuple
     probs = np.array([frame.scores[i] for i in kept], np.float32)
     tracker_probs = np.array([frame.tracker_scores.get(i, 0.0) for i in kept], np.float32)
     boxes = masks_to_boxes(masks)  # before the non-overlap step, as officially
-    if len(kept) > 1:
-        masks = exclusive_masks(masks, tracker_probs)
-    return LoopOutput(frame.frame_idx, np.asarray(kept, np.int64), probs, tracker_probs, masks, boxes)
+    return LoopOutput(frame.frame_idx, np.asarray(kept, np.int64), probs, tracker_probs,
+                      exclusive_masks(masks, tracker_probs), boxes)
 
 
 def exclusive_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """(N, H, W) bool masks, (N,) scores -> each pixel kept only by the highest-scoring object whose mask holds it
-    (the lowest index on ties), none by an object scoring <= 0. The same masks as the official output stage's
-    ``apply_object_wise_non_overlapping_constraints`` on 0/1 masks with background 0, by one boolean pass per object
-    (the float argmax over the stack took 0.15 s a 640x480 frame at 3 objects, 0.3 s at 16)."""
+    (the lowest index on ties), none by an object scoring <= 0; a single object keeps its mask. The same masks as the
+    official output stage's ``apply_object_wise_non_overlapping_constraints`` on 0/1 masks with background 0, by one
+    boolean pass per object (the float argmax over the stack took 0.15 s a 640x480 frame at 3 objects, 0.3 s at 16)."""
+    if len(masks) == 1:
+        return masks.copy()
     out = np.zeros_like(masks)
     claimed = np.zeros(masks.shape[1:], bool)
     for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):

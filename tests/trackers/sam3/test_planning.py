@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from sam3video.errors import InputError
 from sam3video.trackers.sam3.planning import PlanningState, Sam3LoopConfig
 from sam3video.trackers.sam3 import planning as sp
+from sam3video.trackers.sam3.loop import exclusive_masks
 
 CFG = Sam3LoopConfig()
 FIXTURE = Path(__file__).resolve().parents[2] / "data" / "planning_parity.pt"
@@ -464,3 +465,6 @@ def test_parity_non_overlap_constraints(parity):
         assert torch.equal(sp.suppress_object_pw_area_shrinkage(masks).to(torch.int8), case["shrink"])
         got = sp.apply_object_wise_non_overlapping_constraints(masks, case["scores"], background_value=0)
         assert torch.equal(got.to(torch.int8), case["objwise"])
+        # the loop's output stage, by one boolean pass per object (trackers/sam3/loop.py)
+        exclusive = exclusive_masks(case["masks"][:, 0].numpy() > 0, case["scores"][:, 0].numpy())
+        assert np.array_equal(exclusive, case["objwise"][:, 0].numpy() > 0)
