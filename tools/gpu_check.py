@@ -109,7 +109,8 @@ def seeded_video_model(config: str, device: torch.device):
     from sam3video.model.build_video import build_video_model, load_video_config
 
     torch.manual_seed(0)
-    return build_video_model(load_video_config(config)).eval().to(device)
+    with torch.device(device):  # initialised where it runs (the full model's random init takes minutes on a CPU)
+        return build_video_model(load_video_config(config)).eval()
 
 
 def time_loop(model, mode: str, max_objects: int, frames: np.ndarray, device: torch.device) -> dict:
