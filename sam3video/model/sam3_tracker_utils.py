@@ -82,7 +82,7 @@ def selection_score(out: TrackStepOutput) -> Optional[float]:
         return None
     cached = out.__dict__.get("_selection_score")
     if cached is None or cached[0] is not score:
-        cached = out.__dict__["_selection_score"] = (score, float(score))
+        cached = out.__dict__["_selection_score"] = (score, float(score.detach()))
     return cached[1]
 
 
