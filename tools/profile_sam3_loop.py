@@ -38,7 +38,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +197,7 @@ def main(argv=None) -> None:
             rows.append(profile(model, video, args.frames, n, Path(tmp) / f"run{n}"))
             print(f"{n} objects: {rows[-1]['wall_s'] / rows[-1]['frames']:.2f} s per frame", file=sys.stderr,
                   flush=True)
-    name = f"{args.size} size, {torch.get_num_threads()} threads, {np.__name__ and 'CPU'}"
+    name = f"{args.size} size, {torch.get_num_threads()} threads, CPU"
     print(format_table(rows, name))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
