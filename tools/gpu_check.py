@@ -23,7 +23,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import check_device  # noqa: E402  (this folder's: parity fixture and association checks, ``report``)
+from profile_sam3_loop import loop_nms_off  # noqa: E402  (random weights: the loops' detection NMS off)
 
 IOU_TOL = 0.99
 MODES = ("fp32", "bf16", "bf16+compile")
@@ -122,9 +122,7 @@ def time_loop(model, mode: str, max_objects: int, frames: np.ndarray, device: to
     job = TrackJob(source=None, out_dir="", prompts=("a red circle",), tracker="sam3", precision=precision,
                    max_objects=max_objects,
                    thresholds=Thresholds(score_threshold=0.0, low_score_threshold=0.0, new_track_threshold=0.0))
-    predictor = make_predictor(job, model)  # converts the model to ``precision`` (in place, once)
-    c = predictor.config  # the loop's detection NMS off: random weights give every query about the same mask
-    predictor.config = replace(c, sam3=replace(c.sam3, det_nms_thresh=0.0), sam31=replace(c.sam31, det_nms_thresh=0.0))
+    predictor = loop_nms_off(make_predictor(job, model))  # converts the model to ``precision`` (in place, once)
     if mode.endswith("+compile"):
         trunk = model.detector.backbone.vision_backbone.trunk
         if not hasattr(trunk, "_compiled"):

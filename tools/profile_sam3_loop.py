@@ -88,19 +88,23 @@ def targets() -> list[tuple[object, str, str]]:
             (overlay, "annotate", "drawing")]
 
 
+def loop_nms_off(predictor):
+    """``predictor`` with the official loops' detection NMS off (``det_nms_thresh`` 0): random weights give every
+    query about the same mask, which the official NMS (IoM 0.1) would cut to one detection."""
+    c = predictor.config
+    predictor.config = replace(c, sam3=replace(c.sam3, det_nms_thresh=0.0), sam31=replace(c.sam31, det_nms_thresh=0.0))
+    return predictor
+
+
 @contextlib.contextmanager
 def without_loop_nms():
-    """The loop's detection NMS off (``det_nms_thresh`` 0) for runs made inside: random weights give every query
-    about the same mask, which the official NMS (IoM 0.1) would cut to one detection."""
+    """``loop_nms_off`` for the predictors of runs prepared inside."""
     import sam3video.run as run
 
     make = run.make_predictor
 
     def make_predictor(job, model):
-        predictor = make(job, model)
-        c = predictor.config
-        predictor.config = replace(c, sam3=replace(c.sam3, det_nms_thresh=0.0), sam31=replace(c.sam31, det_nms_thresh=0.0))
-        return predictor
+        return loop_nms_off(make(job, model))
 
     run.make_predictor = make_predictor
     try:

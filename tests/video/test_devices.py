@@ -52,15 +52,20 @@ def test_the_sam3_loop_stays_on_the_device_and_syncs_per_frame(tmp_path):
     assert sum(long.syncs.values()) <= 2.4 * sum(short.syncs.values()), long.syncs.most_common(5)
 
 
+def sam31_drift_video(frames: int = 8) -> np.ndarray:
+    """(T, 48, 64, 3) uint8: smooth random colours drifting right, where the tiny SAM 3.1 model tracks an object."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bilinear")
+    video = torch.cat([torch.roll(base, 2 * t, dims=-1) for t in range(frames)]).permute(0, 2, 3, 1) * 255
+    return video.round().to(torch.uint8).numpy()
+
+
 def test_the_sam31_loop_stays_on_the_device(tmp_path):
     """The tiny SAM 3.1 model (seeded weights; thresholds lowered so that an object is tracked): nothing mixed, and
     no line syncs more than twice a frame (its mask NMS synced once per detector query)."""
     check = load_tool("check_sam31_loop_parity")
     model = check.load_model(seed=0)
-    g = torch.Generator().manual_seed(5)
-    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bilinear")
-    video = (torch.cat([torch.roll(base, 2 * t, dims=-1) for t in range(8)]).permute(0, 2, 3, 1) * 255)
-    double = track_under_double(model, "sam3", None, source=video.round().to(torch.uint8).numpy(),
+    double = track_under_double(model, "sam3", None, source=sam31_drift_video(8),
                                 out_dir=tmp_path / "out", prompts=("a red circle",),
                                 thresholds=Thresholds(score_threshold=0.14, new_track_threshold=0.15))
     assert not double.mixed, double.mixed
@@ -72,13 +77,6 @@ def test_the_detector_with_association_stays_on_the_device(tracker, tmp_path):
     model, _ = load_for_tracker(None, None, "cpu", tracker)
     double = track_under_double(model, tracker, 0.3, out_dir=tmp_path / "out")
     assert not double.mixed, double.mixed
-
-
-def sam31_drift_video(frames: int = 8) -> np.ndarray:
-    g = torch.Generator().manual_seed(5)
-    base = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(48, 64), mode="bilinear")
-    video = torch.cat([torch.roll(base, 2 * t, dims=-1) for t in range(frames)]).permute(0, 2, 3, 1) * 255
-    return video.round().to(torch.uint8).numpy()
 
 
 @pytest.mark.parametrize("version, direction", [("sam3", "forward"), ("sam3", "both"), ("sam3.1", "forward")])
