@@ -6,8 +6,8 @@ imports the caller's main module again, which breaks any script without an ``if 
 and a notebook). Nothing crosses as a pickle: a stage is described by JSON (``block_spec``: each block's sizes)
 and its weights by safetensors; calibration samples by ``.npy`` (``allow_pickle=False``).
 
-    python -m sam3video.model.openvino_child export STAGE_DIR ENTRY     # STAGE_DIR: spec.json, weights.safetensors
-    python -m sam3video.model.openvino_child quantize XML SAMPLES.npy ENTRY
+    python -m sam3video.model.openvino_child export STAGE_DIR ENTRY [STAGE_DIR ENTRY ...]   # spec.json, weights.safetensors
+    python -m sam3video.model.openvino_child quantize XML SAMPLES.npy ENTRY [--bias-correction]
 
 Exit status 0 on success; on failure 1 and the error as the last line of stderr.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch.nn as nn
 from .vitdet import Block, LayerScale
 
 SPEC_NAME, WEIGHTS_NAME = "spec.json", "weights.safetensors"
+PROGRESS = "sam3video-progress: "  # a line the child prints on stdout when a step ends
 
 
 def block_spec(block: Block) -> dict:
@@ -83,24 +85,36 @@ def load_stage(folder: Path) -> tuple[nn.Sequential, tuple[int, int]]:
     return stage.eval(), tuple(spec["grid"])
 
 
-def run(*args: str) -> None:
+def run(*args, progress=None) -> None:
     """``python -m sam3video.model.openvino_child ARGS`` in a fresh interpreter; ``RuntimeError`` with its last
-    error line if it fails."""
-    done = subprocess.run([sys.executable, "-m", __name__, *map(str, args)], capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeError(f"OpenVINO conversion failed in a child process (exit code {done.returncode}"
+    error line if it fails. ``progress(kind)`` for each step the child reports (a ``PROGRESS`` line)."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        child = subprocess.Popen([sys.executable, "-m", __name__, *map(str, args)], stdout=subprocess.PIPE,
+                                 stderr=errors, text=True)
+        for line in child.stdout:
+            if line.startswith(PROGRESS) and progress is not None:
+                progress(line[len(PROGRESS):].strip())
+        returncode = child.wait()
+        errors.seek(0)
+        lines = [line for line in errors.read().strip().splitlines() if line.strip()]
+    if returncode != 0:
+        raise RuntimeError(f"OpenVINO conversion failed in a child process (exit code {returncode}"
                            + (f": {lines[-1]}" if lines else "") + ")")
 
 
-def main(argv: list[str]) -> int:
-    from .openvino_trunk import export_stage, quantize_stage
+def report(kind: str) -> None:
+    """Tell the parent a step of ``kind`` ended (a line on stdout, which the child's libraries do not use)."""
+    print(f"{PROGRESS}{kind}", flush=True)
 
-    if len(argv) == 3 and argv[0] == "export":
-        stage, grid = load_stage(Path(argv[1]))
-        export_stage(stage, grid, Path(argv[2]))
-    elif len(argv) == 4 and argv[0] == "quantize":
-        quantize_stage(Path(argv[1]), np.load(argv[2], allow_pickle=False), Path(argv[3]))
+
+def main(argv: list[str]) -> int:
+    from .openvino_trunk import export_stages, quantize_stage
+
+    if len(argv) >= 3 and len(argv) % 2 == 1 and argv[0] == "export":
+        loaded = [load_stage(Path(folder)) for folder in argv[1::2]]
+        export_stages([stage for stage, _ in loaded], loaded[0][1], [Path(entry) for entry in argv[2::2]], report)
+    elif len(argv) in (4, 5) and argv[0] == "quantize" and argv[4:] in ([], ["--bias-correction"]):
+        quantize_stage(Path(argv[1]), np.load(argv[2], allow_pickle=False), Path(argv[3]), len(argv) == 5)
     else:
         print(__doc__.splitlines()[0], file=sys.stderr)
         return 2

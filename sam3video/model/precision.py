@@ -213,7 +213,7 @@ def compute_dtype(mode: str, runtime: str) -> torch.dtype | None:
 def _log_convert(missing: int, count: int) -> None:
     """Say that the trunk is being converted: the first run with these weights takes minutes."""
     logger.warning("converting %d of the vision trunk's %d stages to OpenVINO (the first run with these "
-                   "weights: about a minute a full-size stage; cached for later runs)", missing, count)
+                   "weights, a few minutes at full size; cached for later runs)", missing, count)
 
 
 def autocast_context(model: nn.Module):

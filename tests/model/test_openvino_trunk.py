@@ -110,6 +110,95 @@ def test_a_stage_rebuilt_from_its_spec_is_the_same_stage(tiny_model, tmp_path):
             assert torch.equal(stage(x), rebuilt(x))
 
 
+def test_stages_built_from_block_templates_equal_traced_stages(tiny_model, tmp_path):
+    """Each stage's graph is copies of one traced block per kind with the other blocks' weights put in: the
+    same outputs as the stage traced whole (two templates for the tiny trunk: a window and a global block),
+    every weight found in the template's graph, nothing left of the stand-in values."""
+    import openvino as ov
+
+    from sam3video.model.openvino_trunk import BlockTemplate, convert_blocks, export_stages, template_key
+
+    trunk = trunk_of(tiny_model)
+    grid = trunk_grid(trunk)
+    stages = [torch.nn.Sequential(*[copy.deepcopy(trunk.blocks[i]) for i in s]) for s in trunk_stages(trunk)]
+    assert len({template_key(block) for stage in stages for block in stage}) == 2
+    steps = []
+    export_stages(stages, grid, [tmp_path / f"stage{i}" for i in range(len(stages))], steps.append)
+    assert steps == ["template", "block", "template", "block", "save", "block", "block", "save"]
+    core = ov.Core()
+    x = torch.randn(2, *grid, trunk.blocks[0].norm1.normalized_shape[0])
+    for i, stage in enumerate(stages):
+        built = core.compile_model(core.read_model(tmp_path / f"stage{i}" / "stage.xml"), "CPU",
+                                   {"INFERENCE_PRECISION_HINT": "f32"})
+        traced = core.compile_model(convert_blocks(copy.deepcopy(stage), grid), "CPU",
+                                    {"INFERENCE_PRECISION_HINT": "f32"})
+        np.testing.assert_allclose(built(x.numpy())[0], traced(x.numpy())[0], rtol=0, atol=1e-6)
+        with torch.inference_mode():
+            np.testing.assert_allclose(built(x.numpy())[0], stage(x).numpy(), rtol=1e-5, atol=1e-5)
+        x = torch.from_numpy(traced(x.numpy())[0])
+    template = BlockTemplate(stages[0][0], grid)
+    assert sorted(template.weights.values()) == sorted(name for name, _ in stages[0][0].named_parameters())
+    graph = template.instance(stages[0][0])
+    stand_ins = {op.get_friendly_name(): op.get_data() for op in template.graph.get_ordered_ops()
+                 if op.get_friendly_name() in template.weights}
+    constants = [op.get_data() for op in graph.get_ordered_ops() if op.get_type_name() == "Constant"]
+    assert not any(c.shape == v.shape and np.array_equal(c, v) for v in stand_ins.values() for c in constants)
+
+
+def test_the_conversion_child_reports_its_steps(tiny_model, tmp_path, monkeypatch):
+    """Converted in its own interpreter (the threshold set to 0), the stages report the same steps, relayed
+    line by line from the child to the caller's progress callback."""
+    from sam3video.model.openvino_trunk import CHILD_ENV, convert_stages
+
+    monkeypatch.setenv(CHILD_ENV, "0")
+    trunk = trunk_of(tiny_model)
+    steps = []
+    convert_stages([[trunk.blocks[i] for i in s] for s in trunk_stages(trunk)], trunk_grid(trunk),
+                   [tmp_path / "a", tmp_path / "b"], steps.append)
+    assert steps == ["template", "block", "template", "block", "save", "block", "block", "save"]
+    assert (tmp_path / "b" / "stage.xml").exists()
+
+
+def test_a_block_whose_weights_the_template_cannot_place_is_traced_whole(tiny_model, tmp_path, monkeypatch):
+    """A weight folded by the converter (here: every constant's lookup made to miss) falls back to tracing
+    the stage: the same outputs, the progress steps all reported."""
+    from sam3video.model import openvino_trunk
+
+    def unplaced(self, block, grid):
+        raise openvino_trunk.UnplacedWeights("folded")
+
+    monkeypatch.setattr(openvino_trunk.BlockTemplate, "__init__", unplaced)
+    reference = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    compile_trunk(trunk_of(model), "fp32", tmp_path)
+    images = trunk_tokens(model)
+    with torch.inference_mode():
+        torch.testing.assert_close(trunk_of(model)(images)[-1], trunk_of(reference)(images)[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_the_progress_bar_counts_down_what_each_kind_of_step_took_here():
+    """Time left: the steps left at the mean time of their kind measured here; a kind not run yet at its
+    STEP_SECONDS scaled by how the kinds run so far compare with theirs."""
+    from sam3video.model.openvino_trunk import STEP_SECONDS, ConversionProgress
+
+    progress = ConversionProgress({"template": 2, "block": 4, "quantize": 2, "compile": 1}, "test", show=False)
+    before = 2 * STEP_SECONDS["template"] + 4 * STEP_SECONDS["block"] + 2 * STEP_SECONDS["quantize"] \
+        + STEP_SECONDS["compile"]
+    assert progress.remaining() == pytest.approx(before)
+    progress.taken = {"template": [STEP_SECONDS["template"] / 2]}  # one template, twice as fast as the prior
+    progress.left["template"] = 1
+    expected = STEP_SECONDS["template"] / 2 + (before - 2 * STEP_SECONDS["template"]) / 2
+    assert progress.remaining() == pytest.approx(expected)
+    progress.taken["block"] = [3.0]  # a measured kind counts at its own mean
+    progress.left["block"] = 3
+    scale = (STEP_SECONDS["template"] / 2 + 3.0) / (STEP_SECONDS["template"] + STEP_SECONDS["block"])
+    expected = STEP_SECONDS["template"] / 2 + 3 * 3.0 + (2 * STEP_SECONDS["quantize"] + STEP_SECONDS["compile"]) * scale
+    assert progress.remaining() == pytest.approx(expected)
+    progress("compile")
+    assert progress.left["compile"] == 0
+    progress.close()
+
+
 UNGUARDED_SCRIPT = """
 import numpy as np
 import torch
@@ -142,6 +231,7 @@ def test_an_unguarded_script_converts_in_the_child_interpreter(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "tracked 2 openvino"
     assert done.stdout.count("tracked") == 1  # the script ran once: no child imported it again
+    assert "sam3video-progress" not in done.stdout + done.stderr  # the child's progress lines went to the bar only
     entries = [p.name for p in (tmp_path / "cache" / "openvino").iterdir()]
     assert sum("-int8-" in name for name in entries) == 2 and len(entries) == 4  # f32 IR and int8, 2 stages
 
