@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_tool
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -141,3 +143,31 @@ def test_gpu_check_speed_rows_on_the_cpu(tmp_path, capsys):
     assert [(r["version"], r["mode"]) for r in rows] == [("sam3", "fp32"), ("sam3.1", "fp32")]
     assert all(r["frames_per_s"] > 0 and 1 <= r["objects"] <= 2 for r in rows), rows
     assert capsys.readouterr().out.count("speed ") == 2
+
+
+def test_profile_first_run_reports_each_kind_of_step(tmp_path, capsys):
+    """tools/profile_first_run.py on the tiny trunk: the steps its progress bar counts, each as often as the
+    trunk has them (2 stages of 2 blocks, 2 block kinds, 1 carry), and a cached second run."""
+    pytest.importorskip("openvino")
+    tool = _tool("profile_first_run")
+    tool.main(["--size", "tiny", "--json", str(tmp_path / "first.json")])
+    rows = {r["step"].split()[0]: r for r in json.loads((tmp_path / "first.json").read_text())["rows"]}
+    assert {kind: rows[kind]["calls"] for kind in ("template", "block", "save", "quantize", "carry", "compile")} \
+        == {"template": 2, "block": 4, "save": 2, "quantize": 2, "carry": 1, "compile": 2}
+    assert rows["first"]["seconds"] > rows["later"]["seconds"] > 0
+    assert "later run (cached)" in capsys.readouterr().out
+
+
+def test_check_calibration_compares_a_recipe_and_restores_the_module(tmp_path, capsys):
+    """tools/check_calibration.py on the demo trunk: a recipe's time and error against fp32 (quantized, so
+    above 0, and small), and the module's own recipe as it was afterwards."""
+    pytest.importorskip("openvino")
+    from sam3video.model import openvino_trunk
+
+    before = (openvino_trunk.CALIBRATION_FRAMES, openvino_trunk.BIAS_CORRECTION, openvino_trunk.CALIBRATION_CARRY)
+    _tool("check_calibration").main(["--recipes", "2,-,fp32", "--held-out", "2", "--json", str(tmp_path / "c.json")])
+    (row,) = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert row["recipe"] == "2,-,fp32" and row["seconds"] > 0
+    assert 0 < row["rel_error_mean"] <= row["rel_error_max"] < 0.2
+    assert (openvino_trunk.CALIBRATION_FRAMES, openvino_trunk.BIAS_CORRECTION,
+            openvino_trunk.CALIBRATION_CARRY) == before

@@ -57,7 +57,7 @@ def demo_trunk():
     return load_model("demo").backbone.vision_backbone.trunk
 
 
-def main() -> None:
+def main(argv: "list[str] | None" = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("demo", "full"), default="demo",
                         help="demo: the shipped demo model's trunk; full: sam3.toml with seeded random weights")
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, help="FRAMES,fbc|-,fp32|int8 each")
     parser.add_argument("--held-out", type=int, default=8, help="held-out frames compared")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.size == "demo":
         trunk = demo_trunk().eval()
@@ -78,6 +78,8 @@ def main() -> None:
         expected = torch.cat([trunk(images[i:i + 1])[-1] for i in range(len(images))])
 
     rows = []
+    recipe_of_module = (openvino_trunk.CALIBRATION_FRAMES, openvino_trunk.BIAS_CORRECTION,
+                        openvino_trunk.CALIBRATION_CARRY)
     with tempfile.TemporaryDirectory(prefix="sam3video_calibration_check_") as cache:
         openvino_trunk.compile_trunk(copy.deepcopy(trunk), "fp32", cache)  # the fp32 IR every recipe starts from
         for recipe in args.recipes:
@@ -97,6 +99,8 @@ def main() -> None:
                          "rel_error_max": float(error.max()), "max_abs_over_max": worst})
             print(f"{recipe:14s} {seconds:7.1f} s  relative error mean {error.mean():.4f} max {error.max():.4f}"
                   f"  max |diff| / max {worst:.4f}", flush=True)
+    (openvino_trunk.CALIBRATION_FRAMES, openvino_trunk.BIAS_CORRECTION,
+     openvino_trunk.CALIBRATION_CARRY) = recipe_of_module
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"size": args.size, "resolution": resolution, "rows": rows}, indent=1))

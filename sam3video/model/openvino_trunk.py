@@ -61,9 +61,11 @@ CACHE_ENV = "SAM3VIDEO_CACHE"  # the cache root (default ~/.cache/sam3video); IR
 # int8: frames whose token maps set the static activation scales, half from the classic synthetic world,
 # half from its randomised split. On the demo model's trunk (8 classic frames held out) the relative error
 # of the output was 13.7 % with 4 randomised frames and NNCF's SmoothQuant, 3.7 % without SmoothQuant,
-# 2.3 % with these 8 frames without it (bf16: 0.33 %).
-CALIBRATION_FRAMES = 8
-# NNCF's fast bias correction: ~0.6 s a layer to compile its subgraph (128 layers at full size); see the README
+# 2.3 % with 8 of these frames without it (bf16: 0.33 %). Each frame costs a full-size fp32 trunk pass in
+# the first run (~1 minute on 2 AVX2 cores); ``tools/check_calibration.py`` found 4 as good as 8 (README).
+CALIBRATION_FRAMES = 4
+# NNCF's fast bias correction: no measurable effect here (tools/check_calibration.py), and ~0.6 s a layer to
+# compile its subgraph (128 layers at full size)
 BIAS_CORRECTION = False
 # the precision the calibration frames are carried in from stage to stage ("int8": the stages just quantized)
 CALIBRATION_CARRY = "int8"
@@ -72,7 +74,7 @@ CALIBRATION_RECIPE = "classic+train, no SmoothQuant"  # part of the int8 cache k
 # bar's time left for a kind of step before one has run here (a block template traced, a block's graph
 # from it, a stage's IR saved, a stage quantized by NNCF, the calibration frames carried through a stage,
 # a stage compiled)
-STEP_SECONDS = {"template": 12.0, "block": 0.5, "save": 3.0, "quantize": 80.0, "carry": 60.0, "compile": 5.0}
+STEP_SECONDS = {"template": 22.0, "block": 0.1, "save": 0.9, "quantize": 87.0, "carry": 64.0, "compile": 1.8}
 STEP_ORDER = ("template", "block", "save", "quantize", "carry", "compile")
 STEP_LABELS = {"template": "converting", "block": "converting", "save": "saving", "quantize": "calibrating int8",
                "carry": "calibrating int8", "compile": "compiling"}
