@@ -317,7 +317,7 @@ def quantize_stage(xml: Path, samples: np.ndarray, entry: Path, bias_correction:
 
 def convert_stages(stages: list[list[nn.Module]], grid: tuple[int, int], entries: list[Path], progress=None) -> None:
     """Export each stage (its blocks) at its entry: in one interpreter of its own when large (``openvino_child``).
-    ``progress(step)`` as ``export_stages``."""
+    ``progress(kind)`` as ``export_stages``."""
     copies = [copy.deepcopy(nn.Sequential(*blocks)) for blocks in stages]
     if not runs_in_child(sum(p.numel() for stage in copies for p in stage.parameters())):
         export_stages(copies, grid, entries, progress)
@@ -368,7 +368,8 @@ def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entrie
                     progress=None) -> None:
     """int8 entries for the stages ``missing``, in order: each calibrated on the calibration frames' token
     maps at its input, carried there through the int8 stages before it (what it will be fed; on VNNI / AMX
-    also 2-3x faster than fp32). ``progress(step)`` after each stage quantized and each carried."""
+    also 2-3x faster than fp32). ``progress(kind)`` after each stage quantized and each carried."""
+    progress = progress or (lambda kind: None)
     resolution = trunk_grid(trunk)[0] * trunk.patch_embed.proj.stride[0]
     with torch.inference_mode():
         tokens = trunk.embed(calibration_images(resolution)).numpy()
@@ -381,14 +382,12 @@ def quantize_stages(trunk: ViT, f32_xmls: list[Path], missing: list[int], entrie
                     np.save(Path(tmp) / "samples.npy", tokens, allow_pickle=False)
                     openvino_child.run("quantize", xml, Path(tmp) / "samples.npy", entries[i],
                                        *(["--bias-correction"] if BIAS_CORRECTION else []))
-                if progress is not None:
-                    progress("quantize")
+                progress("quantize")
             if i < max(missing):
                 carry = entries[i] / IR_NAME if CALIBRATION_CARRY == "int8" else xml
                 stage = core.compile_model(core.read_model(carry), "CPU", compile_options(CALIBRATION_CARRY))
                 tokens = np.concatenate([stage(tokens[j:j + 1])[0] for j in range(len(tokens))])
-                if progress is not None:
-                    progress("carry")
+                progress("carry")
 
 
 class ConversionProgress:
@@ -416,10 +415,9 @@ class ConversionProgress:
 
     def remaining(self) -> float:
         """Seconds the steps left are expected to take (the one running counted from its start)."""
-        run = [kind for kind in self.taken]
-        prior = sum(STEP_SECONDS[kind] * len(self.taken[kind]) for kind in run)
-        scale = sum(sum(self.taken[kind]) for kind in run) / prior if prior else 1.0
-        mean = {kind: sum(t) / len(t) for kind, t in self.taken.items()}
+        prior = sum(STEP_SECONDS[kind] * len(seconds) for kind, seconds in self.taken.items())
+        scale = sum(map(sum, self.taken.values())) / prior if prior else 1.0
+        mean = {kind: sum(seconds) / len(seconds) for kind, seconds in self.taken.items()}
         return sum(count * mean.get(kind, STEP_SECONDS[kind] * scale) for kind, count in self.left.items())
 
     def refresh(self) -> None:
