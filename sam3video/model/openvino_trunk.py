@@ -318,18 +318,17 @@ def quantize_stage(xml: Path, samples: np.ndarray, entry: Path, bias_correction:
 def convert_stages(stages: list[list[nn.Module]], grid: tuple[int, int], entries: list[Path], progress=None) -> None:
     """Export each stage (its blocks) at its entry: in one interpreter of its own when large (``openvino_child``).
     ``progress(kind)`` as ``export_stages``."""
-    copies = [copy.deepcopy(nn.Sequential(*blocks)) for blocks in stages]
-    if not runs_in_child(sum(p.numel() for stage in copies for p in stage.parameters())):
-        export_stages(copies, grid, entries, progress)
+    sequences = [nn.Sequential(*blocks) for blocks in stages]  # the blocks themselves: nothing here changes them
+    if not runs_in_child(sum(p.numel() for stage in sequences for p in stage.parameters())):
+        export_stages(sequences, grid, entries, progress)
         return
     with tempfile.TemporaryDirectory(prefix="sam3video_stage_") as tmp:
         arguments = []
-        for i, (stage, entry) in enumerate(zip(copies, entries)):
+        for i, (stage, entry) in enumerate(zip(sequences, entries)):
             folder = Path(tmp) / f"stage{i}"
             folder.mkdir()
             openvino_child.save_stage(stage, grid, folder)
             arguments += [folder, entry]
-        del copies
         openvino_child.run("export", *arguments, progress=progress)
 
 
