@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,20 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_official as bench  # noqa: E402  (this folder's: the CPU helper)
 from sam3video.model import openvino_trunk  # noqa: E402
 from sam3video.model.build import build_vit, load_config  # noqa: E402
-from sam3video.model.precision import cpu_flags  # noqa: E402
 
 CONFIGS = {"full": "configs/sam3.toml", "tiny": "configs/tiny.toml"}
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def first_run(size: str, precision: str) -> tuple[list[dict], dict]:
@@ -77,14 +69,15 @@ def main(argv: "list[str] | None" = None) -> None:
     args = parser.parse_args(argv)
 
     rows, counts = first_run(args.size, args.precision)
-    flags = cpu_flags()
-    print(f"cpu: {cpu_name()}, {torch.get_num_threads()} threads, flags: "
-          + " ".join(f for f in FLAGS if f in flags) + f"; size {args.size}, {args.precision}, {counts}")
+    cpu = bench.cpu_info()
+    print(f"cpu: {cpu['model']}, {torch.get_num_threads()} threads, flags: "
+          + " ".join(flag for flag, present in cpu["flags"].items() if present)
+          + f"; size {args.size}, {args.precision}, {counts}")
     print(f"{'step':28s} {'calls':>5s} {'seconds':>9s}")
     for row in rows:
         print(f"{row['step']:28s} {row['calls']:5d} {row['seconds']:9.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "size": args.size, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"cpu": cpu, "size": args.size, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
