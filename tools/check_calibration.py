@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,22 +32,6 @@ from sam3video.model import openvino_trunk  # noqa: E402
 from sam3video.model.build import at_resolution, build_vit, load_config  # noqa: E402
 
 DEFAULT_RECIPES = ["8,fbc,fp32", "8,-,fp32", "8,-,int8", "4,-,int8", "4,fbc,int8"]
-
-
-def held_out_images(resolution: int, count: int) -> torch.Tensor:
-    """``count`` normalised frames, half classic, half randomised world, seeds 100, 101, ... (not calibration's)."""
-    from sam3video.data.clips import generate_clip
-    from sam3video.data.styles import StyleConfig
-    from sam3video.data.synthetic import WorldConfig
-    from sam3video.preprocess import preprocess_image
-
-    frames = []
-    for style in (None, StyleConfig(split="train")):
-        world = WorldConfig(width=640, height=480, duration_s=1.0, fps=4, style=style)
-        for seed in range(100, 100 + count // 2):
-            image = np.ascontiguousarray(generate_clip(seed, world).image(2))
-            frames.append(preprocess_image(torch.from_numpy(image).permute(2, 0, 1), resolution))
-    return torch.stack(frames)
 
 
 def demo_trunk():
@@ -73,7 +56,7 @@ def main(argv: "list[str] | None" = None) -> None:
         torch.manual_seed(0)
         trunk = build_vit(at_resolution(load_config("configs/sam3.toml"), args.resolution)).eval()
     resolution = openvino_trunk.trunk_grid(trunk)[0] * trunk.patch_embed.proj.stride[0]
-    images = held_out_images(resolution, args.held_out)
+    images = openvino_trunk.calibration_images(resolution, args.held_out, first_seed=100)  # not calibration's seeds
     with torch.inference_mode():
         expected = torch.cat([trunk(images[i:i + 1])[-1] for i in range(len(images))])
 

@@ -332,10 +332,11 @@ def convert_stages(stages: list[list[nn.Module]], grid: tuple[int, int], entries
         openvino_child.run("export", *arguments, progress=progress)
 
 
-def calibration_images(resolution: int) -> torch.Tensor:
-    """(CALIBRATION_FRAMES, 3, R, R) normalised frames int8 calibrates on: frame 2 of 1 s clips (4 fps) of
-    seeds 0, 1, ... of the classic synthetic world and of its randomised split (backgrounds, textures,
-    noise, lighting), half each, 640x480, preprocessed as the video path does."""
+def calibration_images(resolution: int, count: int | None = None, first_seed: int = 0) -> torch.Tensor:
+    """(count, 3, R, R) normalised frames (default ``CALIBRATION_FRAMES``: those int8 calibrates on): frame 2
+    of 1 s clips (4 fps) of seeds ``first_seed``, ``first_seed`` + 1, ... of the classic synthetic world and of
+    its randomised split (backgrounds, textures, noise, lighting), half each, 640x480, preprocessed as the
+    video path does."""
     from ..data.styles import StyleConfig
     from ..data.synthetic import WorldConfig
     from ..data.clips import generate_clip
@@ -344,7 +345,7 @@ def calibration_images(resolution: int) -> torch.Tensor:
     frames = []
     for style in (None, StyleConfig(split="train")):
         world = WorldConfig(width=640, height=480, duration_s=1.0, fps=4, style=style)
-        for seed in range(CALIBRATION_FRAMES // 2):
+        for seed in range(first_seed, first_seed + (count or CALIBRATION_FRAMES) // 2):
             image = generate_clip(seed, world).image(2)
             frames.append(preprocess_image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
                                            resolution))
