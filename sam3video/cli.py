@@ -137,7 +137,7 @@ def _add_threshold_flags(group, retrack: bool) -> None:
          "score to start a track"),
         ("--nms-iou", _unit_float, t.NMS_IOU, f"{t.NMS_IOU:g}",
          "mask NMS IoU" + (", applied before the detections were saved: only the run's" if retrack else "")),
-        ("--min-hits", int, t.MIN_HITS, str(t.MIN_HITS), "frames before a track is reported"),
+        ("--min-hits", int, t.MIN_HITS, str(t.MIN_HITS), "matched frames in a row before a track is confirmed (it is then reported from its first frame)"),
         ("--lost-buffer", float, t.LOST_BUFFER_S, f"{t.LOST_BUFFER_S:g}",
          "seconds a lost track is kept for re-identification"),
     ]

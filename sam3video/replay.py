@@ -37,7 +37,8 @@ from .export.summary import RunFacts
 from .sources.loader import MAX_WINDOW_SECONDS, VideoReader
 from .thresholds import SCORE_THRESHOLD, Thresholds
 from .trackers.association.exemplars import Exemplar, ExemplarConfig, ExemplarMemory, exemplar_from_record
-from .video.session import DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates
+from .video.session import (DetectionConfig, FrameResult, TrackingConfig, TrackingSession, complete, flush_completion,
+                            track_candidates)
 
 DETECTION_FILE_FPS = 30.0  # a MOTChallenge detection file says no frame rate
 DETECTION_FILE_CLASS = "object"  # its one class (MOT lines carry none)
@@ -67,6 +68,7 @@ class Replay:
             if saved.window < first_window:
                 continue
             if window is not None and saved.window != window:
+                yield from flush_completion(session)
                 on_window_end(window)
             window = saved.window
             start = time.perf_counter()
@@ -78,7 +80,9 @@ class Replay:
             tracked = track_candidates(session, saved.index, candidates)
             session.timings["track"] += time.perf_counter() - start
             session.frames_done += 1
-            yield FrameResult(saved.index, saved.timestamp, saved.window, tracked, image, candidates, saved.learned)
+            yield from complete(session, FrameResult(saved.index, saved.timestamp, saved.window, tracked, image,
+                                                     candidates, saved.learned))
+        yield from flush_completion(session)
         if window is not None:
             on_window_end(window)
         if images is not None and next(images, None) is not None:

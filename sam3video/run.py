@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 DIRECTIONS = ("forward", "both")  # of ``track --direction``
 STATE_NAME = TREE_NAME  # in OUT/.partial (with state.npz): the run after its last complete window
 LEGACY_STATE_NAME = "state.pkl"  # what sam3video wrote before: a pickle, never read
-STATE_VERSION = 2
+STATE_VERSION = 3
 FINGERPRINT = ("input", "model", "prompts", "exemplars", "tracker", "config", "retracked_from", "refined_from")
 
 Progress = Callable[[Iterator[FrameResult], "int | None"], Iterator[FrameResult]]

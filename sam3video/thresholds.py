@@ -16,7 +16,7 @@ SCORE_THRESHOLD = 0.5  # the operating point (official of sam3.pt); box-only det
 LOW_SCORE_THRESHOLD = 0.1  # [low, score): mask detections only continue tracks (second pass); below: dropped
 NEW_TRACK_MARGIN = 0.1  # a track starts, and our tracker's first pass begins, at score_threshold + this (0.6)
 NMS_IOU = 0.5  # mask IoU above which the lower-scoring detection of a prompt is dropped
-MIN_HITS = 3  # matched frames in a row before a track is reported
+MIN_HITS = 9  # matched frames in a row before a track is confirmed (then reported from its first)
 LOST_BUFFER_S = 2.0  # seconds a lost track waits to be re-identified
 VEVAL_SCORE_THRESHOLD = 0.5  # SA-Co/VEval: a masklet counts at >= this for cgF1, above it for phrase HOTA
 

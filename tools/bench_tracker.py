@@ -37,8 +37,9 @@ from sam3video.eval.metrics import _metric_objects, _summarise, run_eval
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
 from sam3video.trackers.association.peers import TRACKER_NAMES
-from sam3video.trackers.association.tracker import TrackerConfig
-from sam3video.video.session import TrackingConfig
+from sam3video.trackers.association.completion import TrackCompletion
+from sam3video.trackers.association.tracker import Tracker, TrackerConfig
+from sam3video.video.session import FrameResult, TrackingConfig
 
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
 
@@ -96,18 +97,24 @@ def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
 
 def run_tracker(tracker, frames, out: Path) -> float:
     """Track ``frames`` (Detections, or (frame index, Detections[, image])) with ``tracker`` and write the
-    MOT file ``out``; returns the update loop's frames/s."""
-    tracked, seconds = [], 0.0
+    MOT file ``out``; returns the update loop's frames/s. Ours through its track completion, as ``track`` and
+    ``retrack`` run it (``video.session.complete``)."""
+    completion = TrackCompletion(tracker.report_delay, tracker.max_gap) \
+        if isinstance(tracker, Tracker) and tracker.report_delay else None
+    tracked, seconds, count = [], 0.0, 0
     for item in frames:
-        index, detections, *image = item if isinstance(item, tuple) else (len(tracked), item)
+        index, detections, *image = item if isinstance(item, tuple) else (count, item)
         start = time.perf_counter()
-        tracked.append((index, tracker.update(detections, index, *image)))
+        result = FrameResult(index, 0.0, 0, tracker.update(detections, index, *image), None, detections)
+        tracked.extend([result] if completion is None else completion.push(result, tracker.early_rows))
         seconds += time.perf_counter() - start
+        count += 1
+    tracked.extend([] if completion is None else completion.flush())
     out.parent.mkdir(parents=True, exist_ok=True)
     with MOTWriter(out) as writer:
-        for index, detections in tracked:
-            writer.write(index, detections)
-    return len(tracked) / max(seconds, 1e-9)
+        for result in tracked:
+            writer.write(result.frame_index, result.detections)
+    return count / max(seconds, 1e-9)
 
 
 def table(title: str, rows: list[tuple[str, dict, float | None]]) -> str:

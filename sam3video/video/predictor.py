@@ -35,7 +35,8 @@ from ..trackers.sam3.tracking import Sam3Tracking, frame_detections, tracker_fea
 from ..trackers.sam31.tracking import Sam31Tracking, sam31_features
 from .detect import encode_prompts, pooled_embeddings, postprocess, run_frame, run_frames, split_frames
 from .session import (  # noqa: F401 - the configs and the result stream, torch-free, importable from here too
-    SAM3_TRACKER, DetectionConfig, FrameResult, TrackingConfig, TrackingSession, track_candidates)
+    SAM3_TRACKER, DetectionConfig, FrameResult, TrackingConfig, TrackingSession, complete, flush_completion,
+    track_candidates)
 
 
 class VideoPredictor:
@@ -167,6 +168,7 @@ class VideoPredictor:
                 yield from self._track_window(lazy, session)
             finally:
                 lazy.close()
+            yield from flush_completion(session)
             if on_window_end is not None:
                 on_window_end(window)
 
@@ -272,8 +274,8 @@ class VideoPredictor:
 
     def _finish(self, local: int, frame: Frame, outputs: dict, backbone_out: dict,
                 session: TrackingSession) -> list[FrameResult]:
-        """Post-process one frame's outputs, apply exemplars, track -> the frames now tracked (this one;
-        with the official loop, those its hot-start delay releases)."""
+        """Post-process one frame's outputs, apply exemplars, track -> the frames now tracked (those the
+        track completion or the official loop's hot-start delay releases)."""
         height, width = frame.image.shape[:2]
         row = int(backbone_out["id_mapping"][local]) if backbone_out.get("id_mapping") is not None else 0
         features = backbone_out["backbone_fpn"][self.config.detection.embedding_level][row]  # appearance
@@ -306,8 +308,8 @@ class VideoPredictor:
         else:
             tracked = track_candidates(session, frame.index, detections,
                                        frame.image if self.config.camera_motion else None)
-            results = [FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image, detections,
-                                   learned)]
+            results = complete(session, FrameResult(frame.index, frame.timestamp, frame.window, tracked, frame.image,
+                                                    detections, learned))
         timings["track"] += time.perf_counter() - start
         session.frames_done += 1
         return results

@@ -1,7 +1,8 @@
 """The torch-free parts of a run: its configs, its per-run state and the per-frame result stream.
 
 ``VideoPredictor`` (model in, ``FrameResult`` out) and ``sam3video.replay`` (saved detections in) both
-produce ``FrameResult``s through ``track_candidates``; ``sam3video.run`` consumes them. Nothing here
+produce ``FrameResult``s through ``track_candidates`` and ``complete`` (our tracker's outputs held a few frames
+to back-fill and fill gaps); ``sam3video.run`` consumes them. Nothing here
 imports torch, so re-tracking saved detections starts in a second.
 """
 
@@ -25,6 +26,7 @@ from ..thresholds import (
 )
 from ..trackers.association.exemplars import ExemplarConfig, ExemplarMemory
 from ..trackers.association.peers import PEERS, TRACKER_NAMES, PeerTracker
+from ..trackers.association.completion import TrackCompletion
 from ..trackers.association.tracker import Tracker, TrackerConfig
 from ..trackers.sam3.options import Sam3Options
 
@@ -180,6 +182,7 @@ class TrackingSession:
     held: dict = field(default_factory=dict)  # frame index -> (Frame, candidates, learned) the loop holds back
     frames_done: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "postprocess": 0.0, "track": 0.0})
+    completion: TrackCompletion | None = None  # our tracker's held frames (``complete``), made on the first
 
 
 def track_candidates(session: TrackingSession, frame_index: int, candidates: Detections,
@@ -190,3 +193,23 @@ def track_candidates(session: TrackingSession, frame_index: int, candidates: Det
     tracked = session.tracker.update(candidates, frame_index, image)
     session.exemplars.attach_tracks(frame_index, tracked)
     return session.exemplars.select(tracked)
+
+
+def complete(session: TrackingSession, result: FrameResult) -> list[FrameResult]:
+    """``result`` (just tracked) through the session's track completion: the frames released, each
+    ``Tracker.report_delay`` frames late, back-filled and with gaps filled (``trackers.association.completion``);
+    ``[result]`` at once for the peers. Only tracks ``result`` reports (the exemplars kept) are back-filled."""
+    tracker = session.tracker
+    if not isinstance(tracker, Tracker) or tracker.report_delay == 0:
+        return [result]
+    if session.completion is None:
+        session.completion = TrackCompletion(tracker.report_delay, tracker.max_gap)
+    reported = result.detections.tracker_id
+    kept = set() if reported is None else set(reported.tolist())
+    return session.completion.push(result, [row for row in tracker.early_rows if row.track_id in kept])
+
+
+def flush_completion(session: TrackingSession) -> list[FrameResult]:
+    """The frames the session's track completion still holds (at the end of a window: a window's state is
+    saved with nothing held, so a resumed run writes what an uninterrupted one does)."""
+    return session.completion.flush() if session.completion is not None else []

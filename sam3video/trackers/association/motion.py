@@ -23,7 +23,7 @@ _OBSERVE = np.eye(4, 8)  # the box is observed, its velocity is not
 class MotionNoise:
     """Standard deviations as fractions of the box's width / height."""
 
-    position: float = 1 / 20  # process noise of the box, per frame
+    position: float = 1 / 40  # process noise of the box, per frame (BoT-SORT: 1/20; measured, docs/benchmarks.md)
     velocity: float = 1 / 80  # process noise of the velocity, per frame (BoT-SORT: 1/160)
     measurement: float = 1 / 20  # noise of an observed box
 

@@ -26,15 +26,18 @@ frame, an affine transform, as BoT-SORT does) and every track's Kalman state is 
 or a shake does not move the predictions off their objects. ``retrack`` of saved detections has no
 frames: no compensation there.
 Every pass is one optimal assignment (``association.associate``) where leaving a pair unmatched costs
-half the pass's limit. Only same-class pairs match. Only detections of confirmed tracks are reported,
-from the frame of confirmation on (earlier frames are not back-filled). Ids are 1-based, counted per
-tracker, and given at confirmation, so reported ids have no gaps. Frame indices are 0-based.
+half the pass's limit. Only same-class pairs match. ``update`` reports only detections of confirmed tracks,
+from the frame of confirmation on; ``early_rows`` then names the detections of the frames before, which
+``completion.TrackCompletion`` back-fills (as ``track`` and ``retrack`` run it: outputs held
+``report_delay`` frames). Ids are 1-based, counted per tracker, and given at confirmation, so reported ids
+have no gaps. Frame indices are 0-based.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,6 +71,8 @@ class TrackerConfig:
     reid_gate_diagonals: float = 1.0  # gate radius, in track box diagonals, after one lost frame
     reid_gate_growth_per_s: float = 10.0  # gate growth, in box diagonals per second lost
     tentative_max_misses: int = 0  # a tentative track survives this many missed frames in a row
+    backfill: bool = True  # once confirmed, a track is reported from its first frame (TrackCompletion)
+    fill_gaps_s: float = 0.5  # a confirmed track missed at most this long is filled in (TrackCompletion)
     motion_noise: motion.MotionNoise = field(default_factory=motion.MotionNoise)  # of the Kalman filter
     embedding_momentum: float = 0.9  # EMA weight of the previous embedding
     camera_motion_side: int = 640  # frames are downscaled to about this long side for the estimate
@@ -78,9 +83,18 @@ class TrackerConfig:
         if self.new_track_threshold < self.high_score_threshold:
             raise InputError("tracker new_track_threshold must be >= high_score_threshold")
         if (self.min_hits < 1 or self.tentative_max_misses < 0 or self.lost_track_buffer_s < 0
-                or self.mask_weight + self.box_weight <= 0):
-            raise InputError("tracker needs min_hits >= 1, tentative_max_misses >= 0, lost_track_buffer_s >= 0 "
-                             "and mask_weight + box_weight > 0")
+                or self.fill_gaps_s < 0 or self.mask_weight + self.box_weight <= 0):
+            raise InputError("tracker needs min_hits >= 1, tentative_max_misses >= 0, lost_track_buffer_s >= 0, "
+                             "fill_gaps_s >= 0 and mask_weight + box_weight > 0")
+
+
+class EarlyRow(NamedTuple):
+    """A detection of a track from before its confirmation: ``row`` of frame ``frame_index``'s detections
+    (what ``Tracker.update`` was given there), reported as ``track_id``."""
+
+    frame_index: int
+    row: int
+    track_id: int
 
 
 class TrackState(str, enum.Enum):
@@ -108,6 +122,7 @@ class Track:
     mean: np.ndarray = field(default=None)  # cx, cy, w, h and their change per frame
     cov: np.ndarray = field(default=None)
     state_frame: int = -1
+    tentative_rows: list[tuple[int, int]] = field(default_factory=list)  # (frame, row) matched before confirmation
 
     def predicted_box(self) -> np.ndarray:
         """(4,) xyxy box of the Kalman state (sizes at least 1 pixel)."""
@@ -116,7 +131,9 @@ class Track:
 
 
 class Tracker:
-    """``update(detections, frame_index) -> reported detections with tracker_id``; ``reset()``."""
+    """``update(detections, frame_index) -> reported detections with tracker_id``; ``reset()``. After each
+    update, ``early_rows`` lists the detections of the tracks it confirmed from the frames before (what
+    ``TrackCompletion`` back-fills, ``report_delay`` frames held)."""
 
     def __init__(self, config: TrackerConfig | None = None, fps: float = 30.0) -> None:
         if not fps > 0:
@@ -124,7 +141,14 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.fps = float(fps)
         self.lost_buffer_frames = max(1, round(self.config.lost_track_buffer_s * self.fps))
+        self.max_gap = round(self.config.fill_gaps_s * self.fps)  # frames
         self.reset()
+
+    @property
+    def report_delay(self) -> int:
+        """Frames the output is held to complete the tracks (``TrackCompletion``): the back-fill's
+        ``min_hits - 1`` and the gaps filled."""
+        return max(self.config.min_hits - 1 if self.config.backfill else 0, self.max_gap)
 
     def reset(self) -> None:
         """Forget all tracks; the next confirmed track gets id 1."""
@@ -132,6 +156,7 @@ class Tracker:
         self._next_id = 1
         self._frame: int | None = None
         self._camera = None  # trackers.CMC, made on the first frame given
+        self.early_rows: list[EarlyRow] = []
 
     @property
     def tracks(self) -> tuple[Track, ...]:
@@ -146,6 +171,7 @@ class Tracker:
             raise InputError(f"frame_index must increase: got {frame_index} after {self._frame}; "
                              "call reset() between videos")
         self._frame = frame_index
+        self.early_rows = []
         cfg, dets, tracks = self.config, detections, self._tracks
         score = dets.confidence
         high = np.flatnonzero(score >= cfg.high_score_threshold)
@@ -229,7 +255,7 @@ class Tracker:
             raise InputError(f"mask size changed from {tracks[0].mask.shape} to {dets.mask.shape[1:]}")
         moved = np.zeros((len(tracks), *dets.mask.shape[1:]), bool)
         for out, track, box in zip(moved, tracks, boxes):
-            _shift(track.mask, *(box_centre(box) - box_centre(track.box)), out=out)
+            shifted_mask(track.mask, *(box_centre(box) - box_centre(track.box)), out=out)
         miou = mask_iou(moved, dets.mask)
         return (cfg.mask_weight * miou + cfg.box_weight * biou) / (cfg.mask_weight + cfg.box_weight)
 
@@ -272,12 +298,18 @@ class Tracker:
             track.embedding = _normalize(e)
         track.hits += 1
         track.last_frame, track.frames_since_seen = frame_index, 0
+        if track.id < 0:
+            track.tentative_rows.append((frame_index, int(di)))
         if track.state == TrackState.LOST or track.hits >= cfg.min_hits:
             self._confirm(track)
 
     def _confirm(self, track: Track) -> None:
+        """Confirm ``track``; a new one gets the next id, and its earlier rows go to ``early_rows``."""
         if track.id < 0:
             track.id, self._next_id = self._next_id, self._next_id + 1
+            if self.config.backfill:
+                self.early_rows.extend(EarlyRow(f, r, track.id) for f, r in track.tentative_rows[:-1])
+            track.tentative_rows = []
         track.state = TrackState.CONFIRMED
 
     def _start_tracks(self, dets, free, emb, frame_index: int) -> list[tuple[Track, int]]:
@@ -292,7 +324,8 @@ class Tracker:
                 id=-1, class_id=int(dets.class_id[di]), box=dets.xyxy[di].copy(),
                 mask=None if dets.mask is None else dets.mask[di].copy(),
                 embedding=None if emb is None else emb[di].copy(),
-                first_frame=frame_index, last_frame=frame_index, state_frame=frame_index)
+                first_frame=frame_index, last_frame=frame_index, state_frame=frame_index,
+                tentative_rows=[(frame_index, int(di))])
             track.mean, track.cov = motion.initiate(xyxy_to_cxcywh(track.box), cfg.motion_noise)
             if cfg.min_hits <= 1:
                 self._confirm(track)
@@ -316,10 +349,13 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _shift(mask: np.ndarray, dx: float, dy: float, out: np.ndarray) -> None:
-    """Write ``mask`` (H, W) moved by (dx, dy) pixels, rounded, into the all-False ``out`` (H, W)."""
-    dx, dy = int(round(dx)), int(round(dy))
+def shifted_mask(mask: np.ndarray, dx: float, dy: float, out: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` (H, W) bool moved by (dx, dy) pixels, rounded (what leaves the frame is cut), written into the
+    all-False ``out`` (H, W) if given."""
+    out = np.zeros_like(mask) if out is None else out
+    dx, dy = int(round(float(dx))), int(round(float(dy)))
     h, w = mask.shape
     if abs(dx) < w and abs(dy) < h:
         out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
             mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out

@@ -30,9 +30,14 @@ def frame(objs, masks=True, embeddings=False) -> Detections:
     return Detections(boxes, [o["score"] for o in objs], [o["cls"] for o in objs], mask=mask, data=data)
 
 
+SHORT = TrackerConfig(min_hits=3)  # the scripts below are a few frames long
+
+
 def run(frames, tracker=None, masks=True, embeddings=False, **config):
-    """Track the scripted ``frames`` (lists of objs); returns one {gt: tracker_id} dict per frame."""
-    tracker = tracker or Tracker(TrackerConfig(**config), fps=30.0)
+    """Track the scripted ``frames`` (lists of objs); returns one {gt: tracker_id} dict per frame, as
+    ``Tracker.update`` reports it (online: no track completion). The scripts are short: 3 hits confirm a track
+    unless ``min_hits`` is given."""
+    tracker = tracker or Tracker(TrackerConfig(**{"min_hits": 3, **config}), fps=30.0)
     out = []
     for i, objs in enumerate(frames):
         result = tracker.update(frame(objs, masks, embeddings), i)
@@ -86,7 +91,7 @@ def test_short_false_positives_create_no_track(masks):
     frames[4] = frames[4] + [obj(1, 60, 40)]  # one frame
     frames[7] = frames[7] + [obj(2, 60, 40)]  # one frame, two missed (a tentative track survives one)
     frames[10] = frames[10] + [obj(2, 60, 40)]
-    tracker = Tracker()
+    tracker = Tracker(SHORT)
     out = run(frames, tracker=tracker, masks=masks)
     assert ids_of(out, 1) == set() and ids_of(out, 2) == set()
     assert ids_of(out, 0) == {1}
@@ -171,7 +176,7 @@ def test_low_score_detection_does_not_steal_a_distant_track():
 
 
 def test_two_trackers_do_not_share_ids():
-    a, b = Tracker(), Tracker()
+    a, b = Tracker(SHORT), Tracker(SHORT)
     two = [[obj(0, 10, 10), obj(1, 60, 40)]] * 4
     one = [[obj(0, 30, 20)]] * 4
     out_a, out_b = [], []
@@ -182,7 +187,7 @@ def test_two_trackers_do_not_share_ids():
 
 
 def test_reset_restarts_ids_and_frames():
-    tracker = Tracker()
+    tracker = Tracker(SHORT)
     first = run([[obj(0, 10, 10), obj(1, 60, 40)]] * 4, tracker=tracker)
     assert first[-1] == {0: 1, 1: 2}
     with pytest.raises(InputError, match="frame_index must increase"):
@@ -197,7 +202,7 @@ def test_class_ids_never_mix(masks):
     # Two classes at the same place both get tracks; a class change at one place is a new track.
     frames = [[obj(0, 30, 20, cls=0), obj(1, 30, 20, cls=1)] for _ in range(5)]
     frames += [[obj(2, 30, 20, cls=2)] for _ in range(5)]
-    tracker = Tracker()
+    tracker = Tracker(SHORT)
     out = run(frames, tracker=tracker, masks=masks)
     assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2} and ids_of(out, 2) == {3}
     assert sorted((t.class_id, t.state) for t in tracker.tracks) == [
@@ -205,7 +210,7 @@ def test_class_ids_never_mix(masks):
 
 
 def test_empty_frames_and_everything_lost():
-    tracker = Tracker()
+    tracker = Tracker(SHORT)
     assert len(tracker.update(Detections.empty(), 0)) == 0
     empty_with_masks = tracker.update(Detections.empty(H, W), 1)
     assert len(empty_with_masks) == 0 and empty_with_masks.tracker_id.shape == (0,)
@@ -231,7 +236,7 @@ def test_same_input_gives_same_ids_and_rows_carry_through():
 def test_frame_gaps_and_fps_buffer():
     assert Tracker(fps=10.0).lost_buffer_frames == 20  # 2 s
     assert Tracker(TrackerConfig(lost_track_buffer_s=0.5), fps=29.97).lost_buffer_frames == 15
-    tracker = Tracker()
+    tracker = Tracker(SHORT)
     ids = [tracker.update(frame([obj(0, 5 + 2 * i, 20)]), i * 2).tracker_id.tolist() for i in range(6)]
     assert ids[2:] == [[1]] * 4  # every other frame: velocity per frame, ids stable
 
@@ -261,11 +266,10 @@ def test_bad_config_is_an_input_error(bad):
 
 @pytest.mark.parametrize("dx, dy", [(3, -2), (-5, 4), (0, 0), (200, 0)])
 def test_mask_shift_fills_with_false(dx, dy):
-    from sam3video.trackers.association.tracker import _shift
+    from sam3video.trackers.association.tracker import shifted_mask
 
     mask = np.random.default_rng(0).random((H, W)) < 0.5
-    out = np.zeros_like(mask)
-    _shift(mask, dx + 0.3, dy - 0.3, out=out)  # rounded to whole pixels
+    out = shifted_mask(mask, dx + 0.3, dy - 0.3)  # rounded to whole pixels
     expected = np.zeros_like(mask)
     if abs(dx) < W:
         expected[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
@@ -312,7 +316,7 @@ def test_camera_motion_compensation_keeps_ids_through_a_sudden_pan():
     tracks (IoU with the still prediction below the limit); with them the predictions are warped by
     the camera motion and both ids hold on every frame."""
     for with_frames in (True, False):
-        tracker, out = Tracker(), []
+        tracker, out = Tracker(SHORT), []
         for i, (image, dets) in enumerate(_panned_frames()):
             result = tracker.update(dets, i, image if with_frames else None)
             out.append(dict(zip(result.data["gt"].tolist(), result.tracker_id.tolist())))
