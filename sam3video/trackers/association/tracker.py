@@ -62,6 +62,7 @@ class TrackerConfig:
     mask_weight: float = 0.5  # weight of mask IoU in the first-pass overlap (box-only: box IoU only)
     box_weight: float = 0.5  # weight of predicted-box IoU in the first-pass overlap
     min_match_iou: float = 0.25  # first pass: pairs with a smaller score x overlap never match
+    match_fps: float = 10.0  # below this frame rate min_match_iou scales by fps / match_fps (objects move further)
     min_low_match_iou: float = 0.5  # second pass: pairs with a smaller box IoU never match
     min_hits: int = MIN_HITS  # matched frames before a track is confirmed (1: at once)
     lost_track_buffer_s: float = LOST_BUFFER_S  # how long a lost track is kept (converted with the fps)
@@ -83,9 +84,9 @@ class TrackerConfig:
         if self.new_track_threshold < self.high_score_threshold:
             raise InputError("tracker new_track_threshold must be >= high_score_threshold")
         if (self.min_hits < 1 or self.tentative_max_misses < 0 or self.lost_track_buffer_s < 0
-                or self.fill_gaps_s < 0 or self.mask_weight + self.box_weight <= 0):
+                or self.fill_gaps_s < 0 or not self.match_fps > 0 or self.mask_weight + self.box_weight <= 0):
             raise InputError("tracker needs min_hits >= 1, tentative_max_misses >= 0, lost_track_buffer_s >= 0, "
-                             "fill_gaps_s >= 0 and mask_weight + box_weight > 0")
+                             "fill_gaps_s >= 0, match_fps > 0 and mask_weight + box_weight > 0")
 
 
 class EarlyRow(NamedTuple):
@@ -142,6 +143,9 @@ class Tracker:
         self.fps = float(fps)
         self.lost_buffer_frames = max(1, round(self.config.lost_track_buffer_s * self.fps))
         self.max_gap = round(self.config.fill_gaps_s * self.fps)  # frames
+        # the first pass's limit: at low frame rates an object moves further between frames, its IoU with
+        # the prediction falls (measured on MOT15's 7 fps PETS09-S2L1: HOTA 39.7 -> 43.4, docs/benchmarks.md)
+        self.min_match_iou = self.config.min_match_iou * min(1.0, self.fps / self.config.match_fps)
         self.reset()
 
     @property
@@ -187,7 +191,7 @@ class Tracker:
         boxes = np.stack([t.predicted_box() for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
         biou = box_iou(boxes, dets.xyxy)
         overlap = self._overlap(dets, boxes, biou)
-        first, limit = 1 - overlap * self._score_weight(score)[None, :], 1 - cfg.min_match_iou
+        first, limit = 1 - overlap * self._score_weight(score)[None, :], 1 - self.min_match_iou
         same = np.array([t.class_id for t in tracks], np.int64)[:, None] == dets.class_id[None, :]
         tentative = np.array([t.state == TrackState.TENTATIVE for t in tracks], bool)
 

@@ -286,6 +286,17 @@ def test_low_frame_rate_crossing_keeps_ids():
     assert ids_of(out, 0) == {1} and ids_of(out, 1) == {2}
 
 
+def test_below_10_fps_the_first_pass_accepts_a_longer_step():
+    """Box-only, no re-identification: a still walker (30 px) steps 18 px in one frame (IoU 0.25 with its
+    prediction; score 0.9 weighs 0.75: 0.19). At 30 fps that is below the first pass's limit (0.25): the walker
+    is a new track; at 5 fps, where a person moves that far between frames, the limit is halved and the id holds."""
+    frames = [[obj(0, 20, 20, size=30)] for _ in range(6)] + [[obj(0, 38, 20, size=30)] for _ in range(6)]
+    assert Tracker(fps=5.0).min_match_iou == pytest.approx(0.125) and Tracker(fps=30.0).min_match_iou == 0.25
+    slow = run(frames, tracker=Tracker(SHORT, fps=5.0), masks=False)
+    fast = run(frames, tracker=Tracker(SHORT, fps=30.0), masks=False)
+    assert ids_of(slow, 0) == {1} and ids_of(fast, 0) == {1, 2}
+
+
 def test_a_detection_overlapping_a_track_starts_its_own():
     """In a crowd a second person partly hidden behind a tracked one (box IoU 0.4) gets a track of its
     own (no overlap rule blocks new tracks: measured on MOT20-01 and KITTI, docs/benchmarks.md)."""

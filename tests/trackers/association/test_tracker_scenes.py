@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from sam3video.detections import Detections
+from sam3video.trackers.association.completion import TrackCompletion
 from sam3video.trackers.association.tracker import Tracker
+from sam3video.video.session import FrameResult
 
 PERSON_W, PERSON_H = 24, 60
 
@@ -16,16 +18,19 @@ def person(gt: int, x: float, y: float, score: float = 0.9) -> tuple:
 
 
 def track_scene(frames: list[list[tuple]], fps: float) -> list[dict[int, int]]:
-    """Per frame {gt: reported id} for frames of person() tuples, tracked with the default config."""
-    tracker, out = Tracker(fps=fps), []
+    """Per frame {gt: reported id} for frames of person() tuples, tracked with the default config through the
+    track completion, as ``track`` runs it."""
+    tracker = Tracker(fps=fps)
+    completion, released = TrackCompletion(tracker.report_delay, tracker.max_gap), []
     for index, people in enumerate(frames):
         gts = np.array([p[0] for p in people], np.int64)
         dets = Detections(np.array([p[1] for p in people], np.float32).reshape(-1, 4),
                           np.array([p[2] for p in people], np.float32), np.zeros(len(people), np.int64),
                           data={"gt": gts})
-        result = tracker.update(dets, index)
-        out.append(dict(zip(result.data["gt"].tolist(), result.tracker_id.tolist())))
-    return out
+        result = FrameResult(index, index / fps, 0, tracker.update(dets, index), None, dets)
+        released += completion.push(result, tracker.early_rows)
+    released += completion.flush()
+    return [dict(zip(r.detections.data["gt"].tolist(), r.detections.tracker_id.tolist())) for r in released]
 
 
 def ids_of(out, gt) -> set[int]:
@@ -65,7 +70,8 @@ def test_walker_hidden_for_a_while_comes_back_with_its_id(fps, gap_s):
     frames = [[person(0, 50 + step * i, 200)] if not seen <= i < seen + hidden else []
               for i in range(2 * seen + hidden)]
     out = track_scene(frames, fps)
-    assert all(not out[i] for i in range(seen, seen + hidden))
+    filled = gap_s <= 0.5  # gaps up to fill_gaps_s are filled in with the walker's id, longer ones left empty
+    assert all(out[i] == ({0: 1} if filled else {}) for i in range(seen, seen + hidden))
     assert ids_of(out, 0) == {1} and out[-1] == {0: 1}
 
 
@@ -91,7 +97,7 @@ def test_someone_walking_into_a_crowd_gets_a_track_and_the_crowd_keeps_its_ids(f
     out = track_scene(frames, fps)
     assert [ids_of(out, k) for k in range(4)] == [{1}, {2}, {3}, {4}]
     assert ids_of(out, 9) == {5}
-    assert all(9 in frame for frame in out[2:])  # reported from its second frame on (min_hits 2)
+    assert all(9 in frame for frame in out)  # reported from its first frame on (back-filled once confirmed)
 
 
 @pytest.mark.parametrize("fps", [10.0, 30.0])
