@@ -69,7 +69,7 @@ def test_trackers_go_on_exactly_after_a_round_trip(tmp_path):
             np.testing.assert_array_equal(a.xyxy, b.xyxy)
             assert getattr(kept, "early_rows", None) == getattr(restored, "early_rows", None)
             if t == 8 and isinstance(kept, Tracker):  # frames 0-7 of both tracks, half of them saved and read back
-                assert sorted(f for f, _, _ in restored.early_rows) == sorted(list(range(8)) * 2)
+                assert sorted(r.frame_index for r in restored.early_rows) == sorted(list(range(8)) * 2)
         assert len(a) == 2
 
 

@@ -56,10 +56,10 @@ class TrackCompletion:
     def push(self, result: Result, early_rows: list[EarlyRow] | tuple = ()) -> list[Result]:
         """Hold ``result`` (mending the frames held before it); returns the results now ``delay`` frames old."""
         held = {entry[0].frame_index: entry for entry in self._held}
-        for frame_index, row, track_id in early_rows:
-            if frame_index in held:
-                entry = held[frame_index]
-                entry[1].append(_with_id(entry[0].candidates[row], track_id))
+        for early in early_rows:
+            if early.frame_index in held:
+                entry = held[early.frame_index]
+                entry[1].append(_with_id(entry[0].candidates[early.row], early.track_id))
         dets = result.detections
         for i, track_id in enumerate(() if dets.tracker_id is None else dets.tracker_id.tolist()):
             seen = self._last.get(track_id)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -89,7 +88,8 @@ class TrackerConfig:
                              "fill_gaps_s >= 0, match_fps > 0 and mask_weight + box_weight > 0")
 
 
-class EarlyRow(NamedTuple):
+@dataclass(frozen=True)
+class EarlyRow:
     """A detection of a track from before its confirmation: ``row`` of frame ``frame_index``'s detections
     (what ``Tracker.update`` was given there), reported as ``track_id``."""
 
