@@ -124,3 +124,24 @@ def test_set_overrides_our_tracker_config_and_refuses_unknown_fields(tmp_path, c
     with pytest.raises(SystemExit) as exit_info:
         tool.main(args + ["--set", "no_such_field=1"])
     assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err
+
+
+def test_gaps_are_filled_for_ours_and_for_the_peers_when_asked(tmp_path):
+    """The third walker is missed for 5 frames (0.5 s at 10 fps): our track completion fills them, with boxes
+    on its path; SORT's output has the hole, and with --fill-peer-gaps 0.5 it is filled the same way."""
+    write_sequence(tmp_path / "data" / "WALK-01")
+
+    def rows_in_gap(out, name):
+        lines = (out / "mot" / "data" / name / "data" / "WALK-01.txt").read_text().splitlines()
+        return [[float(v) for v in line.split(",")[:4]] for line in lines if 16 <= int(line.split(",")[0]) <= 20]
+
+    for fill in (None, "0.5"):
+        out = tmp_path / f"out{fill}"
+        load_tool().main(["--mot", str(tmp_path / "data"), "--trackers", "sam3video", "sort", "--out", str(out)]
+                         + (["--fill-peer-gaps", fill] if fill else []))
+        ours, sort = rows_in_gap(out, "sam3video"), rows_in_gap(out, "sort")
+        assert len(ours) == 15
+        assert len(sort) == (15 if fill else 10)
+    walker = {int(f): x for f, _, x, y in ours if y > 250}  # the third walker: x = 100 + 3 t, t = frame - 1
+    assert sorted(walker) == [16, 17, 18, 19, 20]
+    assert all(abs(x - (100 + 3 * (f - 1))) < 4 for f, x in walker.items())

@@ -7,6 +7,7 @@ same detections.
     python tools/bench_tracker.py --synthetic runs/benchmark     # `make benchmark`'s output folder
     python tools/bench_tracker.py --synthetic runs/benchmark --frames   # with the clips' frames (CMC)
     python tools/bench_tracker.py --mot DIR --trackers sam3video bytetrack --out runs/bench_tracker
+    python tools/bench_tracker.py --mot DIR --fill-peer-gaps 0.5   # the peers' outputs with our gap filling
 
 MOTChallenge: each tracker gets every frame's detections (boxes and scores only, class 0; frames
 without a row get none) with the sequence's frame rate, and its own defaults; BoT-SORT and McByte run
@@ -95,18 +96,22 @@ def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
     return dataclasses.replace(config, tracker=dataclasses.replace(config.tracker, **overrides)) if overrides else config
 
 
-def run_tracker(tracker, frames, out: Path) -> float:
+def run_tracker(tracker, frames, out: Path, peer_gap_s: float = 0.0) -> float:
     """Track ``frames`` (Detections, or (frame index, Detections[, image])) with ``tracker`` and write the
     MOT file ``out``; returns the update loop's frames/s. Ours through its track completion, as ``track`` and
-    ``retrack`` run it (``video.session.complete``)."""
-    completion = TrackCompletion(tracker.report_delay, tracker.max_gap) \
-        if isinstance(tracker, Tracker) and tracker.report_delay else None
+    ``retrack`` run it (``video.session.complete``); a peer through its gap filling alone when ``peer_gap_s``
+    (the peers have no tentative detections to back-fill)."""
+    if isinstance(tracker, Tracker):
+        completion = TrackCompletion(tracker.report_delay, tracker.max_gap) if tracker.report_delay else None
+    else:
+        gap = round(peer_gap_s * tracker.fps)
+        completion = TrackCompletion(gap, gap) if gap else None
     tracked, seconds, count = [], 0.0, 0
     for item in frames:
         index, detections, *image = item if isinstance(item, tuple) else (count, item)
         start = time.perf_counter()
         result = FrameResult(index, 0.0, 0, tracker.update(detections, index, *image), None, detections)
-        tracked.extend([result] if completion is None else completion.push(result, tracker.early_rows))
+        tracked.extend([result] if completion is None else completion.push(result, getattr(tracker, "early_rows", ())))
         seconds += time.perf_counter() - start
         count += 1
     tracked.extend([] if completion is None else completion.flush())
@@ -132,6 +137,9 @@ def main(argv=None) -> None:
     parser.add_argument("--trackers", nargs="+", default=list(TRACKER_NAMES), choices=TRACKER_NAMES)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_tracker"))
     parser.add_argument("--per-sequence", action="store_true", help="also print a table per sequence")
+    parser.add_argument("--fill-peer-gaps", type=float, default=0.0, metavar="SECONDS",
+                        help="give the peers' outputs our track completion's gap filling (gaps up to SECONDS; "
+                             "ours fills 0.5 s): the post-processing ByteTrack's published results had")
     parser.add_argument("--frames", action="store_true",
                         help="synthetic: give the trackers the clips' frames (camera motion compensation)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -180,7 +188,8 @@ def bench_mot(args) -> None:
             for seq in sequences:
                 tracker = with_overrides(TrackingConfig(tracker_name=name), args.overrides).make_tracker(seq["fps"])
                 out = folder / name / "data" / f"{seq['name']}.txt"
-                speeds[name].append((len(seq["detections"]), run_tracker(tracker, seq["detections"], out)))
+                speeds[name].append((len(seq["detections"]), run_tracker(tracker, seq["detections"], out,
+                                                                         args.fill_peer_gaps)))
         scores = mot_challenge_scores(root, folder, sequences, args.trackers, benchmark)
         frames = sum(len(s["detections"]) for s in sequences)
         total += frames
@@ -264,10 +273,11 @@ def bench_synthetic(args) -> None:
         config, _, _ = retrack_config(saved, name, {})  # as `retrack RUN --tracker NAME`
         tracker = with_overrides(config, args.overrides).make_tracker(saved.meta.fps)
         if not args.frames:
-            return len(saved.frames), run_tracker(tracker, ((f.index, f.candidates) for f in saved.frames), path)
+            return len(saved.frames), run_tracker(tracker, ((f.index, f.candidates) for f in saved.frames), path,
+                                                  args.fill_peer_gaps)
         images = {f.index: f.image for f in open_video(seq["video"])}
         return len(saved.frames), run_tracker(
-            tracker, ((f.index, f.candidates, images[f.index]) for f in saved.frames), path)
+            tracker, ((f.index, f.candidates, images[f.index]) for f in saved.frames), path, args.fill_peer_gaps)
 
     results = score_trackers(args, "synthetic", sequences, track)
     frames = sum(len(s["saved"].frames) for s in sequences)
