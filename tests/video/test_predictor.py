@@ -9,10 +9,12 @@ import torch
 from sam3video.detections import Detections
 from sam3video.sources.cache import LazyFrames
 from sam3video.trackers.association.exemplars import Exemplar
+from sam3video.trackers.association.tracker import TrackerConfig
 from sam3video.video import predictor as predictor_module
 from sam3video.video.predictor import TrackingConfig, VideoPredictor
 
 FRAMES = np.random.default_rng(0).integers(0, 255, size=(20, 48, 64, 3), dtype=np.uint8)
+SHORT = TrackingConfig(tracker=TrackerConfig(min_hits=3))  # clips of 6-8 frames: 3 hits confirm a track
 
 
 class CallCounter:
@@ -59,9 +61,11 @@ def test_ids_carry_across_window_boundaries(tiny_model, monkeypatch):
     session = predictor.start_session(["dog"], fps=10)
     results = list(predictor.track(FRAMES, window_seconds=0.5, source_fps=10, session=session))
     assert sorted({r.window for r in results}) == [0, 1, 2, 3]  # 20 frames at 10 fps, 0.5 s windows
+    assert [r.frame_index for r in results] == list(range(20))
     ids = [r.detections.tracker_id.tolist() for r in results]
-    assert ids[:2] == [[], []]  # tentative for min_hits = 3 frames
-    assert all(i == [1] for i in ids[2:])
+    # confirmed on frame 8 (9 hits), back-filled within its window (frames 5-9): window 0 was written before
+    assert ids[:5] == [[]] * 5
+    assert all(i == [1] for i in ids[5:])
 
 
 def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
@@ -73,12 +77,12 @@ def test_negative_exemplar_suppresses_what_it_marks(tiny_model, monkeypatch):
         return moving_box_detections(0, frame_size)  # a still object
 
     monkeypatch.setattr(predictor_module, "postprocess", scripted)
-    predictor = VideoPredictor(tiny_model)
+    predictor = VideoPredictor(tiny_model, SHORT)
     exemplar = Exemplar(frame=4, box=(4, 10, 20, 30), positive=False)
     session = predictor.start_session(["dog"], [exemplar], fps=10)
     results = list(predictor.track(FRAMES[:8], session=session))
     counts = [len(r.detections) for r in results]
-    assert counts == [0, 0, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2, suppressed from frame 4 on
+    assert counts == [1, 1, 1, 1, 0, 0, 0, 0]  # confirmed at frame 2 (back-filled), suppressed from frame 4 on
     assert [p.positive for p in session.exemplars.prototypes] == [False]
 
 
@@ -100,7 +104,7 @@ def test_positive_exemplar_box_goes_to_the_model_on_its_frame_and_follows_its_tr
 
     monkeypatch.setattr(predictor_module, "prompt_from_boxes", spy)
     monkeypatch.setattr(predictor_module, "postprocess", scripted)
-    predictor = VideoPredictor(tiny_model, TrackingConfig(exemplar=ExemplarConfig(carry_boxes=carry)))
+    predictor = VideoPredictor(tiny_model, TrackingConfig(tracker=SHORT.tracker, exemplar=ExemplarConfig(carry_boxes=carry)))
     exemplar = Exemplar(frame=3, box=(10, 10, 26, 30), positive=True)
     list(predictor.track(FRAMES[:8], prompts=["dog"], exemplars=[exemplar]))
     # frames 0-2: no box; frame 3: the exemplar (then a text-only pass); later frames: the carried box or
@@ -197,7 +201,7 @@ def test_positive_exemplar_on_a_tentative_object_attaches_once_reported(tiny_mod
         return moving_box_detections(len(frames_seen) - 1, size)
 
     monkeypatch.setattr(predictor_module, "postprocess", scripted)
-    predictor = VideoPredictor(tiny_model)
+    predictor = VideoPredictor(tiny_model, SHORT)
     exemplar = Exemplar(frame=0, box=(4, 10, 20, 30), positive=True)  # frame 0: the track is tentative
     session = predictor.start_session(["dog"], [exemplar], fps=10)
     list(predictor.track(FRAMES[:6], session=session))
