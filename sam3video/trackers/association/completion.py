@@ -51,7 +51,8 @@ class TrackCompletion:
             raise ValueError(f"delay and max_gap must be >= 0, got {delay}, {max_gap}")
         self.delay, self.max_gap = delay, max_gap
         self._held: deque[list] = deque()  # [result, [Detections added]] oldest first
-        self._last: dict[int, tuple[int, Detections]] = {}  # track id -> (frame, its last reported row)
+        # track id -> (frame, detections, row) of its last report, while a gap from there could still be filled
+        self._last: dict[int, tuple[int, Detections, int]] = {}
 
     def push(self, result: Result, early_rows: list[EarlyRow] | tuple = ()) -> list[Result]:
         """Hold ``result`` (mending the frames held before it); returns the results now ``delay`` frames old."""
@@ -60,12 +61,13 @@ class TrackCompletion:
             if early.frame_index in held:
                 entry = held[early.frame_index]
                 entry[1].append(_with_id(entry[0].candidates[early.row], early.track_id))
-        dets = result.detections
+        dets, now = result.detections, result.frame_index
         for i, track_id in enumerate(() if dets.tracker_id is None else dets.tracker_id.tolist()):
             seen = self._last.get(track_id)
-            if seen is not None and 1 < result.frame_index - seen[0] <= self.max_gap + 1:
-                self._fill(seen, (result.frame_index, dets[i]), held)
-            self._last[track_id] = result.frame_index, dets[i]
+            if seen is not None and now - seen[0] > 1:
+                self._fill(seen[0], seen[1][seen[2]], now, dets[i], held)
+            self._last[track_id] = now, dets, i
+        self._last = {k: v for k, v in self._last.items() if now - v[0] <= self.max_gap}  # bounded memory
         self._held.append([result, []])
         released = []
         while len(self._held) > self.delay:
@@ -78,8 +80,8 @@ class TrackCompletion:
         self._last.clear()
         return released
 
-    def _fill(self, start: tuple[int, Detections], end: tuple[int, Detections], held: dict) -> None:
-        (f0, d0), (f1, d1) = start, end
+    def _fill(self, f0: int, d0: Detections, f1: int, d1: Detections, held: dict) -> None:
+        """Frames ``f0 < f < f1`` still held get a row between ``d0`` (seen on ``f0``) and ``d1`` (on ``f1``)."""
         for frame_index in range(f0 + 1, f1):
             if frame_index not in held:
                 continue
