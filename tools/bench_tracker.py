@@ -38,9 +38,9 @@ from sam3video.eval.metrics import _metric_objects, _summarise, run_eval
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
 from sam3video.trackers.association.peers import TRACKER_NAMES
-from sam3video.trackers.association.completion import TrackCompletion
-from sam3video.trackers.association.tracker import Tracker, TrackerConfig
-from sam3video.video.session import FrameResult, TrackingConfig
+from sam3video.trackers.association.completion import track_frames
+from sam3video.trackers.association.tracker import TrackerConfig
+from sam3video.video.session import TrackingConfig
 
 COLUMNS = ("HOTA", "DetA", "AssA", "IDF1", "MOTA", "IDSW")
 
@@ -98,28 +98,17 @@ def with_overrides(config: TrackingConfig, overrides: dict) -> TrackingConfig:
 
 def run_tracker(tracker, frames, out: Path, peer_gap_s: float = 0.0) -> float:
     """Track ``frames`` (Detections, or (frame index, Detections[, image])) with ``tracker`` and write the
-    MOT file ``out``; returns the update loop's frames/s. Ours through its track completion, as ``track`` and
-    ``retrack`` run it (``video.session.complete``); a peer through its gap filling alone when ``peer_gap_s``
-    (the peers have no tentative detections to back-fill)."""
-    if isinstance(tracker, Tracker):
-        completion = TrackCompletion(tracker.report_delay, tracker.max_gap) if tracker.report_delay else None
-    else:
-        gap = round(peer_gap_s * tracker.fps)
-        completion = TrackCompletion(gap, gap) if gap else None
-    tracked, seconds, count = [], 0.0, 0
-    for item in frames:
-        index, detections, *image = item if isinstance(item, tuple) else (count, item)
-        start = time.perf_counter()
-        result = FrameResult(index, 0.0, 0, tracker.update(detections, index, *image), None, detections)
-        tracked.extend([result] if completion is None else completion.push(result, getattr(tracker, "early_rows", ())))
-        seconds += time.perf_counter() - start
-        count += 1
-    tracked.extend([] if completion is None else completion.flush())
+    MOT file ``out``; returns the loop's frames/s. As ``track`` and ``retrack`` run it (``track_frames``): ours
+    through its track completion; a peer through its gap filling alone when ``peer_gap_s``."""
+    items = [item if isinstance(item, tuple) else (index, item) for index, item in enumerate(frames)]
+    start = time.perf_counter()
+    tracked = list(track_frames(tracker, items, peer_gap_s))
+    seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     with MOTWriter(out) as writer:
         for result in tracked:
             writer.write(result.frame_index, result.detections)
-    return count / max(seconds, 1e-9)
+    return len(items) / max(seconds, 1e-9)
 
 
 def table(title: str, rows: list[tuple[str, dict, float | None]]) -> str:

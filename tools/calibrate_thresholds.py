@@ -26,6 +26,7 @@ from sam3video.export.outputs import prompt_slug
 from sam3video.model.checkpoint import load_model
 from sam3video.run import TrackJob, prepare
 from sam3video.thresholds import Thresholds
+from sam3video.trackers.association.completion import track_frames
 from sam3video.trackers.association.tracker import Tracker
 from sam3video.video.predictor import TrackingConfig
 
@@ -68,8 +69,9 @@ def main(argv=None) -> None:
         config = TrackingConfig.at_score_threshold(score, low).tracker  # the thresholds `track` would use
         preds = []
         for name, _, candidates in sequences:
-            tracker = Tracker(config, fps=30.0)
-            frames = [tracker.update(c[c.confidence >= low], t) for t, c in enumerate(candidates)]
+            tracked = track_frames(Tracker(config, fps=30.0),  # with the track completion, as `track` runs it
+                                   ((t, c[c.confidence >= low]) for t, c in enumerate(candidates)))
+            frames = [f.detections for f in tracked]
             path = args.out / "sweep" / f"{score}_{low}" / f"{name}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_tracks(path, frames, 0)

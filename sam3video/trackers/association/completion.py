@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -103,3 +104,32 @@ class TrackCompletion:
 def _with_id(row: Detections, track_id: int) -> Detections:
     row.tracker_id = np.array([track_id], np.int64)
     return row
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedFrame:
+    """One frame tracked by ``track_frames``: the reported ``detections`` (tracker_id set) among ``candidates``."""
+
+    frame_index: int
+    detections: Detections
+    candidates: Detections
+
+
+def track_frames(tracker, frames: Iterable[tuple], gap_s: float = 0.0) -> Iterator[TrackedFrame]:
+    """``tracker`` (ours, or a peer) on ``frames`` ((frame index, detections[, image (H, W, 3) uint8 RGB]), in
+    order) as ``track`` runs it: ours through its completion (``report_delay`` frames late); a peer at once, or
+    with gaps up to ``gap_s`` filled the same way (peers have no early rows to back-fill)."""
+    delay = getattr(tracker, "report_delay", None)
+    if delay is None:
+        delay = max_gap = round(gap_s * tracker.fps)
+    else:
+        max_gap = tracker.max_gap
+    completion = TrackCompletion(delay, max_gap) if delay else None
+    for frame_index, candidates, *image in frames:
+        result = TrackedFrame(frame_index, tracker.update(candidates, frame_index, *image), candidates)
+        if completion is None:
+            yield result
+        else:
+            yield from completion.push(result, getattr(tracker, "early_rows", ()))
+    if completion is not None:
+        yield from completion.flush()
