@@ -37,8 +37,8 @@ from sam3video.detections import Detections
 from sam3video.eval.metrics import _metric_objects, _summarise, run_eval
 from sam3video.export import MOTWriter, read_detection_file
 from sam3video.export.outputs import OUTPUT_NAMES
-from sam3video.trackers.association.peers import TRACKER_NAMES
 from sam3video.trackers.association.completion import track_frames
+from sam3video.trackers.association.peers import TRACKER_NAMES
 from sam3video.trackers.association.tracker import TrackerConfig
 from sam3video.video.session import TrackingConfig
 

@@ -24,9 +24,9 @@ from ..thresholds import (
     Thresholds,
     new_track_threshold,
 )
+from ..trackers.association.completion import TrackCompletion
 from ..trackers.association.exemplars import ExemplarConfig, ExemplarMemory
 from ..trackers.association.peers import PEERS, TRACKER_NAMES, PeerTracker
-from ..trackers.association.completion import TrackCompletion
 from ..trackers.association.tracker import Tracker, TrackerConfig
 from ..trackers.sam3.options import Sam3Options
 
@@ -200,10 +200,10 @@ def complete(session: TrackingSession, result: FrameResult) -> list[FrameResult]
     ``Tracker.report_delay`` frames late, back-filled and with gaps filled (``trackers.association.completion``);
     ``[result]`` at once for the peers. Only tracks ``result`` reports (the exemplars kept) are back-filled."""
     tracker = session.tracker
-    if not isinstance(tracker, Tracker) or tracker.report_delay == 0:
-        return [result]
     if session.completion is None:
-        session.completion = TrackCompletion(tracker.report_delay, tracker.max_gap)
+        session.completion = TrackCompletion.for_tracker(tracker)
+        if session.completion is None:
+            return [result]
     reported = result.detections.tracker_id
     kept = set() if reported is None else set(reported.tolist())
     return session.completion.push(result, [row for row in tracker.early_rows if row.track_id in kept])

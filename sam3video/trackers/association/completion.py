@@ -55,6 +55,17 @@ class TrackCompletion:
         # track id -> (frame, detections, row) of its last report, while a gap from there could still be filled
         self._last: dict[int, tuple[int, Detections, int]] = {}
 
+    @classmethod
+    def for_tracker(cls, tracker, peer_gap_s: float = 0.0) -> "TrackCompletion | None":
+        """The completion ``track`` runs ``tracker`` through: ours by its ``report_delay`` and ``max_gap``; a peer
+        (no early rows) with gaps up to ``peer_gap_s`` filled. None where nothing would be held."""
+        delay = getattr(tracker, "report_delay", None)
+        if delay is None:
+            delay = max_gap = round(peer_gap_s * tracker.fps)
+        else:
+            max_gap = tracker.max_gap
+        return cls(delay, max_gap) if delay else None
+
     def push(self, result: Result, early_rows: list[EarlyRow] | tuple = ()) -> list[Result]:
         """Hold ``result`` (mending the frames held before it); returns the results now ``delay`` frames old."""
         held = {entry[0].frame_index: entry for entry in self._held}
@@ -119,12 +130,7 @@ def track_frames(tracker, frames: Iterable[tuple], gap_s: float = 0.0) -> Iterat
     """``tracker`` (ours, or a peer) on ``frames`` ((frame index, detections[, image (H, W, 3) uint8 RGB]), in
     order) as ``track`` runs it: ours through its completion (``report_delay`` frames late); a peer at once, or
     with gaps up to ``gap_s`` filled the same way (peers have no early rows to back-fill)."""
-    delay = getattr(tracker, "report_delay", None)
-    if delay is None:
-        delay = max_gap = round(gap_s * tracker.fps)
-    else:
-        max_gap = tracker.max_gap
-    completion = TrackCompletion(delay, max_gap) if delay else None
+    completion = TrackCompletion.for_tracker(tracker, gap_s)
     for frame_index, candidates, *image in frames:
         result = TrackedFrame(frame_index, tracker.update(candidates, frame_index, *image), candidates)
         if completion is None:
